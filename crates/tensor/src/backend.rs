@@ -1,0 +1,208 @@
+//! The `Backend` trait: the short list of primitive kernels every device implements.
+//!
+//! Everything a `Tensor` can do is composed from these, once, above the trait. Storage is opaque: callers
+//! never see device memory as a slice; data crosses only through `storage_from_vec` and `to_vec`. Every kernel receives
+//! the layouts (shape, strides, offset) of its inputs, so views reach kernels without copies, and every kernel
+//! returns a fresh contiguous (row-major) storage for its output.
+//!
+//! Besides the primitives (memory, strided copy, unary / binary elementwise, axis reductions, batched GEMM,
+//! index select / index add, select-where) the trait holds the few fused kernels that matter for speed:
+//! softmax (optionally causal), log-softmax, rms-norm and cross-entropy, each with its fused backward.
+
+use crate::{Element, Layout, Shape};
+use std::fmt::Debug;
+
+/// Elementwise functions of one tensor. Scalar parameters are carried as f64 and converted per backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Sigmoid,
+    /// `x * sigmoid(x)`
+    Silu,
+    /// The tanh approximation `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` used by GPT-2.
+    Gelu,
+    Relu,
+    Abs,
+    /// -1, 0 or 1.
+    Sign,
+    Recip,
+    Sqr,
+    Powf(f64),
+    AddScalar(f64),
+    MulScalar(f64),
+}
+
+/// Elementwise functions of two tensors of the same (already broadcast) shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    /// `a ^ b`
+    Pow,
+    /// Comparisons give 1.0 where true and 0.0 where false.
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `silu'(x) * g` for x = lhs, g = rhs (the fused backward of silu).
+    SiluBackward,
+    /// `gelu'(x) * g` for x = lhs, g = rhs (the fused backward of gelu).
+    GeluBackward,
+}
+
+/// Reductions along one axis. Arg-reductions return the index as an element value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+    ArgMax,
+    ArgMin,
+}
+
+pub trait Backend: Clone + Debug + Send + Sync + 'static {
+    type Elem: Element;
+    /// Device memory holding elements; opaque to everything above the backend.
+    type Storage: Send + Sync + 'static;
+
+    /// A short human name, e.g. `cpu<f32>`.
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------------------------
+    fn storage_from_vec(&self, data: Vec<Self::Elem>) -> Self::Storage;
+    fn full(&self, len: usize, value: Self::Elem) -> Self::Storage;
+    /// Reads the elements that `layout` addresses, in row-major order.
+    fn to_vec(&self, src: &Self::Storage, layout: &Layout) -> Vec<Self::Elem>;
+    /// Copies the elements `src_layout` addresses into the positions `dst_layout` addresses (same shape).
+    fn copy_strided(
+        &self,
+        src: &Self::Storage,
+        src_layout: &Layout,
+        dst: &mut Self::Storage,
+        dst_layout: &Layout,
+    );
+
+    // ---- elementwise --------------------------------------------------------------------------------------
+    fn unary(&self, op: UnaryOp, x: &Self::Storage, layout: &Layout) -> Self::Storage;
+    /// Both layouts already have the output's shape (broadcast axes carry stride 0).
+    fn binary(
+        &self,
+        op: BinaryOp,
+        lhs: &Self::Storage,
+        lhs_layout: &Layout,
+        rhs: &Self::Storage,
+        rhs_layout: &Layout,
+    ) -> Self::Storage;
+    /// `cond != 0 ? a : b`, all three layouts already broadcast to the output shape.
+    fn where_cond(
+        &self,
+        cond: (&Self::Storage, &Layout),
+        a: (&Self::Storage, &Layout),
+        b: (&Self::Storage, &Layout),
+    ) -> Self::Storage;
+
+    // ---- reductions and products --------------------------------------------------------------------------
+    /// Reduces `axis`, which stays in the output with size 1.
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        x: &Self::Storage,
+        layout: &Layout,
+        axis: usize,
+    ) -> Self::Storage;
+    /// `(.., m, k) @ (.., k, n) -> (.., m, n)`; both layouts have the same (already broadcast) batch axes.
+    fn matmul(
+        &self,
+        lhs: &Self::Storage,
+        lhs_layout: &Layout,
+        rhs: &Self::Storage,
+        rhs_layout: &Layout,
+    ) -> Self::Storage;
+
+    // ---- indexing -----------------------------------------------------------------------------------------
+    /// Picks `ids` along `axis`: the output has `ids.len()` in place of that axis (an embedding lookup).
+    fn index_select(
+        &self,
+        x: &Self::Storage,
+        layout: &Layout,
+        axis: usize,
+        ids: &[u32],
+    ) -> Self::Storage;
+    /// `dst[.., ids[i], ..] += src[.., i, ..]` along `axis`, for a contiguous `dst` of shape `dst_shape`.
+    fn index_add(
+        &self,
+        dst: &mut Self::Storage,
+        dst_shape: &Shape,
+        axis: usize,
+        ids: &[u32],
+        src: &Self::Storage,
+        src_layout: &Layout,
+    );
+
+    // ---- fused kernels (all along the last axis) ------------------------------------------------------------
+    /// `softmax(x)` over the last axis. With `causal`, the last two axes are (queries, keys) and key j is
+    /// hidden from query i when `j > i + (keys - queries)`, as if its score were -inf.
+    fn softmax(&self, x: &Self::Storage, layout: &Layout, causal: bool) -> Self::Storage;
+    /// `dx = y * (g - sum(g * y))` row by row, from the softmax output y; y and g contiguous, same shape.
+    fn softmax_backward(
+        &self,
+        y: &Self::Storage,
+        g: &Self::Storage,
+        shape: &Shape,
+    ) -> Self::Storage;
+    /// `x - max - log(sum(exp(x - max)))` over the last axis.
+    fn log_softmax(&self, x: &Self::Storage, layout: &Layout) -> Self::Storage;
+    /// `dx = g - exp(y) * sum(g)` row by row, from the log-softmax output y.
+    fn log_softmax_backward(
+        &self,
+        y: &Self::Storage,
+        g: &Self::Storage,
+        shape: &Shape,
+    ) -> Self::Storage;
+    /// `y = x / sqrt(mean(x^2) + eps) * w` over the last axis; `w` has the last axis' size.
+    fn rms_norm(
+        &self,
+        x: &Self::Storage,
+        layout: &Layout,
+        w: &Self::Storage,
+        w_layout: &Layout,
+        eps: f64,
+    ) -> Self::Storage;
+    /// Gradients of rms-norm w.r.t. x and w, for contiguous x and g of `shape` and contiguous w.
+    fn rms_norm_backward(
+        &self,
+        x: &Self::Storage,
+        w: &Self::Storage,
+        g: &Self::Storage,
+        shape: &Shape,
+        eps: f64,
+    ) -> (Self::Storage, Self::Storage);
+    /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
+    fn cross_entropy(
+        &self,
+        logits: &Self::Storage,
+        layout: &Layout,
+        targets: &[u32],
+        ignore: Option<u32>,
+    ) -> Self::Storage;
+    /// `dlogits = g_row * (softmax(logits) - onehot(target))`, 0 on ignored rows; `row_grads` has n values.
+    fn cross_entropy_backward(
+        &self,
+        logits: &Self::Storage,
+        layout: &Layout,
+        targets: &[u32],
+        ignore: Option<u32>,
+        row_grads: &Self::Storage,
+    ) -> Self::Storage;
+}

@@ -1,0 +1,233 @@
+//! Elementwise CPU kernels: strided copy, unary and binary maps, select-where.
+//!
+//! Each op is a closure handed to one generic map, so the compiler builds a specialised loop per op (no
+//! dynamic dispatch per element). The inner loop is specialised again on the common stride patterns
+//! (both contiguous, one broadcast) so that it vectorises.
+
+use super::strided::{par_chunks, par_rows, Strided};
+use crate::{BinaryOp, Element, Layout, UnaryOp};
+
+/// Gathers the elements `layout` addresses into a new row-major vector.
+pub fn to_contiguous<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
+    map1(x, layout, |v| v)
+}
+
+/// Applies `f` to every element `layout` addresses; the output is row-major.
+pub fn map1<E: Element>(x: &[E], layout: &Layout, f: impl Fn(E) -> E + Sync) -> Vec<E> {
+    let n = layout.shape().numel();
+    let mut out = vec![E::zero(); n];
+    let it = Strided::new(layout.dims(), [layout.strides()], [layout.offset()]);
+    let (inner, [s]) = (it.inner, it.inner_strides);
+    if it.rows() == 1 && s == 1 {
+        let x = &x[layout.offset()..layout.offset() + n];
+        par_chunks(&mut out, |part, start| {
+            let len = part.len();
+            for (o, &v) in part.iter_mut().zip(&x[start..start + len]) {
+                *o = f(v);
+            }
+        });
+        return out;
+    }
+    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
+        let first = rows.start;
+        it.for_rows(rows, |row, [off]| {
+            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
+            if s == 1 {
+                for (o, &v) in o.iter_mut().zip(&x[off..off + inner]) {
+                    *o = f(v);
+                }
+            } else {
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = f(x[off + i * s]);
+                }
+            }
+        });
+    });
+    out
+}
+
+/// Applies `f` pairwise; both layouts already have the output shape (stride 0 on broadcast axes).
+pub fn map2<E: Element>(
+    a: &[E],
+    la: &Layout,
+    b: &[E],
+    lb: &Layout,
+    f: impl Fn(E, E) -> E + Sync,
+) -> Vec<E> {
+    let n = la.shape().numel();
+    let mut out = vec![E::zero(); n];
+    let it = Strided::new(
+        la.dims(),
+        [la.strides(), lb.strides()],
+        [la.offset(), lb.offset()],
+    );
+    let (inner, [sa, sb]) = (it.inner, it.inner_strides);
+    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
+        let first = rows.start;
+        it.for_rows(rows, |row, [oa, ob]| {
+            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
+            match (sa, sb) {
+                (1, 1) => {
+                    for ((o, &x), &y) in
+                        o.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner])
+                    {
+                        *o = f(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let y = b[ob];
+                    for (o, &x) in o.iter_mut().zip(&a[oa..oa + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a[oa];
+                    for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                _ => {
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = f(a[oa + i * sa], b[ob + i * sb]);
+                    }
+                }
+            }
+        });
+    });
+    out
+}
+
+/// `cond != 0 ? a : b`, all layouts already broadcast to the output shape.
+pub fn where_cond<E: Element>(
+    c: (&[E], &Layout),
+    a: (&[E], &Layout),
+    b: (&[E], &Layout),
+) -> Vec<E> {
+    let n = c.1.shape().numel();
+    let mut out = vec![E::zero(); n];
+    let it = Strided::new(
+        c.1.dims(),
+        [c.1.strides(), a.1.strides(), b.1.strides()],
+        [c.1.offset(), a.1.offset(), b.1.offset()],
+    );
+    let (inner, [sc, sa, sb]) = (it.inner, it.inner_strides);
+    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
+        let first = rows.start;
+        it.for_rows(rows, |row, [oc, oa, ob]| {
+            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = if c.0[oc + i * sc] != E::zero() {
+                    a.0[oa + i * sa]
+                } else {
+                    b.0[ob + i * sb]
+                };
+            }
+        });
+    });
+    out
+}
+
+/// Copies `src` (as `ls` addresses it) into the places of `dst` that `ld` addresses.
+pub fn copy_strided<E: Element>(src: &[E], ls: &Layout, dst: &mut [E], ld: &Layout) {
+    if ld.is_contiguous() {
+        let n = ld.shape().numel();
+        let gathered = to_contiguous(src, ls);
+        dst[ld.offset()..ld.offset() + n].copy_from_slice(&gathered);
+        return;
+    }
+    let it = Strided::new(
+        ls.dims(),
+        [ls.strides(), ld.strides()],
+        [ls.offset(), ld.offset()],
+    );
+    let (inner, [ss, sd]) = (it.inner, it.inner_strides);
+    it.for_rows(0..it.rows(), |_, [os, od]| {
+        for i in 0..inner {
+            dst[od + i * sd] = src[os + i * ss];
+        }
+    });
+}
+
+fn sigmoid<E: Element>(x: E) -> E {
+    E::one() / (E::one() + (-x).exp())
+}
+
+fn sign<E: Element>(x: E) -> E {
+    if x > E::zero() {
+        E::one()
+    } else if x < E::zero() {
+        -E::one()
+    } else {
+        E::zero()
+    }
+}
+
+/// `(tanh(u), du/dx)` for the GELU tanh approximation, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+fn gelu_parts<E: Element>(x: E) -> (E, E) {
+    let c = E::from_f64((2.0 / std::f64::consts::PI).sqrt());
+    let k = E::from_f64(0.044715);
+    let u = c * (x + k * x * x * x);
+    (u.tanh(), c * (E::one() + E::from_f64(3.0) * k * x * x))
+}
+
+pub fn unary<E: Element>(op: UnaryOp, x: &[E], l: &Layout) -> Vec<E> {
+    let half = E::from_f64(0.5);
+    match op {
+        UnaryOp::Neg => map1(x, l, |v| -v),
+        UnaryOp::Exp => map1(x, l, |v| v.exp()),
+        UnaryOp::Log => map1(x, l, |v| v.ln()),
+        UnaryOp::Sqrt => map1(x, l, |v| v.sqrt()),
+        UnaryOp::Rsqrt => map1(x, l, |v| v.sqrt().recip()),
+        UnaryOp::Tanh => map1(x, l, |v| v.tanh()),
+        UnaryOp::Sigmoid => map1(x, l, sigmoid),
+        UnaryOp::Silu => map1(x, l, |v| v * sigmoid(v)),
+        UnaryOp::Gelu => map1(x, l, |v| half * v * (E::one() + gelu_parts(v).0)),
+        UnaryOp::Relu => map1(x, l, |v| v.max(E::zero())),
+        UnaryOp::Abs => map1(x, l, |v| v.abs()),
+        UnaryOp::Sign => map1(x, l, sign),
+        UnaryOp::Recip => map1(x, l, |v| v.recip()),
+        UnaryOp::Sqr => map1(x, l, |v| v * v),
+        UnaryOp::Powf(p) => {
+            let p = E::from_f64(p);
+            map1(x, l, |v| v.powf(p))
+        }
+        UnaryOp::AddScalar(c) => {
+            let c = E::from_f64(c);
+            map1(x, l, |v| v + c)
+        }
+        UnaryOp::MulScalar(c) => {
+            let c = E::from_f64(c);
+            map1(x, l, |v| v * c)
+        }
+    }
+}
+
+pub fn binary<E: Element>(op: BinaryOp, a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
+    let bool_ = |t: bool| if t { E::one() } else { E::zero() };
+    match op {
+        BinaryOp::Add => map2(a, la, b, lb, |x, y| x + y),
+        BinaryOp::Sub => map2(a, la, b, lb, |x, y| x - y),
+        BinaryOp::Mul => map2(a, la, b, lb, |x, y| x * y),
+        BinaryOp::Div => map2(a, la, b, lb, |x, y| x / y),
+        BinaryOp::Max => map2(a, la, b, lb, |x, y| x.max(y)),
+        BinaryOp::Min => map2(a, la, b, lb, |x, y| x.min(y)),
+        BinaryOp::Pow => map2(a, la, b, lb, |x, y| x.powf(y)),
+        BinaryOp::Eq => map2(a, la, b, lb, |x, y| bool_(x == y)),
+        BinaryOp::Ne => map2(a, la, b, lb, |x, y| bool_(x != y)),
+        BinaryOp::Lt => map2(a, la, b, lb, |x, y| bool_(x < y)),
+        BinaryOp::Le => map2(a, la, b, lb, |x, y| bool_(x <= y)),
+        BinaryOp::Gt => map2(a, la, b, lb, |x, y| bool_(x > y)),
+        BinaryOp::Ge => map2(a, la, b, lb, |x, y| bool_(x >= y)),
+        // silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
+        BinaryOp::SiluBackward => map2(a, la, b, lb, |x, g| {
+            let s = sigmoid(x);
+            g * s * (E::one() + x * (E::one() - s))
+        }),
+        // gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, t = tanh(u)
+        BinaryOp::GeluBackward => map2(a, la, b, lb, |x, g| {
+            let half = E::from_f64(0.5);
+            let (t, du) = gelu_parts(x);
+            g * (half * (E::one() + t) + half * x * (E::one() - t * t) * du)
+        }),
+    }
+}

@@ -1,0 +1,249 @@
+//! Fused row kernels on the CPU: softmax (optionally causal), log-softmax, rms-norm, cross-entropy, and
+//! their backward passes. Each reads a row once or twice and writes it once, instead of the five or six passes
+//! the composed elementwise ops would make.
+
+use super::reduce::contiguous_slice;
+use super::strided::par_rows;
+use crate::{Element, Layout, Shape};
+use rayon::prelude::*;
+
+fn rows_of(shape: &Shape) -> (usize, usize) {
+    let n = *shape
+        .dims()
+        .last()
+        .expect("row kernels need at least one axis");
+    (shape.numel().checked_div(n).unwrap_or(0), n)
+}
+
+/// Softmax of each row; with `causal`, row r of a (.., q, k) block sees keys `0..=r % q + (k - q)`.
+pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
+    let x = contiguous_slice(x, layout);
+    let (rows, n) = rows_of(layout.shape());
+    let q = if causal {
+        layout.dims()[layout.shape().rank() - 2]
+    } else {
+        1
+    };
+    let mut out = vec![E::zero(); x.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let visible = if causal {
+                (r % q + n + 1).saturating_sub(q).min(n)
+            } else {
+                n
+            };
+            let xr = &x[r * n..r * n + visible];
+            let yr = &mut chunk[(r - range.start) * n..][..visible];
+            let max = xr.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
+            let mut sum = E::zero();
+            for (y, &v) in yr.iter_mut().zip(xr) {
+                *y = (v - max).exp();
+                sum += *y;
+            }
+            let inv = sum.recip();
+            yr.iter_mut().for_each(|y| *y *= inv);
+        }
+    });
+    out
+}
+
+pub fn softmax_backward<E: Element>(y: &[E], g: &[E], shape: &Shape) -> Vec<E> {
+    let (rows, n) = rows_of(shape);
+    let mut out = vec![E::zero(); y.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let (yr, gr) = (&y[r * n..][..n], &g[r * n..][..n]);
+            let dot = yr.iter().zip(gr).fold(E::zero(), |s, (&a, &b)| s + a * b);
+            let dr = &mut chunk[(r - range.start) * n..][..n];
+            for ((d, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
+                *d = yv * (gv - dot);
+            }
+        }
+    });
+    out
+}
+
+/// `log(sum(exp(row)))`, computed stably around the row's maximum.
+fn logsumexp<E: Element>(row: &[E]) -> E {
+    let max = row.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
+    max + row.iter().fold(E::zero(), |s, &v| s + (v - max).exp()).ln()
+}
+
+pub fn log_softmax<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
+    let x = contiguous_slice(x, layout);
+    let (rows, n) = rows_of(layout.shape());
+    let mut out = vec![E::zero(); x.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let xr = &x[r * n..][..n];
+            let lse = logsumexp(xr);
+            for (y, &v) in chunk[(r - range.start) * n..][..n].iter_mut().zip(xr) {
+                *y = v - lse;
+            }
+        }
+    });
+    out
+}
+
+pub fn log_softmax_backward<E: Element>(y: &[E], g: &[E], shape: &Shape) -> Vec<E> {
+    let (rows, n) = rows_of(shape);
+    let mut out = vec![E::zero(); y.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let (yr, gr) = (&y[r * n..][..n], &g[r * n..][..n]);
+            let sum = gr.iter().fold(E::zero(), |s, &v| s + v);
+            for ((d, &yv), &gv) in chunk[(r - range.start) * n..][..n]
+                .iter_mut()
+                .zip(yr)
+                .zip(gr)
+            {
+                *d = gv - yv.exp() * sum;
+            }
+        }
+    });
+    out
+}
+
+/// `1 / sqrt(mean(row^2) + eps)`
+fn inv_rms<E: Element>(row: &[E], eps: E) -> E {
+    let ms = row.iter().fold(E::zero(), |s, &v| s + v * v) / E::from_f64(row.len() as f64);
+    (ms + eps).sqrt().recip()
+}
+
+pub fn rms_norm<E: Element>(x: &[E], lx: &Layout, w: &[E], lw: &Layout, eps: f64) -> Vec<E> {
+    let x = contiguous_slice(x, lx);
+    let w = contiguous_slice(w, lw);
+    let (rows, n) = rows_of(lx.shape());
+    let eps = E::from_f64(eps);
+    let mut out = vec![E::zero(); x.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let xr = &x[r * n..][..n];
+            let inv = inv_rms(xr, eps);
+            for ((y, &v), &wv) in chunk[(r - range.start) * n..][..n]
+                .iter_mut()
+                .zip(xr)
+                .zip(w.iter())
+            {
+                *y = v * inv * wv;
+            }
+        }
+    });
+    out
+}
+
+/// With `xhat = x * inv` and `y = xhat * w`: `dw = sum_rows(g * xhat)`,
+/// `dx = inv * (g*w - xhat * mean(g*w * xhat))`.
+pub fn rms_norm_backward<E: Element>(
+    x: &[E],
+    w: &[E],
+    g: &[E],
+    shape: &Shape,
+    eps: f64,
+) -> (Vec<E>, Vec<E>) {
+    let (rows, n) = rows_of(shape);
+    let eps = E::from_f64(eps);
+    let mut dx = vec![E::zero(); x.len()];
+    // Each block of rows accumulates its own dw; the blocks' partial sums are added at the end.
+    let block = 64;
+    let partial: Vec<Vec<E>> = dx
+        .par_chunks_mut((block * n).max(1))
+        .enumerate()
+        .map(|(b, dxb)| {
+            let mut dw = vec![E::zero(); n];
+            for (i, dxr) in dxb.chunks_mut(n).enumerate() {
+                let r = b * block + i;
+                let (xr, gr) = (&x[r * n..][..n], &g[r * n..][..n]);
+                let inv = inv_rms(xr, eps);
+                let mut dot = E::zero();
+                for j in 0..n {
+                    let xhat = xr[j] * inv;
+                    dw[j] += gr[j] * xhat;
+                    dot += gr[j] * w[j] * xhat;
+                }
+                let mean = dot / E::from_f64(n as f64);
+                for j in 0..n {
+                    dxr[j] = inv * (gr[j] * w[j] - xr[j] * inv * mean);
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![E::zero(); n];
+    for p in partial {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    debug_assert!(rows == 0 || dx.len() == rows * n);
+    (dx, dw)
+}
+
+fn is_ignored(t: u32, ignore: Option<u32>) -> bool {
+    ignore == Some(t)
+}
+
+fn check_targets(targets: &[u32], rows: usize, n: usize, ignore: Option<u32>) {
+    assert_eq!(
+        targets.len(),
+        rows,
+        "cross_entropy: {} targets for {rows} rows of logits",
+        targets.len()
+    );
+    if let Some(t) = targets
+        .iter()
+        .find(|&&t| t as usize >= n && !is_ignored(t, ignore))
+    {
+        panic!("cross_entropy: target {t} is out of range for {n} classes");
+    }
+}
+
+pub fn cross_entropy<E: Element>(
+    logits: &[E],
+    layout: &Layout,
+    targets: &[u32],
+    ignore: Option<u32>,
+) -> Vec<E> {
+    let x = contiguous_slice(logits, layout);
+    let (rows, n) = rows_of(layout.shape());
+    check_targets(targets, rows, n, ignore);
+    (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let t = targets[r];
+            if is_ignored(t, ignore) {
+                return E::zero();
+            }
+            let xr = &x[r * n..][..n];
+            logsumexp(xr) - xr[t as usize]
+        })
+        .collect()
+}
+
+pub fn cross_entropy_backward<E: Element>(
+    logits: &[E],
+    layout: &Layout,
+    targets: &[u32],
+    ignore: Option<u32>,
+    row_grads: &[E],
+) -> Vec<E> {
+    let x = contiguous_slice(logits, layout);
+    let (rows, n) = rows_of(layout.shape());
+    check_targets(targets, rows, n, ignore);
+    let mut out = vec![E::zero(); x.len()];
+    par_rows(&mut out, rows, n, |chunk, range| {
+        for r in range.clone() {
+            let t = targets[r];
+            if is_ignored(t, ignore) {
+                continue;
+            }
+            let xr = &x[r * n..][..n];
+            let lse = logsumexp(xr);
+            let g = row_grads[r];
+            let dr = &mut chunk[(r - range.start) * n..][..n];
+            for (d, &v) in dr.iter_mut().zip(xr) {
+                *d = g * (v - lse).exp();
+            }
+            dr[t as usize] -= g;
+        }
+    });
+    out
+}

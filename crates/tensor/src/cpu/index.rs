@@ -1,0 +1,58 @@
+//! Index select (embedding lookup) and its adjoint, index add (scatter-add), on the CPU.
+//!
+//! Both view the tensor as (outer, axis, inner): select copies whole `inner` runs, add accumulates them.
+
+use super::reduce::contiguous_slice;
+use super::strided::par_rows;
+use crate::{Element, Layout, Shape};
+
+fn split_at_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        dims[..axis].iter().product(),
+        dims[axis],
+        dims[axis + 1..].iter().product(),
+    )
+}
+
+fn check_ids(ids: &[u32], len: usize, op: &str, shape: &Shape, axis: usize) {
+    if let Some(bad) = ids.iter().find(|&&i| i as usize >= len) {
+        panic!("{op}: index {bad} is out of range for axis {axis} of shape {shape}");
+    }
+}
+
+pub fn index_select<E: Element>(x: &[E], layout: &Layout, axis: usize, ids: &[u32]) -> Vec<E> {
+    let (outer, len, inner) = split_at_axis(layout.dims(), axis);
+    check_ids(ids, len, "index_select", layout.shape(), axis);
+    let data = contiguous_slice(x, layout);
+    let mut out = vec![E::zero(); outer * ids.len() * inner];
+    par_rows(&mut out, outer * ids.len(), inner, |chunk, rows| {
+        for r in rows.clone() {
+            let (o, i) = (r / ids.len(), r % ids.len());
+            let src = &data[(o * len + ids[i] as usize) * inner..][..inner];
+            chunk[(r - rows.start) * inner..][..inner].copy_from_slice(src);
+        }
+    });
+    out
+}
+
+pub fn index_add<E: Element>(
+    dst: &mut [E],
+    dst_shape: &Shape,
+    axis: usize,
+    ids: &[u32],
+    src: &[E],
+    src_layout: &Layout,
+) {
+    let (outer, len, inner) = split_at_axis(dst_shape.dims(), axis);
+    check_ids(ids, len, "index_add", dst_shape, axis);
+    let src = contiguous_slice(src, src_layout);
+    for o in 0..outer {
+        for (i, &id) in ids.iter().enumerate() {
+            let s = &src[(o * ids.len() + i) * inner..][..inner];
+            let d = &mut dst[(o * len + id as usize) * inner..][..inner];
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d += s;
+            }
+        }
+    }
+}

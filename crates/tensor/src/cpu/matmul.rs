@@ -1,0 +1,83 @@
+//! Batched matrix multiplication on the CPU through `matrixmultiply`'s GEMM.
+//!
+//! GEMM takes a row stride and a column stride for each operand, so a transposed view (`k.t()`) is passed
+//! as-is: no copy. Work is split with rayon across the batch when there are enough matrices, otherwise across
+//! row blocks of one big product; the GEMM itself runs single-threaded inside each task.
+
+use super::strided::Strided;
+use crate::{Element, Layout};
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a product is not worth splitting across threads.
+const PAR_MIN_MACS: usize = 1 << 20;
+
+pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
+    let nd = la.shape().rank();
+    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
+    let batch_offsets = batch_offsets(la, lb);
+    let mut out = vec![E::zero(); batch_offsets.len() * m * n];
+    if m * n == 0 || k == 0 {
+        return out;
+    }
+    let (rsa, csa) = (la.strides()[nd - 2] as isize, la.strides()[nd - 1] as isize);
+    let (rsb, csb) = (lb.strides()[nd - 2] as isize, lb.strides()[nd - 1] as isize);
+    // One GEMM of `rows` rows of A (starting at offset oa) into the row-major block `c`.
+    let gemm = |c: &mut [E], rows: usize, oa: usize, ob: usize| unsafe {
+        E::gemm(
+            rows,
+            k,
+            n,
+            E::one(),
+            a.as_ptr().add(oa),
+            rsa,
+            csa,
+            b.as_ptr().add(ob),
+            rsb,
+            csb,
+            E::zero(),
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
+    };
+    let threads = rayon::current_num_threads();
+    let macs = batch_offsets.len() * m * n * k;
+    if macs < PAR_MIN_MACS || threads == 1 {
+        for (c, &[oa, ob]) in out.chunks_mut(m * n).zip(&batch_offsets) {
+            gemm(c, m, oa, ob);
+        }
+    } else if batch_offsets.len() >= threads {
+        out.par_chunks_mut(m * n)
+            .zip(&batch_offsets)
+            .for_each(|(c, &[oa, ob])| gemm(c, m, oa, ob));
+    } else {
+        // Few large matrices: split each one's rows into blocks (a multiple of 8 rows, GEMM's micro-tile).
+        let block = m.div_ceil(threads).next_multiple_of(8);
+        for (c, &[oa, ob]) in out.chunks_mut(m * n).zip(&batch_offsets) {
+            c.par_chunks_mut(block * n)
+                .enumerate()
+                .for_each(|(i, cb)| gemm(cb, cb.len() / n, oa + i * block * rsa as usize, ob));
+        }
+    }
+    out
+}
+
+/// Storage offsets of each (lhs, rhs) matrix pair, enumerating the batch axes in row-major order.
+fn batch_offsets(la: &Layout, lb: &Layout) -> Vec<[usize; 2]> {
+    let nd = la.shape().rank();
+    let dims = &la.dims()[..nd - 2];
+    let it = Strided::new(
+        dims,
+        [&la.strides()[..nd - 2], &lb.strides()[..nd - 2]],
+        [la.offset(), lb.offset()],
+    );
+    let mut offs = Vec::with_capacity(dims.iter().product());
+    if it.inner == 0 {
+        return offs;
+    }
+    let [sa, sb] = it.inner_strides;
+    it.for_rows(0..it.rows(), |_, [oa, ob]| {
+        offs.extend((0..it.inner).map(|i| [oa + i * sa, ob + i * sb]));
+    });
+    offs
+}

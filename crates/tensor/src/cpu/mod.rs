@@ -1,0 +1,142 @@
+//! `Cpu<E>`: the CPU backend, one generic implementation for f32 and f64.
+//!
+//! Storage is a plain `Vec<E>`. Parallel work goes through rayon (only above a size threshold), GEMM
+//! through `matrixmultiply`. The kernels live in one file per family; this file only wires them to the trait.
+
+mod elementwise;
+mod fused;
+mod index;
+mod matmul;
+mod reduce;
+mod strided;
+
+use crate::{Backend, BinaryOp, Element, Layout, ReduceOp, Shape, UnaryOp};
+use std::marker::PhantomData;
+
+/// The CPU device for elements of type `E` (`Cpu<f32>` for training, `Cpu<f64>` for gradient checks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpu<E = f32>(PhantomData<E>);
+
+impl<E> Cpu<E> {
+    pub const fn new() -> Self {
+        Cpu(PhantomData)
+    }
+}
+
+impl<E: Element> Backend for Cpu<E> {
+    type Elem = E;
+    type Storage = Vec<E>;
+
+    fn name(&self) -> String {
+        format!("cpu<{}>", E::DTYPE.name().to_lowercase())
+    }
+
+    fn storage_from_vec(&self, data: Vec<E>) -> Vec<E> {
+        data
+    }
+
+    fn full(&self, len: usize, value: E) -> Vec<E> {
+        vec![value; len]
+    }
+
+    fn to_vec(&self, src: &Vec<E>, layout: &Layout) -> Vec<E> {
+        elementwise::to_contiguous(src, layout)
+    }
+
+    fn copy_strided(&self, src: &Vec<E>, ls: &Layout, dst: &mut Vec<E>, ld: &Layout) {
+        elementwise::copy_strided(src, ls, dst, ld)
+    }
+
+    fn unary(&self, op: UnaryOp, x: &Vec<E>, layout: &Layout) -> Vec<E> {
+        elementwise::unary(op, x, layout)
+    }
+
+    fn binary(&self, op: BinaryOp, a: &Vec<E>, la: &Layout, b: &Vec<E>, lb: &Layout) -> Vec<E> {
+        elementwise::binary(op, a, la, b, lb)
+    }
+
+    fn where_cond(
+        &self,
+        c: (&Vec<E>, &Layout),
+        a: (&Vec<E>, &Layout),
+        b: (&Vec<E>, &Layout),
+    ) -> Vec<E> {
+        elementwise::where_cond((c.0, c.1), (a.0, a.1), (b.0, b.1))
+    }
+
+    fn reduce(&self, op: ReduceOp, x: &Vec<E>, layout: &Layout, axis: usize) -> Vec<E> {
+        reduce::reduce(op, x, layout, axis)
+    }
+
+    fn matmul(&self, a: &Vec<E>, la: &Layout, b: &Vec<E>, lb: &Layout) -> Vec<E> {
+        matmul::matmul(a, la, b, lb)
+    }
+
+    fn index_select(&self, x: &Vec<E>, layout: &Layout, axis: usize, ids: &[u32]) -> Vec<E> {
+        index::index_select(x, layout, axis, ids)
+    }
+
+    fn index_add(
+        &self,
+        dst: &mut Vec<E>,
+        dst_shape: &Shape,
+        axis: usize,
+        ids: &[u32],
+        src: &Vec<E>,
+        src_layout: &Layout,
+    ) {
+        index::index_add(dst, dst_shape, axis, ids, src, src_layout)
+    }
+
+    fn softmax(&self, x: &Vec<E>, layout: &Layout, causal: bool) -> Vec<E> {
+        fused::softmax(x, layout, causal)
+    }
+
+    fn softmax_backward(&self, y: &Vec<E>, g: &Vec<E>, shape: &Shape) -> Vec<E> {
+        fused::softmax_backward(y, g, shape)
+    }
+
+    fn log_softmax(&self, x: &Vec<E>, layout: &Layout) -> Vec<E> {
+        fused::log_softmax(x, layout)
+    }
+
+    fn log_softmax_backward(&self, y: &Vec<E>, g: &Vec<E>, shape: &Shape) -> Vec<E> {
+        fused::log_softmax_backward(y, g, shape)
+    }
+
+    fn rms_norm(&self, x: &Vec<E>, lx: &Layout, w: &Vec<E>, lw: &Layout, eps: f64) -> Vec<E> {
+        fused::rms_norm(x, lx, w, lw, eps)
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &Vec<E>,
+        w: &Vec<E>,
+        g: &Vec<E>,
+        shape: &Shape,
+        eps: f64,
+    ) -> (Vec<E>, Vec<E>) {
+        fused::rms_norm_backward(x, w, g, shape, eps)
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &Vec<E>,
+        layout: &Layout,
+        targets: &[u32],
+        ignore: Option<u32>,
+    ) -> Vec<E> {
+        fused::cross_entropy(logits, layout, targets, ignore)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        logits: &Vec<E>,
+        layout: &Layout,
+        targets: &[u32],
+        ignore: Option<u32>,
+        row_grads: &Vec<E>,
+    ) -> Vec<E> {
+        fused::cross_entropy_backward(logits, layout, targets, ignore, row_grads)
+    }
+}

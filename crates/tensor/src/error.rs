@@ -1,0 +1,12 @@
+//! Errors for input that comes from outside the math (user data, files). Shape mismatches inside the math
+//! panic instead, naming the op and both shapes.
+
+use crate::Shape;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("from_vec: {len} values cannot fill shape {shape} ({} elements)", shape.numel())]
+    DataLength { shape: Shape, len: usize },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

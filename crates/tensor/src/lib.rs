@@ -1,0 +1,37 @@
+//! lowrank-tensor: strided n-d tensors and the backends that compute on them.
+//!
+//! - [`Shape`] and [`Layout`] describe a tensor's extent and how it maps onto storage (strides, offset);
+//!   views (reshape, transpose, broadcast, narrow, ...) are new layouts over the same storage.
+//! - [`Backend`] is the short list of primitive kernels a device implements; [`Cpu`] implements it for f32
+//!   and f64 with rayon and `matrixmultiply`.
+//! - [`Tensor`] composes the kernels into the familiar API: creation, elementwise math with broadcasting,
+//!   reductions, batched matmul, indexing, and fused softmax / rms-norm / cross-entropy.
+//!
+//! Nothing here knows about gradients: that is `lowrank-autograd`, one layer up.
+//!
+//! ```
+//! use lowrank_tensor::{Cpu, Tensor};
+//! let dev = Cpu::<f32>::new();
+//! let a = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3], &dev).unwrap();
+//! let b = a.t().matmul(&a); // (3, 2) @ (2, 3) -> (3, 3), the transpose is a view
+//! assert_eq!(b.dims(), &[3, 3]);
+//! assert_eq!(a.sum(1, false).to_vec(), vec![6.0, 15.0]);
+//! ```
+
+mod backend;
+mod cpu;
+mod element;
+mod error;
+mod layout;
+mod ops;
+mod shape;
+mod tensor;
+
+pub use backend::{Backend, BinaryOp, ReduceOp, UnaryOp};
+pub use cpu::Cpu;
+pub use element::{DType, Element};
+pub use error::{Error, Result};
+pub use layout::Layout;
+pub use rand::rngs::StdRng;
+pub use shape::Shape;
+pub use tensor::{rng, Tensor};

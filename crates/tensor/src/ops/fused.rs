@@ -1,0 +1,123 @@
+//! Fused row ops along the last axis — softmax, log-softmax, rms-norm, cross-entropy — and the backward
+//! kernels autograd calls for them.
+
+use crate::{Backend, Tensor};
+
+impl<B: Backend> Tensor<B> {
+    /// `exp(x_i) / sum_j exp(x_j)` over the last axis.
+    pub fn softmax(&self) -> Self {
+        let out = self.backend().softmax(self.storage(), self.layout(), false);
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// Softmax over the last axis of a (.., queries, keys) score tensor where query i sees only keys
+    /// `j <= i + (keys - queries)`: the causal mask of a decoder, applied without building a mask tensor.
+    pub fn causal_softmax(&self) -> Self {
+        assert!(
+            self.rank() >= 2,
+            "causal_softmax: needs (.., queries, keys), got {}",
+            self.shape()
+        );
+        let out = self.backend().softmax(self.storage(), self.layout(), true);
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// Gradient of softmax given its output `y` (self) and the upstream gradient `g`.
+    pub fn softmax_backward(&self, g: &Self) -> Self {
+        let (y, g) = (self.contiguous(), g.contiguous());
+        let out = self
+            .backend()
+            .softmax_backward(y.storage(), g.storage(), y.shape());
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// `x - log(sum(exp(x)))` over the last axis.
+    pub fn log_softmax(&self) -> Self {
+        let out = self.backend().log_softmax(self.storage(), self.layout());
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// Gradient of log-softmax given its output `y` (self) and the upstream gradient `g`.
+    pub fn log_softmax_backward(&self, g: &Self) -> Self {
+        let (y, g) = (self.contiguous(), g.contiguous());
+        let out = self
+            .backend()
+            .log_softmax_backward(y.storage(), g.storage(), y.shape());
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// `x / sqrt(mean(x^2) + eps) * w` over the last axis; `w` has the last axis' size.
+    pub fn rms_norm(&self, w: &Self, eps: f64) -> Self {
+        let c = *self
+            .dims()
+            .last()
+            .expect("rms_norm: needs at least one axis");
+        assert_eq!(
+            w.dims(),
+            &[c],
+            "rms_norm: weight {} does not match input {}",
+            w.shape(),
+            self.shape()
+        );
+        let out =
+            self.backend()
+                .rms_norm(self.storage(), self.layout(), w.storage(), w.layout(), eps);
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// Gradients `(dx, dw)` of rms-norm for input `self`, weight `w` and upstream gradient `g`.
+    pub fn rms_norm_backward(&self, w: &Self, g: &Self, eps: f64) -> (Self, Self) {
+        let (x, w, g) = (self.contiguous(), w.contiguous(), g.contiguous());
+        let (dx, dw) =
+            self.backend()
+                .rms_norm_backward(x.storage(), w.storage(), g.storage(), x.shape(), eps);
+        (
+            Self::from_storage(dx, self.shape(), self.backend()),
+            Self::from_storage(dw, w.shape(), self.backend()),
+        )
+    }
+
+    /// Per-row loss `-log softmax(logits)[target]` for logits (n, v); rows with target `ignore` give 0.
+    pub fn cross_entropy_rows(&self, targets: &[u32], ignore: Option<u32>) -> Self {
+        assert_eq!(
+            self.rank(),
+            2,
+            "cross_entropy: logits must be (n, classes), got {}",
+            self.shape()
+        );
+        let out = self
+            .backend()
+            .cross_entropy(self.storage(), self.layout(), targets, ignore);
+        Self::from_storage(out, [self.dims()[0]], self.backend())
+    }
+
+    /// Mean cross-entropy over the rows whose target is not `ignore` (0 when every row is ignored).
+    pub fn cross_entropy(&self, targets: &[u32], ignore: Option<u32>) -> Self {
+        let counted = targets
+            .iter()
+            .filter(|&&t| Some(t) != ignore)
+            .count()
+            .max(1);
+        self.cross_entropy_rows(targets, ignore)
+            .sum_all()
+            .mul_scalar(1.0 / counted as f64)
+    }
+
+    /// Gradient of the per-row cross-entropy w.r.t. the logits (self), given each row's upstream gradient.
+    pub fn cross_entropy_backward(
+        &self,
+        targets: &[u32],
+        ignore: Option<u32>,
+        row_grads: &Self,
+    ) -> Self {
+        let g = row_grads.contiguous();
+        let out = self.backend().cross_entropy_backward(
+            self.storage(),
+            self.layout(),
+            targets,
+            ignore,
+            g.storage(),
+        );
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+}

@@ -1,0 +1,41 @@
+//! Index select (gather rows, e.g. an embedding lookup) and index add (its adjoint, scatter-add).
+
+use crate::{Backend, Tensor};
+
+impl<B: Backend> Tensor<B> {
+    /// Picks the entries `ids` along `axis`: `(V, D).index_select(0, ids) -> (ids.len(), D)`.
+    pub fn index_select(&self, axis: isize, ids: &[u32]) -> Self {
+        let axis = self.shape().axis(axis, "index_select");
+        let out = self
+            .backend()
+            .index_select(self.storage(), self.layout(), axis, ids);
+        let mut dims = self.dims().to_vec();
+        dims[axis] = ids.len();
+        Self::from_storage(out, dims, self.backend())
+    }
+
+    /// `self` plus `src` scattered along `axis`: `out[.., ids[i], ..] += src[.., i, ..]`. Repeated ids add up.
+    pub fn index_add(&self, axis: isize, ids: &[u32], src: &Self) -> Self {
+        let ax = self.shape().axis(axis, "index_add");
+        let mut expected = self.dims().to_vec();
+        expected[ax] = ids.len();
+        assert_eq!(
+            src.dims(),
+            &expected[..],
+            "index_add: src {} does not fit {} ids along axis {axis} of {}",
+            src.shape(),
+            ids.len(),
+            self.shape()
+        );
+        let mut storage = self.copy_storage();
+        self.backend().index_add(
+            &mut storage,
+            self.shape(),
+            ax,
+            ids,
+            src.storage(),
+            src.layout(),
+        );
+        Self::from_storage(storage, self.shape(), self.backend())
+    }
+}

@@ -1,0 +1,36 @@
+//! Batched matrix multiplication with broadcasting over the batch axes.
+
+use crate::{Backend, Shape, Tensor};
+
+impl<B: Backend> Tensor<B> {
+    /// `(.., m, k) @ (.., k, n) -> (.., m, n)`. Both operands need at least two axes; the batch axes
+    /// broadcast. Transposed views are passed to the kernel as they are, without a copy.
+    pub fn matmul(&self, rhs: &Self) -> Self {
+        let misaligned = || -> ! {
+            panic!(
+                "matmul: lhs {} and rhs {} do not align",
+                self.shape(),
+                rhs.shape()
+            )
+        };
+        if self.rank() < 2 || rhs.rank() < 2 {
+            misaligned();
+        }
+        let (ra, rb) = (self.rank(), rhs.rank());
+        let (m, k) = (self.dims()[ra - 2], self.dims()[ra - 1]);
+        let (k2, n) = (rhs.dims()[rb - 2], rhs.dims()[rb - 1]);
+        if k != k2 {
+            misaligned();
+        }
+        let batch_a = Shape::from(&self.dims()[..ra - 2]);
+        let batch_b = Shape::from(&rhs.dims()[..rb - 2]);
+        let batch = batch_a.broadcast(&batch_b, "matmul");
+        let with = |tail: [usize; 2]| Shape::new([batch.dims(), &tail].concat());
+        let la = self.layout().broadcast_to(&with([m, k]));
+        let lb = rhs.layout().broadcast_to(&with([k, n]));
+        let out = self
+            .backend()
+            .matmul(self.storage(), &la, rhs.storage(), &lb);
+        Self::from_storage(out, with([m, n]), self.backend())
+    }
+}

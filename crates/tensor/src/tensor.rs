@@ -1,0 +1,238 @@
+//! `Tensor<B>`: a shared, immutable storage on backend `B` plus a `Layout` that views it.
+//!
+//! Cloning a tensor or taking a view shares the storage (an `Arc`); only kernels allocate. The op families
+//! live in `ops/`, one file each; this file holds creation, access and `contiguous`.
+
+use crate::{Backend, DType, Element, Error, Layout, Result, Shape};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal, Uniform};
+use std::fmt;
+use std::sync::Arc;
+
+/// A seedable random generator for `randn` / `rand_uniform` (and anything else that wants one).
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+pub struct Tensor<B: Backend> {
+    storage: Arc<B::Storage>,
+    layout: Layout,
+    backend: B,
+}
+
+impl<B: Backend> Clone for Tensor<B> {
+    fn clone(&self) -> Self {
+        Tensor {
+            storage: self.storage.clone(),
+            layout: self.layout.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Tensor<B> {
+    // ---- creation ----------------------------------------------------------------------------------------
+
+    /// Wraps freshly computed contiguous storage holding `shape`'s elements.
+    pub fn from_storage(storage: B::Storage, shape: impl Into<Shape>, backend: &B) -> Self {
+        Tensor {
+            storage: Arc::new(storage),
+            layout: Layout::contiguous(shape),
+            backend: backend.clone(),
+        }
+    }
+
+    /// A tensor of `shape` from row-major `data`; an error if the lengths differ.
+    pub fn from_vec(data: Vec<B::Elem>, shape: impl Into<Shape>, backend: &B) -> Result<Self> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(Error::DataLength {
+                shape,
+                len: data.len(),
+            });
+        }
+        Ok(Self::from_storage(
+            backend.storage_from_vec(data),
+            shape,
+            backend,
+        ))
+    }
+
+    /// A scalar (rank-0) tensor.
+    pub fn scalar(value: f64, backend: &B) -> Self {
+        Self::full((), value, backend)
+    }
+
+    pub fn full(shape: impl Into<Shape>, value: f64, backend: &B) -> Self {
+        let shape = shape.into();
+        let storage = backend.full(shape.numel(), B::Elem::from_f64(value));
+        Self::from_storage(storage, shape, backend)
+    }
+
+    pub fn zeros(shape: impl Into<Shape>, backend: &B) -> Self {
+        Self::full(shape, 0.0, backend)
+    }
+
+    pub fn ones(shape: impl Into<Shape>, backend: &B) -> Self {
+        Self::full(shape, 1.0, backend)
+    }
+
+    /// `[0, 1, .., n-1]`
+    pub fn arange(n: usize, backend: &B) -> Self {
+        let data = (0..n).map(|i| B::Elem::from_f64(i as f64)).collect();
+        Self::from_storage(backend.storage_from_vec(data), [n], backend)
+    }
+
+    /// Samples from N(mean, std^2).
+    pub fn randn(
+        shape: impl Into<Shape>,
+        mean: f64,
+        std: f64,
+        rng: &mut StdRng,
+        backend: &B,
+    ) -> Self {
+        let shape = shape.into();
+        let data = (0..shape.numel())
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                B::Elem::from_f64(mean + std * z)
+            })
+            .collect();
+        Self::from_storage(backend.storage_from_vec(data), shape, backend)
+    }
+
+    /// Samples uniformly from [lo, hi).
+    pub fn rand_uniform(
+        shape: impl Into<Shape>,
+        lo: f64,
+        hi: f64,
+        rng: &mut StdRng,
+        backend: &B,
+    ) -> Self {
+        let shape = shape.into();
+        let dist = Uniform::new(lo, hi).expect("rand_uniform: need lo < hi");
+        let data = (0..shape.numel())
+            .map(|_| B::Elem::from_f64(dist.sample(rng)))
+            .collect();
+        Self::from_storage(backend.storage_from_vec(data), shape, backend)
+    }
+
+    /// A tensor with the same shape and backend, filled with `value`.
+    pub fn full_like(&self, value: f64) -> Self {
+        Self::full(self.shape(), value, &self.backend)
+    }
+
+    pub fn zeros_like(&self) -> Self {
+        self.full_like(0.0)
+    }
+
+    // ---- access ------------------------------------------------------------------------------------------
+
+    pub fn shape(&self) -> &Shape {
+        self.layout.shape()
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        self.layout.dims()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.layout.shape().rank()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.layout.shape().numel()
+    }
+
+    pub fn dtype(&self) -> DType {
+        B::Elem::DTYPE
+    }
+
+    /// Bytes the elements of this tensor occupy (its own view, not the whole shared storage).
+    pub fn size_in_bytes(&self) -> usize {
+        self.numel() * self.dtype().size_in_bytes()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn storage(&self) -> &B::Storage {
+        &self.storage
+    }
+
+    /// True when both tensors view the same storage (a view, not a copy).
+    pub fn shares_storage(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// The elements in row-major order, copied to the host.
+    pub fn to_vec(&self) -> Vec<B::Elem> {
+        self.backend.to_vec(&self.storage, &self.layout)
+    }
+
+    /// The value of a one-element tensor as f64.
+    pub fn to_scalar(&self) -> f64 {
+        assert_eq!(
+            self.numel(),
+            1,
+            "to_scalar: tensor of shape {} is not a single value",
+            self.shape()
+        );
+        self.to_vec()[0].to_f64()
+    }
+
+    /// The same tensor viewed through another layout of the same storage.
+    pub(crate) fn with_layout(&self, layout: Layout) -> Self {
+        Tensor {
+            storage: self.storage.clone(),
+            layout,
+            backend: self.backend.clone(),
+        }
+    }
+
+    /// A row-major copy, or `self` (shared) when already row-major.
+    pub fn contiguous(&self) -> Self {
+        if self.layout.is_contiguous() {
+            return self.clone();
+        }
+        self.copy()
+    }
+
+    /// Always a fresh row-major copy.
+    pub fn copy(&self) -> Self {
+        Self::from_storage(self.copy_storage(), self.shape(), &self.backend)
+    }
+
+    /// A fresh row-major storage holding this tensor's elements.
+    pub(crate) fn copy_storage(&self) -> B::Storage {
+        let mut out = self.backend.full(self.numel(), B::Elem::from_f64(0.0));
+        let dst = Layout::contiguous(self.shape());
+        self.backend
+            .copy_strided(&self.storage, &self.layout, &mut out, &dst);
+        out
+    }
+}
+
+impl<B: Backend> fmt::Debug for Tensor<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let values = self.to_vec();
+        let shown: Vec<_> = values.iter().take(8).collect();
+        write!(
+            f,
+            "Tensor[{}; {}] {:?}",
+            self.shape(),
+            self.backend.name(),
+            shown
+        )?;
+        if values.len() > 8 {
+            write!(f, " ..")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,676 @@
+//! Property tests: every tensor op against a plain, obviously-correct reference written with loops over
+//! multi-indices, on random shapes (broadcasting, size-1 and empty axes) and on non-contiguous inputs
+//! (transposed and narrowed views), for f32 and f64.
+
+use lowrank_tensor::{Backend, Cpu, Element, Shape, Tensor};
+use proptest::prelude::*;
+
+// ---- the reference: a dense row-major array of f64 with naive indexing ------------------------------------
+
+#[derive(Clone, Debug)]
+struct Nd {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn indices(shape: &[usize]) -> Vec<Vec<usize>> {
+    let n: usize = shape.iter().product();
+    (0..n)
+        .map(|mut flat| {
+            let mut idx = vec![0; shape.len()];
+            for a in (0..shape.len()).rev() {
+                idx[a] = flat % shape[a];
+                flat /= shape[a];
+            }
+            idx
+        })
+        .collect()
+}
+
+impl Nd {
+    fn from_fn(shape: &[usize], f: impl Fn(&[usize]) -> f64) -> Nd {
+        Nd {
+            shape: shape.to_vec(),
+            data: indices(shape).iter().map(|i| f(i)).collect(),
+        }
+    }
+
+    fn at(&self, idx: &[usize]) -> f64 {
+        let mut flat = 0;
+        for (a, &i) in idx.iter().enumerate() {
+            flat = flat * self.shape[a] + i;
+        }
+        self.data[flat]
+    }
+
+    /// Reads `idx` of a broadcast output shape: axes aligned at the end, size-1 axes read index 0.
+    fn at_broadcast(&self, idx: &[usize]) -> f64 {
+        let skip = idx.len() - self.shape.len();
+        let own: Vec<usize> = self
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(a, &d)| if d == 1 { 0 } else { idx[skip + a] })
+            .collect();
+        self.at(&own)
+    }
+}
+
+fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
+            if da == 1 {
+                db
+            } else {
+                da
+            }
+        })
+        .collect()
+}
+
+// ---- building tensors whose layout is contiguous, transposed or narrowed ------------------------------------
+
+/// How the test tensor is stored: 0 row-major, 1 a transposed view, 2 a narrowed view of a larger tensor.
+fn make<B: Backend>(nd: &Nd, how: u8, dev: &B) -> Tensor<B> {
+    let data = nd.data.iter().map(|&v| B::Elem::from_f64(v)).collect();
+    let t = Tensor::from_vec(data, nd.shape.clone(), dev).unwrap();
+    let r = t.rank();
+    let out = match how {
+        1 if r >= 2 => t.t().copy().t(),
+        2 if r >= 1 => {
+            let mut pad_dims = nd.shape.clone();
+            pad_dims[0] = 1;
+            let pad = Tensor::full(pad_dims, 7.0, dev);
+            Tensor::concat(&[&pad, &t, &pad], 0).narrow(0, 1, nd.shape[0])
+        }
+        _ => t,
+    };
+    assert_eq!(out.dims(), &nd.shape[..]);
+    out
+}
+
+fn close<B: Backend>(got: &Tensor<B>, want: &Nd, what: &str) {
+    assert_eq!(got.dims(), &want.shape[..], "{what}: shape");
+    let tol = if B::Elem::DTYPE == lowrank_tensor::DType::F32 {
+        1e-4
+    } else {
+        1e-10
+    };
+    for (i, (g, w)) in got.to_vec().iter().zip(&want.data).enumerate() {
+        let g = g.to_f64();
+        let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()) || g == *w;
+        assert!(ok, "{what}: element {i}: got {g}, want {w}");
+    }
+}
+
+// ---- strategies ----------------------------------------------------------------------------------------------
+
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => 1usize..5, 1 => Just(1usize), 1 => Just(0usize)]
+}
+
+fn shape(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(dim(), 0..=max_rank)
+}
+
+fn nonempty_shape(min_rank: usize, max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(1usize..5, min_rank..=max_rank)
+}
+
+fn values(shape: Vec<usize>) -> impl Strategy<Value = Nd> {
+    let n = shape.iter().product::<usize>();
+    prop::collection::vec(-3.0f64..3.0, n).prop_map(move |data| Nd {
+        shape: shape.clone(),
+        data,
+    })
+}
+
+fn arb(max_rank: usize) -> impl Strategy<Value = (Nd, u8)> {
+    shape(max_rank)
+        .prop_flat_map(values)
+        .prop_flat_map(|nd| (Just(nd), 0u8..3))
+}
+
+/// Two shapes that broadcast: the second drops some leading axes and sets some axes to 1.
+fn broadcast_pair() -> impl Strategy<Value = ((Nd, u8), (Nd, u8))> {
+    shape(4)
+        .prop_flat_map(|s| {
+            let r = s.len();
+            (Just(s), 0..=r, prop::collection::vec(any::<bool>(), r))
+        })
+        .prop_flat_map(|(s, drop, ones)| {
+            let t: Vec<usize> = s
+                .iter()
+                .enumerate()
+                .skip(drop)
+                .map(|(i, &d)| if ones[i] { 1 } else { d })
+                .collect();
+            let (a, b) = if ones.first() == Some(&true) {
+                (t, s)
+            } else {
+                (s, t)
+            };
+            ((values(a), 0u8..3), (values(b), 0u8..3))
+        })
+}
+
+// ---- the properties, generic over the backend ------------------------------------------------------------
+
+type UnaryCase<B> = (&'static str, fn(&Tensor<B>) -> Tensor<B>, fn(f64) -> f64);
+
+fn unary_cases<B: Backend>() -> Vec<UnaryCase<B>> {
+    vec![
+        ("neg", |t: &Tensor<B>| t.neg(), |x| -x),
+        ("exp", |t| t.exp(), |x| x.exp()),
+        (
+            "log",
+            |t| t.abs().add_scalar(0.1).log(),
+            |x| (x.abs() + 0.1).ln(),
+        ),
+        ("sqrt", |t| t.abs().sqrt(), |x| x.abs().sqrt()),
+        (
+            "rsqrt",
+            |t| t.abs().add_scalar(0.5).rsqrt(),
+            |x| 1.0 / (x.abs() + 0.5).sqrt(),
+        ),
+        ("tanh", |t| t.tanh(), |x| x.tanh()),
+        ("sigmoid", |t| t.sigmoid(), |x| 1.0 / (1.0 + (-x).exp())),
+        ("silu", |t| t.silu(), |x| x / (1.0 + (-x).exp())),
+        (
+            "gelu",
+            |t| t.gelu(),
+            |x| {
+                0.5 * x
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+            },
+        ),
+        ("relu", |t| t.relu(), |x| x.max(0.0)),
+        ("abs", |t| t.abs(), |x| x.abs()),
+        (
+            "sign",
+            |t| t.sign(),
+            |x| {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            },
+        ),
+        (
+            "recip",
+            |t| t.abs().add_scalar(0.5).recip(),
+            |x| 1.0 / (x.abs() + 0.5),
+        ),
+        ("sqr", |t| t.sqr(), |x| x * x),
+        ("powf", |t| t.abs().powf(1.7), |x| x.abs().powf(1.7)),
+        ("add_scalar", |t| t + 2.5, |x| x + 2.5),
+        ("mul_scalar", |t| t * -1.5, |x| x * -1.5),
+        ("sub_scalar", |t| t - 1.0, |x| x - 1.0),
+        ("div_scalar", |t| t / 4.0, |x| x / 4.0),
+    ]
+}
+
+fn check_unary<B: Backend>(dev: &B, nd: &Nd, how: u8) {
+    let t = make(nd, how, dev);
+    for (name, f, r) in unary_cases::<B>() {
+        let want = Nd {
+            shape: nd.shape.clone(),
+            data: nd.data.iter().map(|&x| r(x)).collect(),
+        };
+        close(&f(&t), &want, name);
+    }
+}
+
+fn check_binary<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
+    let (ta, tb) = (make(&a.0, a.1, dev), make(&b.0, b.1, dev));
+    let out = broadcast(&a.0.shape, &b.0.shape);
+    type Case<B> = (&'static str, Tensor<B>, fn(f64, f64) -> f64);
+    let cases: Vec<Case<B>> = vec![
+        ("add", &ta + &tb, |x, y| x + y),
+        ("sub", &ta - &tb, |x, y| x - y),
+        ("mul", &ta * &tb, |x, y| x * y),
+        ("div", ta.div(&tb.abs().add_scalar(0.5)), |x, y| {
+            x / (y.abs() + 0.5)
+        }),
+        ("maximum", ta.maximum(&tb), f64::max),
+        ("minimum", ta.minimum(&tb), f64::min),
+        ("pow", ta.abs().add_scalar(0.1).pow(&tb), |x, y| {
+            (x.abs() + 0.1).powf(y)
+        }),
+        ("lt", ta.lt(&tb), |x, y| if x < y { 1.0 } else { 0.0 }),
+        ("ge", ta.ge(&tb), |x, y| if x >= y { 1.0 } else { 0.0 }),
+        ("equal", ta.equal(&ta.maximum(&tb)), |x, y| {
+            if x >= y {
+                1.0
+            } else {
+                0.0
+            }
+        }),
+    ];
+    for (name, got, f) in cases {
+        let want = Nd::from_fn(&out, |i| f(a.0.at_broadcast(i), b.0.at_broadcast(i)));
+        close(&got, &want, name);
+    }
+    // where_cond and masked_fill with the comparison as the condition.
+    let cond = ta.gt(&tb);
+    let got = Tensor::where_cond(&cond, &ta, &tb);
+    let want = Nd::from_fn(&out, |i| a.0.at_broadcast(i).max(b.0.at_broadcast(i)));
+    close(&got, &want, "where_cond");
+    let got = ta.masked_fill(&cond, -9.0);
+    let want = Nd::from_fn(&out, |i| {
+        let (x, y) = (a.0.at_broadcast(i), b.0.at_broadcast(i));
+        if x > y {
+            -9.0
+        } else {
+            x
+        }
+    });
+    close(&got, &want, "masked_fill");
+}
+
+fn check_reduce<B: Backend>(dev: &B, nd: &Nd, how: u8, axis: usize, keepdim: bool) {
+    let t = make(nd, how, dev);
+    let mut out = nd.shape.clone();
+    let len = out[axis];
+    out[axis] = 1;
+    let fold = |f: &dyn Fn(&[f64]) -> f64| {
+        Nd::from_fn(&out, |i| {
+            let run: Vec<f64> = (0..len)
+                .map(|k| {
+                    let mut j = i.to_vec();
+                    j[axis] = k;
+                    nd.at(&j)
+                })
+                .collect();
+            f(&run)
+        })
+    };
+    let shaped = |mut n: Nd| {
+        if !keepdim {
+            n.shape.remove(axis);
+        }
+        n
+    };
+    let ax = axis as isize;
+    let sum = |r: &[f64]| r.iter().sum::<f64>();
+    close(&t.sum(ax, keepdim), &shaped(fold(&sum)), "sum");
+    if len == 0 {
+        return;
+    }
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    close(&t.mean(ax, keepdim), &shaped(fold(&mean)), "mean");
+    close(
+        &t.max(ax, keepdim),
+        &shaped(fold(&|r| r.iter().cloned().fold(f64::MIN, f64::max))),
+        "max",
+    );
+    close(
+        &t.min(ax, keepdim),
+        &shaped(fold(&|r| r.iter().cloned().fold(f64::MAX, f64::min))),
+        "min",
+    );
+    let argmax = |r: &[f64]| (0..r.len()).fold(0, |b, k| if r[k] > r[b] { k } else { b }) as f64;
+    close(&t.argmax(ax, keepdim), &shaped(fold(&argmax)), "argmax");
+    let argmin = |r: &[f64]| (0..r.len()).fold(0, |b, k| if r[k] < r[b] { k } else { b }) as f64;
+    close(&t.argmin(ax, keepdim), &shaped(fold(&argmin)), "argmin");
+    let var = |r: &[f64]| {
+        let m = mean(r);
+        r.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / r.len() as f64
+    };
+    close(&t.var(ax, keepdim), &shaped(fold(&var)), "var");
+}
+
+fn check_matmul<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
+    let (ta, tb) = (make(&a.0, a.1, dev), make(&b.0, b.1, dev));
+    let (ra, rb) = (a.0.shape.len(), b.0.shape.len());
+    let (m, k, n) = (a.0.shape[ra - 2], a.0.shape[ra - 1], b.0.shape[rb - 1]);
+    let batch = broadcast(&a.0.shape[..ra - 2], &b.0.shape[..rb - 2]);
+    let out = [batch.clone(), vec![m, n]].concat();
+    let want = Nd::from_fn(&out, |i| {
+        let nb = batch.len();
+        (0..k)
+            .map(|p| {
+                let ia = [&i[..nb], &[i[nb], p]].concat();
+                let ib = [&i[..nb], &[p, i[nb + 1]]].concat();
+                a.0.at_broadcast(&ia) * b.0.at_broadcast(&ib)
+            })
+            .sum()
+    });
+    close(&ta.matmul(&tb), &want, "matmul");
+}
+
+/// Shapes (.., m, k) and (.., k, n) whose batch axes broadcast.
+fn matmul_pair() -> impl Strategy<Value = ((Nd, u8), (Nd, u8))> {
+    (
+        shape(2),
+        0usize..6,
+        0usize..6,
+        0usize..6,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(batch, m, k, n, drop, ones)| {
+            let other: Vec<usize> = batch
+                .iter()
+                .skip(drop as usize)
+                .map(|&d| if ones { 1 } else { d })
+                .collect();
+            let a = [batch, vec![m, k]].concat();
+            let b = [other, vec![k, n]].concat();
+            ((values(a), 0u8..3), (values(b), 0u8..3))
+        })
+}
+
+fn check_views<B: Backend>(dev: &B, nd: &Nd, how: u8, perm_seed: usize) {
+    let t = make(nd, how, dev);
+    let r = nd.shape.len();
+    // permute by a rotation of the axes
+    let rot = if r == 0 { 0 } else { perm_seed % r };
+    let perm: Vec<usize> = (0..r).map(|i| (i + rot) % r).collect();
+    let pshape: Vec<usize> = perm.iter().map(|&p| nd.shape[p]).collect();
+    let want = Nd::from_fn(&pshape, |i| {
+        let mut src = vec![0; r];
+        for (o, &p) in perm.iter().enumerate() {
+            src[p] = i[o];
+        }
+        nd.at(&src)
+    });
+    let p = t.permute(&perm);
+    close(&p, &want, "permute");
+    close(&p.contiguous(), &want, "contiguous");
+    close(
+        &p.reshape([p.numel()]).reshape(pshape.clone()),
+        &want,
+        "reshape",
+    );
+    // unsqueeze / squeeze / broadcast
+    let u = t.unsqueeze(0);
+    close(&u.squeeze(0), nd, "squeeze(unsqueeze)");
+    let bshape = [vec![2], nd.shape.clone()].concat();
+    close(
+        &u.broadcast_to(bshape.clone()),
+        &Nd::from_fn(&bshape, |i| nd.at(&i[1..])),
+        "broadcast_to",
+    );
+    // narrow / split / chunk / concat along the last axis
+    if r >= 1 {
+        let d = nd.shape[r - 1];
+        let (s, l) = (d / 3, d - d / 3);
+        let mut nshape = nd.shape.clone();
+        nshape[r - 1] = l;
+        let want = Nd::from_fn(&nshape, |i| {
+            let mut j = i.to_vec();
+            j[r - 1] += s;
+            nd.at(&j)
+        });
+        close(&t.narrow(-1, s, l), &want, "narrow");
+        let parts = t.split(&[s, l], -1);
+        close(
+            &Tensor::concat(&[&parts[0], &parts[1]], -1),
+            nd,
+            "concat(split)",
+        );
+        let chunks = t.chunk(2, -1);
+        let refs: Vec<&Tensor<B>> = chunks.iter().collect();
+        close(&Tensor::concat(&refs, -1), nd, "concat(chunk)");
+        close(
+            &t.sum_to(&Shape::from(&nshape[..0])),
+            &Nd {
+                shape: vec![],
+                data: vec![nd.data.iter().sum()],
+            },
+            "sum_to scalar",
+        );
+    }
+}
+
+fn check_index<B: Backend>(dev: &B, nd: &Nd, how: u8, ids: &[u32]) {
+    let t = make(nd, how, dev);
+    let d0 = nd.shape[0] as u32;
+    let ids: Vec<u32> = ids.iter().map(|i| i % d0).collect();
+    let mut oshape = nd.shape.clone();
+    oshape[0] = ids.len();
+    let want = Nd::from_fn(&oshape, |i| {
+        let mut j = i.to_vec();
+        j[0] = ids[i[0]] as usize;
+        nd.at(&j)
+    });
+    let sel = t.index_select(0, &ids);
+    close(&sel, &want, "index_select");
+    // index_add of the selection back onto the tensor: each row gains itself once per occurrence in ids.
+    let want = Nd::from_fn(&nd.shape, |i| {
+        let count = ids.iter().filter(|&&id| id as usize == i[0]).count() as f64;
+        nd.at(i) * (1.0 + count)
+    });
+    close(&t.index_add(0, &ids, &sel), &want, "index_add");
+}
+
+fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
+    let t = make(nd, how, dev);
+    let r = nd.shape.len();
+    let n = nd.shape[r - 1];
+    let row = |i: &[usize]| -> Vec<f64> {
+        (0..n)
+            .map(|k| {
+                let mut j = i.to_vec();
+                j[r - 1] = k;
+                nd.at(&j)
+            })
+            .collect()
+    };
+    let lse = |v: &[f64]| {
+        let m = v.iter().cloned().fold(f64::MIN, f64::max);
+        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    close(
+        &t.softmax(),
+        &Nd::from_fn(&nd.shape, |i| (nd.at(i) - lse(&row(i))).exp()),
+        "softmax",
+    );
+    close(
+        &t.log_softmax(),
+        &Nd::from_fn(&nd.shape, |i| nd.at(i) - lse(&row(i))),
+        "log_softmax",
+    );
+    if r >= 2 {
+        let q = nd.shape[r - 2];
+        let want = Nd::from_fn(&nd.shape, |i| {
+            let visible = (i[r - 2] + n + 1).saturating_sub(q).min(n);
+            if i[r - 1] >= visible {
+                return 0.0;
+            }
+            (nd.at(i) - lse(&row(i)[..visible])).exp()
+        });
+        close(&t.causal_softmax(), &want, "causal_softmax");
+    }
+    let w = Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25);
+    let tw = make(&w, 0, dev);
+    let want = Nd::from_fn(&nd.shape, |i| {
+        let ms = row(i).iter().map(|x| x * x).sum::<f64>() / n as f64;
+        nd.at(i) / (ms + 1e-5).sqrt() * w.at(&[i[r - 1]])
+    });
+    close(&t.rms_norm(&tw, 1e-5), &want, "rms_norm");
+    // cross-entropy on the tensor flattened to rows; target ids wrap into range, the first row is ignored.
+    let rows = nd.data.len() / n;
+    let logits = t.reshape([rows, n]);
+    let tg: Vec<u32> = (0..rows)
+        .map(|i| {
+            if i == 0 {
+                999
+            } else {
+                targets[i % targets.len()] % n as u32
+            }
+        })
+        .collect();
+    let flat = Nd {
+        shape: vec![rows, n],
+        data: nd.data.clone(),
+    };
+    let want = Nd::from_fn(&[rows], |i| {
+        if i[0] == 0 {
+            return 0.0;
+        }
+        let v: Vec<f64> = (0..n).map(|k| flat.at(&[i[0], k])).collect();
+        lse(&v) - v[tg[i[0]] as usize]
+    });
+    close(
+        &logits.cross_entropy_rows(&tg, Some(999)),
+        &want,
+        "cross_entropy_rows",
+    );
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident => |$dev:ident| $body:expr;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                proptest! {
+                    #[test]
+                    fn f64(case in $crate::strategies::$name()) {
+                        let $dev = Cpu::<f64>::new();
+                        ($body)(case);
+                    }
+                    #[test]
+                    fn f32(case in $crate::strategies::$name()) {
+                        let $dev = Cpu::<f32>::new();
+                        ($body)(case);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+mod strategies {
+    use super::*;
+    pub fn unary() -> impl Strategy<Value = (Nd, u8)> {
+        arb(4)
+    }
+    pub fn binary() -> impl Strategy<Value = ((Nd, u8), (Nd, u8))> {
+        broadcast_pair()
+    }
+    pub fn reduce() -> impl Strategy<Value = ((Nd, u8), usize, bool)> {
+        shape(4)
+            .prop_filter("needs an axis", |s| !s.is_empty())
+            .prop_flat_map(|s| {
+                let r = s.len();
+                ((values(s), 0u8..3), 0..r, any::<bool>())
+            })
+    }
+    pub fn matmul() -> impl Strategy<Value = ((Nd, u8), (Nd, u8))> {
+        matmul_pair()
+    }
+    pub fn views() -> impl Strategy<Value = ((Nd, u8), usize)> {
+        (arb(4), 0usize..4)
+    }
+    pub fn index() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
+        (nonempty_shape(1, 3).prop_flat_map(values), 0u8..3)
+            .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 0..6)))
+    }
+    pub fn fused() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
+        (nonempty_shape(1, 3).prop_flat_map(values), 0u8..3)
+            .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 1..6)))
+    }
+}
+
+on_every_backend! {
+    unary => |dev| |(nd, how): (Nd, u8)| check_unary(&dev, &nd, how);
+    binary => |dev| |(a, b): ((Nd, u8), (Nd, u8))| check_binary(&dev, &a, &b);
+    reduce => |dev| |((nd, how), axis, keep): ((Nd, u8), usize, bool)| check_reduce(&dev, &nd, how, axis, keep);
+    matmul => |dev| |(a, b): ((Nd, u8), (Nd, u8))| check_matmul(&dev, &a, &b);
+    views => |dev| |((nd, how), p): ((Nd, u8), usize)| check_views(&dev, &nd, how, p);
+    index => |dev| |((nd, how), ids): ((Nd, u8), Vec<u32>)| check_index(&dev, &nd, how, &ids);
+    fused => |dev| |((nd, how), tg): ((Nd, u8), Vec<u32>)| check_fused(&dev, &nd, how, &tg);
+}
+
+// ---- large inputs take the parallel paths ------------------------------------------------------------------
+
+#[test]
+fn large_tensors_take_parallel_paths_and_agree() {
+    let dev = Cpu::<f64>::new();
+    let mut rng = lowrank_tensor::rng(3);
+    let a = Tensor::randn([96, 700], 0.0, 1.0, &mut rng, &dev);
+    let b = Tensor::randn([700, 96], 0.0, 1.0, &mut rng, &dev);
+    let (va, vb) = (a.to_vec(), b.to_vec());
+    let c = a.matmul(&b).to_vec();
+    for (i, j) in [(0, 0), (95, 95), (40, 7)] {
+        let want: f64 = (0..700).map(|p| va[i * 700 + p] * vb[p * 96 + j]).sum();
+        assert!((c[i * 96 + j] - want).abs() < 1e-9);
+    }
+    let total: f64 = va.iter().sum();
+    assert!((a.sum_all().to_scalar() - total).abs() < 1e-8);
+    let col0: f64 = (0..96).map(|i| va[i * 700]).sum();
+    assert!((a.sum(0, false).to_vec()[0] - col0).abs() < 1e-10);
+    let e = a.t().exp().to_vec();
+    assert!((e[1] - va[700].exp()).abs() < 1e-12);
+}
+
+// ---- errors --------------------------------------------------------------------------------------------------
+
+#[test]
+fn from_vec_with_wrong_length_is_an_error() {
+    let err = Tensor::from_vec(vec![1.0f32; 5], [2, 3], &Cpu::<f32>::new()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "from_vec: 5 values cannot fill shape (2, 3) (6 elements)"
+    );
+}
+
+#[test]
+#[should_panic(expected = "matmul: lhs (2, 3) and rhs (4, 5) do not align")]
+fn matmul_mismatch_names_both_shapes() {
+    let dev = Cpu::<f32>::new();
+    Tensor::zeros([2, 3], &dev).matmul(&Tensor::zeros([4, 5], &dev));
+}
+
+#[test]
+#[should_panic(expected = "index_select: index 3 is out of range for axis 0 of shape (3, 2)")]
+fn index_out_of_range_names_op_and_shape() {
+    let dev = Cpu::<f32>::new();
+    Tensor::zeros([3, 2], &dev).index_select(0, &[3]);
+}
+
+#[test]
+fn views_share_storage() {
+    let dev = Cpu::<f32>::new();
+    let a = Tensor::arange(12, &dev).reshape([3, 4]);
+    for v in [
+        a.t(),
+        a.narrow(1, 1, 2),
+        a.unsqueeze(0),
+        a.broadcast_to([2, 3, 4]),
+        a.reshape([12]),
+    ] {
+        assert!(v.shares_storage(&a));
+    }
+    assert!(a.contiguous().shares_storage(&a));
+    assert!(!a.t().contiguous().shares_storage(&a));
+}
+
+#[test]
+fn random_tensors_are_seeded() {
+    let dev = Cpu::<f32>::new();
+    let a = Tensor::randn([100], 0.0, 1.0, &mut lowrank_tensor::rng(7), &dev).to_vec();
+    let b = Tensor::randn([100], 0.0, 1.0, &mut lowrank_tensor::rng(7), &dev).to_vec();
+    assert_eq!(a, b);
+    let u = Tensor::rand_uniform([1000], -1.0, 2.0, &mut lowrank_tensor::rng(1), &dev).to_vec();
+    assert!(u.iter().all(|&x| (-1.0..2.0).contains(&x)));
+    let mean = u.iter().sum::<f32>() / 1000.0;
+    assert!((mean - 0.5).abs() < 0.1, "uniform mean {mean}");
+}
