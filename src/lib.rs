@@ -3,4 +3,5 @@
 //! This root crate re-exports the workspace's crates under short names, so that examples, tests and
 //! benchmarks (and users) can depend on one crate: `lowrank::tensor`, ...
 
+pub use lowrank_autograd as autograd;
 pub use lowrank_tensor as tensor;

@@ -154,21 +154,19 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// `softmax(x)` over the last axis. With `causal`, the last two axes are (queries, keys) and key j is
     /// hidden from query i when `j > i + (keys - queries)`, as if its score were -inf.
     fn softmax(&self, x: &Self::Storage, layout: &Layout, causal: bool) -> Self::Storage;
-    /// `dx = y * (g - sum(g * y))` row by row, from the softmax output y; y and g contiguous, same shape.
+    /// `dx = y * (g - sum(g * y))` row by row, from the softmax output y (y and g of the same shape).
     fn softmax_backward(
         &self,
-        y: &Self::Storage,
-        g: &Self::Storage,
-        shape: &Shape,
+        y: (&Self::Storage, &Layout),
+        g: (&Self::Storage, &Layout),
     ) -> Self::Storage;
     /// `x - max - log(sum(exp(x - max)))` over the last axis.
     fn log_softmax(&self, x: &Self::Storage, layout: &Layout) -> Self::Storage;
     /// `dx = g - exp(y) * sum(g)` row by row, from the log-softmax output y.
     fn log_softmax_backward(
         &self,
-        y: &Self::Storage,
-        g: &Self::Storage,
-        shape: &Shape,
+        y: (&Self::Storage, &Layout),
+        g: (&Self::Storage, &Layout),
     ) -> Self::Storage;
     /// `y = x / sqrt(mean(x^2) + eps) * w` over the last axis; `w` has the last axis' size.
     fn rms_norm(
@@ -179,13 +177,12 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         w_layout: &Layout,
         eps: f64,
     ) -> Self::Storage;
-    /// Gradients of rms-norm w.r.t. x and w, for contiguous x and g of `shape` and contiguous w.
+    /// Gradients `(dx, dw)` of rms-norm, from the input x, the weight w and the upstream gradient g.
     fn rms_norm_backward(
         &self,
-        x: &Self::Storage,
-        w: &Self::Storage,
-        g: &Self::Storage,
-        shape: &Shape,
+        x: (&Self::Storage, &Layout),
+        w: (&Self::Storage, &Layout),
+        g: (&Self::Storage, &Layout),
         eps: f64,
     ) -> (Self::Storage, Self::Storage);
     /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
@@ -203,6 +200,6 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         layout: &Layout,
         targets: &[u32],
         ignore: Option<u32>,
-        row_grads: &Self::Storage,
+        row_grads: (&Self::Storage, &Layout),
     ) -> Self::Storage;
 }

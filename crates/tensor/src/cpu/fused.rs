@@ -47,8 +47,9 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
     out
 }
 
-pub fn softmax_backward<E: Element>(y: &[E], g: &[E], shape: &Shape) -> Vec<E> {
-    let (rows, n) = rows_of(shape);
+pub fn softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> Vec<E> {
+    let (rows, n) = rows_of(y.1.shape());
+    let (y, g) = (contiguous_slice(y.0, y.1), contiguous_slice(g.0, g.1));
     let mut out = vec![E::zero(); y.len()];
     par_rows(&mut out, rows, n, |chunk, range| {
         for r in range.clone() {
@@ -85,8 +86,9 @@ pub fn log_softmax<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
     out
 }
 
-pub fn log_softmax_backward<E: Element>(y: &[E], g: &[E], shape: &Shape) -> Vec<E> {
-    let (rows, n) = rows_of(shape);
+pub fn log_softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> Vec<E> {
+    let (rows, n) = rows_of(y.1.shape());
+    let (y, g) = (contiguous_slice(y.0, y.1), contiguous_slice(g.0, g.1));
     let mut out = vec![E::zero(); y.len()];
     par_rows(&mut out, rows, n, |chunk, range| {
         for r in range.clone() {
@@ -135,13 +137,17 @@ pub fn rms_norm<E: Element>(x: &[E], lx: &Layout, w: &[E], lw: &Layout, eps: f64
 /// With `xhat = x * inv` and `y = xhat * w`: `dw = sum_rows(g * xhat)`,
 /// `dx = inv * (g*w - xhat * mean(g*w * xhat))`.
 pub fn rms_norm_backward<E: Element>(
-    x: &[E],
-    w: &[E],
-    g: &[E],
-    shape: &Shape,
+    x: (&[E], &Layout),
+    w: (&[E], &Layout),
+    g: (&[E], &Layout),
     eps: f64,
 ) -> (Vec<E>, Vec<E>) {
-    let (rows, n) = rows_of(shape);
+    let (rows, n) = rows_of(x.1.shape());
+    let (x, w, g) = (
+        contiguous_slice(x.0, x.1),
+        contiguous_slice(w.0, w.1),
+        contiguous_slice(g.0, g.1),
+    );
     let eps = E::from_f64(eps);
     let mut dx = vec![E::zero(); x.len()];
     // Each block of rows accumulates its own dw; the blocks' partial sums are added at the end.
@@ -223,9 +229,10 @@ pub fn cross_entropy_backward<E: Element>(
     layout: &Layout,
     targets: &[u32],
     ignore: Option<u32>,
-    row_grads: &[E],
+    row_grads: (&[E], &Layout),
 ) -> Vec<E> {
     let x = contiguous_slice(logits, layout);
+    let row_grads = contiguous_slice(row_grads.0, row_grads.1);
     let (rows, n) = rows_of(layout.shape());
     check_targets(targets, rows, n, ignore);
     let mut out = vec![E::zero(); x.len()];

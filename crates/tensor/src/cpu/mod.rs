@@ -92,16 +92,16 @@ impl<E: Element> Backend for Cpu<E> {
         fused::softmax(x, layout, causal)
     }
 
-    fn softmax_backward(&self, y: &Vec<E>, g: &Vec<E>, shape: &Shape) -> Vec<E> {
-        fused::softmax_backward(y, g, shape)
+    fn softmax_backward(&self, y: (&Vec<E>, &Layout), g: (&Vec<E>, &Layout)) -> Vec<E> {
+        fused::softmax_backward((y.0, y.1), (g.0, g.1))
     }
 
     fn log_softmax(&self, x: &Vec<E>, layout: &Layout) -> Vec<E> {
         fused::log_softmax(x, layout)
     }
 
-    fn log_softmax_backward(&self, y: &Vec<E>, g: &Vec<E>, shape: &Shape) -> Vec<E> {
-        fused::log_softmax_backward(y, g, shape)
+    fn log_softmax_backward(&self, y: (&Vec<E>, &Layout), g: (&Vec<E>, &Layout)) -> Vec<E> {
+        fused::log_softmax_backward((y.0, y.1), (g.0, g.1))
     }
 
     fn rms_norm(&self, x: &Vec<E>, lx: &Layout, w: &Vec<E>, lw: &Layout, eps: f64) -> Vec<E> {
@@ -110,13 +110,12 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn rms_norm_backward(
         &self,
-        x: &Vec<E>,
-        w: &Vec<E>,
-        g: &Vec<E>,
-        shape: &Shape,
+        x: (&Vec<E>, &Layout),
+        w: (&Vec<E>, &Layout),
+        g: (&Vec<E>, &Layout),
         eps: f64,
     ) -> (Vec<E>, Vec<E>) {
-        fused::rms_norm_backward(x, w, g, shape, eps)
+        fused::rms_norm_backward((x.0, x.1), (w.0, w.1), (g.0, g.1), eps)
     }
 
     fn cross_entropy(
@@ -135,8 +134,8 @@ impl<E: Element> Backend for Cpu<E> {
         layout: &Layout,
         targets: &[u32],
         ignore: Option<u32>,
-        row_grads: &Vec<E>,
+        row_grads: (&Vec<E>, &Layout),
     ) -> Vec<E> {
-        fused::cross_entropy_backward(logits, layout, targets, ignore, row_grads)
+        fused::cross_entropy_backward(logits, layout, targets, ignore, (row_grads.0, row_grads.1))
     }
 }

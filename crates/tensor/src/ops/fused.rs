@@ -24,10 +24,10 @@ impl<B: Backend> Tensor<B> {
 
     /// Gradient of softmax given its output `y` (self) and the upstream gradient `g`.
     pub fn softmax_backward(&self, g: &Self) -> Self {
-        let (y, g) = (self.contiguous(), g.contiguous());
+        let y = (self.storage(), self.layout());
         let out = self
             .backend()
-            .softmax_backward(y.storage(), g.storage(), y.shape());
+            .softmax_backward(y, (g.storage(), g.layout()));
         Self::from_storage(out, self.shape(), self.backend())
     }
 
@@ -39,10 +39,10 @@ impl<B: Backend> Tensor<B> {
 
     /// Gradient of log-softmax given its output `y` (self) and the upstream gradient `g`.
     pub fn log_softmax_backward(&self, g: &Self) -> Self {
-        let (y, g) = (self.contiguous(), g.contiguous());
+        let y = (self.storage(), self.layout());
         let out = self
             .backend()
-            .log_softmax_backward(y.storage(), g.storage(), y.shape());
+            .log_softmax_backward(y, (g.storage(), g.layout()));
         Self::from_storage(out, self.shape(), self.backend())
     }
 
@@ -67,10 +67,12 @@ impl<B: Backend> Tensor<B> {
 
     /// Gradients `(dx, dw)` of rms-norm for input `self`, weight `w` and upstream gradient `g`.
     pub fn rms_norm_backward(&self, w: &Self, g: &Self, eps: f64) -> (Self, Self) {
-        let (x, w, g) = (self.contiguous(), w.contiguous(), g.contiguous());
-        let (dx, dw) =
-            self.backend()
-                .rms_norm_backward(x.storage(), w.storage(), g.storage(), x.shape(), eps);
+        let (dx, dw) = self.backend().rms_norm_backward(
+            (self.storage(), self.layout()),
+            (w.storage(), w.layout()),
+            (g.storage(), g.layout()),
+            eps,
+        );
         (
             Self::from_storage(dx, self.shape(), self.backend()),
             Self::from_storage(dw, w.shape(), self.backend()),
@@ -110,13 +112,13 @@ impl<B: Backend> Tensor<B> {
         ignore: Option<u32>,
         row_grads: &Self,
     ) -> Self {
-        let g = row_grads.contiguous();
+        let g = (row_grads.storage(), row_grads.layout());
         let out = self.backend().cross_entropy_backward(
             self.storage(),
             self.layout(),
             targets,
             ignore,
-            g.storage(),
+            g,
         );
         Self::from_storage(out, self.shape(), self.backend())
     }

@@ -1,0 +1,161 @@
+//! `gradcheck`: trust, but verify. Compares every analytic gradient with central finite differences,
+//! `(L(x + eps) - L(x - eps)) / 2 eps`, in f64 on `Cpu<f64>`.
+//!
+//! Why f64: the central difference has truncation error O(eps^2) and rounding error O(ulp / eps). In f32
+//! (ulp ~ 1e-7) no eps makes both small; in f64 (ulp ~ 1e-16) eps = 1e-6 leaves both near 1e-10.
+//!
+//! A non-scalar output is reduced to a scalar with a fixed random weighting, `L = sum(f(x) * r)`, so that
+//! every output element matters and no two can cancel by symmetry.
+
+use crate::{no_grad, Var};
+use lowrank_tensor::{rng, Cpu, Tensor};
+use std::fmt;
+
+/// The f64 CPU backend that gradient checks run on.
+pub type F64 = Cpu<f64>;
+
+/// Where an analytic gradient disagreed with finite differences.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradcheckFailure {
+    /// The op that produced the checked output.
+    pub op: &'static str,
+    /// Which input, and which element of it; `None` for a directional check (all inputs at once).
+    pub input: Option<usize>,
+    pub index: Option<usize>,
+    pub analytic: f64,
+    pub numeric: f64,
+}
+
+impl fmt::Display for GradcheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gradcheck of `{}`: ", self.op)?;
+        match (self.input, self.index) {
+            (Some(i), Some(j)) => write!(f, "input {i}, element {j}: ")?,
+            _ => write!(f, "along a random direction: ")?,
+        }
+        write!(
+            f,
+            "analytic {:.10e} vs numeric {:.10e}",
+            self.analytic, self.numeric
+        )
+    }
+}
+
+impl std::error::Error for GradcheckFailure {}
+
+/// Runs `f` on fresh trainable leaves holding `inputs`, seeds backward with `weights`, and returns the
+/// output's op name and each input's gradient (zeros where none flowed).
+fn analytic(
+    f: &impl Fn(&[Var<F64>]) -> Var<F64>,
+    inputs: &[Tensor<F64>],
+) -> (&'static str, Tensor<F64>, Vec<Tensor<F64>>) {
+    let vars: Vec<Var<F64>> = inputs.iter().map(|t| Var::param(t.clone())).collect();
+    let out = f(&vars);
+    let weights = Tensor::randn(out.shape(), 0.0, 1.0, &mut rng(0x5eed), &F64::new());
+    if out.requires_grad() {
+        out.backward_with(weights.clone())
+            .expect("gradcheck: backward failed");
+    }
+    let grads = vars
+        .iter()
+        .map(|v| v.grad().unwrap_or_else(|| v.value().zeros_like()))
+        .collect();
+    (out.op(), weights, grads)
+}
+
+/// `L(x) = sum(f(x) * weights)`, without recording a graph.
+fn loss(
+    f: &impl Fn(&[Var<F64>]) -> Var<F64>,
+    inputs: &[Tensor<F64>],
+    weights: &Tensor<F64>,
+) -> f64 {
+    no_grad(|| {
+        let vars: Vec<Var<F64>> = inputs.iter().map(|t| Var::constant(t.clone())).collect();
+        f(&vars).value().mul(weights).sum_all().to_scalar()
+    })
+}
+
+fn close(analytic: f64, numeric: f64, atol: f64, rtol: f64) -> bool {
+    (analytic - numeric).abs() <= atol + rtol * numeric.abs()
+}
+
+fn with_element(t: &Tensor<F64>, index: usize, delta: f64) -> Tensor<F64> {
+    let mut v = t.to_vec();
+    v[index] += delta;
+    Tensor::from_vec(v, t.shape(), t.backend()).unwrap()
+}
+
+/// Checks the gradient of every element of every input. Cost: two evaluations of `f` per element.
+pub fn gradcheck(
+    f: impl Fn(&[Var<F64>]) -> Var<F64>,
+    inputs: &[Tensor<F64>],
+    eps: f64,
+    atol: f64,
+    rtol: f64,
+) -> Result<(), GradcheckFailure> {
+    let (op, weights, grads) = analytic(&f, inputs);
+    for (i, (input, grad)) in inputs.iter().zip(&grads).enumerate() {
+        let grad = grad.to_vec();
+        for (j, &a) in grad.iter().enumerate() {
+            let mut shifted = inputs.to_vec();
+            shifted[i] = with_element(input, j, eps);
+            let plus = loss(&f, &shifted, &weights);
+            shifted[i] = with_element(input, j, -eps);
+            let minus = loss(&f, &shifted, &weights);
+            let numeric = (plus - minus) / (2.0 * eps);
+            if !close(a, numeric, atol, rtol) {
+                return Err(GradcheckFailure {
+                    op,
+                    input: Some(i),
+                    index: Some(j),
+                    analytic: a,
+                    numeric,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cheap check for large inputs: along one random direction v (all inputs at once), compares
+/// `<grad, v>` with `(L(x + eps v) - L(x - eps v)) / 2 eps`. Cost: two evaluations of `f`.
+pub fn gradcheck_directional(
+    f: impl Fn(&[Var<F64>]) -> Var<F64>,
+    inputs: &[Tensor<F64>],
+    eps: f64,
+    atol: f64,
+    rtol: f64,
+    seed: u64,
+) -> Result<(), GradcheckFailure> {
+    let (op, weights, grads) = analytic(&f, inputs);
+    let mut r = rng(seed);
+    let dirs: Vec<Tensor<F64>> = inputs
+        .iter()
+        .map(|t| Tensor::randn(t.shape(), 0.0, 1.0, &mut r, t.backend()))
+        .collect();
+    let along = |s: f64| -> Vec<Tensor<F64>> {
+        inputs
+            .iter()
+            .zip(&dirs)
+            .map(|(x, v)| x.add(&v.mul_scalar(s)))
+            .collect()
+    };
+    let analytic: f64 = grads
+        .iter()
+        .zip(&dirs)
+        .map(|(g, v)| g.mul(v).sum_all().to_scalar())
+        .sum();
+    let numeric =
+        (loss(&f, &along(eps), &weights) - loss(&f, &along(-eps), &weights)) / (2.0 * eps);
+    if close(analytic, numeric, atol, rtol) {
+        Ok(())
+    } else {
+        Err(GradcheckFailure {
+            op,
+            input: None,
+            index: None,
+            analytic,
+            numeric,
+        })
+    }
+}

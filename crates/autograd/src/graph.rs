@@ -1,0 +1,134 @@
+//! The graph and the backward pass.
+//!
+//! Each op result holds a `Node`: its inputs and a closure from the output's gradient to the inputs'.
+//! `backward()` sorts the Vars reachable from the root in topological order (every Var after everything
+//! computed from it), then walks them from the root down: each node's closure turns its gradient into its
+//! inputs' gradients, which are summed into a map (a value used twice gets both contributions: `+=`). A
+//! gradient whose shape differs from its input's was broadcast in the forward pass; it is summed back to the
+//! input's shape here, in this one place, so no op has to think about broadcasting. Leaves that require a
+//! gradient keep theirs in `grad()`. Nodes are freed as they are used, unless the graph is retained.
+
+use crate::{AutogradError, Var};
+use lowrank_tensor::{Backend, Tensor};
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+pub(crate) type BackwardFn<B> = Box<dyn Fn(&Tensor<B>) -> Vec<Option<Tensor<B>>>>;
+
+pub(crate) struct Node<B: Backend> {
+    pub(crate) inputs: Vec<Var<B>>,
+    pub(crate) backward: BackwardFn<B>,
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops record the graph (false inside `no_grad`).
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` without recording anything: for evaluation, sampling and optimizer updates.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+impl<B: Backend> Var<B> {
+    /// Backpropagates from a one-element Var (a loss): fills `grad()` of every leaf that requires one.
+    pub fn backward(&self) -> Result<(), AutogradError> {
+        if self.numel() != 1 {
+            return Err(AutogradError::NonScalar {
+                shape: self.shape(),
+            });
+        }
+        self.backward_with(Tensor::ones(self.shape(), &self.backend()))
+    }
+
+    /// Backpropagates a given output gradient (the seed), for non-scalar outputs.
+    pub fn backward_with(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
+        self.run_backward(seed, false)
+    }
+
+    /// Like `backward_with`, but keeps the graph so that backward can run through it again.
+    pub fn backward_retain_graph(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
+        self.run_backward(seed, true)
+    }
+
+    fn run_backward(&self, seed: Tensor<B>, retain: bool) -> Result<(), AutogradError> {
+        if !self.requires_grad() {
+            return Err(AutogradError::NothingRequiresGrad { op: self.op() });
+        }
+        if seed.shape() != &self.shape() {
+            return Err(AutogradError::SeedShape {
+                seed: seed.shape().clone(),
+                output: self.shape(),
+            });
+        }
+        let order = self.topological_order();
+        let mut grads: HashMap<usize, Tensor<B>> = HashMap::from([(self.id(), seed)]);
+        for var in order.iter().rev() {
+            let Some(g) = grads.remove(&var.id()) else {
+                continue;
+            };
+            if var.is_leaf() {
+                var.accumulate_grad(g);
+                continue;
+            }
+            let node = if retain {
+                None
+            } else {
+                var.0.node.borrow_mut().take()
+            };
+            let guard = var.0.node.borrow();
+            let node = match (&node, guard.as_ref()) {
+                (Some(n), _) | (None, Some(n)) => n,
+                (None, None) => return Err(AutogradError::GraphFreed { op: var.op() }),
+            };
+            let input_grads = (node.backward)(&g);
+            for (input, ig) in node.inputs.iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                // The one place broadcasting is undone: sum the gradient back to the input's shape.
+                let ig = ig.sum_to(&input.shape());
+                let slot = grads.entry(input.id());
+                slot.and_modify(|acc| *acc = &*acc + &ig).or_insert(ig);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tracked Var reachable from `self`, each after all of its inputs (iterative depth-first search).
+    fn topological_order(&self) -> Vec<Var<B>> {
+        let mut order = Vec::new();
+        let mut visited = HashSet::new();
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((var, inputs_done)) = stack.pop() {
+            if inputs_done {
+                order.push(var);
+                continue;
+            }
+            if !visited.insert(var.id()) {
+                continue;
+            }
+            stack.push((var.clone(), true));
+            if let Some(node) = var.0.node.borrow().as_ref() {
+                for input in &node.inputs {
+                    if input.requires_grad() && !visited.contains(&input.id()) {
+                        stack.push((input.clone(), false));
+                    }
+                }
+            }
+        }
+        order
+    }
+}

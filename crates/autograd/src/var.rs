@@ -1,0 +1,223 @@
+//! `Var<B>`: a tensor that may be tracked by the graph.
+//!
+//! A *leaf* is a Var the user made (`Var::leaf`, e.g. a weight); it has no node and, if it requires a gradient,
+//! receives one in `grad()` after `backward()`. Every op on Vars returns a new Var whose *node* remembers the
+//! inputs and a closure computing the inputs' gradients from the output's. If no input needs a gradient (a
+//! frozen weight times a constant, or anything inside `no_grad`), the op records nothing at all.
+
+use crate::graph::{grad_enabled, Node};
+use lowrank_tensor::{Backend, Shape, Tensor};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+pub struct Var<B: Backend>(pub(crate) Rc<VarInner<B>>);
+
+pub(crate) struct VarInner<B: Backend> {
+    pub(crate) value: RefCell<Tensor<B>>,
+    /// A leaf that requires a gradient, or an op result with at least one such input.
+    pub(crate) requires_grad: bool,
+    /// The accumulated gradient (leaves only).
+    pub(crate) grad: RefCell<Option<Tensor<B>>>,
+    /// How this Var was computed; `None` for leaves, untracked results, and after the graph is freed.
+    pub(crate) node: RefCell<Option<Node<B>>>,
+    /// The op that produced it ("leaf" for leaves), for error messages.
+    pub(crate) op: Cell<&'static str>,
+}
+
+impl<B: Backend> Clone for Var<B> {
+    fn clone(&self) -> Self {
+        Var(self.0.clone())
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for Var<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Var({}, requires_grad={}) {:?}",
+            self.op(),
+            self.requires_grad(),
+            self.value()
+        )
+    }
+}
+
+impl<B: Backend> Var<B> {
+    /// A user-made Var. With `requires_grad`, `backward()` fills its `grad()`; without, it is a constant
+    /// (a frozen weight, an input) and costs nothing in backward.
+    pub fn leaf(value: Tensor<B>, requires_grad: bool) -> Self {
+        Var(Rc::new(VarInner {
+            value: RefCell::new(value),
+            requires_grad,
+            grad: RefCell::new(None),
+            node: RefCell::new(None),
+            op: Cell::new("leaf"),
+        }))
+    }
+
+    /// A trainable leaf.
+    pub fn param(value: Tensor<B>) -> Self {
+        Self::leaf(value, true)
+    }
+
+    /// A leaf that never receives a gradient.
+    pub fn constant(value: Tensor<B>) -> Self {
+        Self::leaf(value, false)
+    }
+
+    /// The result of an op. `make_backward` builds the rule that maps the output's gradient to one gradient
+    /// per input (`None` for an input that needs none). It is called only if some input requires a gradient
+    /// and grad mode is on, so an op on frozen inputs saves nothing and records nothing.
+    pub(crate) fn from_op<F>(
+        op: &'static str,
+        value: Tensor<B>,
+        inputs: &[&Var<B>],
+        make_backward: impl FnOnce() -> F,
+    ) -> Self
+    where
+        F: Fn(&Tensor<B>) -> Vec<Option<Tensor<B>>> + 'static,
+    {
+        let tracked = grad_enabled() && inputs.iter().any(|v| v.requires_grad());
+        let node = tracked.then(|| Node {
+            inputs: inputs.iter().map(|&v| v.clone()).collect(),
+            backward: Box::new(make_backward()),
+        });
+        Var(Rc::new(VarInner {
+            value: RefCell::new(value),
+            requires_grad: tracked,
+            grad: RefCell::new(None),
+            node: RefCell::new(node),
+            op: Cell::new(op),
+        }))
+    }
+
+    /// An op of one input: `make_backward` builds `g -> dx`.
+    pub(crate) fn unary_rule<F>(
+        &self,
+        op: &'static str,
+        value: Tensor<B>,
+        make_backward: impl FnOnce() -> F,
+    ) -> Self
+    where
+        F: Fn(&Tensor<B>) -> Tensor<B> + 'static,
+    {
+        Var::from_op(op, value, &[self], || {
+            let rule = make_backward();
+            move |g: &Tensor<B>| vec![Some(rule(g))]
+        })
+    }
+
+    /// An op of two inputs: `make_backward(need_lhs, need_rhs)` builds `g -> (dlhs, drhs)`, computing (and
+    /// saving what it needs for) only the gradients that are needed.
+    pub(crate) fn binary_rule<F>(
+        &self,
+        rhs: &Var<B>,
+        op: &'static str,
+        value: Tensor<B>,
+        make_backward: impl FnOnce(bool, bool) -> F,
+    ) -> Self
+    where
+        F: Fn(&Tensor<B>) -> (Option<Tensor<B>>, Option<Tensor<B>>) + 'static,
+    {
+        let (need_l, need_r) = (self.requires_grad(), rhs.requires_grad());
+        Var::from_op(op, value, &[self, rhs], || {
+            let rule = make_backward(need_l, need_r);
+            move |g: &Tensor<B>| {
+                let (dl, dr) = rule(g);
+                vec![dl, dr]
+            }
+        })
+    }
+
+    /// The current value (a cheap handle sharing the storage).
+    pub fn value(&self) -> Tensor<B> {
+        self.0.value.borrow().clone()
+    }
+
+    /// Replaces a leaf's value (optimizers do this); the graph built from the old value is unaffected.
+    pub fn set_value(&self, value: Tensor<B>) {
+        assert!(
+            self.is_leaf(),
+            "set_value: only a leaf's value can be replaced, not {}'s",
+            self.op()
+        );
+        assert_eq!(
+            value.shape(),
+            self.0.value.borrow().shape(),
+            "set_value: new value {} does not match the old {}",
+            value.shape(),
+            self.0.value.borrow().shape()
+        );
+        *self.0.value.borrow_mut() = value;
+    }
+
+    /// True if gradients flow to or through this Var (and grad mode is on).
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad && grad_enabled()
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.0.op.get() == "leaf"
+    }
+
+    /// The name of the op that produced this Var ("leaf" for leaves).
+    pub fn op(&self) -> &'static str {
+        self.0.op.get()
+    }
+
+    /// The gradient accumulated by `backward()` (leaves that require a gradient only).
+    pub fn grad(&self) -> Option<Tensor<B>> {
+        self.0.grad.borrow().clone()
+    }
+
+    /// Forgets the accumulated gradient.
+    pub fn zero_grad(&self) {
+        *self.0.grad.borrow_mut() = None;
+    }
+
+    /// Adds `g` to the accumulated gradient: gradients from every use of a value sum up.
+    pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
+        let mut slot = self.0.grad.borrow_mut();
+        *slot = Some(match slot.take() {
+            Some(acc) => &acc + &g,
+            None => g.contiguous(),
+        });
+    }
+
+    /// The same value as a new constant leaf: gradients stop here.
+    pub fn detach(&self) -> Self {
+        Self::constant(self.value())
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.0.value.borrow().shape().clone()
+    }
+
+    pub fn dims(&self) -> Vec<usize> {
+        self.0.value.borrow().dims().to_vec()
+    }
+
+    pub fn rank(&self) -> usize {
+        self.0.value.borrow().rank()
+    }
+
+    pub fn numel(&self) -> usize {
+        self.0.value.borrow().numel()
+    }
+
+    pub fn backend(&self) -> B {
+        self.0.value.borrow().backend().clone()
+    }
+
+    /// A stable identity for this Var while it lives (used to key gradients during backward).
+    pub(crate) fn id(&self) -> usize {
+        Rc::as_ptr(&self.0) as *const () as usize
+    }
+}
+
+/// Marks `t` as kept for the backward pass and counts its bytes, so that tests can prove frozen weights cost
+/// nothing. Rules call it inside their `make_backward`, which runs only when the gradient will be needed.
+pub(crate) fn saved<B: Backend>(t: Tensor<B>) -> Tensor<B> {
+    crate::stats::record_saved(t.size_in_bytes());
+    t
+}
