@@ -4,4 +4,6 @@
 //! benchmarks (and users) can depend on one crate: `lowrank::tensor`, ...
 
 pub use lowrank_autograd as autograd;
+pub use lowrank_gpt as gpt;
+pub use lowrank_nn as nn;
 pub use lowrank_tensor as tensor;

@@ -24,6 +24,6 @@ pub mod stats;
 mod var;
 
 pub use error::AutogradError;
-pub use gradcheck::{gradcheck, gradcheck_directional, GradcheckFailure, F64};
+pub use gradcheck::{gradcheck, gradcheck_directional, gradcheck_params, GradcheckFailure, F64};
 pub use graph::{grad_enabled, no_grad};
-pub use var::Var;
+pub use var::{saved, Var};

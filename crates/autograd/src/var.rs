@@ -15,7 +15,7 @@ pub struct Var<B: Backend>(pub(crate) Rc<VarInner<B>>);
 pub(crate) struct VarInner<B: Backend> {
     pub(crate) value: RefCell<Tensor<B>>,
     /// A leaf that requires a gradient, or an op result with at least one such input.
-    pub(crate) requires_grad: bool,
+    pub(crate) requires_grad: Cell<bool>,
     /// The accumulated gradient (leaves only).
     pub(crate) grad: RefCell<Option<Tensor<B>>>,
     /// How this Var was computed; `None` for leaves, untracked results, and after the graph is freed.
@@ -48,7 +48,7 @@ impl<B: Backend> Var<B> {
     pub fn leaf(value: Tensor<B>, requires_grad: bool) -> Self {
         Var(Rc::new(VarInner {
             value: RefCell::new(value),
-            requires_grad,
+            requires_grad: Cell::new(requires_grad),
             grad: RefCell::new(None),
             node: RefCell::new(None),
             op: Cell::new("leaf"),
@@ -65,10 +65,10 @@ impl<B: Backend> Var<B> {
         Self::leaf(value, false)
     }
 
-    /// The result of an op. `make_backward` builds the rule that maps the output's gradient to one gradient
+    /// The result of an op — the extension point for new differentiable ops. `make_backward` builds the rule that maps the output's gradient to one gradient
     /// per input (`None` for an input that needs none). It is called only if some input requires a gradient
     /// and grad mode is on, so an op on frozen inputs saves nothing and records nothing.
-    pub(crate) fn from_op<F>(
+    pub fn from_op<F>(
         op: &'static str,
         value: Tensor<B>,
         inputs: &[&Var<B>],
@@ -84,7 +84,7 @@ impl<B: Backend> Var<B> {
         });
         Var(Rc::new(VarInner {
             value: RefCell::new(value),
-            requires_grad: tracked,
+            requires_grad: Cell::new(tracked),
             grad: RefCell::new(None),
             node: RefCell::new(node),
             op: Cell::new(op),
@@ -92,7 +92,7 @@ impl<B: Backend> Var<B> {
     }
 
     /// An op of one input: `make_backward` builds `g -> dx`.
-    pub(crate) fn unary_rule<F>(
+    pub fn unary_rule<F>(
         &self,
         op: &'static str,
         value: Tensor<B>,
@@ -109,7 +109,7 @@ impl<B: Backend> Var<B> {
 
     /// An op of two inputs: `make_backward(need_lhs, need_rhs)` builds `g -> (dlhs, drhs)`, computing (and
     /// saving what it needs for) only the gradients that are needed.
-    pub(crate) fn binary_rule<F>(
+    pub fn binary_rule<F>(
         &self,
         rhs: &Var<B>,
         op: &'static str,
@@ -151,9 +151,43 @@ impl<B: Backend> Var<B> {
         *self.0.value.borrow_mut() = value;
     }
 
+    /// Replaces a leaf's value with `f(old)`. `f` receives the value itself (not a copy), so an optimizer can
+    /// update the storage in place when nothing else shares it.
+    pub fn update_value(&self, f: impl FnOnce(Tensor<B>) -> Tensor<B>) {
+        assert!(
+            self.is_leaf(),
+            "update_value: only a leaf's value can be replaced, not {}'s",
+            self.op()
+        );
+        let mut slot = self.0.value.borrow_mut();
+        let placeholder = Tensor::zeros((), slot.backend());
+        let old = std::mem::replace(&mut *slot, placeholder);
+        let shape = old.shape().clone();
+        let new = f(old);
+        assert_eq!(
+            new.shape(),
+            &shape,
+            "update_value: the update changed the shape"
+        );
+        *slot = new;
+    }
+
     /// True if gradients flow to or through this Var (and grad mode is on).
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad && grad_enabled()
+        self.0.requires_grad.get() && grad_enabled()
+    }
+
+    /// Freezes (`false`) or unfreezes (`true`) a leaf. A frozen leaf loses its gradient buffer.
+    pub fn set_requires_grad(&self, requires_grad: bool) {
+        assert!(
+            self.is_leaf(),
+            "set_requires_grad: `{}` is not a leaf",
+            self.op()
+        );
+        self.0.requires_grad.set(requires_grad);
+        if !requires_grad {
+            self.zero_grad();
+        }
     }
 
     pub fn is_leaf(&self) -> bool {
@@ -217,7 +251,7 @@ impl<B: Backend> Var<B> {
 
 /// Marks `t` as kept for the backward pass and counts its bytes, so that tests can prove frozen weights cost
 /// nothing. Rules call it inside their `make_backward`, which runs only when the gradient will be needed.
-pub(crate) fn saved<B: Backend>(t: Tensor<B>) -> Tensor<B> {
+pub fn saved<B: Backend>(t: Tensor<B>) -> Tensor<B> {
     crate::stats::record_saved(t.size_in_bytes());
     t
 }

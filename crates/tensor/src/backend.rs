@@ -71,6 +71,21 @@ pub enum ReduceOp {
     ArgMin,
 }
 
+/// The numbers of one AdamW step (see `Backend::adamw_step`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamwStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// `1 - beta1^t` and `1 - beta2^t` for step t (bias correction of the moment estimates).
+    pub bias_correction1: f64,
+    pub bias_correction2: f64,
+    /// Multiplies the gradient first (gradient clipping folded into the step).
+    pub grad_scale: f64,
+}
+
 pub trait Backend: Clone + Debug + Send + Sync + 'static {
     type Elem: Element;
     /// Device memory holding elements; opaque to everything above the backend.
@@ -82,6 +97,8 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     // ---- memory -------------------------------------------------------------------------------------------
     fn storage_from_vec(&self, data: Vec<Self::Elem>) -> Self::Storage;
     fn full(&self, len: usize, value: Self::Elem) -> Self::Storage;
+    /// Number of elements the storage holds.
+    fn storage_len(&self, storage: &Self::Storage) -> usize;
     /// Reads the elements that `layout` addresses, in row-major order.
     fn to_vec(&self, src: &Self::Storage, layout: &Layout) -> Vec<Self::Elem>;
     /// Copies the elements `src_layout` addresses into the positions `dst_layout` addresses (same shape).
@@ -202,4 +219,17 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         ignore: Option<u32>,
         row_grads: (&Self::Storage, &Layout),
     ) -> Self::Storage;
+
+    // ---- optimizer ------------------------------------------------------------------------------------------
+    /// One decoupled-weight-decay Adam step, in place on row-major `param`, `m`, `v` of the same length:
+    /// `g' = grad_scale g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
+    /// `p -= lr (m / bc1) / (sqrt(v / bc2) + eps) + lr wd p`.
+    fn adamw_step(
+        &self,
+        param: &mut Self::Storage,
+        m: &mut Self::Storage,
+        v: &mut Self::Storage,
+        grad: (&Self::Storage, &Layout),
+        step: &AdamwStep,
+    );
 }

@@ -209,6 +209,55 @@ impl<B: Backend> Tensor<B> {
         Self::from_storage(self.copy_storage(), self.shape(), &self.backend)
     }
 
+    /// The storage, for an in-place update: taken over when this tensor is its only, row-major owner
+    /// (no copy), otherwise a fresh row-major copy.
+    pub fn into_storage(self) -> B::Storage {
+        let compact = self.layout.is_contiguous()
+            && self.layout.offset() == 0
+            && self.backend.storage_len(&self.storage) == self.numel();
+        if compact {
+            match Arc::try_unwrap(self.storage) {
+                Ok(storage) => return storage,
+                Err(shared) => {
+                    return Tensor {
+                        storage: shared,
+                        ..self
+                    }
+                    .copy_storage()
+                }
+            }
+        }
+        self.copy_storage()
+    }
+
+    /// One fused AdamW step: returns the updated `(param, m, v)`; see `Backend::adamw_step`.
+    pub fn adamw_step(
+        param: Self,
+        m: Self,
+        v: Self,
+        grad: &Self,
+        step: &crate::AdamwStep,
+    ) -> (Self, Self, Self) {
+        let (shape, backend) = (param.shape().clone(), param.backend.clone());
+        assert!(
+            m.shape() == &shape && v.shape() == &shape && grad.shape() == &shape,
+            "adamw_step: param {shape}, m {}, v {} and grad {} differ",
+            m.shape(),
+            v.shape(),
+            grad.shape()
+        );
+        let (mut p, mut m, mut v) = (param.into_storage(), m.into_storage(), v.into_storage());
+        backend.adamw_step(
+            &mut p,
+            &mut m,
+            &mut v,
+            (grad.storage(), grad.layout()),
+            step,
+        );
+        let wrap = |s| Self::from_storage(s, &shape, &backend);
+        (wrap(p), wrap(m), wrap(v))
+    }
+
     /// A fresh row-major storage holding this tensor's elements.
     pub(crate) fn copy_storage(&self) -> B::Storage {
         let mut out = self.backend.full(self.numel(), B::Elem::from_f64(0.0));

@@ -7,10 +7,11 @@ mod elementwise;
 mod fused;
 mod index;
 mod matmul;
+mod optim;
 mod reduce;
 mod strided;
 
-use crate::{Backend, BinaryOp, Element, Layout, ReduceOp, Shape, UnaryOp};
+use crate::{AdamwStep, Backend, BinaryOp, Element, Layout, ReduceOp, Shape, UnaryOp};
 use std::marker::PhantomData;
 
 /// The CPU device for elements of type `E` (`Cpu<f32>` for training, `Cpu<f64>` for gradient checks).
@@ -37,6 +38,10 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn full(&self, len: usize, value: E) -> Vec<E> {
         vec![value; len]
+    }
+
+    fn storage_len(&self, storage: &Vec<E>) -> usize {
+        storage.len()
     }
 
     fn to_vec(&self, src: &Vec<E>, layout: &Layout) -> Vec<E> {
@@ -137,5 +142,16 @@ impl<E: Element> Backend for Cpu<E> {
         row_grads: (&Vec<E>, &Layout),
     ) -> Vec<E> {
         fused::cross_entropy_backward(logits, layout, targets, ignore, (row_grads.0, row_grads.1))
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut Vec<E>,
+        m: &mut Vec<E>,
+        v: &mut Vec<E>,
+        grad: (&Vec<E>, &Layout),
+        step: &AdamwStep,
+    ) {
+        optim::adamw_step(param, m, v, (grad.0, grad.1), step)
     }
 }

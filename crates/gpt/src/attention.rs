@@ -1,0 +1,51 @@
+//! Causal multi-head self-attention with separate q/k/v/o projections and rotary position embeddings.
+//!
+//! `attn(x) = o_proj(concat_h(softmax_causal(q_h k_h^T / sqrt(d_h)) v_h))`, q and k rotated by RoPE.
+
+use crate::rope::Rope;
+use lowrank_autograd::Var;
+use lowrank_nn::{join, Linear, Module};
+use lowrank_tensor::Backend;
+
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub n_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// x (B, T, C) -> (B, T, C)
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
+        let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
+        let (h, hd) = (self.n_heads, c / self.n_heads);
+        // (B, T, C) -> (B, T, H, hd) -> (B, H, T, hd): a view, heads become a batch axis
+        let heads = |y: Var<B>| y.reshape([b, t, h, hd]).permute(&[0, 2, 1, 3]);
+        let q = rope
+            .apply(&heads(self.q_proj.forward(x)))
+            .mul_scalar(1.0 / (hd as f64).sqrt()); // (B, H, T, hd)
+        let k = rope.apply(&heads(self.k_proj.forward(x))); // (B, H, T, hd)
+        let v = heads(self.v_proj.forward(x)); // (B, H, T, hd)
+        let att = q.matmul(&k.t()).causal_softmax(); // (B, H, T, T), key j > query i masked
+        let y = att.matmul(&v); // (B, H, T, hd)
+        let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C)
+        self.o_proj.forward(&y)
+    }
+}
+
+impl<B: Backend> Module<B> for Attention<B> {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        self.q_proj.visit_params(&join(prefix, "q_proj"), f);
+        self.k_proj.visit_params(&join(prefix, "k_proj"), f);
+        self.v_proj.visit_params(&join(prefix, "v_proj"), f);
+        self.o_proj.visit_params(&join(prefix, "o_proj"), f);
+    }
+
+    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        f(&join(prefix, "q_proj"), &mut self.q_proj);
+        f(&join(prefix, "k_proj"), &mut self.k_proj);
+        f(&join(prefix, "v_proj"), &mut self.v_proj);
+        f(&join(prefix, "o_proj"), &mut self.o_proj);
+    }
+}

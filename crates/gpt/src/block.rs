@@ -1,0 +1,41 @@
+//! One decoder layer, pre-norm: `h = x + attn(norm1(x)); out = h + mlp(norm2(h))`.
+
+use crate::attention::Attention;
+use crate::mlp::Mlp;
+use crate::rope::Rope;
+use lowrank_autograd::Var;
+use lowrank_nn::{join, Linear, Module, RmsNorm};
+use lowrank_tensor::Backend;
+
+pub struct Block<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// x (B, T, C) -> (B, T, C)
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
+        let h = x + &self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), rope); // (B, T, C)
+        &h + &self.mlp.forward(&self.post_attention_layernorm.forward(&h)) // (B, T, C)
+    }
+}
+
+impl<B: Backend> Module<B> for Block<B> {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        self.input_layernorm
+            .visit_params(&join(prefix, "input_layernorm"), f);
+        self.self_attn.visit_params(&join(prefix, "self_attn"), f);
+        self.post_attention_layernorm
+            .visit_params(&join(prefix, "post_attention_layernorm"), f);
+        self.mlp.visit_params(&join(prefix, "mlp"), f);
+    }
+
+    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        self.self_attn.visit_linears(&join(prefix, "self_attn"), f);
+        self.mlp.visit_linears(&join(prefix, "mlp"), f);
+    }
+}

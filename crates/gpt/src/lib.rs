@@ -1,0 +1,36 @@
+//! lowrank-gpt: a small decoder-only transformer in the Llama layout.
+//!
+//! ```text
+//! ids (B, T) -> embed_tokens -> (B, T, C)
+//!   N x [ x + attn(rms_norm(x)) ; x + mlp(rms_norm(x)) ]     attention: q/k/v/o projections, RoPE, causal
+//!   -> norm -> lm_head -> logits (B, T, vocab)                 mlp: down(silu(gate(x)) * up(x))
+//! ```
+//!
+//! Also: a byte tokenizer, toy corpora generated from a seed, batch sampling, a training loop, generation,
+//! and checkpoints that Hugging Face tools can load. Nothing here knows about LoRA: adapters plug into the
+//! `Linear` layers from the outside.
+
+mod attention;
+mod block;
+mod checkpoint;
+mod config;
+pub mod corpus;
+mod data;
+mod mlp;
+mod model;
+mod rope;
+mod sample;
+mod tokenizer;
+mod train;
+
+pub use attention::Attention;
+pub use block::Block;
+pub use checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
+pub use config::{GptConfig, HfLlamaConfig};
+pub use data::{Batch, Dataset};
+pub use mlp::Mlp;
+pub use model::{Gpt, IGNORE};
+pub use rope::Rope;
+pub use sample::{exact_match, generate, greedy_batch, GenerateConfig};
+pub use tokenizer::ByteTokenizer;
+pub use train::{evaluate, train, Eval, TrainConfig, TrainReport};

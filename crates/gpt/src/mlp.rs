@@ -1,0 +1,34 @@
+//! The SwiGLU feed-forward block: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
+
+use lowrank_autograd::Var;
+use lowrank_nn::{join, Linear, Module};
+use lowrank_tensor::Backend;
+
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// x (B, T, C) -> (B, T, C) through a (B, T, d_ff) hidden layer
+    pub fn forward(&self, x: &Var<B>) -> Var<B> {
+        let gate = self.gate_proj.forward(x).silu(); // (B, T, d_ff)
+        let up = self.up_proj.forward(x); // (B, T, d_ff)
+        self.down_proj.forward(&(&gate * &up)) // (B, T, C)
+    }
+}
+
+impl<B: Backend> Module<B> for Mlp<B> {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        self.gate_proj.visit_params(&join(prefix, "gate_proj"), f);
+        self.up_proj.visit_params(&join(prefix, "up_proj"), f);
+        self.down_proj.visit_params(&join(prefix, "down_proj"), f);
+    }
+
+    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        f(&join(prefix, "gate_proj"), &mut self.gate_proj);
+        f(&join(prefix, "up_proj"), &mut self.up_proj);
+        f(&join(prefix, "down_proj"), &mut self.down_proj);
+    }
+}

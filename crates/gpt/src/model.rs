@@ -1,0 +1,127 @@
+//! `Gpt`: token embedding -> N decoder blocks -> final RmsNorm -> lm_head, in the Hugging Face Llama layout
+//! and with its parameter names, so checkpoints load in other tools.
+
+use crate::attention::Attention;
+use crate::block::Block;
+use crate::mlp::Mlp;
+use crate::rope::Rope;
+use crate::GptConfig;
+use lowrank_autograd::Var;
+use lowrank_nn::{cross_entropy, join, Embedding, Linear, Module, RmsNorm};
+use lowrank_tensor::Backend;
+
+/// Target id that contributes no loss (prompt positions in fine-tuning data).
+pub const IGNORE: u32 = u32::MAX;
+
+pub struct Gpt<B: Backend> {
+    pub config: GptConfig,
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when tied to the token embedding.
+    pub lm_head: Option<Linear<B>>,
+    rope: Rope<B>,
+}
+
+impl<B: Backend> Gpt<B> {
+    /// A freshly initialised model: weights ~ N(0, 0.02^2), the projections that write into the residual
+    /// stream (o_proj, down_proj) scaled down by sqrt(2 n_layers) as in GPT-2, norms at 1.
+    pub fn new(config: GptConfig, seed: u64, backend: &B) -> Self {
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("GptConfig: {e}"));
+        let (c, ff, std) = (config.d_model, config.d_ff, 0.02);
+        let resid_std = std / (2.0 * config.n_layers as f64).sqrt();
+        let mut next_seed = seed;
+        let mut linear = |d_in, d_out, std| {
+            next_seed += 1;
+            Linear::new(d_in, d_out, std, next_seed, backend)
+        };
+        let layers = (0..config.n_layers)
+            .map(|_| Block {
+                input_layernorm: RmsNorm::new(c, config.norm_eps, backend),
+                self_attn: Attention {
+                    q_proj: linear(c, c, std),
+                    k_proj: linear(c, c, std),
+                    v_proj: linear(c, c, std),
+                    o_proj: linear(c, c, resid_std),
+                    n_heads: config.n_heads,
+                },
+                post_attention_layernorm: RmsNorm::new(c, config.norm_eps, backend),
+                mlp: Mlp {
+                    gate_proj: linear(c, ff, std),
+                    up_proj: linear(c, ff, std),
+                    down_proj: linear(ff, c, resid_std),
+                },
+            })
+            .collect();
+        let lm_head = (!config.tie_embeddings).then(|| linear(c, config.vocab_size, std));
+        Gpt {
+            embed_tokens: Embedding::new(config.vocab_size, c, std, seed, backend),
+            layers,
+            norm: RmsNorm::new(c, config.norm_eps, backend),
+            lm_head,
+            rope: Rope::new(
+                config.head_dim(),
+                config.max_seq_len,
+                config.rope_theta,
+                backend,
+            ),
+            config,
+        }
+    }
+
+    /// ids (batch * seq, row-major) -> logits (batch, seq, vocab)
+    pub fn forward(&self, ids: &[u32], batch: usize, seq: usize) -> Var<B> {
+        assert_eq!(
+            ids.len(),
+            batch * seq,
+            "gpt: {} ids for batch {batch} x seq {seq}",
+            ids.len()
+        );
+        assert!(
+            seq <= self.config.max_seq_len,
+            "gpt: seq {seq} exceeds max_seq_len {}",
+            self.config.max_seq_len
+        );
+        let mut x = self.embed_tokens.forward(ids, &[batch, seq]); // (B, T, C)
+        for layer in &self.layers {
+            x = layer.forward(&x, &self.rope); // (B, T, C)
+        }
+        let x = self.norm.forward(&x); // (B, T, C)
+        match &self.lm_head {
+            Some(head) => head.forward(&x),                  // (B, T, V)
+            None => x.matmul(&self.embed_tokens.weight.t()), // (B, T, V), tied weights
+        }
+    }
+
+    /// Mean next-token cross-entropy; targets equal to [`IGNORE`] do not count.
+    pub fn loss(&self, ids: &[u32], targets: &[u32], batch: usize, seq: usize) -> Var<B> {
+        cross_entropy(&self.forward(ids, batch, seq), targets, Some(IGNORE))
+    }
+}
+
+impl<B: Backend> Module<B> for Gpt<B> {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        let model = join(prefix, "model");
+        self.embed_tokens
+            .visit_params(&join(&model, "embed_tokens"), f);
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.visit_params(&join(&model, &format!("layers.{i}")), f);
+        }
+        self.norm.visit_params(&join(&model, "norm"), f);
+        if let Some(head) = &self.lm_head {
+            head.visit_params(&join(prefix, "lm_head"), f);
+        }
+    }
+
+    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
+        let model = join(prefix, "model");
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.visit_linears(&join(&model, &format!("layers.{i}")), f);
+        }
+        if let Some(head) = &mut self.lm_head {
+            f(&join(prefix, "lm_head"), head);
+        }
+    }
+}

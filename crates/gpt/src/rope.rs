@@ -1,0 +1,67 @@
+//! Rotary position embeddings (RoPE), rotate-half convention as in Hugging Face Llama.
+//!
+//! Dimension i of a head is paired with i + head_dim/2, and each pair is rotated by the angle
+//! `pos * theta^(-2i/head_dim)`: `rope(x) = x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`.
+//! A rotation's inverse is its transpose, so the backward pass is the same rotation with `-sin`.
+
+use lowrank_autograd::{saved, Var};
+use lowrank_tensor::{Backend, Element, Tensor};
+
+pub struct Rope<B: Backend> {
+    /// (max_seq_len, head_dim) tables of cos and sin of each position's angles.
+    cos: Tensor<B>,
+    sin: Tensor<B>,
+}
+
+impl<B: Backend> Rope<B> {
+    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, backend: &B) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_seq_len * head_dim);
+        let mut sin = Vec::with_capacity(max_seq_len * head_dim);
+        for pos in 0..max_seq_len {
+            for j in 0..head_dim {
+                let i = j % half; // dimensions i and i + half share a frequency
+                let angle = pos as f64 * theta.powf(-2.0 * i as f64 / head_dim as f64);
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |v: Vec<f64>| {
+            let data = v.into_iter().map(B::Elem::from_f64).collect();
+            Tensor::from_vec(data, [max_seq_len, head_dim], backend)
+                .expect("one value per position and dim")
+        };
+        Rope {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+
+    /// Rotates x (.., T, head_dim) by the angles of positions 0..T.
+    pub fn apply(&self, x: &Var<B>) -> Var<B> {
+        let dims = x.dims();
+        let (t, hd) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        assert!(
+            t <= self.cos.dims()[0] && hd == self.cos.dims()[1],
+            "rope: input {} does not fit tables of {} positions x {} dims",
+            x.shape(),
+            self.cos.dims()[0],
+            self.cos.dims()[1]
+        );
+        let (cos, sin) = (self.cos.narrow(0, 0, t), self.sin.narrow(0, 0, t)); // (T, hd)
+        let y = rotate(&x.value(), &cos, &sin);
+        // d rope(x) = rope^T(g): rotate back, by -angle
+        x.unary_rule("rope", y, move || {
+            let (cos, neg_sin) = (saved(cos), saved(sin.neg()));
+            move |g: &Tensor<B>| rotate(g, &cos, &neg_sin)
+        })
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]` on the last axis.
+fn rotate<B: Backend>(x: &Tensor<B>, cos: &Tensor<B>, sin: &Tensor<B>) -> Tensor<B> {
+    let half = x.dims()[x.rank() - 1] / 2;
+    let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
+    let rotated = Tensor::concat(&[&x2.neg(), &x1], -1);
+    x.mul(cos).add(&rotated.mul(sin))
+}

@@ -1,0 +1,165 @@
+//! The training loop: sample a batch, forward, backward, clip, AdamW step, with a warmup-cosine schedule,
+//! periodic evaluation and a progress bar. It trains whatever parameters of the model are trainable, so the
+//! same loop pretrains the whole model or fine-tunes only an adapter.
+
+use crate::data::Dataset;
+use crate::Gpt;
+use indicatif::{ProgressBar, ProgressStyle};
+use lowrank_autograd::no_grad;
+use lowrank_nn::{clip_scale, AdamW, AdamWConfig, Module, WarmupCosine};
+use lowrank_tensor::{rng, Backend};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch: usize,
+    pub seq: usize,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub grad_clip: f64,
+    /// Evaluate on the validation set every this many steps (0: only at the end).
+    pub eval_every: usize,
+    pub eval_batches: usize,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 500,
+            batch: 16,
+            seq: 64,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup: 30,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            eval_every: 100,
+            eval_batches: 8,
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Eval {
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainReport {
+    /// The training loss of every step.
+    pub losses: Vec<f64>,
+    pub evals: Vec<Eval>,
+    pub seconds: f64,
+    /// Bytes of AdamW state at the end (two moments per trainable parameter).
+    pub optimizer_state_bytes: usize,
+}
+
+/// Mean loss over `batches` random batches, without recording a graph.
+pub fn evaluate<B: Backend>(
+    model: &Gpt<B>,
+    data: &Dataset,
+    batches: usize,
+    batch: usize,
+    seq: usize,
+    seed: u64,
+) -> f64 {
+    let mut r = rng(seed);
+    no_grad(|| {
+        let total: f64 = (0..batches)
+            .map(|_| {
+                let b = data.sample(batch, seq, &mut r);
+                model
+                    .loss(&b.inputs, &b.targets, b.batch, b.seq)
+                    .value()
+                    .to_scalar()
+            })
+            .sum();
+        total / batches.max(1) as f64
+    })
+}
+
+pub fn train<B: Backend>(
+    model: &Gpt<B>,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &TrainConfig,
+) -> TrainReport {
+    let start = Instant::now();
+    let params = model.trainable_params();
+    let mut opt = AdamW::new(
+        params.clone(),
+        AdamWConfig {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..AdamWConfig::default()
+        },
+    );
+    let schedule = WarmupCosine {
+        max_lr: cfg.lr,
+        min_lr: cfg.min_lr,
+        warmup: cfg.warmup,
+        total: cfg.steps,
+    };
+    let bar = if cfg.progress {
+        ProgressBar::new(cfg.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("train");
+    let mut r = rng(cfg.seed);
+    let mut report = TrainReport::default();
+    for step in 0..cfg.steps {
+        let b = data.sample(cfg.batch, cfg.seq, &mut r);
+        let loss = model.loss(&b.inputs, &b.targets, b.batch, b.seq);
+        let value = loss.value().to_scalar();
+        loss.backward()
+            .expect("the loss depends on trainable parameters");
+        let scale = if cfg.grad_clip > 0.0 {
+            clip_scale(&params, cfg.grad_clip).0
+        } else {
+            1.0
+        };
+        opt.set_lr(schedule.lr(step));
+        opt.step_scaled(scale);
+        opt.zero_grad();
+        report.losses.push(value);
+        let last = step + 1 == cfg.steps;
+        if let Some(val) =
+            val.filter(|_| last || (cfg.eval_every > 0 && (step + 1) % cfg.eval_every == 0))
+        {
+            let recent = &report.losses[report.losses.len().saturating_sub(20)..];
+            let train_loss = recent.iter().sum::<f64>() / recent.len() as f64;
+            let val_loss = evaluate(model, val, cfg.eval_batches, cfg.batch, cfg.seq, 1);
+            report.evals.push(Eval {
+                step: step + 1,
+                train_loss,
+                val_loss,
+            });
+            bar.println(format!(
+                "step {:>5}: train {train_loss:.4}  val {val_loss:.4}",
+                step + 1
+            ));
+        }
+        bar.set_message(format!("loss {value:.4}"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    report.seconds = start.elapsed().as_secs_f64();
+    report.optimizer_state_bytes = opt.state_bytes();
+    report
+}

@@ -1,0 +1,28 @@
+//! lowrank-nn: the building blocks of a model on top of autograd.
+//!
+//! - [`Module`]: named parameters (Hugging Face style dotted paths) and a way to reach every [`Linear`].
+//! - Layers: [`Linear`] (with an [`Adapter`] slot that LoRA fills), [`Embedding`], [`RmsNorm`].
+//! - [`cross_entropy`] for language modelling, [`silu`] / [`gelu`].
+//! - Optimizers [`AdamW`] and [`Sgd`] (state only for trainable parameters), gradient clipping by global
+//!   norm, and the [`WarmupCosine`] learning-rate schedule.
+//! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks.
+
+mod checkpoint;
+mod embedding;
+mod error;
+mod linear;
+mod loss;
+mod module;
+mod optim;
+mod rms_norm;
+
+pub use checkpoint::{
+    load_module, load_params, save_module, save_tensors, write_atomic, TensorFile,
+};
+pub use embedding::Embedding;
+pub use error::NnError;
+pub use linear::{Adapter, Linear};
+pub use loss::{cross_entropy, gelu, silu};
+pub use module::{join, Module};
+pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
+pub use rms_norm::RmsNorm;

@@ -1,0 +1,176 @@
+//! Optimizers: AdamW and SGD. They update only trainable parameters and keep state only for them, so a
+//! frozen base model costs no optimizer memory — the point of LoRA.
+
+use lowrank_autograd::Var;
+use lowrank_tensor::{AdamwStep, Backend, Tensor};
+
+/// The global L2 norm of all gradients: `sqrt(sum_p sum(g_p^2))`.
+pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
+    params
+        .iter()
+        .filter_map(|p| p.grad())
+        .map(|g| g.sqr().sum_all().to_scalar())
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The factor that brings the global gradient norm down to `max_norm` (1 if already below), and the norm.
+pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> (f64, f64) {
+    let norm = grad_norm(params);
+    let scale = if norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    (scale, norm)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay (Loshchilov & Hutter): `p -= lr * wd * p`, separate from the gradient.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// Adam with decoupled weight decay and bias correction:
+/// `m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + lr wd p`.
+pub struct AdamW<B: Backend> {
+    params: Vec<Var<B>>,
+    /// (m, v) per parameter, allocated at its first update.
+    moments: Vec<Option<(Tensor<B>, Tensor<B>)>>,
+    step: usize,
+    pub config: AdamWConfig,
+}
+
+impl<B: Backend> AdamW<B> {
+    /// Keeps only the parameters that require a gradient.
+    pub fn new(params: Vec<Var<B>>, config: AdamWConfig) -> Self {
+        let params: Vec<Var<B>> = params.into_iter().filter(|p| p.requires_grad()).collect();
+        let moments = params.iter().map(|_| None).collect();
+        AdamW {
+            params,
+            moments,
+            step: 0,
+            config,
+        }
+    }
+
+    pub fn params(&self) -> &[Var<B>] {
+        &self.params
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+
+    /// One update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        self.step_scaled(1.0)
+    }
+
+    /// One update with every gradient multiplied by `grad_scale` first (for gradient clipping).
+    pub fn step_scaled(&mut self, grad_scale: f64) {
+        self.step += 1;
+        let c = self.config;
+        let step = AdamwStep {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            bias_correction1: 1.0 - c.beta1.powi(self.step as i32),
+            bias_correction2: 1.0 - c.beta2.powi(self.step as i32),
+            grad_scale,
+        };
+        for (p, state) in self.params.iter().zip(self.moments.iter_mut()) {
+            let Some(g) = p.grad() else { continue };
+            let (m, v) = state
+                .take()
+                .unwrap_or_else(|| (g.zeros_like(), g.zeros_like()));
+            p.update_value(|value| {
+                let (value, m, v) = Tensor::adamw_step(value, m, v, &g, &step);
+                *state = Some((m, v));
+                value
+            });
+        }
+    }
+
+    /// Bytes of optimizer state held (two moments per trainable parameter that has been updated).
+    pub fn state_bytes(&self) -> usize {
+        self.moments
+            .iter()
+            .flatten()
+            .map(|(m, v)| m.size_in_bytes() + v.size_in_bytes())
+            .sum()
+    }
+
+    pub fn zero_grad(&self) {
+        self.params.iter().for_each(|p| p.zero_grad());
+    }
+}
+
+/// Plain stochastic gradient descent with decoupled weight decay: `p -= lr (g + wd p)`. No state.
+pub struct Sgd<B: Backend> {
+    params: Vec<Var<B>>,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+impl<B: Backend> Sgd<B> {
+    pub fn new(params: Vec<Var<B>>, lr: f64, weight_decay: f64) -> Self {
+        let params = params.into_iter().filter(|p| p.requires_grad()).collect();
+        Sgd {
+            params,
+            lr,
+            weight_decay,
+        }
+    }
+
+    pub fn step(&mut self) {
+        for p in &self.params {
+            let Some(g) = p.grad() else { continue };
+            let (lr, wd) = (self.lr, self.weight_decay);
+            p.update_value(|v| v.mul_scalar(1.0 - lr * wd).sub(&g.mul_scalar(lr)));
+        }
+    }
+
+    pub fn zero_grad(&self) {
+        self.params.iter().for_each(|p| p.zero_grad());
+    }
+}
+
+/// Linear warmup to `max_lr` over `warmup` steps, then a cosine decay to `min_lr` at step `total`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WarmupCosine {
+    pub max_lr: f64,
+    pub min_lr: f64,
+    pub warmup: usize,
+    pub total: usize,
+}
+
+impl WarmupCosine {
+    pub fn lr(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.max_lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = self.total.saturating_sub(self.warmup).max(1);
+        let progress = ((step - self.warmup) as f64 / span as f64).min(1.0);
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.min_lr + (self.max_lr - self.min_lr) * cosine
+    }
+}

@@ -1,0 +1,34 @@
+//! `RmsNorm`: `y = x / sqrt(mean(x^2) + eps) * g` over the last axis (Llama's normalisation: no mean
+//! subtraction, no bias). One fused kernel forward, one backward.
+
+use crate::module::{join, Module};
+use crate::Linear;
+use lowrank_autograd::Var;
+use lowrank_tensor::{Backend, Tensor};
+
+pub struct RmsNorm<B: Backend> {
+    /// The gain g, (dim,), initialised to 1.
+    pub weight: Var<B>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn new(dim: usize, eps: f64, backend: &B) -> Self {
+        RmsNorm {
+            weight: Var::param(Tensor::ones([dim], backend)),
+            eps,
+        }
+    }
+
+    pub fn forward(&self, x: &Var<B>) -> Var<B> {
+        x.rms_norm(&self.weight, self.eps)
+    }
+}
+
+impl<B: Backend> Module<B> for RmsNorm<B> {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        f(&join(prefix, "weight"), &self.weight);
+    }
+
+    fn visit_linears(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Linear<B>)) {}
+}

@@ -1,0 +1,307 @@
+//! The model's layers and the whole GPT: finite-difference gradient checks in f64, causality, training,
+//! sampling, and checkpoints (round trip and every kind of bad file).
+
+use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
+use lowrank::gpt::{
+    corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig,
+    Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
+};
+use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
+use lowrank::tensor::{rng, Cpu, Tensor};
+
+fn dev() -> F64 {
+    F64::new()
+}
+
+fn randn(dims: &[usize], seed: u64) -> Var<F64> {
+    Var::param(Tensor::randn(
+        dims.to_vec(),
+        0.0,
+        1.0,
+        &mut rng(seed),
+        &dev(),
+    ))
+}
+
+/// Weighted sum of an output so that every element matters: `sum(y * r)` for a fixed random r.
+fn weighted(y: &Var<F64>, seed: u64) -> Var<F64> {
+    let r = Var::constant(Tensor::randn(y.shape(), 0.0, 1.0, &mut rng(seed), &dev()));
+    (y * &r).sum_all()
+}
+
+fn check(loss: impl Fn() -> Var<F64>, params: &[Var<F64>]) {
+    gradcheck_params(loss, params, 1e-6, 1e-7, 1e-5).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn linear_gradients() {
+    let lin = Linear::new(5, 3, 0.5, 1, &dev());
+    let x = randn(&[2, 4, 5], 2);
+    check(
+        || weighted(&lin.forward(&x), 3),
+        &[x.clone(), lin.weight.clone()],
+    );
+}
+
+#[test]
+fn embedding_gradients() {
+    let emb = Embedding::new(7, 3, 1.0, 1, &dev());
+    let ids = [1, 4, 4, 0, 6, 1]; // repeated ids: gradients add up in the same row
+    check(
+        || weighted(&emb.forward(&ids, &[2, 3]), 3),
+        std::slice::from_ref(&emb.weight),
+    );
+}
+
+#[test]
+fn rms_norm_gradients() {
+    let norm = RmsNorm::new(6, 1e-5, &dev());
+    norm.weight
+        .set_value(Tensor::randn([6], 1.0, 0.3, &mut rng(4), &dev()));
+    let x = randn(&[3, 6], 5);
+    check(
+        || weighted(&norm.forward(&x), 6),
+        &[x.clone(), norm.weight.clone()],
+    );
+}
+
+#[test]
+fn rotary_embedding_gradients_and_norm_preservation() {
+    let rope = Rope::new(6, 5, 10000.0, &dev());
+    let x = randn(&[2, 3, 5, 6], 7);
+    check(|| weighted(&rope.apply(&x), 8), std::slice::from_ref(&x));
+    // A rotation preserves each pair's length: the norm of every position vector is unchanged.
+    let y = rope.apply(&x).value();
+    let norms = |t: &Tensor<F64>| t.sqr().sum(-1, false).to_vec();
+    for (a, b) in norms(&x.value()).iter().zip(norms(&y)) {
+        assert!((a - b).abs() < 1e-9);
+    }
+}
+
+fn attention(seed: u64) -> Attention<F64> {
+    let lin = |s| Linear::new(8, 8, 0.4, seed + s, &dev());
+    Attention {
+        q_proj: lin(1),
+        k_proj: lin(2),
+        v_proj: lin(3),
+        o_proj: lin(4),
+        n_heads: 2,
+    }
+}
+
+#[test]
+fn attention_gradients_with_causal_mask() {
+    let attn = attention(10);
+    let rope = Rope::new(4, 5, 10000.0, &dev());
+    let x = randn(&[2, 5, 8], 11);
+    let mut params = vec![x.clone()];
+    params.extend(attn.named_params().into_iter().map(|(_, p)| p));
+    check(|| weighted(&attn.forward(&x, &rope), 12), &params);
+}
+
+#[test]
+fn swiglu_mlp_gradients() {
+    let mlp = Mlp {
+        gate_proj: Linear::new(4, 6, 0.5, 1, &dev()),
+        up_proj: Linear::new(4, 6, 0.5, 2, &dev()),
+        down_proj: Linear::new(6, 4, 0.5, 3, &dev()),
+    };
+    let x = randn(&[3, 4], 4);
+    let mut params = vec![x.clone()];
+    params.extend(mlp.named_params().into_iter().map(|(_, p)| p));
+    check(|| weighted(&mlp.forward(&x), 5), &params);
+}
+
+fn tiny_batch() -> (Vec<u32>, Vec<u32>) {
+    let ids: Vec<u32> = ByteTokenizer.encode("hello world"); // 11 tokens
+    (ids[..10].to_vec(), ids[1..11].to_vec())
+}
+
+#[test]
+fn whole_gpt_loss_gradients_wrt_all_parameters() {
+    let mut config = GptConfig::tiny();
+    config.vocab_size = 128; // fewer embedding rows to nudge; byte text is ASCII
+    let model = Gpt::new(config, 3, &dev());
+    // Larger weights than the 0.02 init, so every path carries a gradient well above rounding.
+    for (i, (_, p)) in model.named_params().into_iter().enumerate() {
+        p.set_value(
+            &p.value() + &Tensor::randn(p.shape(), 0.0, 0.3, &mut rng(100 + i as u64), &dev()),
+        );
+    }
+    let (ids, targets) = tiny_batch();
+    let params: Vec<Var<F64>> = model.named_params().into_iter().map(|(_, p)| p).collect();
+    check(|| model.loss(&ids, &targets, 2, 5), &params);
+}
+
+#[test]
+fn changing_token_t_never_changes_earlier_logits() {
+    let model = Gpt::new(GptConfig::tiny(), 5, &dev());
+    let ids: Vec<u32> = vec![3, 10, 200, 7, 42, 9, 1, 77];
+    let base = no_grad(|| model.forward(&ids, 1, 8)).value().to_vec();
+    for t in 0..8 {
+        let mut changed = ids.clone();
+        changed[t] = (changed[t] + 100) % 256;
+        let out = no_grad(|| model.forward(&changed, 1, 8)).value().to_vec();
+        let before = t * 256; // logits of positions < t
+        assert_eq!(
+            &out[..before],
+            &base[..before],
+            "position {t} leaked into earlier logits"
+        );
+        assert_ne!(&out[before..], &base[before..]);
+    }
+}
+
+#[test]
+fn training_a_tiny_model_drives_the_loss_down() {
+    let cpu = Cpu::<f32>::new();
+    let config = GptConfig {
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 2,
+        d_ff: 64,
+        max_seq_len: 32,
+        ..GptConfig::tiny()
+    };
+    let model = Gpt::new(config, 0, &cpu);
+    let data = Dataset::new(ByteTokenizer.encode(&corpus::general_corpus(20_000, 1)));
+    let cfg = TrainConfig {
+        steps: 150,
+        batch: 8,
+        seq: 32,
+        lr: 1e-2,
+        warmup: 10,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let report = train(&model, &data, Some(&data), &cfg);
+    let first = report.losses[..5].iter().sum::<f64>() / 5.0;
+    let last = report.evals.last().unwrap().val_loss;
+    assert!(
+        first > 5.0,
+        "initial loss {first} should be near ln(256) = 5.5"
+    );
+    assert!(last < 2.5, "loss only went from {first} to {last}");
+}
+
+#[test]
+fn sampling_with_a_seed_is_deterministic() {
+    let model = Gpt::new(GptConfig::tiny(), 1, &Cpu::<f32>::new());
+    let cfg = GenerateConfig {
+        max_new_tokens: 12,
+        temperature: 1.0,
+        top_k: 10,
+        seed: 42,
+        stop: None,
+    };
+    let a = generate(&model, &[1, 2, 3], &cfg);
+    assert_eq!(a, generate(&model, &[1, 2, 3], &cfg));
+    assert_eq!(a.len(), 12);
+    let greedy = GenerateConfig {
+        temperature: 0.0,
+        ..cfg
+    };
+    assert_eq!(
+        generate(&model, &[1, 2, 3], &greedy),
+        generate(&model, &[1, 2, 3], &GenerateConfig { seed: 7, ..greedy })
+    );
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lowrank-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_exact_and_hf_shaped() {
+    let cpu = Cpu::<f32>::new();
+    let model = Gpt::new(GptConfig::tiny(), 9, &cpu);
+    let dir = temp_dir("roundtrip");
+    model.save(&dir).unwrap();
+    let loaded = Gpt::load(&dir, &cpu).unwrap();
+    for ((n1, p1), (n2, p2)) in model.named_params().into_iter().zip(loaded.named_params()) {
+        assert_eq!(n1, n2);
+        assert_eq!(p1.value().to_vec(), p2.value().to_vec(), "{n1}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(config["model_type"], "llama");
+    assert_eq!(config["hidden_size"], 8);
+    let names = lowrank::nn::TensorFile::open(&dir.join(WEIGHTS_FILE))
+        .unwrap()
+        .names();
+    assert!(names.contains(&"model.layers.1.self_attn.q_proj.weight".to_string()));
+    assert!(names.contains(&"model.layers.0.mlp.gate_proj.weight".to_string()));
+    assert!(names.contains(&"lm_head.weight".to_string()));
+    // No temporary files are left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+}
+
+#[test]
+fn bad_checkpoints_give_clear_errors() {
+    let cpu = Cpu::<f32>::new();
+    let dir = temp_dir("bad");
+    let model = Gpt::new(GptConfig::tiny(), 9, &cpu);
+    model.save(&dir).unwrap();
+    let weights = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights).unwrap();
+
+    // Truncated file.
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Gpt::load(&dir, &cpu).err().unwrap();
+    assert!(matches!(err, NnError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+
+    // A tensor with the wrong shape, and one missing.
+    let other = Gpt::new(
+        GptConfig {
+            d_ff: 12,
+            ..GptConfig::tiny()
+        },
+        1,
+        &cpu,
+    );
+    let other_dir = temp_dir("other");
+    other.save(&other_dir).unwrap();
+    std::fs::copy(other_dir.join(WEIGHTS_FILE), &weights).unwrap();
+    let err = Gpt::load(&dir, &cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight")
+            && err.contains("(12, 8)")
+            && err.contains("(16, 8)"),
+        "{err}"
+    );
+
+    let params: Vec<(String, Tensor<Cpu<f32>>)> = model
+        .named_params()
+        .into_iter()
+        .filter(|(n, _)| n != "model.norm.weight")
+        .map(|(n, p)| (n, p.value()))
+        .collect();
+    lowrank::nn::save_tensors(&weights, &params, None).unwrap();
+    let err = Gpt::load(&dir, &cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("tensor `model.norm.weight` is missing"),
+        "{err}"
+    );
+
+    // A config that does not describe a model we can build.
+    std::fs::write(&weights, &bytes).unwrap();
+    std::fs::write(dir.join(CONFIG_FILE), r#"{"model_type": "gpt2"}"#).unwrap();
+    let err = Gpt::load(&dir, &cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("config.json") && err.contains("invalid LlamaConfig"),
+        "{err}"
+    );
+    let mut hf = GptConfig::tiny().to_hf();
+    hf.num_attention_heads = 3;
+    hf.num_key_value_heads = 3;
+    std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string(&hf).unwrap()).unwrap();
+    let err = Gpt::load(&dir, &cpu).err().unwrap().to_string();
+    assert!(
+        err.contains("d_model 8 is not divisible by n_heads 3"),
+        "{err}"
+    );
+}
