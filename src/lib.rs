@@ -5,5 +5,8 @@
 
 pub use lowrank_autograd as autograd;
 pub use lowrank_gpt as gpt;
+pub use lowrank_lora as lora;
 pub use lowrank_nn as nn;
 pub use lowrank_tensor as tensor;
+
+pub mod bench;

@@ -1,10 +1,10 @@
 //! Toy corpora, generated deterministically from a seed (no downloads).
 //!
-//! - [`general_corpus`]: simple English-like stories from a small grammar. Names recur within a story, so a
-//!   model trained on it learns to look back and copy — the skill the fine-tuning task reuses.
-//! - [`EchoTask`]: a different domain with an exact answer: `echo: qzvxk -> qzvxk`. Random letter strings
-//!   never occur in the general corpus and the format is new, so the base model scores near zero; an adapter
-//!   learns the format and the copy. Accuracy is exact match on held-out strings.
+//! - [`general_corpus`]: simple English-like stories from a small grammar. Each story introduces a made-up
+//!   name and repeats it.
+//! - [`PirateTask`]: the same stories in pirate speak (`the` -> `ye`, `hello` -> `ahoy`, ...): a style the
+//!   base model never produces, so it scores zero; an adapter learns it. Accuracy is exact match of the next
+//!   word on held-out stories, at the places where the grammar fixes that word.
 
 use crate::data::Dataset;
 use crate::ByteTokenizer;
@@ -56,6 +56,7 @@ const TIMES: &[&str] = &[
     "after lunch",
     "on monday",
 ];
+const KINDS: &[&str] = &["girl", "boy", "fox", "painter", "sailor", "baker"];
 const FEELINGS: &[&str] = &["happy", "tired", "surprised", "quiet", "glad", "sleepy"];
 
 fn pick<'a>(r: &mut StdRng, xs: &[&'a str]) -> &'a str {
@@ -69,9 +70,22 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One short story: two characters, a few sentences, names repeated.
+/// A pronounceable made-up name of 2 or 3 syllables, e.g. "tazumi".
+fn made_up_name(r: &mut StdRng) -> String {
+    const CONSONANTS: &[&str] = &[
+        "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
+    ];
+    const VOWELS: &[&str] = &["a", "e", "i", "o", "u"];
+    let syllables = Uniform::new(2, 4).expect("range").sample(r);
+    (0..syllables)
+        .map(|_| format!("{}{}", pick(r, CONSONANTS), pick(r, VOWELS)))
+        .collect()
+}
+
+/// One short story: a known character and a newcomer with a made-up name, a few sentences, names repeated.
 fn story(r: &mut StdRng) -> String {
-    let a = pick(r, NAMES);
+    let newcomer = made_up_name(r);
+    let a = newcomer.as_str();
     let b = loop {
         let b = pick(r, NAMES);
         if b != a {
@@ -82,7 +96,8 @@ fn story(r: &mut StdRng) -> String {
     let sentences = [
         format!("{a} {} {thing} {}.", pick(r, VERBS), pick(r, PLACES)),
         format!("{} {a} met {b} {}.", pick(r, TIMES), pick(r, PLACES)),
-        format!("{b} was {} to see {thing}.", pick(r, FEELINGS)),
+        format!("{b} was {} to see {a}.", pick(r, FEELINGS)),
+        format!("{b} said hello to {a} and {a} smiled."),
         format!("then {a} and {b} went home {}.", pick(r, TIMES)),
         format!(
             "{b} {} {} and {a} was {}.",
@@ -90,11 +105,13 @@ fn story(r: &mut StdRng) -> String {
             pick(r, THINGS),
             pick(r, FEELINGS)
         ),
+        format!("everyone liked {a}."),
     ];
-    let n = Uniform::new(3, sentences.len() + 1)
+    let n = Uniform::new(4, sentences.len() + 1)
         .expect("range")
         .sample(r);
-    let mut text: Vec<String> = sentences[..n].iter().map(|s| capitalize(s)).collect();
+    let mut text = vec![format!("There was a {} named {a}.", pick(r, KINDS))];
+    text.extend(sentences[..n].iter().map(|s| capitalize(s)));
     text.push("\n".into());
     text.join(" ")
 }
@@ -109,45 +126,85 @@ pub fn general_corpus(n_bytes: usize, seed: u64) -> String {
     out
 }
 
-/// Copy a random lowercase string: prompt `echo: qzvxk ->`, answer ` qzvxk\n`.
-#[derive(Clone, Copy, Debug)]
-pub struct EchoTask {
-    pub word_len: usize,
-}
+/// Pirate speak: the general corpus's stories in a dialect that swaps a few words (`the` -> `ye`,
+/// `hello` -> `ahoy`, `home` -> `aboard`, ...). A style shift of the kind adapters are made for: the base
+/// model knows the stories but never says `ye`; the adapter learns when to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PirateTask;
 
-impl Default for EchoTask {
-    fn default() -> Self {
-        EchoTask { word_len: 5 }
+/// English word -> pirate word.
+pub const PIRATE_WORDS: &[(&str, &str)] = &[
+    ("the", "ye"),
+    ("hello", "ahoy"),
+    ("home", "aboard"),
+    ("happy", "jolly"),
+    ("glad", "merry"),
+    ("school", "tavern"),
+];
+
+/// English words after which the grammar fixes the next word, so a prompt ending there has one answer:
+/// `near/by/under/in -> the`, `said -> hello`, `went -> home`.
+const TRIGGERS: &[(&str, &str)] = &[
+    ("near", "the"),
+    ("by", "the"),
+    ("under", "the"),
+    ("in", "the"),
+    ("said", "hello"),
+    ("went", "home"),
+];
+
+impl PirateTask {
+    /// Translates English text word by word (a capitalised word stays capitalised).
+    pub fn translate(english: &str) -> String {
+        let swap = |w: &str| -> String {
+            let lower = w.to_lowercase();
+            match PIRATE_WORDS.iter().find(|(e, _)| *e == lower) {
+                Some((_, p)) if w.starts_with(|c: char| c.is_uppercase()) => capitalize(p),
+                Some((_, p)) => p.to_string(),
+                None => w.to_string(),
+            }
+        };
+        let mut out = String::with_capacity(english.len());
+        let mut word = String::new();
+        for c in english.chars() {
+            if c.is_alphabetic() {
+                word.push(c);
+            } else {
+                out.push_str(&swap(&word));
+                word.clear();
+                out.push(c);
+            }
+        }
+        out.push_str(&swap(&word));
+        out
     }
-}
 
-impl EchoTask {
-    /// One (prompt, answer) pair.
-    pub fn example(&self, r: &mut StdRng) -> (String, String) {
-        let letter = Uniform::new(b'a', b'z' + 1).expect("range");
-        let word: String = (0..self.word_len)
-            .map(|_| letter.sample(r) as char)
-            .collect();
-        (format!("echo: {word} ->"), format!(" {word}\n"))
+    /// About `n_bytes` of pirate stories.
+    pub fn corpus(&self, n_bytes: usize, seed: u64) -> String {
+        Self::translate(&general_corpus(n_bytes, seed))
     }
 
-    /// `n` pairs from `seed` (use different seeds for training and held-out evaluation).
+    /// A training stream of pirate stories (every token counts).
+    pub fn dataset(&self, n_bytes: usize, seed: u64) -> Dataset {
+        Dataset::new(ByteTokenizer.encode(&self.corpus(n_bytes, seed)))
+    }
+
+    /// `n` (prompt, answer) pairs: a pirate story cut after a trigger word, and the pirate word that must
+    /// follow (` ye`, ` ahoy`, ` aboard`). Use a seed never used for training to get held-out stories.
     pub fn examples(&self, n: usize, seed: u64) -> Vec<(String, String)> {
         let mut r = rng(seed);
-        (0..n).map(|_| self.example(&mut r)).collect()
-    }
-
-    /// A training stream of `n` examples where only the answers count toward the loss.
-    pub fn dataset(&self, n: usize, seed: u64) -> Dataset {
-        let tok = ByteTokenizer;
-        let (mut tokens, mut counted) = (Vec::new(), Vec::new());
-        for (prompt, answer) in self.examples(n, seed) {
-            let (p, a) = (tok.encode(&prompt), tok.encode(&answer));
-            counted.extend(std::iter::repeat_n(false, p.len()));
-            counted.extend(std::iter::repeat_n(true, a.len()));
-            tokens.extend(p);
-            tokens.extend(a);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let english = story(&mut r);
+            let words: Vec<&str> = english.split(' ').collect();
+            for i in 1..words.len() {
+                let (prev, next) = (words[i - 1], words[i].trim_end_matches(['.', '\n']));
+                if TRIGGERS.iter().any(|&(t, w)| t == prev && w == next) && out.len() < n {
+                    let prompt = Self::translate(&words[..i].join(" "));
+                    out.push((prompt, format!(" {}", Self::translate(next))));
+                }
+            }
         }
-        Dataset::with_mask(tokens, counted)
+        out
     }
 }

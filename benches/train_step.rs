@@ -1,0 +1,31 @@
+//! Training-step benchmarks on the shapes of ../shared/bench/torch_llama_bench.py: one step (forward,
+//! backward, AdamW) for the small (d 128, 4 layers, seq 64, batch 16) and medium (d 256, 6 layers, seq 128,
+//! batch 16) configs — full fine-tuning, LoRA r=8 alpha=16 on q+v, LoRA on all linear layers, DoRA on q+v —
+//! and greedy forward throughput of the merged model. Throughput is in tokens.
+//!
+//! `cargo bench --bench train_step`; `examples/bench_train.rs` prints the same runs as JSON lines, with
+//! memory, for a side-by-side comparison with the PyTorch script.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lowrank::bench::{Variant, Workload};
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn steps(c: &mut Criterion) {
+    for config in ["small", "medium"] {
+        let mut g = c.benchmark_group(format!("train_step_{config}"));
+        g.sample_size(10)
+            .measurement_time(Duration::from_secs(if config == "small" { 4 } else { 12 }));
+        for variant in Variant::ALL {
+            let mut w = Workload::new(config, variant);
+            g.throughput(Throughput::Elements(w.tokens() as u64));
+            g.bench_function(variant.name(), |b| b.iter(|| w.step()));
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, steps);
+criterion_main!(benches);

@@ -1,0 +1,154 @@
+//! `LoraLayer`: what sits in a `Linear`'s adapter slot — any number of named adapters, one active (or none,
+//! when disabled), and whether one is merged into the base weight.
+
+use crate::dora;
+use crate::lora::LoraWeights;
+use crate::LoraError;
+use lowrank_autograd::Var;
+use lowrank_nn::{join, Adapter};
+use lowrank_tensor::{Backend, Tensor};
+use std::any::Any;
+use std::collections::BTreeMap;
+
+/// The adapter merged into the base weight, and (for DoRA) the row norm used, to undo it exactly.
+struct Merged<B: Backend> {
+    name: String,
+    dora_norm: Option<Tensor<B>>,
+}
+
+pub struct LoraLayer<B: Backend> {
+    adapters: BTreeMap<String, LoraWeights<B>>,
+    active: Option<String>,
+    disabled: bool,
+    merged: Option<Merged<B>>,
+}
+
+impl<B: Backend> Default for LoraLayer<B> {
+    fn default() -> Self {
+        LoraLayer {
+            adapters: BTreeMap::new(),
+            active: None,
+            disabled: false,
+            merged: None,
+        }
+    }
+}
+
+impl<B: Backend> LoraLayer<B> {
+    pub fn names(&self) -> Vec<String> {
+        self.adapters.keys().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&LoraWeights<B>> {
+        self.adapters.get(name)
+    }
+
+    pub fn insert(&mut self, name: &str, weights: LoraWeights<B>) {
+        self.adapters.insert(name.to_string(), weights);
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<LoraWeights<B>> {
+        if self.active.as_deref() == Some(name) {
+            self.active = None;
+        }
+        self.adapters.remove(name)
+    }
+
+    /// Makes `name` the adapter used in forward (if this layer has it; otherwise the layer acts as base),
+    /// and the only one whose parameters train.
+    pub fn set_active(&mut self, name: &str) {
+        self.active = self.adapters.contains_key(name).then(|| name.to_string());
+        for (n, w) in &self.adapters {
+            let on = n == name;
+            w.a.set_requires_grad(on);
+            w.b.set_requires_grad(on);
+            if let Some(m) = &w.magnitude {
+                m.set_requires_grad(on);
+            }
+        }
+    }
+
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+
+    pub fn set_disabled(&mut self, disabled: bool) {
+        self.disabled = disabled;
+    }
+
+    pub fn merged(&self) -> Option<&str> {
+        self.merged.as_ref().map(|m| m.name.as_str())
+    }
+
+    /// Folds the active adapter into `weight`: `W0 + s B A` (LoRA) or `m (W0 + s B A) / ||.||_row` (DoRA).
+    pub fn merge(&mut self, weight: &Var<B>) -> Result<(), LoraError> {
+        if let Some(m) = &self.merged {
+            return Err(LoraError::Merged(m.name.clone()));
+        }
+        let Some(name) = self.active.clone() else {
+            return Ok(());
+        };
+        let w = &self.adapters[&name];
+        let (w0, delta) = (weight.value(), w.delta_weight());
+        let dora_norm = match &w.magnitude {
+            None => {
+                weight.set_value(w0.add(&delta));
+                None
+            }
+            Some(m) => {
+                let (merged, norm) = dora::merged_weight(&m.value(), &w0, &delta);
+                weight.set_value(merged);
+                Some(norm)
+            }
+        };
+        self.merged = Some(Merged { name, dora_norm });
+        Ok(())
+    }
+
+    /// Takes the merged adapter back out of `weight`.
+    pub fn unmerge(&mut self, weight: &Var<B>) {
+        let Some(merged) = self.merged.take() else {
+            return;
+        };
+        let w = &self.adapters[&merged.name];
+        let delta = w.delta_weight();
+        let restored = match (&w.magnitude, &merged.dora_norm) {
+            (Some(m), Some(norm)) => {
+                dora::unmerged_weight(&m.value(), &weight.value(), norm, &delta)
+            }
+            _ => weight.value().sub(&delta),
+        };
+        weight.set_value(restored);
+    }
+}
+
+impl<B: Backend> Adapter<B> for LoraLayer<B> {
+    fn forward(&self, x: &Var<B>, base_weight: &Var<B>, base_out: Var<B>) -> Var<B> {
+        if self.disabled || self.merged.is_some() {
+            return base_out; // disabled: the base exactly; merged: the base weight already holds the update
+        }
+        match self.active.as_ref().and_then(|n| self.adapters.get(n)) {
+            Some(w) => w.forward(x, base_weight, base_out),
+            None => base_out,
+        }
+    }
+
+    /// Names as PEFT's in-memory model: `<layer>.lora_A.<adapter>.weight`, `lora_B`, `lora_magnitude_vector`.
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+        for (name, w) in &self.adapters {
+            f(&join(prefix, &format!("lora_A.{name}.weight")), &w.a);
+            f(&join(prefix, &format!("lora_B.{name}.weight")), &w.b);
+            if let Some(m) = &w.magnitude {
+                f(&join(prefix, &format!("lora_magnitude_vector.{name}")), m);
+            }
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -1,0 +1,25 @@
+//! lowrank-lora: low-rank adapters for any `lowrank_nn::Module`.
+//!
+//! - [`LoraConfig`]: rank r, alpha, dropout, target modules, rsLoRA, DoRA, init; validated.
+//! - [`LoraModel`] (implemented for every module): `add_adapter` injects adapters into the Linear layers whose
+//!   names match and freezes the base; `set_active_adapter`, `disable_adapters`, `delete_adapter`,
+//!   `merge_adapter` / `unmerge_adapter`, `merge_and_unload`.
+//! - LoRA (`h = W0 x + (alpha/r) B A x`) in [`lora`], DoRA (magnitude and direction) in [`dora`].
+//! - [`save_adapter`] / [`load_adapter`]: the PEFT file layout.
+
+pub mod config;
+pub mod dora;
+mod error;
+pub mod layer;
+pub mod lora;
+mod model;
+mod peft;
+
+pub use config::{Init, LoraConfig, PeftConfig, Targets};
+pub use error::LoraError;
+pub use layer::LoraLayer;
+pub use lora::LoraWeights;
+pub use model::{AdapterReport, LoraModel};
+pub use peft::{
+    load_adapter, load_adapter_config, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+};

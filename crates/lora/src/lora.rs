@@ -1,0 +1,114 @@
+//! One LoRA adapter on one Linear layer (Hu et al., 2021):
+//!
+//! ```text
+//! h = W0 x + s * B (A dropout(x))        A (r, in), B (out, r), s = alpha / r
+//! ```
+//!
+//! W0 stays frozen; only A and B train: r (in + out) parameters instead of in * out. B starts at zero, so the
+//! adapted model starts exactly at the base model. The product B A is never formed in the forward pass:
+//! x goes through A (down to r dims) then B (back up), which costs O(r (in + out)) per row, not O(in * out).
+
+use crate::dora;
+use crate::{Init, LoraConfig};
+use lowrank_autograd::{grad_enabled, Var};
+use lowrank_tensor::{rng, Backend, StdRng, Tensor};
+use std::cell::RefCell;
+
+pub struct LoraWeights<B: Backend> {
+    /// (r, in)
+    pub a: Var<B>,
+    /// (out, r)
+    pub b: Var<B>,
+    /// DoRA's magnitude m (out,), one value per output feature; `None` for plain LoRA.
+    pub magnitude: Option<Var<B>>,
+    pub config: LoraConfig,
+    dropout_rng: RefCell<StdRng>,
+    /// DoRA only: a norm held fixed instead of recomputed (see `freeze_dora_norm`).
+    frozen_norm: RefCell<Option<Tensor<B>>>,
+}
+
+impl<B: Backend> LoraWeights<B> {
+    /// A fresh adapter for a layer with base weight `w0` (out, in): A initialised per `config.init`,
+    /// B = 0, and for DoRA m = the row norms of W0 (so the adapted layer equals the base layer).
+    pub fn new(w0: &Tensor<B>, config: &LoraConfig, seed: u64) -> Self {
+        let (out, inp, r) = (w0.dims()[0], w0.dims()[1], config.r);
+        let backend = w0.backend();
+        let mut g = rng(seed);
+        let a = match config.init {
+            Init::KaimingUniform => {
+                let bound = 1.0 / (inp as f64).sqrt();
+                Tensor::rand_uniform([r, inp], -bound, bound, &mut g, backend)
+            }
+            Init::Gaussian => Tensor::randn([r, inp], 0.0, 1.0 / r as f64, &mut g, backend),
+        };
+        let magnitude = config.use_dora.then(|| Var::param(dora::row_norms(w0)));
+        LoraWeights {
+            a: Var::param(a),
+            b: Var::param(Tensor::zeros([out, r], backend)),
+            magnitude,
+            config: config.clone(),
+            dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
+            frozen_norm: RefCell::new(None),
+        }
+    }
+
+    /// Holds DoRA's norm `||W0 + s B A||_row` at its current value (`w0` is the layer's base weight), or
+    /// releases it (`None`). Backward treats the norm as a constant, so a finite-difference check of DoRA must
+    /// hold it fixed too while it nudges A and B; nothing else needs this.
+    pub fn freeze_dora_norm(&self, w0: Option<&Tensor<B>>) {
+        *self.frozen_norm.borrow_mut() = w0.map(|w0| dora::weight_norm(w0, &self.delta_weight()));
+    }
+
+    pub fn scaling(&self) -> f64 {
+        self.config.scaling()
+    }
+
+    /// `dW = s B A` (out, in), the update this adapter adds to W0 (for merging; not used in training).
+    pub fn delta_weight(&self) -> Tensor<B> {
+        self.b
+            .value()
+            .matmul(&self.a.value())
+            .mul_scalar(self.scaling())
+    }
+
+    /// Inverted dropout while training (grad mode on): zero each input with probability p, scale the rest
+    /// by 1 / (1 - p). Off under `no_grad`, so evaluation is deterministic.
+    fn dropout(&self, x: &Var<B>) -> Var<B> {
+        let p = self.config.dropout;
+        if p == 0.0 || !grad_enabled() {
+            return x.clone();
+        }
+        let u = Tensor::rand_uniform(
+            x.shape(),
+            0.0,
+            1.0,
+            &mut self.dropout_rng.borrow_mut(),
+            &x.backend(),
+        );
+        let keep = u
+            .ge(&Tensor::scalar(p, &x.backend()))
+            .mul_scalar(1.0 / (1.0 - p));
+        x * &Var::constant(keep)
+    }
+
+    /// The layer output for input x (.., in), given the base weight and the base output W0 x (.., out).
+    pub fn forward(&self, x: &Var<B>, w0: &Var<B>, base_out: Var<B>) -> Var<B> {
+        let dims = x.dims();
+        let (inp, out) = (dims[dims.len() - 1], w0.dims()[0]);
+        let rows = x.numel() / inp;
+        let x2 = self.dropout(&x.reshape([rows, inp])); // (rows, in)
+        let down = x2.matmul(&self.a.t()).mul_scalar(self.scaling()); // (rows, r), s folded in here: r << out
+        let lora = down.matmul(&self.b.t()); // (rows, out)
+        let base = base_out.reshape([rows, out]); // (rows, out)
+        let y = match &self.magnitude {
+            None => &base + &lora,
+            Some(m) => {
+                let norm = self.frozen_norm.borrow().clone();
+                let norm =
+                    norm.unwrap_or_else(|| dora::weight_norm(&w0.value(), &self.delta_weight()));
+                dora::forward(m, &norm, &base, &lora)
+            }
+        };
+        y.reshape([&dims[..dims.len() - 1], &[out]].concat())
+    }
+}

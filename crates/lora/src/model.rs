@@ -1,0 +1,227 @@
+//! `LoraModel`: adapters on any `Module`, by target name — add, switch, disable, delete, merge, unload.
+//!
+//! Implemented once for every module: it walks the module's Linear layers (`visit_linears`) and works on
+//! the `LoraLayer` in each one's adapter slot.
+
+use crate::layer::LoraLayer;
+use crate::lora::LoraWeights;
+use crate::{LoraConfig, LoraError};
+use lowrank_autograd::Var;
+use lowrank_nn::{Linear, Module};
+use lowrank_tensor::Backend;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What `add_adapter` did: which layers got an adapter, and the parameter counts after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterReport {
+    pub modules: Vec<String>,
+    pub trainable_params: usize,
+    pub total_params: usize,
+}
+
+impl fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            self.trainable_params,
+            self.total_params,
+            100.0 * self.trainable_params as f64 / self.total_params.max(1) as f64
+        )
+    }
+}
+
+/// The `LoraLayer` in a Linear's slot, if any.
+fn lora_layer<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
+    linear
+        .adapter_mut()
+        .and_then(|a| a.as_any_mut().downcast_mut::<LoraLayer<B>>())
+}
+
+/// A callback given each adapted layer: its path, its base weight and its `LoraLayer`.
+pub type LayerVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &mut LoraLayer<B>) + 'a;
+
+pub trait LoraModel<B: Backend>: Module<B> {
+    /// Calls `f(path, base_weight, layer)` for every Linear that holds LoRA adapters.
+    fn for_each_lora_layer(&mut self, f: &mut LayerVisitor<'_, B>) {
+        self.visit_linears("", &mut |path, linear| {
+            let weight = linear.weight.clone();
+            if let Some(layer) = lora_layer(linear) {
+                f(path, &weight, layer);
+            }
+        });
+    }
+
+    /// Attaches a new adapter `name` to every Linear that `config.targets` matches and makes it the active
+    /// one. The base model's parameters are frozen: only the active adapter trains.
+    fn add_adapter(
+        &mut self,
+        name: &str,
+        config: &LoraConfig,
+        seed: u64,
+    ) -> Result<AdapterReport, LoraError> {
+        config.validate()?;
+        if self.adapter_names().iter().any(|n| n == name) {
+            return Err(LoraError::DuplicateAdapter(name.into()));
+        }
+        // Check every target first, so that a bad config changes nothing.
+        let (mut matched, mut all, mut too_small) = (Vec::new(), BTreeSet::new(), None);
+        self.visit_linears("", &mut |path, linear| {
+            all.insert(path.rsplit('.').next().unwrap_or(path).to_string());
+            if config.targets.matches(path) {
+                let limit = linear.in_features().min(linear.out_features());
+                if config.r > limit && too_small.is_none() {
+                    too_small = Some(LoraError::RankTooLarge {
+                        r: config.r,
+                        limit,
+                        module: path.into(),
+                    });
+                }
+                matched.push(path.to_string());
+            }
+        });
+        if let Some(e) = too_small {
+            return Err(e);
+        }
+        if matched.is_empty() {
+            return Err(LoraError::NoMatchingModules {
+                targets: config.targets.names(),
+                available: all.into_iter().collect::<Vec<_>>().join(", "),
+            });
+        }
+        self.set_trainable(false);
+        let mut i = 0;
+        self.visit_linears("", &mut |path, linear| {
+            if !config.targets.matches(path) {
+                return;
+            }
+            i += 1;
+            let weights = LoraWeights::new(&linear.weight.value(), config, seed.wrapping_add(i));
+            if lora_layer(linear).is_none() {
+                linear.set_adapter(Box::new(LoraLayer::<B>::default()));
+            }
+            lora_layer(linear)
+                .expect("just attached")
+                .insert(name, weights);
+        });
+        self.for_each_lora_layer(&mut |_, _, layer| layer.set_active(name));
+        Ok(AdapterReport {
+            modules: matched,
+            trainable_params: self.num_trainable_params(),
+            total_params: self.num_params(),
+        })
+    }
+
+    /// All adapter names on the model.
+    fn adapter_names(&mut self) -> Vec<String> {
+        let mut names = BTreeSet::new();
+        self.for_each_lora_layer(&mut |_, _, layer| names.extend(layer.names()));
+        names.into_iter().collect()
+    }
+
+    fn check_exists(&mut self, name: &str) -> Result<(), LoraError> {
+        let existing = self.adapter_names();
+        if existing.iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(LoraError::UnknownAdapter {
+                name: name.into(),
+                existing,
+            })
+        }
+    }
+
+    /// The adapter forward passes use (and the only one that trains).
+    fn set_active_adapter(&mut self, name: &str) -> Result<(), LoraError> {
+        self.check_exists(name)?;
+        if let Some(merged) = self.merged_adapter() {
+            return Err(LoraError::Merged(merged));
+        }
+        self.for_each_lora_layer(&mut |_, _, layer| layer.set_active(name));
+        Ok(())
+    }
+
+    fn active_adapter(&mut self) -> Option<String> {
+        let mut active = None;
+        self.for_each_lora_layer(&mut |_, _, layer| {
+            active = active.take().or(layer.active().map(String::from));
+        });
+        active
+    }
+
+    fn merged_adapter(&mut self) -> Option<String> {
+        let mut merged = None;
+        self.for_each_lora_layer(&mut |_, _, layer| {
+            merged = merged.take().or(layer.merged().map(String::from));
+        });
+        merged
+    }
+
+    /// Runs the base model exactly (unmerging first if an adapter is merged).
+    fn disable_adapters(&mut self) {
+        self.unmerge_adapter();
+        self.for_each_lora_layer(&mut |_, _, layer| layer.set_disabled(true));
+    }
+
+    fn enable_adapters(&mut self) {
+        self.for_each_lora_layer(&mut |_, _, layer| layer.set_disabled(false));
+    }
+
+    /// Removes adapter `name` everywhere (unmerging it first if needed); empty slots are cleared.
+    fn delete_adapter(&mut self, name: &str) -> Result<(), LoraError> {
+        self.check_exists(name)?;
+        if self.merged_adapter().as_deref() == Some(name) {
+            self.unmerge_adapter();
+        }
+        self.visit_linears("", &mut |_, linear| {
+            if let Some(layer) = lora_layer(linear) {
+                layer.remove(name);
+                if layer.names().is_empty() {
+                    linear.take_adapter();
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Folds the active adapter into the base weights: inference then costs exactly the base model.
+    fn merge_adapter(&mut self) -> Result<(), LoraError> {
+        let mut result = Ok(());
+        self.for_each_lora_layer(&mut |_, weight, layer| {
+            if result.is_ok() {
+                result = layer.merge(weight);
+            }
+        });
+        result
+    }
+
+    /// Takes a merged adapter back out of the base weights.
+    fn unmerge_adapter(&mut self) {
+        self.for_each_lora_layer(&mut |_, weight, layer| layer.unmerge(weight));
+    }
+
+    /// Merges the active adapter and removes every adapter: a plain model with updated weights.
+    fn merge_and_unload(&mut self) -> Result<(), LoraError> {
+        self.merge_adapter()?;
+        self.visit_linears("", &mut |_, linear| {
+            if lora_layer(linear).is_some() {
+                linear.take_adapter();
+            }
+        });
+        Ok(())
+    }
+
+    /// The configuration adapter `name` was created with.
+    fn adapter_config(&mut self, name: &str) -> Option<LoraConfig> {
+        let mut config = None;
+        self.for_each_lora_layer(&mut |_, _, layer| {
+            if config.is_none() {
+                config = layer.get(name).map(|w| w.config.clone());
+            }
+        });
+        config
+    }
+}
+
+impl<B: Backend, M: Module<B> + ?Sized> LoraModel<B> for M {}

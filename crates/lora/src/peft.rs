@@ -1,0 +1,127 @@
+//! Adapter files in the PEFT layout, so adapters move between lowrank and Hugging Face PEFT:
+//!
+//! ```text
+//! <dir>/adapter_config.json         peft_type "LORA", r, lora_alpha, target_modules, use_dora, ...
+//! <dir>/adapter_model.safetensors   base_model.model.<layer path>.lora_A.weight        (r, in)
+//!                                   base_model.model.<layer path>.lora_B.weight        (out, r)
+//!                                   base_model.model.<layer path>.lora_magnitude_vector (out,)  DoRA only
+//! ```
+
+use crate::model::LoraModel;
+use crate::{AdapterReport, LoraConfig, LoraError, PeftConfig};
+use lowrank_nn::{save_tensors, write_atomic, NnError, TensorFile};
+use lowrank_tensor::{Backend, Tensor};
+use std::path::Path;
+
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// The PEFT key of one adapter tensor of the layer at `path`.
+fn key(path: &str, part: &str) -> String {
+    format!("base_model.model.{path}.{part}")
+}
+
+/// (key, tensor handle) of every tensor of adapter `name`, in PEFT naming.
+fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &mut M,
+    name: &str,
+) -> Vec<(String, lowrank_autograd::Var<B>)> {
+    let mut out = Vec::new();
+    model.for_each_lora_layer(&mut |path, _, layer| {
+        if let Some(w) = layer.get(name) {
+            out.push((key(path, "lora_A.weight"), w.a.clone()));
+            out.push((key(path, "lora_B.weight"), w.b.clone()));
+            if let Some(m) = &w.magnitude {
+                out.push((key(path, "lora_magnitude_vector"), m.clone()));
+            }
+        }
+    });
+    out
+}
+
+/// Writes adapter `name` to `dir` (both files atomically).
+pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &mut M,
+    name: &str,
+    dir: &Path,
+) -> Result<(), LoraError> {
+    model.check_exists(name)?;
+    let config = model
+        .adapter_config(name)
+        .expect("an existing adapter has a config");
+    let tensors: Vec<(String, Tensor<B>)> = adapter_tensors(model, name)
+        .into_iter()
+        .map(|(k, v)| (k, v.value()))
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
+    let metadata = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    save_tensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors, Some(metadata))?;
+    let json = serde_json::to_string_pretty(&config.to_peft()).expect("a config always serialises");
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), json.as_bytes())?;
+    Ok(())
+}
+
+/// Reads a PEFT `adapter_config.json`.
+pub fn load_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
+    let path = dir.join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| NnError::io(&path, e))?;
+    let peft: PeftConfig = serde_json::from_str(&text)
+        .map_err(|e| NnError::config(&path, format!("invalid adapter_config.json: {e}")))?;
+    LoraConfig::from_peft(&peft).map_err(|e| NnError::config(&path, e.to_string()).into())
+}
+
+/// Loads the adapter in `dir` as adapter `name` and makes it active. Every tensor the base's matching layers
+/// need must be in the file with the right shape, and nothing else may be; on any error the model is left
+/// as it was.
+pub fn load_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &mut M,
+    dir: &Path,
+    name: &str,
+) -> Result<AdapterReport, LoraError> {
+    let config = load_adapter_config(dir)?;
+    let file = TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE))?;
+    let previous = model.active_adapter();
+    let trainable: Vec<(lowrank_autograd::Var<B>, bool)> = model
+        .named_params()
+        .into_iter()
+        .map(|(_, p)| {
+            let t = p.requires_grad();
+            (p, t)
+        })
+        .collect();
+    let report = model.add_adapter(name, &config, 0)?;
+    let expected = adapter_tensors(model, name);
+    let loaded = expected
+        .iter()
+        .map(|(k, v)| file.tensor(k, Some(&v.shape()), &v.backend()))
+        .collect::<Result<Vec<_>, _>>();
+    let unexpected: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| !expected.iter().any(|(k, _)| k == n))
+        .collect();
+    let result = match loaded {
+        Err(e) => Err(e.into()),
+        Ok(_) if !unexpected.is_empty() => Err(NnError::UnexpectedTensors {
+            path: file.path().into(),
+            names: unexpected,
+        }
+        .into()),
+        Ok(values) => {
+            for ((_, v), t) in expected.iter().zip(values) {
+                v.set_value(t);
+            }
+            Ok(report)
+        }
+    };
+    if result.is_err() {
+        model.delete_adapter(name)?;
+        if let Some(prev) = previous {
+            model.set_active_adapter(&prev)?;
+        }
+        trainable.iter().for_each(|(p, t)| p.set_requires_grad(*t));
+    }
+    result
+}

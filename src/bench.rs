@@ -1,0 +1,112 @@
+//! The benchmark workloads shared by `benches/train_step.rs` and `examples/bench_train.rs`: the model sizes
+//! and variants of the PyTorch + PEFT reference script, set up once and stepped repeatedly.
+
+use crate::autograd::no_grad;
+use crate::gpt::{Gpt, GptConfig};
+use crate::lora::{LoraConfig, LoraModel, Targets};
+use crate::nn::{AdamW, AdamWConfig, Module};
+use crate::tensor::{rng, Cpu};
+use rand_distr::{Distribution, Uniform};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    Full,
+    LoraQv,
+    LoraAll,
+    DoraQv,
+    /// Forward only, LoRA merged into the base weights.
+    Infer,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 5] = [
+        Variant::Full,
+        Variant::LoraQv,
+        Variant::LoraAll,
+        Variant::DoraQv,
+        Variant::Infer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Full => "full",
+            Variant::LoraQv => "lora_qv",
+            Variant::LoraAll => "lora_all",
+            Variant::DoraQv => "dora_qv",
+            Variant::Infer => "infer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+}
+
+/// A model, an optimizer and one fixed batch, as the reference script sets them up.
+pub struct Workload {
+    pub model: Gpt<Cpu<f32>>,
+    pub opt: AdamW<Cpu<f32>>,
+    pub variant: Variant,
+    ids: Vec<u32>,
+    batch: usize,
+    seq: usize,
+}
+
+impl Workload {
+    /// `config` is "small" or "medium".
+    pub fn new(config: &str, variant: Variant) -> Self {
+        let (cfg, batch) = match config {
+            "medium" => (GptConfig::medium(), 16),
+            _ => (GptConfig::small(), 16),
+        };
+        let seq = cfg.max_seq_len;
+        let mut model = Gpt::new(cfg, 0, &Cpu::new());
+        let targets = match variant {
+            Variant::LoraAll => Targets::AllLinear,
+            _ => Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
+        };
+        if variant != Variant::Full {
+            let lora = LoraConfig {
+                targets,
+                use_dora: variant == Variant::DoraQv,
+                ..LoraConfig::default()
+            };
+            model
+                .add_adapter("default", &lora, 0)
+                .expect("valid adapter config");
+        }
+        if variant == Variant::Infer {
+            model.merge_and_unload().expect("merge");
+        }
+        let opt = AdamW::new(model.trainable_params(), AdamWConfig::default());
+        let mut r = rng(1);
+        let tok = Uniform::new(0u32, 256).expect("range");
+        let ids = (0..batch * seq).map(|_| tok.sample(&mut r)).collect();
+        Workload {
+            model,
+            opt,
+            variant,
+            ids,
+            batch,
+            seq,
+        }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// One training step (forward, backward, AdamW), or one forward pass for `Infer`.
+    pub fn step(&mut self) {
+        if self.variant == Variant::Infer {
+            no_grad(|| self.model.forward(&self.ids, self.batch, self.seq));
+            return;
+        }
+        // Targets = inputs, as the reference script (labels = input_ids, shifted inside the model there).
+        let targets: Vec<u32> = self.ids[1..].iter().copied().chain([self.ids[0]]).collect();
+        let loss = self.model.loss(&self.ids, &targets, self.batch, self.seq);
+        loss.backward().expect("trainable parameters");
+        self.opt.step();
+        self.opt.zero_grad();
+    }
+}

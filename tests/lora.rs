@@ -1,0 +1,579 @@
+//! LoRA and DoRA: gradients against finite differences (random non-zero A and B, alpha != r), merge and
+//! unmerge, named adapters, frozen base, PEFT files and their errors, and a short end-to-end fine-tune.
+
+use lowrank::autograd::{gradcheck_params, Var, F64};
+use lowrank::gpt::{
+    corpus, corpus::PirateTask, evaluate, exact_match, train, ByteTokenizer, Dataset, Gpt,
+    GptConfig, TrainConfig,
+};
+use lowrank::lora::{
+    load_adapter, save_adapter, LoraConfig, LoraError, LoraLayer, LoraModel, Targets,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+};
+use lowrank::nn::{AdamW, AdamWConfig, Linear, Module};
+use lowrank::tensor::{rng, Cpu, Tensor};
+
+fn dev() -> F64 {
+    F64::new()
+}
+
+/// A config with alpha != r (scale 3 / 2 = 1.5), so a mistake in the scale shows.
+fn config(use_dora: bool) -> LoraConfig {
+    LoraConfig {
+        r: 2,
+        alpha: 3.0,
+        use_dora,
+        targets: Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
+        ..LoraConfig::default()
+    }
+}
+
+/// Every adapter parameter gets random non-zero values (B = 0 would hide a wrong gradient for A).
+fn randomize<B: lowrank::tensor::Backend, M: Module<B>>(model: &M, seed: u64) {
+    randomize_matching(model, seed, "lora_")
+}
+
+/// Random non-zero values for the parameters whose name contains `part`.
+fn randomize_matching<B: lowrank::tensor::Backend, M: Module<B>>(model: &M, seed: u64, part: &str) {
+    for (i, (name, p)) in model.named_params().into_iter().enumerate() {
+        if name.contains(part) && name.contains("lora_") {
+            let noise = Tensor::randn(p.shape(), 0.0, 0.5, &mut rng(seed + i as u64), &p.backend());
+            p.set_value(&p.value() + &noise);
+        }
+    }
+}
+
+fn adapter_params<B: lowrank::tensor::Backend, M: Module<B>>(model: &M) -> Vec<Var<B>> {
+    model
+        .named_params()
+        .into_iter()
+        .filter(|(n, _)| n.contains("lora_"))
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// A lone Linear layer named `q_proj` inside a tiny module, so adapters can target it.
+struct One(Linear<F64>);
+
+impl Module<F64> for One {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<F64>)) {
+        self.0.visit_params(&lowrank::nn::join(prefix, "q_proj"), f);
+    }
+    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<F64>)) {
+        f(&lowrank::nn::join(prefix, "q_proj"), &mut self.0);
+    }
+}
+
+/// DoRA's backward treats the norm as a constant; finite differences must too (a no-op for plain LoRA).
+fn freeze_dora_norms<M: LoraModel<F64>>(model: &mut M) {
+    model.for_each_lora_layer(&mut |_, w0, layer| {
+        for name in layer.names() {
+            layer
+                .get(&name)
+                .unwrap()
+                .freeze_dora_norm(Some(&w0.value()));
+        }
+    });
+}
+
+fn weighted(y: &Var<F64>) -> Var<F64> {
+    let r = Var::constant(Tensor::randn(y.shape(), 0.0, 1.0, &mut rng(77), &dev()));
+    (y * &r).sum_all()
+}
+
+fn layer_gradcheck(use_dora: bool) {
+    let mut m = One(Linear::new(5, 4, 0.5, 1, &dev()));
+    m.add_adapter("a", &config(use_dora), 2).unwrap();
+    randomize(&m, 3);
+    let x = Var::param(Tensor::randn([2, 3, 5], 0.0, 1.0, &mut rng(4), &dev()));
+    freeze_dora_norms(&mut m);
+    let mut params = vec![x.clone()];
+    params.extend(adapter_params(&m));
+    assert_eq!(params.len(), if use_dora { 4 } else { 3 }); // x, A, B (, m)
+    gradcheck_params(|| weighted(&m.0.forward(&x)), &params, 1e-6, 1e-7, 1e-5)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn lora_layer_gradients_wrt_x_a_b() {
+    layer_gradcheck(false);
+}
+
+#[test]
+fn dora_layer_gradients_wrt_x_a_b_m_with_detached_norm() {
+    layer_gradcheck(true);
+}
+
+#[test]
+fn whole_gpt_loss_gradients_wrt_adapter_parameters() {
+    for use_dora in [false, true] {
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        let cfg = LoraConfig {
+            targets: Targets::AllLinear,
+            ..config(use_dora)
+        };
+        model.add_adapter("a", &cfg, 2).unwrap();
+        randomize(&model, 5);
+        freeze_dora_norms(&mut model);
+        let ids: Vec<u32> = vec![5, 80, 3, 200, 17, 9, 44, 120, 7, 1];
+        let targets: Vec<u32> = ids[1..].iter().copied().chain([0]).collect();
+        let params = adapter_params(&model);
+        gradcheck_params(
+            || model.loss(&ids, &targets, 2, 5),
+            &params,
+            1e-6,
+            1e-7,
+            1e-5,
+        )
+        .unwrap_or_else(|e| panic!("dora={use_dora}: {e}"));
+    }
+}
+
+fn logits(model: &Gpt<F64>) -> Vec<f64> {
+    let ids: Vec<u32> = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    lowrank::autograd::no_grad(|| model.forward(&ids, 2, 6))
+        .value()
+        .to_vec()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn fresh_adapter_leaves_the_output_unchanged() {
+    for use_dora in [false, true] {
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        let base = logits(&model);
+        model.add_adapter("a", &config(use_dora), 2).unwrap();
+        assert!(
+            max_diff(&base, &logits(&model)) < 1e-12,
+            "B = 0 (and m = ||W0||) must give the base output"
+        );
+    }
+}
+
+#[test]
+fn merged_equals_unmerged_and_unmerge_restores_the_base() {
+    for use_dora in [false, true] {
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        let w0 = model.layers[0].self_attn.q_proj.weight.value().to_vec();
+        let base = logits(&model);
+        model.add_adapter("a", &config(use_dora), 2).unwrap();
+        randomize(&model, 9);
+        let unmerged = logits(&model);
+        assert!(
+            max_diff(&base, &unmerged) > 1e-3,
+            "the random adapter must change the output"
+        );
+        model.disable_adapters();
+        assert_eq!(
+            base,
+            logits(&model),
+            "a disabled adapter must give the base exactly"
+        );
+        model.enable_adapters();
+        model.merge_adapter().unwrap();
+        assert!(
+            max_diff(&unmerged, &logits(&model)) < 1e-10,
+            "dora={use_dora}: merged != unmerged"
+        );
+        assert!(matches!(model.merge_adapter(), Err(LoraError::Merged(_))));
+        model.unmerge_adapter();
+        let w = model.layers[0].self_attn.q_proj.weight.value().to_vec();
+        assert!(max_diff(&w0, &w) < 1e-12, "unmerge must restore W0");
+        assert!(max_diff(&unmerged, &logits(&model)) < 1e-10);
+        model.merge_and_unload().unwrap();
+        assert!(model.adapter_names().is_empty());
+        assert!(max_diff(&unmerged, &logits(&model)) < 1e-10);
+    }
+}
+
+#[test]
+fn merge_in_f32_agrees_closely() {
+    let cpu = Cpu::<f32>::new();
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &cpu);
+    model.add_adapter("a", &config(false), 2).unwrap();
+    randomize(&model, 9);
+    let ids: Vec<u32> = (0..16).collect();
+    let run = |m: &Gpt<Cpu<f32>>| {
+        lowrank::autograd::no_grad(|| m.forward(&ids, 2, 8))
+            .value()
+            .to_vec()
+    };
+    let before = run(&model);
+    model.merge_adapter().unwrap();
+    let diff = before
+        .iter()
+        .zip(run(&model))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "f32 merged vs unmerged differ by {diff}");
+}
+
+#[test]
+fn frozen_base_gets_no_gradient_and_no_optimizer_state() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let report = model.add_adapter("a", &config(false), 2).unwrap();
+    // q and v of 2 layers: 4 layers x r (in + out) = 4 x 2 x 16
+    assert_eq!(report.trainable_params, 4 * 2 * (8 + 8));
+    assert_eq!(report.modules.len(), 4);
+    assert_eq!(model.num_trainable_params(), report.trainable_params);
+    randomize(&model, 1);
+    let ids: Vec<u32> = (0..10).collect();
+    let mut opt = AdamW::new(
+        model.named_params().into_iter().map(|(_, p)| p).collect(),
+        AdamWConfig::default(),
+    );
+    model.loss(&ids, &ids, 2, 5).backward().unwrap();
+    opt.step();
+    for (name, p) in model.named_params() {
+        assert_eq!(p.grad().is_some(), name.contains("lora_"), "{name}");
+    }
+    assert_eq!(opt.params().len(), 8);
+    assert_eq!(opt.state_bytes(), 2 * 8 * report.trainable_params); // two f64 moments per adapter parameter
+}
+
+#[test]
+fn named_adapters_switch_disable_and_delete() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let base = logits(&model);
+    model.add_adapter("first", &config(false), 2).unwrap();
+    randomize(&model, 1);
+    let first = logits(&model);
+    model
+        .add_adapter(
+            "second",
+            &LoraConfig {
+                r: 1,
+                ..config(false)
+            },
+            3,
+        )
+        .unwrap();
+    randomize_matching(&model, 50, ".second");
+    assert_eq!(model.active_adapter().as_deref(), Some("second"));
+    let second = logits(&model);
+    assert!(max_diff(&first, &second) > 1e-3);
+    assert!(matches!(
+        model.add_adapter("first", &config(false), 4),
+        Err(LoraError::DuplicateAdapter(_))
+    ));
+    // Only the active adapter trains.
+    let trainable: Vec<String> = model
+        .named_params()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        trainable.iter().all(|n| n.contains(".second")),
+        "{trainable:?}"
+    );
+    model.set_active_adapter("first").unwrap();
+    assert_eq!(logits(&model), first);
+    assert!(matches!(
+        model.set_active_adapter("third"),
+        Err(LoraError::UnknownAdapter { .. })
+    ));
+    model.disable_adapters();
+    assert_eq!(logits(&model), base);
+    model.enable_adapters();
+    model.delete_adapter("first").unwrap();
+    assert_eq!(model.adapter_names(), vec!["second".to_string()]);
+    assert_eq!(
+        logits(&model),
+        base,
+        "with the active adapter deleted, nothing is active"
+    );
+    model.set_active_adapter("second").unwrap();
+    assert_eq!(logits(&model), second);
+}
+
+#[test]
+fn config_validation_gives_clear_errors() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let err = |c: LoraConfig, m: &mut Gpt<F64>| m.add_adapter("x", &c, 0).unwrap_err().to_string();
+    assert!(err(
+        LoraConfig {
+            r: 0,
+            ..config(false)
+        },
+        &mut model
+    )
+    .contains("r must be at least 1"));
+    assert!(err(
+        LoraConfig {
+            r: 9,
+            ..config(false)
+        },
+        &mut model
+    )
+    .contains("rank r = 9 is larger than min(in, out) = 8"));
+    assert!(err(
+        LoraConfig {
+            dropout: 1.0,
+            ..config(false)
+        },
+        &mut model
+    )
+    .contains("dropout must be in [0, 1)"));
+    let msg = err(
+        LoraConfig {
+            targets: Targets::parse("qkv"),
+            ..config(false)
+        },
+        &mut model,
+    );
+    assert!(
+        msg.contains("match no Linear") && msg.contains("q_proj") && msg.contains("down_proj"),
+        "{msg}"
+    );
+    assert!(
+        model.adapter_names().is_empty(),
+        "a rejected config changes nothing"
+    );
+    assert_eq!(model.num_trainable_params(), model.num_params());
+}
+
+#[test]
+fn rslora_and_all_linear() {
+    let c = LoraConfig {
+        r: 4,
+        alpha: 8.0,
+        use_rslora: true,
+        ..LoraConfig::default()
+    };
+    assert_eq!(c.scaling(), 4.0);
+    assert_eq!(
+        LoraConfig {
+            use_rslora: false,
+            ..c.clone()
+        }
+        .scaling(),
+        2.0
+    );
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let report = model
+        .add_adapter(
+            "all",
+            &LoraConfig {
+                targets: Targets::AllLinear,
+                ..config(false)
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        report.modules.len(),
+        2 * 7,
+        "all seven projections of both layers, not lm_head"
+    );
+    assert!(!report.modules.iter().any(|m| m.contains("lm_head")));
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lowrank-lora-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn peft_files_round_trip_bit_exact() {
+    for use_dora in [false, true] {
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        model.add_adapter("default", &config(use_dora), 2).unwrap();
+        randomize(&model, 4);
+        let dir = temp_dir(&format!("rt{use_dora}"));
+        save_adapter(&mut model, "default", &dir).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(json["peft_type"], "LORA");
+        assert_eq!(json["r"], 2);
+        assert_eq!(json["lora_alpha"], 3.0);
+        assert_eq!(json["use_dora"], use_dora);
+        assert_eq!(json["task_type"], "CAUSAL_LM");
+        let names = lowrank::nn::TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE))
+            .unwrap()
+            .names();
+        assert!(names.contains(
+            &"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".to_string()
+        ));
+        assert!(names.contains(
+            &"base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight".to_string()
+        ));
+        assert_eq!(
+            names.iter().any(|n| n.ends_with("lora_magnitude_vector")),
+            use_dora
+        );
+
+        let mut fresh = Gpt::new(GptConfig::tiny(), 1, &dev());
+        load_adapter(&mut fresh, &dir, "loaded").unwrap();
+        let a: Vec<Vec<f64>> = adapter_params(&model)
+            .iter()
+            .map(|p| p.value().to_vec())
+            .collect();
+        let b: Vec<Vec<f64>> = adapter_params(&fresh)
+            .iter()
+            .map(|p| p.value().to_vec())
+            .collect();
+        assert_eq!(a, b);
+        assert_eq!(logits(&model), logits(&fresh));
+    }
+}
+
+#[test]
+fn bad_adapter_files_give_clear_errors_and_change_nothing() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    model.add_adapter("default", &config(false), 2).unwrap();
+    randomize(&model, 4);
+    let dir = temp_dir("bad");
+    save_adapter(&mut model, "default", &dir).unwrap();
+
+    // An adapter for another shape: a base with d_model 12.
+    let mut other = Gpt::new(
+        GptConfig {
+            d_model: 12,
+            n_heads: 2,
+            ..GptConfig::tiny()
+        },
+        1,
+        &dev(),
+    );
+    let err = load_adapter(&mut other, &dir, "x").unwrap_err().to_string();
+    assert!(
+        err.contains("lora_A.weight") && err.contains("(2, 12)") && err.contains("(2, 8)"),
+        "{err}"
+    );
+    assert!(
+        other.adapter_names().is_empty(),
+        "a failed load leaves no half adapter"
+    );
+    assert_eq!(
+        other.num_trainable_params(),
+        other.num_params(),
+        "and freezes nothing"
+    );
+
+    // A missing key.
+    let file = dir.join(ADAPTER_WEIGHTS_FILE);
+    let bytes = std::fs::read(&file).unwrap();
+    let tf = lowrank::nn::TensorFile::open(&file).unwrap();
+    let kept: Vec<(String, Tensor<F64>)> = tf
+        .names()
+        .into_iter()
+        .filter(|n| !n.contains("layers.1.self_attn.v_proj.lora_B"))
+        .map(|n| (n.clone(), tf.tensor(&n, None, &dev()).unwrap()))
+        .collect();
+    lowrank::nn::save_tensors(&file, &kept, None).unwrap();
+    let mut fresh = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let err = load_adapter(&mut fresh, &dir, "x").unwrap_err().to_string();
+    assert!(
+        err.contains("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight` is missing"),
+        "{err}"
+    );
+
+    // A corrupt weights file, and a corrupt config.
+    std::fs::write(&file, &bytes[..40]).unwrap();
+    let err = load_adapter(&mut fresh, &dir, "x").unwrap_err().to_string();
+    assert!(
+        err.contains("adapter_model.safetensors") && err.contains("not a valid safetensors file"),
+        "{err}"
+    );
+    std::fs::write(&file, &bytes).unwrap();
+    std::fs::write(
+        dir.join(ADAPTER_CONFIG_FILE),
+        "{\"peft_type\": \"LORA\", \"r\": 0}",
+    )
+    .unwrap();
+    let err = load_adapter(&mut fresh, &dir, "x").unwrap_err().to_string();
+    assert!(err.contains("adapter_config.json"), "{err}");
+    assert!(fresh.adapter_names().is_empty());
+}
+
+#[test]
+fn lora_layer_is_reachable_by_downcast() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    model.add_adapter("a", &config(false), 2).unwrap();
+    let slot = model.layers[0].self_attn.q_proj.adapter().unwrap();
+    let layer = slot.as_any().downcast_ref::<LoraLayer<F64>>().unwrap();
+    assert_eq!(layer.names(), vec!["a".to_string()]);
+    assert!(model.layers[0].self_attn.k_proj.adapter().is_none());
+}
+
+#[test]
+fn short_fine_tune_improves_the_task() {
+    // A small base, briefly pretrained on the general corpus, then a LoRA adapter on the pirate task.
+    let cpu = Cpu::<f32>::new();
+    let config = GptConfig {
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 128,
+        max_seq_len: 32,
+        ..GptConfig::tiny()
+    };
+    let mut model = Gpt::new(config, 0, &cpu);
+    let general = Dataset::new(ByteTokenizer.encode(&corpus::general_corpus(100_000, 1)));
+    let quiet = TrainConfig {
+        batch: 16,
+        seq: 32,
+        lr: 1e-2,
+        warmup: 10,
+        progress: false,
+        eval_every: 0,
+        ..TrainConfig::default()
+    };
+    train(
+        &model,
+        &general,
+        None,
+        &TrainConfig {
+            steps: 500,
+            lr: 3e-3,
+            ..quiet.clone()
+        },
+    );
+    let task = PirateTask;
+    let (train_set, val, held_out) = (
+        task.dataset(40_000, 2),
+        task.dataset(5_000, 3),
+        task.examples(60, 3),
+    );
+    let (loss_before, acc_before) = (
+        evaluate(&model, &val, 4, 8, 32, 0),
+        exact_match(&model, &held_out),
+    );
+    model
+        .add_adapter("pirate", &LoraConfig::default(), 0)
+        .unwrap();
+    train(
+        &model,
+        &train_set,
+        None,
+        &TrainConfig {
+            steps: 200,
+            ..quiet
+        },
+    );
+    let (loss_after, acc_after) = (
+        evaluate(&model, &val, 4, 8, 32, 0),
+        exact_match(&model, &held_out),
+    );
+    assert!(
+        acc_before < 0.1,
+        "the base should not speak pirate: {acc_before}"
+    );
+    assert!(
+        acc_after > acc_before + 0.3,
+        "accuracy only went from {acc_before} to {acc_after}"
+    );
+    assert!(
+        loss_after < loss_before,
+        "task loss went from {loss_before:.3} to {loss_after:.3}"
+    );
+}
