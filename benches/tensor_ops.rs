@@ -97,5 +97,20 @@ fn memory_bound(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matmul, memory_bound);
+/// The batched products of attention in the small config: (B*H) x (T, d) @ (d, T) and (T, T) @ (T, d).
+fn attention_matmuls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention_matmul");
+    let dev = Cpu::<f32>::new();
+    let (bh, t, d) = (64, 64, 32);
+    let q = Tensor::randn([bh, t, d], 0.0, 1.0, &mut rng(7), &dev);
+    let k = Tensor::randn([bh, t, d], 0.0, 1.0, &mut rng(8), &dev);
+    let att = Tensor::randn([bh, t, t], 0.0, 1.0, &mut rng(9), &dev);
+    g.throughput(Throughput::Elements((2 * bh * t * t * d) as u64));
+    g.bench_function("q_kT", |b| b.iter(|| black_box(q.matmul(&k.t()))));
+    g.bench_function("att_v", |b| b.iter(|| black_box(att.matmul(&k))));
+    g.bench_function("attT_g", |b| b.iter(|| black_box(att.t().matmul(&q))));
+    g.finish();
+}
+
+criterion_group!(benches, matmul, memory_bound, attention_matmuls);
 criterion_main!(benches);

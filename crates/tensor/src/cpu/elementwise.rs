@@ -15,34 +15,47 @@ pub fn to_contiguous<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
 /// Applies `f` to every element `layout` addresses; the output is row-major.
 pub fn map1<E: Element>(x: &[E], layout: &Layout, f: impl Fn(E) -> E + Sync) -> Vec<E> {
     let n = layout.shape().numel();
-    let mut out = vec![E::zero(); n];
+    let mut out = Vec::with_capacity(n);
     let it = Strided::new(layout.dims(), [layout.strides()], [layout.offset()]);
     let (inner, [s]) = (it.inner, it.inner_strides);
     if it.rows() == 1 && s == 1 {
         let x = &x[layout.offset()..layout.offset() + n];
-        par_chunks(&mut out, |part, start| {
+        par_chunks(&mut out.spare_capacity_mut()[..n], |part, start| {
             let len = part.len();
             for (o, &v) in part.iter_mut().zip(&x[start..start + len]) {
-                *o = f(v);
+                o.write(f(v));
             }
         });
-        return out;
+        return assume_init(out, n);
     }
-    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
-        let first = rows.start;
-        it.for_rows(rows, |row, [off]| {
-            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
-            if s == 1 {
-                for (o, &v) in o.iter_mut().zip(&x[off..off + inner]) {
-                    *o = f(v);
+    par_rows(
+        &mut out.spare_capacity_mut()[..n],
+        it.rows(),
+        inner,
+        |chunk, rows| {
+            let first = rows.start;
+            it.for_rows(rows, |row, [off]| {
+                let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
+                if s == 1 {
+                    for (o, &v) in o.iter_mut().zip(&x[off..off + inner]) {
+                        o.write(f(v));
+                    }
+                } else {
+                    for (i, o) in o.iter_mut().enumerate() {
+                        o.write(f(x[off + i * s]));
+                    }
                 }
-            } else {
-                for (i, o) in o.iter_mut().enumerate() {
-                    *o = f(x[off + i * s]);
-                }
-            }
-        });
-    });
+            });
+        },
+    );
+    assume_init(out, n)
+}
+
+/// Marks the first `n` elements of `out` initialised.
+/// Every caller writes all `n` through `spare_capacity_mut` first (a kernel covers its whole output).
+fn assume_init<E>(mut out: Vec<E>, n: usize) -> Vec<E> {
+    // SAFETY: see above; `n <= capacity` because the vector was made with capacity n.
+    unsafe { out.set_len(n) };
     out
 }
 
@@ -149,7 +162,7 @@ pub fn copy_strided<E: Element>(src: &[E], ls: &Layout, dst: &mut [E], ld: &Layo
 }
 
 fn sigmoid<E: Element>(x: E) -> E {
-    E::one() / (E::one() + (-x).exp())
+    E::one() / (E::one() + (-x).fast_exp())
 }
 
 fn sign<E: Element>(x: E) -> E {
@@ -174,7 +187,7 @@ pub fn unary<E: Element>(op: UnaryOp, x: &[E], l: &Layout) -> Vec<E> {
     let half = E::from_f64(0.5);
     match op {
         UnaryOp::Neg => map1(x, l, |v| -v),
-        UnaryOp::Exp => map1(x, l, |v| v.exp()),
+        UnaryOp::Exp => map1(x, l, |v| v.fast_exp()),
         UnaryOp::Log => map1(x, l, |v| v.ln()),
         UnaryOp::Sqrt => map1(x, l, |v| v.sqrt()),
         UnaryOp::Rsqrt => map1(x, l, |v| v.sqrt().recip()),

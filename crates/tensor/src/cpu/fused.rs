@@ -37,7 +37,7 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
             let max = xr.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
             let mut sum = E::zero();
             for (y, &v) in yr.iter_mut().zip(xr) {
-                *y = (v - max).exp();
+                *y = (v - max).fast_exp();
                 sum += *y;
             }
             let inv = sum.recip();
@@ -67,7 +67,10 @@ pub fn softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> V
 /// `log(sum(exp(row)))`, computed stably around the row's maximum.
 fn logsumexp<E: Element>(row: &[E]) -> E {
     let max = row.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-    max + row.iter().fold(E::zero(), |s, &v| s + (v - max).exp()).ln()
+    max + row
+        .iter()
+        .fold(E::zero(), |s, &v| s + (v - max).fast_exp())
+        .ln()
 }
 
 pub fn log_softmax<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
@@ -99,7 +102,7 @@ pub fn log_softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) 
                 .zip(yr)
                 .zip(gr)
             {
-                *d = gv - yv.exp() * sum;
+                *d = gv - yv.fast_exp() * sum;
             }
         }
     });
@@ -247,7 +250,7 @@ pub fn cross_entropy_backward<E: Element>(
             let g = row_grads[r];
             let dr = &mut chunk[(r - range.start) * n..][..n];
             for (d, &v) in dr.iter_mut().zip(xr) {
-                *d = g * (v - lse).exp();
+                *d = g * (v - lse).fast_exp();
             }
             dr[t as usize] -= g;
         }

@@ -11,18 +11,32 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a product is not worth splitting across threads.
 const PAR_MIN_MACS: usize = 1 << 20;
 
+/// A raw output pointer that rayon tasks may share: each task writes its own disjoint block.
+struct OutPtr<E>(*mut E);
+unsafe impl<E> Send for OutPtr<E> {}
+unsafe impl<E> Sync for OutPtr<E> {}
+
+impl<E> OutPtr<E> {
+    fn at(&self, offset: usize) -> *mut E {
+        unsafe { self.0.add(offset) }
+    }
+}
+
 pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
     let nd = la.shape().rank();
     let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
     let batch_offsets = batch_offsets(la, lb);
-    let mut out = vec![E::zero(); batch_offsets.len() * m * n];
-    if m * n == 0 || k == 0 {
-        return out;
+    let total = batch_offsets.len() * m * n;
+    if total == 0 || k == 0 {
+        return vec![E::zero(); total]; // an empty sum is zero
     }
     let (rsa, csa) = (la.strides()[nd - 2] as isize, la.strides()[nd - 1] as isize);
     let (rsb, csb) = (lb.strides()[nd - 2] as isize, lb.strides()[nd - 1] as isize);
-    // One GEMM of `rows` rows of A (starting at offset oa) into the row-major block `c`.
-    let gemm = |c: &mut [E], rows: usize, oa: usize, ob: usize| unsafe {
+    // The output is not zero-filled: with beta = 0, GEMM writes every element without reading it.
+    let mut out: Vec<E> = Vec::with_capacity(total);
+    let c = OutPtr(out.as_mut_ptr());
+    // One GEMM of `rows` rows of A (starting at offset oa) into the row-major block at output offset oc.
+    let gemm = |oc: usize, rows: usize, oa: usize, ob: usize| unsafe {
         E::gemm(
             rows,
             k,
@@ -35,30 +49,38 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
             rsb,
             csb,
             E::zero(),
-            c.as_mut_ptr(),
+            c.at(oc),
             n as isize,
             1,
         )
     };
     let threads = rayon::current_num_threads();
-    let macs = batch_offsets.len() * m * n * k;
-    if macs < PAR_MIN_MACS || threads == 1 {
-        for (c, &[oa, ob]) in out.chunks_mut(m * n).zip(&batch_offsets) {
-            gemm(c, m, oa, ob);
+    if total * k < PAR_MIN_MACS || threads == 1 {
+        for (i, &[oa, ob]) in batch_offsets.iter().enumerate() {
+            gemm(i * m * n, m, oa, ob);
         }
     } else if batch_offsets.len() >= threads {
-        out.par_chunks_mut(m * n)
-            .zip(&batch_offsets)
-            .for_each(|(c, &[oa, ob])| gemm(c, m, oa, ob));
+        batch_offsets
+            .par_iter()
+            .enumerate()
+            .for_each(|(i, &[oa, ob])| gemm(i * m * n, m, oa, ob));
     } else {
         // Few large matrices: split each one's rows into blocks (a multiple of 8 rows, GEMM's micro-tile).
         let block = m.div_ceil(threads).next_multiple_of(8);
-        for (c, &[oa, ob]) in out.chunks_mut(m * n).zip(&batch_offsets) {
-            c.par_chunks_mut(block * n)
-                .enumerate()
-                .for_each(|(i, cb)| gemm(cb, cb.len() / n, oa + i * block * rsa as usize, ob));
+        for (i, &[oa, ob]) in batch_offsets.iter().enumerate() {
+            (0..m.div_ceil(block)).into_par_iter().for_each(|j| {
+                let r0 = j * block;
+                gemm(
+                    i * m * n + r0 * n,
+                    block.min(m - r0),
+                    oa + r0 * rsa as usize,
+                    ob,
+                )
+            });
         }
     }
+    // SAFETY: the GEMM calls above wrote all `total` elements.
+    unsafe { out.set_len(total) };
     out
 }
 
