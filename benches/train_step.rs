@@ -10,10 +10,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lowrank::bench::{Variant, Workload};
 use std::time::Duration;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "../examples/support/alloc.rs"]
+mod alloc;
 
 fn steps(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     for config in ["small", "medium"] {
         let mut g = c.benchmark_group(format!("train_step_{config}"));
         g.sample_size(10)

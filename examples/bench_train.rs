@@ -9,8 +9,8 @@ use lowrank::bench::{Variant, Workload};
 use lowrank::nn::Module;
 use std::time::Instant;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/alloc.rs"]
+mod alloc;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -65,6 +65,7 @@ fn child(config: &str, variant: Variant, steps: usize, warmup: usize) {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     let args = Args::parse();
     if let Some(c) = &args.child {
         let variant = Variant::parse(&c[1]).unwrap_or_else(|| panic!("unknown variant {}", c[1]));

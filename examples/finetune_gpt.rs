@@ -23,8 +23,8 @@ use lowrank::tensor::Cpu;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/alloc.rs"]
+mod alloc;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -71,6 +71,7 @@ struct Args {
 type Dev = Cpu<f32>;
 
 fn main() {
+    alloc::keep_freed_memory();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -11,6 +11,9 @@ use lowrank::lora::{load_adapter, LoraModel};
 use lowrank::tensor::Cpu;
 use std::path::PathBuf;
 
+#[path = "support/alloc.rs"]
+mod alloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a base checkpoint plus optional adapters")]
 struct Args {
@@ -37,6 +40,7 @@ struct Args {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -29,10 +29,11 @@ struct Args {
     seed: u64,
 }
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "support/alloc.rs"]
+mod alloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    alloc::keep_freed_memory();
     let args = Args::parse();
     let dev = Cpu::<f32>::new();
     let text = match &args.data {

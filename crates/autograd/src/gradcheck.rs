@@ -85,6 +85,31 @@ fn with_element(t: &Tensor<F64>, index: usize, delta: f64) -> Tensor<F64> {
     Tensor::from_vec(v, t.shape(), t.backend()).unwrap()
 }
 
+/// Compares every analytic gradient element with `numeric(input, element)`; the first disagreement fails.
+fn check_each(
+    op: &'static str,
+    analytic: &[Vec<f64>],
+    atol: f64,
+    rtol: f64,
+    mut numeric: impl FnMut(usize, usize) -> f64,
+) -> Result<(), GradcheckFailure> {
+    for (i, grad) in analytic.iter().enumerate() {
+        for (j, &a) in grad.iter().enumerate() {
+            let n = numeric(i, j);
+            if !close(a, n, atol, rtol) {
+                return Err(GradcheckFailure {
+                    op,
+                    input: Some(i),
+                    index: Some(j),
+                    analytic: a,
+                    numeric: n,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks the gradient of every element of every input. Cost: two evaluations of `f` per element.
 pub fn gradcheck(
     f: impl Fn(&[Var<F64>]) -> Var<F64>,
@@ -94,27 +119,15 @@ pub fn gradcheck(
     rtol: f64,
 ) -> Result<(), GradcheckFailure> {
     let (op, weights, grads) = analytic(&f, inputs);
-    for (i, (input, grad)) in inputs.iter().zip(&grads).enumerate() {
-        let grad = grad.to_vec();
-        for (j, &a) in grad.iter().enumerate() {
-            let mut shifted = inputs.to_vec();
-            shifted[i] = with_element(input, j, eps);
-            let plus = loss(&f, &shifted, &weights);
-            shifted[i] = with_element(input, j, -eps);
-            let minus = loss(&f, &shifted, &weights);
-            let numeric = (plus - minus) / (2.0 * eps);
-            if !close(a, numeric, atol, rtol) {
-                return Err(GradcheckFailure {
-                    op,
-                    input: Some(i),
-                    index: Some(j),
-                    analytic: a,
-                    numeric,
-                });
-            }
-        }
-    }
-    Ok(())
+    let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.to_vec()).collect();
+    check_each(op, &grads, atol, rtol, |i, j| {
+        let mut shifted = inputs.to_vec();
+        shifted[i] = with_element(&inputs[i], j, eps);
+        let plus = loss(&f, &shifted, &weights);
+        shifted[i] = with_element(&inputs[i], j, -eps);
+        let minus = loss(&f, &shifted, &weights);
+        (plus - minus) / (2.0 * eps)
+    })
 }
 
 /// The cheap check for large inputs: along one random direction v (all inputs at once), compares
@@ -179,30 +192,22 @@ pub fn gradcheck_params(
     );
     let op = out.op();
     out.backward().expect("gradcheck_params: backward failed");
-    let value_at = |p: &Var<F64>, original: &Tensor<F64>, j: usize, delta: f64| {
-        p.set_value(with_element(original, j, delta));
-        no_grad(|| loss().value().to_scalar())
-    };
-    for (i, p) in params.iter().enumerate() {
-        let original = p.value();
-        let grad = p
-            .grad()
-            .map(|g| g.to_vec())
-            .unwrap_or_else(|| vec![0.0; p.numel()]);
-        for (j, &a) in grad.iter().enumerate() {
-            let numeric =
-                (value_at(p, &original, j, eps) - value_at(p, &original, j, -eps)) / (2.0 * eps);
-            p.set_value(original.clone());
-            if !close(a, numeric, atol, rtol) {
-                return Err(GradcheckFailure {
-                    op,
-                    input: Some(i),
-                    index: Some(j),
-                    analytic: a,
-                    numeric,
-                });
-            }
-        }
-    }
-    Ok(())
+    let grads: Vec<Vec<f64>> = params
+        .iter()
+        .map(|p| {
+            p.grad()
+                .map(|g| g.to_vec())
+                .unwrap_or_else(|| vec![0.0; p.numel()])
+        })
+        .collect();
+    check_each(op, &grads, atol, rtol, |i, j| {
+        let (p, original) = (&params[i], params[i].value());
+        let at = |delta: f64| {
+            p.set_value(with_element(&original, j, delta));
+            no_grad(|| loss().value().to_scalar())
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        p.set_value(original);
+        numeric
+    })
 }

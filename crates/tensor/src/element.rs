@@ -76,6 +76,30 @@ pub trait Element:
     );
 }
 
+/// Implements `Element::gemm` by calling the given `matrixmultiply` routine.
+macro_rules! gemm_via {
+    ($routine:ident) => {
+        unsafe fn gemm(
+            m: usize,
+            k: usize,
+            n: usize,
+            alpha: Self,
+            a: *const Self,
+            rsa: isize,
+            csa: isize,
+            b: *const Self,
+            rsb: isize,
+            csb: isize,
+            beta: Self,
+            c: *mut Self,
+            rsc: isize,
+            csc: isize,
+        ) {
+            matrixmultiply::$routine(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        }
+    };
+}
+
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
 
@@ -113,24 +137,7 @@ impl Element for f32 {
         }
     }
 
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
+    gemm_via!(sgemm);
 }
 
 impl Element for f64 {
@@ -148,24 +155,7 @@ impl Element for f64 {
         self.exp()
     }
 
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
+    gemm_via!(dgemm);
 }
 
 #[cfg(test)]
