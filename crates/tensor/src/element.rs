@@ -129,7 +129,10 @@ impl Element for f32 {
         p = p * r + 0.166_666_65;
         p = p * r + 0.5;
         let y = p * r * r + r + 1.0;
-        let scaled = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+        // SAFETY: after the clamp, n + 127 lies in [1, 255], an exact integer that fits a u32; the unchecked
+        // conversion (unlike `as`, which saturates) lets the loop vectorise.
+        let biased: u32 = unsafe { (n + 127.0).to_int_unchecked() };
+        let scaled = y * f32::from_bits(biased << 23);
         if self < -87.336_55 {
             0.0
         } else {

@@ -35,11 +35,11 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
             let xr = &x[r * n..r * n + visible];
             let yr = &mut chunk[(r - range.start) * n..][..visible];
             let max = xr.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-            let mut sum = E::zero();
+            // Exponentiate in one pass and sum in another: a loop that does both cannot vectorise the exp.
             for (y, &v) in yr.iter_mut().zip(xr) {
                 *y = (v - max).fast_exp();
-                sum += *y;
             }
+            let sum = yr.iter().fold(E::zero(), |s, &y| s + y);
             let inv = sum.recip();
             yr.iter_mut().for_each(|y| *y *= inv);
         }
