@@ -49,19 +49,11 @@ impl<B: Backend> Rope<B> {
             self.cos.dims()[1]
         );
         let (cos, sin) = (self.cos.narrow(0, 0, t), self.sin.narrow(0, 0, t)); // (T, hd)
-        let y = rotate(&x.value(), &cos, &sin);
-        // d rope(x) = rope^T(g): rotate back, by -angle
+        let y = x.value().rope(&cos, &sin); // one fused pass
+                                            // d rope(x) = rope^T(g): rotate back, by -angle
         x.unary_rule("rope", y, move || {
             let (cos, neg_sin) = (saved(cos), saved(sin.neg()));
-            move |g: &Tensor<B>| rotate(g, &cos, &neg_sin)
+            move |g: &Tensor<B>| g.rope(&cos, &neg_sin)
         })
     }
-}
-
-/// `x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]` on the last axis.
-fn rotate<B: Backend>(x: &Tensor<B>, cos: &Tensor<B>, sin: &Tensor<B>) -> Tensor<B> {
-    let half = x.dims()[x.rank() - 1] / 2;
-    let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
-    let rotated = Tensor::concat(&[&x2.neg(), &x1], -1);
-    x.mul(cos).add(&rotated.mul(sin))
 }

@@ -202,6 +202,15 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         g: (&Self::Storage, &Layout),
         eps: f64,
     ) -> (Self::Storage, Self::Storage);
+    /// Rotary position embedding over the last axis of x (.., T, d), rotate-half convention:
+    /// `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`, for (T, d) tables
+    /// `cos` and `sin` (row t for position t). With `-sin` it is the inverse rotation (the backward pass).
+    fn rope(
+        &self,
+        x: (&Self::Storage, &Layout),
+        cos: (&Self::Storage, &Layout),
+        sin: (&Self::Storage, &Layout),
+    ) -> Self::Storage;
     /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
     fn cross_entropy(
         &self,

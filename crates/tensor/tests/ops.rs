@@ -498,6 +498,21 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         });
         close(&t.causal_softmax(), &want, "causal_softmax");
     }
+    if r >= 2 && n.is_multiple_of(2) {
+        // rope against its definition, with arbitrary (T, d) tables
+        let steps = nd.shape[r - 2];
+        let cos = Nd::from_fn(&[steps, n], |i| (i[0] as f64 * 0.7 + i[1] as f64).cos());
+        let sin = Nd::from_fn(&[steps, n], |i| (i[0] as f64 * 0.3 - i[1] as f64).sin());
+        let h = n / 2;
+        let want = Nd::from_fn(&nd.shape, |i| {
+            let (pos, k) = (i[r - 2], i[r - 1]);
+            let mut j = i.to_vec();
+            j[r - 1] = if k < h { k + h } else { k - h };
+            let rotated = if k < h { -nd.at(&j) } else { nd.at(&j) };
+            nd.at(i) * cos.at(&[pos, k]) + rotated * sin.at(&[pos, k])
+        });
+        close(&t_rope(&t, &cos, &sin, dev), &want, "rope");
+    }
     let w = Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25);
     let tw = make(&w, 0, dev);
     let want = Nd::from_fn(&nd.shape, |i| {
@@ -533,6 +548,10 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         &want,
         "cross_entropy_rows",
     );
+}
+
+fn t_rope<B: Backend>(x: &Tensor<B>, cos: &Nd, sin: &Nd, dev: &B) -> Tensor<B> {
+    x.rope(&make(cos, 0, dev), &make(sin, 1, dev))
 }
 
 macro_rules! on_every_backend {

@@ -186,6 +186,32 @@ pub fn rms_norm_backward<E: Element>(
     (dx, dw)
 }
 
+/// One pass of rotate-half RoPE: row r of x (.., T, d) is at position `r % T`.
+pub fn rope<E: Element>(x: (&[E], &Layout), cos: (&[E], &Layout), sin: (&[E], &Layout)) -> Vec<E> {
+    let shape = x.1.shape();
+    let (rows, d) = rows_of(shape);
+    let t = shape.dims()[shape.rank() - 2];
+    let (x, cos, sin) = (
+        contiguous_slice(x.0, x.1),
+        contiguous_slice(cos.0, cos.1),
+        contiguous_slice(sin.0, sin.1),
+    );
+    let h = d / 2;
+    let mut out = vec![E::zero(); x.len()];
+    par_rows(&mut out, rows, d, |chunk, range| {
+        for r in range.clone() {
+            let (xr, pos) = (&x[r * d..][..d], (r % t) * d);
+            let (c, s) = (&cos[pos..pos + d], &sin[pos..pos + d]);
+            let y = &mut chunk[(r - range.start) * d..][..d];
+            for i in 0..h {
+                y[i] = xr[i] * c[i] - xr[i + h] * s[i];
+                y[i + h] = xr[i + h] * c[i + h] + xr[i] * s[i + h];
+            }
+        }
+    });
+    out
+}
+
 fn is_ignored(t: u32, ignore: Option<u32>) -> bool {
     ignore == Some(t)
 }

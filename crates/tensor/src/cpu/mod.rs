@@ -123,6 +123,15 @@ impl<E: Element> Backend for Cpu<E> {
         fused::rms_norm_backward((x.0, x.1), (w.0, w.1), (g.0, g.1), eps)
     }
 
+    fn rope(
+        &self,
+        x: (&Vec<E>, &Layout),
+        cos: (&Vec<E>, &Layout),
+        sin: (&Vec<E>, &Layout),
+    ) -> Vec<E> {
+        fused::rope((x.0, x.1), (cos.0, cos.1), (sin.0, sin.1))
+    }
+
     fn cross_entropy(
         &self,
         logits: &Vec<E>,

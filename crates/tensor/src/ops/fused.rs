@@ -79,6 +79,28 @@ impl<B: Backend> Tensor<B> {
         )
     }
 
+    /// Rotary position embedding (rotate-half) of x (.., T, d) with (T, d) tables `cos` and `sin`:
+    /// `x * cos + rotate_half(x) * sin`, one pass. Passing `-sin` applies the inverse rotation.
+    pub fn rope(&self, cos: &Self, sin: &Self) -> Self {
+        let (r, dims) = (self.rank(), self.dims());
+        assert!(
+            r >= 2
+                && dims[r - 1] % 2 == 0
+                && cos.dims() == &dims[r - 2..]
+                && sin.dims() == &dims[r - 2..],
+            "rope: input {} needs (.., T, even d) and tables of shape (T, d), got {} and {}",
+            self.shape(),
+            cos.shape(),
+            sin.shape()
+        );
+        let out = self.backend().rope(
+            (self.storage(), self.layout()),
+            (cos.storage(), cos.layout()),
+            (sin.storage(), sin.layout()),
+        );
+        Self::from_storage(out, self.shape(), self.backend())
+    }
+
     /// Per-row loss `-log softmax(logits)[target]` for logits (n, v); rows with target `ignore` give 0.
     pub fn cross_entropy_rows(&self, targets: &[u32], ignore: Option<u32>) -> Self {
         assert_eq!(
