@@ -6,10 +6,34 @@
 
 use super::strided::{par_chunks, par_rows, Strided};
 use crate::{BinaryOp, Element, Layout, UnaryOp};
+use std::mem::MaybeUninit;
 
 /// Gathers the elements `layout` addresses into a new row-major vector.
 pub fn to_contiguous<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
     map1(x, layout, |v| v)
+}
+
+/// Runs a kernel over the rows of an iteration: `run(out_slots, operand_offsets)` fills one run of output
+/// slots. One long row (contiguous operands) is cut into pieces so that it, too, spreads over threads;
+/// each piece starts where the operands' inner strides put its first element.
+fn par_runs<E: Element, const K: usize>(
+    out: &mut [MaybeUninit<E>],
+    it: &Strided<K>,
+    run: impl Fn(&mut [MaybeUninit<E>], [usize; K]) + Sync,
+) {
+    let (inner, step) = (it.inner, it.inner_strides);
+    if it.rows() == 1 {
+        let start = it.start();
+        return par_chunks(out, |part, first| {
+            run(part, std::array::from_fn(|k| start[k] + first * step[k]))
+        });
+    }
+    par_rows(out, it.rows(), inner, |chunk, rows| {
+        let first = rows.start;
+        it.for_rows(rows, |row, offsets| {
+            run(&mut chunk[(row - first) * inner..][..inner], offsets)
+        });
+    });
 }
 
 /// Applies `f` to every element `layout` addresses; the output is row-major.
@@ -17,46 +41,20 @@ pub fn map1<E: Element>(x: &[E], layout: &Layout, f: impl Fn(E) -> E + Sync) -> 
     let n = layout.shape().numel();
     let mut out = Vec::with_capacity(n);
     let it = Strided::new(layout.dims(), [layout.strides()], [layout.offset()]);
-    let (inner, [s]) = (it.inner, it.inner_strides);
-    if it.rows() == 1 && s == 1 {
-        let x = &x[layout.offset()..layout.offset() + n];
-        par_chunks(&mut out.spare_capacity_mut()[..n], |part, start| {
-            let len = part.len();
-            for (o, &v) in part.iter_mut().zip(&x[start..start + len]) {
+    let [s] = it.inner_strides;
+    par_runs(&mut out.spare_capacity_mut()[..n], &it, |o, [off]| {
+        let len = o.len();
+        if s == 1 {
+            for (o, &v) in o.iter_mut().zip(&x[off..off + len]) {
                 o.write(f(v));
             }
-        });
-        return assume_init(out, n);
-    }
-    par_rows(
-        &mut out.spare_capacity_mut()[..n],
-        it.rows(),
-        inner,
-        |chunk, rows| {
-            let first = rows.start;
-            it.for_rows(rows, |row, [off]| {
-                let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
-                if s == 1 {
-                    for (o, &v) in o.iter_mut().zip(&x[off..off + inner]) {
-                        o.write(f(v));
-                    }
-                } else {
-                    for (i, o) in o.iter_mut().enumerate() {
-                        o.write(f(x[off + i * s]));
-                    }
-                }
-            });
-        },
-    );
+        } else {
+            for (i, o) in o.iter_mut().enumerate() {
+                o.write(f(x[off + i * s]));
+            }
+        }
+    });
     assume_init(out, n)
-}
-
-/// Marks the first `n` elements of `out` initialised.
-/// Every caller writes all `n` through `spare_capacity_mut` first (a kernel covers its whole output).
-fn assume_init<E>(mut out: Vec<E>, n: usize) -> Vec<E> {
-    // SAFETY: see above; `n <= capacity` because the vector was made with capacity n.
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// Applies `f` pairwise; both layouts already have the output shape (stride 0 on broadcast axes).
@@ -68,45 +66,49 @@ pub fn map2<E: Element>(
     f: impl Fn(E, E) -> E + Sync,
 ) -> Vec<E> {
     let n = la.shape().numel();
-    let mut out = vec![E::zero(); n];
+    let mut out = Vec::with_capacity(n);
     let it = Strided::new(
         la.dims(),
         [la.strides(), lb.strides()],
         [la.offset(), lb.offset()],
     );
-    let (inner, [sa, sb]) = (it.inner, it.inner_strides);
-    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
-        let first = rows.start;
-        it.for_rows(rows, |row, [oa, ob]| {
-            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
-            match (sa, sb) {
-                (1, 1) => {
-                    for ((o, &x), &y) in
-                        o.iter_mut().zip(&a[oa..oa + inner]).zip(&b[ob..ob + inner])
-                    {
-                        *o = f(x, y);
-                    }
-                }
-                (1, 0) => {
-                    let y = b[ob];
-                    for (o, &x) in o.iter_mut().zip(&a[oa..oa + inner]) {
-                        *o = f(x, y);
-                    }
-                }
-                (0, 1) => {
-                    let x = a[oa];
-                    for (o, &y) in o.iter_mut().zip(&b[ob..ob + inner]) {
-                        *o = f(x, y);
-                    }
-                }
-                _ => {
-                    for (i, o) in o.iter_mut().enumerate() {
-                        *o = f(a[oa + i * sa], b[ob + i * sb]);
-                    }
+    let [sa, sb] = it.inner_strides;
+    par_runs(&mut out.spare_capacity_mut()[..n], &it, |o, [oa, ob]| {
+        let len = o.len();
+        // Specialised on the common stride patterns, so that each loop vectorises.
+        match (sa, sb) {
+            (1, 1) => {
+                for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
+                    o.write(f(x, y));
                 }
             }
-        });
+            (1, 0) => {
+                let y = b[ob];
+                for (o, &x) in o.iter_mut().zip(&a[oa..oa + len]) {
+                    o.write(f(x, y));
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (o, &y) in o.iter_mut().zip(&b[ob..ob + len]) {
+                    o.write(f(x, y));
+                }
+            }
+            _ => {
+                for (i, o) in o.iter_mut().enumerate() {
+                    o.write(f(a[oa + i * sa], b[ob + i * sb]));
+                }
+            }
+        }
     });
+    assume_init(out, n)
+}
+
+/// Marks the first `n` elements of `out` initialised.
+/// Every caller writes all `n` through `spare_capacity_mut` first (a kernel covers its whole output).
+fn assume_init<E>(mut out: Vec<E>, n: usize) -> Vec<E> {
+    // SAFETY: see above; `n <= capacity` because the vector was made with capacity n.
+    unsafe { out.set_len(n) };
     out
 }
 
@@ -117,27 +119,27 @@ pub fn where_cond<E: Element>(
     b: (&[E], &Layout),
 ) -> Vec<E> {
     let n = c.1.shape().numel();
-    let mut out = vec![E::zero(); n];
+    let mut out = Vec::with_capacity(n);
     let it = Strided::new(
         c.1.dims(),
         [c.1.strides(), a.1.strides(), b.1.strides()],
         [c.1.offset(), a.1.offset(), b.1.offset()],
     );
-    let (inner, [sc, sa, sb]) = (it.inner, it.inner_strides);
-    par_rows(&mut out, it.rows(), inner, |chunk, rows| {
-        let first = rows.start;
-        it.for_rows(rows, |row, [oc, oa, ob]| {
-            let o = &mut chunk[(row - first) * inner..(row - first + 1) * inner];
+    let [sc, sa, sb] = it.inner_strides;
+    par_runs(
+        &mut out.spare_capacity_mut()[..n],
+        &it,
+        |o, [oc, oa, ob]| {
             for (i, o) in o.iter_mut().enumerate() {
-                *o = if c.0[oc + i * sc] != E::zero() {
+                o.write(if c.0[oc + i * sc] != E::zero() {
                     a.0[oa + i * sa]
                 } else {
                     b.0[ob + i * sb]
-                };
+                });
             }
-        });
-    });
-    out
+        },
+    );
+    assume_init(out, n)
 }
 
 /// Copies `src` (as `ls` addresses it) into the places of `dst` that `ld` addresses.

@@ -57,6 +57,11 @@ impl<const K: usize> Strided<K> {
         }
     }
 
+    /// The operands' offsets at the first element.
+    pub fn start(&self) -> [usize; K] {
+        self.offsets
+    }
+
     pub fn rows(&self) -> usize {
         if self.inner == 0 {
             0
