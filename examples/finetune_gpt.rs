@@ -274,15 +274,15 @@ fn print_report(s: &Summary) {
             100.0 * s.trainable as f64 / s.total as f64
         ),
     );
-    row(
-        "optimizer state (AdamW m, v)",
-        format!(
-            "{} KiB vs {} KiB for full fine-tuning ({:.1}x less)",
-            s.optimizer_bytes / 1024,
-            s.full_optimizer_bytes / 1024,
+    let (opt_kib, full_kib) = (s.optimizer_bytes / 1024, s.full_optimizer_bytes / 1024);
+    let optimizer = match s.method {
+        Method::Full => format!("{opt_kib} KiB (every parameter trains)"),
+        _ => format!(
+            "{opt_kib} KiB vs {full_kib} KiB for full fine-tuning ({:.1}x less)",
             s.full_optimizer_bytes as f64 / s.optimizer_bytes.max(1) as f64
         ),
-    );
+    };
+    row("optimizer state (AdamW m, v)", optimizer);
     if let (Some(a), Some(b)) = s.acc {
         row(
             "task exact-match accuracy",

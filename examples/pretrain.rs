@@ -32,9 +32,15 @@ struct Args {
 #[path = "support/alloc.rs"]
 mod alloc;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
     alloc::keep_freed_memory();
-    let args = Args::parse();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let dev = Cpu::<f32>::new();
     let text = match &args.data {
         Some(path) => {
