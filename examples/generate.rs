@@ -1,7 +1,7 @@
 //! Continues a prompt with a base checkpoint and, optionally, one or more adapters in the PEFT layout.
 //!
 //! ```text
-//! cargo run --release --example generate -- --prompt "echo: tazumi ->" --adapter runs/adapter --temperature 0
+//! cargo run --release --example generate -- --prompt "Then bob went" --adapter runs/adapter --temperature 0
 //! ```
 //! With several `--adapter` folders the last one is active; `--merge` merges it into the base first.
 
