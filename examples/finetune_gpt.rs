@@ -25,6 +25,8 @@ use std::time::Instant;
 
 #[path = "support/alloc.rs"]
 mod alloc;
+#[path = "support/cli.rs"]
+mod cli;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -72,10 +74,7 @@ type Dev = Cpu<f32>;
 
 fn main() {
     alloc::keep_freed_memory();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 #[path = "support/alloc.rs"]
 mod alloc;
+#[path = "support/cli.rs"]
+mod cli;
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a base checkpoint plus optional adapters")]
@@ -41,10 +43,7 @@ struct Args {
 
 fn main() {
     alloc::keep_freed_memory();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    cli::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -184,32 +184,14 @@ impl<B: Backend> Var<B> {
 
     /// Elementwise maximum; where the two are equal the gradient goes to the left operand.
     pub fn maximum(&self, rhs: &Self) -> Self {
-        let (a, b) = (self.value(), rhs.value());
-        // d max(a, b) = [a >= b] da + [a < b] db
-        let pick_a = a.ge(&b);
-        self.binary_rule(rhs, "maximum", a.maximum(&b), move |need_a, need_b| {
-            let pick_a = saved(pick_a);
-            move |g: &Tensor<B>| {
-                let ga = need_a.then(|| g.mul(&pick_a));
-                let gb = need_b.then(|| g.mul(&pick_a.neg().add_scalar(1.0)));
-                (ga, gb)
-            }
-        })
+        // max(a, b) = where(a >= b, a, b), so d max = [a >= b] da + [a < b] db
+        Var::where_cond(&self.value().ge(&rhs.value()), self, rhs)
     }
 
     /// Elementwise minimum; where the two are equal the gradient goes to the left operand.
     pub fn minimum(&self, rhs: &Self) -> Self {
-        let (a, b) = (self.value(), rhs.value());
-        // d min(a, b) = [a <= b] da + [a > b] db
-        let pick_a = a.le(&b);
-        self.binary_rule(rhs, "minimum", a.minimum(&b), move |need_a, need_b| {
-            let pick_a = saved(pick_a);
-            move |g: &Tensor<B>| {
-                let ga = need_a.then(|| g.mul(&pick_a));
-                let gb = need_b.then(|| g.mul(&pick_a.neg().add_scalar(1.0)));
-                (ga, gb)
-            }
-        })
+        // min(a, b) = where(a <= b, a, b)
+        Var::where_cond(&self.value().le(&rhs.value()), self, rhs)
     }
 
     /// `cond != 0 ? a : b` with a constant condition.
