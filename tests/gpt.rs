@@ -134,6 +134,54 @@ fn whole_gpt_loss_gradients_wrt_all_parameters() {
 }
 
 #[test]
+fn sub_modules_are_found_and_visited_by_path() {
+    let mut config = GptConfig::tiny();
+    config.n_layers = 11; // so `layers.1` must not match `layers.10`
+    let mut model = Gpt::new(config, 0, &dev());
+    let mut paths = Vec::new();
+    model.visit_modules("", &mut |path, _| paths.push(path.to_string()));
+    assert_eq!(
+        paths[..4],
+        [
+            "",
+            "model.embed_tokens",
+            "model.layers.0",
+            "model.layers.0.input_layernorm"
+        ]
+    );
+    assert!(paths.contains(&"model.layers.10.mlp.down_proj".to_string()));
+
+    let q = model
+        .find_module("model.layers.1.self_attn.q_proj")
+        .expect("q_proj of layer 1");
+    let mut names = Vec::new();
+    q.visit_params("", &mut |name, p| {
+        names.push((name.to_string(), p.dims().to_vec()))
+    });
+    assert_eq!(names, [("weight".to_string(), vec![8, 8])]);
+    assert!(q.as_linear_mut().is_some());
+
+    let mlp = model
+        .find_module("model.layers.10.mlp")
+        .expect("layer 10's MLP");
+    assert_eq!(mlp.children_mut().len(), 3);
+    for missing in [
+        "model.layers.11",
+        "model.layers.1.self",
+        "model.layers.1.self_attn.q",
+        "nope",
+    ] {
+        assert!(
+            model.find_module(missing).is_none(),
+            "{missing} should not resolve"
+        );
+    }
+    let mut linears = 0;
+    model.visit_linears("", &mut |_, _| linears += 1);
+    assert_eq!(linears, 11 * 7 + usize::from(!model.config.tie_embeddings));
+}
+
+#[test]
 fn changing_token_t_never_changes_earlier_logits() {
     let model = Gpt::new(GptConfig::tiny(), 5, &dev());
     let ids: Vec<u32> = vec![3, 10, 200, 7, 42, 9, 1, 77];

@@ -42,10 +42,12 @@ impl<B: Backend> Module<B> for Attention<B> {
         self.o_proj.visit_params(&join(prefix, "o_proj"), f);
     }
 
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(&join(prefix, "q_proj"), &mut self.q_proj);
-        f(&join(prefix, "k_proj"), &mut self.k_proj);
-        f(&join(prefix, "v_proj"), &mut self.v_proj);
-        f(&join(prefix, "o_proj"), &mut self.o_proj);
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
+        vec![
+            ("q_proj".into(), &mut self.q_proj),
+            ("k_proj".into(), &mut self.k_proj),
+            ("v_proj".into(), &mut self.v_proj),
+            ("o_proj".into(), &mut self.o_proj),
+        ]
     }
 }

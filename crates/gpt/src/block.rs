@@ -4,7 +4,7 @@ use crate::attention::Attention;
 use crate::mlp::Mlp;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Linear, Module, RmsNorm};
+use lowrank_nn::{join, Module, RmsNorm};
 use lowrank_tensor::Backend;
 
 pub struct Block<B: Backend> {
@@ -34,8 +34,15 @@ impl<B: Backend> Module<B> for Block<B> {
         self.mlp.visit_params(&join(prefix, "mlp"), f);
     }
 
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        self.self_attn.visit_linears(&join(prefix, "self_attn"), f);
-        self.mlp.visit_linears(&join(prefix, "mlp"), f);
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
+        vec![
+            ("input_layernorm".into(), &mut self.input_layernorm),
+            ("self_attn".into(), &mut self.self_attn),
+            (
+                "post_attention_layernorm".into(),
+                &mut self.post_attention_layernorm,
+            ),
+            ("mlp".into(), &mut self.mlp),
+        ]
     }
 }

@@ -26,9 +26,11 @@ impl<B: Backend> Module<B> for Mlp<B> {
         self.down_proj.visit_params(&join(prefix, "down_proj"), f);
     }
 
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(&join(prefix, "gate_proj"), &mut self.gate_proj);
-        f(&join(prefix, "up_proj"), &mut self.up_proj);
-        f(&join(prefix, "down_proj"), &mut self.down_proj);
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
+        vec![
+            ("gate_proj".into(), &mut self.gate_proj),
+            ("up_proj".into(), &mut self.up_proj),
+            ("down_proj".into(), &mut self.down_proj),
+        ]
     }
 }

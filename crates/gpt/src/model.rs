@@ -115,13 +115,16 @@ impl<B: Backend> Module<B> for Gpt<B> {
         }
     }
 
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        let model = join(prefix, "model");
+    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
+        let mut out: Vec<(String, &mut dyn Module<B>)> =
+            vec![("model.embed_tokens".into(), &mut self.embed_tokens)];
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.visit_linears(&join(&model, &format!("layers.{i}")), f);
+            out.push((format!("model.layers.{i}"), layer));
         }
+        out.push(("model.norm".into(), &mut self.norm));
         if let Some(head) = &mut self.lm_head {
-            f(&join(prefix, "lm_head"), head);
+            out.push(("lm_head".into(), head));
         }
+        out
     }
 }

@@ -1,7 +1,6 @@
 //! `Embedding`: a table of vectors, one row per token id; the forward pass is a row lookup.
 
 use crate::module::{join, Module};
-use crate::Linear;
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 
@@ -31,6 +30,4 @@ impl<B: Backend> Module<B> for Embedding<B> {
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
         f(&join(prefix, "weight"), &self.weight);
     }
-
-    fn visit_linears(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Linear<B>)) {}
 }

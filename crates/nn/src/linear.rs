@@ -110,7 +110,7 @@ impl<B: Backend> Module<B> for Linear<B> {
         }
     }
 
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<B>)) {
-        f(prefix, self);
+    fn as_linear_mut(&mut self) -> Option<&mut Linear<B>> {
+        Some(self)
     }
 }

@@ -2,7 +2,6 @@
 //! subtraction, no bias). One fused kernel forward, one backward.
 
 use crate::module::{join, Module};
-use crate::Linear;
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Tensor};
 
@@ -29,6 +28,4 @@ impl<B: Backend> Module<B> for RmsNorm<B> {
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
         f(&join(prefix, "weight"), &self.weight);
     }
-
-    fn visit_linears(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Linear<B>)) {}
 }
