@@ -68,8 +68,20 @@ fn rms_norm_gradients() {
 #[test]
 fn rotary_embedding_gradients_and_norm_preservation() {
     let rope = Rope::new(6, 5, 10000.0, &dev());
-    let x = randn(&[2, 3, 5, 6], 7);
+    let x = randn(&[2, 5, 3, 6], 7); // (B, T, H, hd)
     check(|| weighted(&rope.apply(&x), 8), std::slice::from_ref(&x));
+    // Position 0 is not rotated; every later one is, by the same angles in every head.
+    let (xv, yv) = (x.value(), rope.apply(&x).value());
+    let at =
+        |t: &Tensor<F64>, pos: usize, head: usize| t.narrow(1, pos, 1).narrow(2, head, 1).to_vec();
+    assert_eq!(at(&xv, 0, 1), at(&yv, 0, 1));
+    assert!(at(&xv, 3, 1)
+        .iter()
+        .zip(at(&yv, 3, 1))
+        .any(|(a, b)| (a - b).abs() > 1e-3));
+    let same_heads = Tensor::concat(&[&xv.narrow(2, 0, 1), &xv.narrow(2, 0, 1)], 2);
+    let y2 = rope.apply(&Var::constant(same_heads)).value();
+    assert_eq!(at(&y2, 4, 0), at(&y2, 4, 1));
     // A rotation preserves each pair's length: the norm of every position vector is unchanged.
     let y = rope.apply(&x).value();
     let norms = |t: &Tensor<F64>| t.sqr().sum(-1, false).to_vec();

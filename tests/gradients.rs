@@ -147,6 +147,17 @@ fn matmul_pair() -> impl Strategy<Value = Case> {
         })
 }
 
+/// q, k, v of one (B, H, T, D) shape; T sometimes past the attention kernel's 32-query blocks.
+fn attention_triple() -> impl Strategy<Value = Case> {
+    (
+        1usize..3,
+        1usize..3,
+        prop_oneof![3 => 1usize..6, 1 => 33usize..40],
+        1usize..4,
+    )
+        .prop_flat_map(|(b, h, t, d)| case_of(vec![vec![b, h, t, d]; 3], 1))
+}
+
 // ---- one property per op ---------------------------------------------------------------------------------------
 
 macro_rules! grad_props {
@@ -240,6 +251,7 @@ grad_props! {
     softmax(one(1, 3)) => |v, _| v[0].softmax();
     causal_softmax(one(2, 3)) => |v, _| v[0].causal_softmax();
     log_softmax(one(1, 3)) => |v, _| v[0].log_softmax();
+    attention(attention_triple()) => |v, c| Var::attention(&v[0], &v[1], &v[2], 0.7, c.flag);
     rms_norm(one(1, 3)) => |v, c| {
         let n = *v[0].dims().last().unwrap();
         let w = Var::param(Tensor::randn([n], 1.0, 0.3, &mut rng(c.seed), &F64::new()));

@@ -20,16 +20,15 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
         let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let (h, hd) = (self.n_heads, c / self.n_heads);
-        // (B, T, C) -> (B, T, H, hd) -> (B, H, T, hd): a view, heads become a batch axis
-        let heads = |y: Var<B>| y.reshape([b, t, h, hd]).permute(&[0, 2, 1, 3]);
-        let q = rope
-            .apply(&heads(self.q_proj.forward(x)))
-            .mul_scalar(1.0 / (hd as f64).sqrt()); // (B, H, T, hd)
-        let k = rope.apply(&heads(self.k_proj.forward(x))); // (B, H, T, hd)
-        let v = heads(self.v_proj.forward(x)); // (B, H, T, hd)
-        let att = q.matmul(&k.t()).causal_softmax(); // (B, H, T, T), key j > query i masked
-        let y = att.matmul(&v); // (B, H, T, hd)
-        let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C)
+        let split = |y: Var<B>| y.reshape([b, t, h, hd]); // (B, T, C) -> (B, T, H, hd), a view
+        let heads = |y: Var<B>| y.permute(&[0, 2, 1, 3]); // -> (B, H, T, hd): heads become a batch axis, a view
+        let q = rope.apply(&split(self.q_proj.forward(x))); // (B, T, H, hd)
+        let k = rope.apply(&split(self.k_proj.forward(x))); // (B, T, H, hd)
+        let v = split(self.v_proj.forward(x)); // (B, T, H, hd)
+                                               // softmax(q k^T / sqrt(hd)) v per head, key j > query i masked; one fused op (see docs/gpt.md)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = Var::attention(&heads(q), &heads(k), &heads(v), scale, true); // (B, H, T, hd)
+        let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C), a view: y's memory is (B, T, H, hd)
         self.o_proj.forward(&y)
     }
 }

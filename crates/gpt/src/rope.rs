@@ -37,18 +37,23 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// Rotates x (.., T, head_dim) by the angles of positions 0..T.
+    /// Rotates x (B, T, H, head_dim) — a projection's output split into heads — by the angles of positions
+    /// 0..T. Working in this layout (rather than (B, H, T, head_dim)) keeps x contiguous: no copy either way.
     pub fn apply(&self, x: &Var<B>) -> Var<B> {
         let dims = x.dims();
-        let (t, hd) = (dims[dims.len() - 2], dims[dims.len() - 1]);
         assert!(
-            t <= self.cos.dims()[0] && hd == self.cos.dims()[1],
-            "rope: input {} does not fit tables of {} positions x {} dims",
+            dims.len() == 4 && dims[1] <= self.cos.dims()[0] && dims[3] == self.cos.dims()[1],
+            "rope: input {} is not (B, T, H, head_dim) within tables of {} positions x {} dims",
             x.shape(),
             self.cos.dims()[0],
             self.cos.dims()[1]
         );
-        let (cos, sin) = (self.cos.narrow(0, 0, t), self.sin.narrow(0, 0, t)); // (T, hd)
+        let (t, hd) = (dims[1], dims[3]);
+        // (T, 1, hd): one row per position, shared by the heads
+        let (cos, sin) = (
+            self.cos.narrow(0, 0, t).reshape([t, 1, hd]),
+            self.sin.narrow(0, 0, t).reshape([t, 1, hd]),
+        );
         let y = x.value().rope(&cos, &sin); // one fused pass
                                             // d rope(x) = rope^T(g): rotate back, by -angle
         x.unary_rule("rope", y, move || {

@@ -203,14 +203,39 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         eps: f64,
     ) -> (Self::Storage, Self::Storage);
     /// Rotary position embedding over the last axis of x (.., T, d), rotate-half convention:
-    /// `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`, for (T, d) tables
-    /// `cos` and `sin` (row t for position t). With `-sin` it is the inverse rotation (the backward pass).
+    /// `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]` over x's last axis; the
+    /// tables come as views broadcast to x's shape (one row per position, repeated across the other axes).
+    /// With `-sin` it is the inverse rotation (the backward pass).
     fn rope(
         &self,
         x: (&Self::Storage, &Layout),
         cos: (&Self::Storage, &Layout),
         sin: (&Self::Storage, &Layout),
     ) -> Self::Storage;
+    /// Scaled dot-product attention for q, k, v of shape (B, H, T, D), any strides: per (batch, head),
+    /// `P = softmax(scale q k^T)` (with `causal`, key j > query i is masked) and `out = P v`. Returns `out`
+    /// laid out as (B, T, H, D) in memory (the heads side by side, as the output projection reads them) and
+    /// `P` as a contiguous (B, H, T, T), which the backward pass takes back.
+    fn attention(
+        &self,
+        q: (&Self::Storage, &Layout),
+        k: (&Self::Storage, &Layout),
+        v: (&Self::Storage, &Layout),
+        scale: f64,
+        causal: bool,
+    ) -> (Self::Storage, Self::Storage);
+    /// Gradients of `attention` w.r.t. q, k and v given the upstream gradient `g` (B, H, T, D), each laid out
+    /// as (B, T, H, D); only those that `need` asks for are computed.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        qkv: [(&Self::Storage, &Layout); 3],
+        probs: &Self::Storage,
+        g: (&Self::Storage, &Layout),
+        scale: f64,
+        causal: bool,
+        need: [bool; 3],
+    ) -> [Option<Self::Storage>; 3];
     /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
     fn cross_entropy(
         &self,

@@ -513,6 +513,21 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         });
         close(&t_rope(&t, &cos, &sin, dev), &want, "rope");
     }
+    if r >= 3 && n.is_multiple_of(2) {
+        // rope with (T, 1, d) tables: positions on axis r-3, repeated across axis r-2 (heads as (B, T, H, d))
+        let steps = nd.shape[r - 3];
+        let cos = Nd::from_fn(&[steps, 1, n], |i| (i[0] as f64 * 0.7 + i[2] as f64).cos());
+        let sin = Nd::from_fn(&[steps, 1, n], |i| (i[0] as f64 * 0.3 - i[2] as f64).sin());
+        let h = n / 2;
+        let want = Nd::from_fn(&nd.shape, |i| {
+            let (pos, k) = (i[r - 3], i[r - 1]);
+            let mut j = i.to_vec();
+            j[r - 1] = if k < h { k + h } else { k - h };
+            let rotated = if k < h { -nd.at(&j) } else { nd.at(&j) };
+            nd.at(i) * cos.at(&[pos, 0, k]) + rotated * sin.at(&[pos, 0, k])
+        });
+        close(&t_rope(&t, &cos, &sin, dev), &want, "rope (T, 1, d) tables");
+    }
     let w = Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25);
     let tw = make(&w, 0, dev);
     let want = Nd::from_fn(&nd.shape, |i| {
@@ -548,6 +563,100 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         &want,
         "cross_entropy_rows",
     );
+}
+
+/// q, k, v (B, H, T, D) and an upstream gradient; `how` 3 lays a tensor out as the model does, (B, T, H, D)
+/// memory seen through a permute.
+type AttentionCase = ([(Nd, u8); 4], bool);
+
+fn check_attention<B: Backend>(dev: &B, (inputs, causal): &AttentionCase) {
+    let t_of = |(nd, how): &(Nd, u8)| {
+        if *how == 3 {
+            let s = &nd.shape;
+            let heads = Nd::from_fn(&[s[0], s[2], s[1], s[3]], |i| {
+                nd.at(&[i[0], i[2], i[1], i[3]])
+            });
+            make(&heads, 0, dev).permute(&[0, 2, 1, 3])
+        } else {
+            make(nd, *how, dev)
+        }
+    };
+    let [q, k, v, g] = [0, 1, 2, 3].map(|i| &inputs[i].0);
+    let [tq, tk, tv, tg] = [0, 1, 2, 3].map(|i| t_of(&inputs[i]));
+    let (t, d) = (q.shape[2], q.shape[3]);
+    let scale = 0.6;
+    let visible = |i: usize| if *causal { i + 1 } else { t };
+    // P[b, h, i, j] by the definition, zero where masked
+    let probs = Nd::from_fn(&[q.shape[0], q.shape[1], t, t], |x| {
+        let (b, h, i) = (x[0], x[1], x[2]);
+        let score = |j: usize| {
+            scale
+                * (0..d)
+                    .map(|e| q.at(&[b, h, i, e]) * k.at(&[b, h, j, e]))
+                    .sum::<f64>()
+        };
+        let s: Vec<f64> = (0..visible(i)).map(score).collect();
+        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = s.iter().map(|v| (v - max).exp()).sum();
+        if x[3] < visible(i) {
+            (s[x[3]] - max).exp() / sum
+        } else {
+            0.0
+        }
+    });
+    let p = |b: usize, h: usize, i: usize, j: usize| probs.at(&[b, h, i, j]);
+    let want_out = Nd::from_fn(&q.shape, |x| {
+        (0..t)
+            .map(|j| p(x[0], x[1], x[2], j) * v.at(&[x[0], x[1], j, x[3]]))
+            .sum()
+    });
+    let (out, tp) = Tensor::attention(&tq, &tk, &tv, scale, *causal);
+    close(&out, &want_out, "attention out");
+    close(&tp, &probs, "attention probabilities");
+    // dS[b, h, i, j] = P (dP - sum_j P dP),  dP = g v^T
+    let dp = |b: usize, h: usize, i: usize, j: usize| {
+        (0..d)
+            .map(|e| g.at(&[b, h, i, e]) * v.at(&[b, h, j, e]))
+            .sum::<f64>()
+    };
+    let ds = Nd::from_fn(&probs.shape, |x| {
+        let (b, h, i) = (x[0], x[1], x[2]);
+        let dot: f64 = (0..t).map(|j| p(b, h, i, j) * dp(b, h, i, j)).sum();
+        p(b, h, i, x[3]) * (dp(b, h, i, x[3]) - dot)
+    });
+    let want = [
+        Nd::from_fn(&q.shape, |x| {
+            scale
+                * (0..t)
+                    .map(|j| ds.at(&[x[0], x[1], x[2], j]) * k.at(&[x[0], x[1], j, x[3]]))
+                    .sum::<f64>()
+        }),
+        Nd::from_fn(&q.shape, |x| {
+            scale
+                * (0..t)
+                    .map(|i| ds.at(&[x[0], x[1], i, x[2]]) * q.at(&[x[0], x[1], i, x[3]]))
+                    .sum::<f64>()
+        }),
+        Nd::from_fn(&q.shape, |x| {
+            (0..t)
+                .map(|i| p(x[0], x[1], i, x[2]) * g.at(&[x[0], x[1], i, x[3]]))
+                .sum()
+        }),
+    ];
+    for need in [
+        [true, true, true],
+        [true, false, true],
+        [false, false, true],
+        [false, true, false],
+    ] {
+        let grads = Tensor::attention_backward(&tq, &tk, &tv, &tp, &tg, scale, *causal, need);
+        for (i, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
+            match &grads[i] {
+                Some(got) => close(got, &want[i], &format!("attention {name}")),
+                None => assert!(!need[i], "attention {name} was asked for"),
+            }
+        }
+    }
 }
 
 fn t_rope<B: Backend>(x: &Tensor<B>, cos: &Nd, sin: &Nd, dev: &B) -> Tensor<B> {
@@ -602,6 +711,19 @@ mod strategies {
         (nonempty_shape(1, 3).prop_flat_map(values), 0u8..3)
             .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 0..6)))
     }
+    /// T sometimes spans several of the kernel's 32-query blocks, with a partial last one.
+    pub fn attention() -> impl Strategy<Value = AttentionCase> {
+        (
+            1usize..3,
+            1usize..3,
+            prop_oneof![3 => 0usize..6, 1 => 30usize..70],
+            1usize..5,
+        )
+            .prop_flat_map(|(b, h, t, d)| {
+                let one = || (values(vec![b, h, t, d]), 0u8..4);
+                ([one(), one(), one(), one()], any::<bool>())
+            })
+    }
     pub fn fused() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
         (nonempty_shape(1, 3).prop_flat_map(values), 0u8..3)
             .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 1..6)))
@@ -616,6 +738,7 @@ on_every_backend! {
     views => |dev| |((nd, how), p): ((Nd, u8), usize)| check_views(&dev, &nd, how, p);
     index => |dev| |((nd, how), ids): ((Nd, u8), Vec<u32>)| check_index(&dev, &nd, how, &ids);
     fused => |dev| |((nd, how), tg): ((Nd, u8), Vec<u32>)| check_fused(&dev, &nd, how, &tg);
+    attention => |dev| |case: AttentionCase| check_attention(&dev, &case);
 }
 
 // ---- large inputs take the parallel paths ------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! the composed elementwise ops would make.
 
 use super::reduce::contiguous_slice;
-use super::strided::par_rows;
+use super::strided::{par_rows, Strided};
 use crate::{Element, Layout, Shape};
 use rayon::prelude::*;
 
@@ -32,19 +32,29 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
             } else {
                 n
             };
-            let xr = &x[r * n..r * n + visible];
             let yr = &mut chunk[(r - range.start) * n..][..visible];
-            let max = xr.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-            // Exponentiate in one pass and sum in another: a loop that does both cannot vectorise the exp.
-            for (y, &v) in yr.iter_mut().zip(xr) {
-                *y = (v - max).fast_exp();
-            }
-            let sum = yr.iter().fold(E::zero(), |s, &y| s + y);
-            let inv = sum.recip();
-            yr.iter_mut().for_each(|y| *y *= inv);
+            yr.copy_from_slice(&x[r * n..r * n + visible]);
+            softmax_in_place(yr);
         }
     });
     out
+}
+
+/// Replaces a row of scores by their softmax.
+pub(super) fn softmax_in_place<E: Element>(row: &mut [E]) {
+    let max = row.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
+    // Exponentiate in one pass and sum in another: a loop that does both cannot vectorise the exp.
+    row.iter_mut().for_each(|v| *v = (*v - max).fast_exp());
+    let inv = row.iter().fold(E::zero(), |s, &y| s + y).recip();
+    row.iter_mut().for_each(|y| *y *= inv);
+}
+
+/// Replaces the upstream gradient g of a softmax row by the gradient of its input: `y * (g - sum(g * y))`.
+pub(super) fn softmax_backward_in_place<E: Element>(y: &[E], g: &mut [E]) {
+    let dot = y.iter().zip(&*g).fold(E::zero(), |s, (&a, &b)| s + a * b);
+    g.iter_mut()
+        .zip(y)
+        .for_each(|(d, &yv)| *d = yv * (*d - dot));
 }
 
 pub fn softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> Vec<E> {
@@ -53,12 +63,9 @@ pub fn softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> V
     let mut out = vec![E::zero(); y.len()];
     par_rows(&mut out, rows, n, |chunk, range| {
         for r in range.clone() {
-            let (yr, gr) = (&y[r * n..][..n], &g[r * n..][..n]);
-            let dot = yr.iter().zip(gr).fold(E::zero(), |s, (&a, &b)| s + a * b);
             let dr = &mut chunk[(r - range.start) * n..][..n];
-            for ((d, &yv), &gv) in dr.iter_mut().zip(yr).zip(gr) {
-                *d = yv * (gv - dot);
-            }
+            dr.copy_from_slice(&g[r * n..][..n]);
+            softmax_backward_in_place(&y[r * n..][..n], dr);
         }
     });
     out
@@ -187,28 +194,56 @@ pub fn rms_norm_backward<E: Element>(
 }
 
 /// One pass of rotate-half RoPE: row r of x (.., T, d) is at position `r % T`.
+/// RoPE with `cos` and `sin` given as views broadcast to x's shape (any layout whose last axis has stride 1).
+/// The tables are walked with `Strided`: a run of `inner` elements (a multiple of d) has its table entries
+/// side by side, so each run rotates d-sized pieces against a contiguous slice of each table.
 pub fn rope<E: Element>(x: (&[E], &Layout), cos: (&[E], &Layout), sin: (&[E], &Layout)) -> Vec<E> {
-    let shape = x.1.shape();
-    let (rows, d) = rows_of(shape);
-    let t = shape.dims()[shape.rank() - 2];
-    let (x, cos, sin) = (
-        contiguous_slice(x.0, x.1),
-        contiguous_slice(cos.0, cos.1),
-        contiguous_slice(sin.0, sin.1),
-    );
+    let (rows, d) = rows_of(x.1.shape());
     let h = d / 2;
-    let mut out = vec![E::zero(); x.len()];
-    par_rows(&mut out, rows, d, |chunk, range| {
-        for r in range.clone() {
-            let (xr, pos) = (&x[r * d..][..d], (r % t) * d);
-            let (c, s) = (&cos[pos..pos + d], &sin[pos..pos + d]);
-            let y = &mut chunk[(r - range.start) * d..][..d];
-            for i in 0..h {
-                y[i] = xr[i] * c[i] - xr[i + h] * s[i];
-                y[i + h] = xr[i + h] * c[i + h] + xr[i] * s[i + h];
-            }
-        }
-    });
+    let tables = Strided::new(
+        cos.1.dims(),
+        [cos.1.strides(), sin.1.strides()],
+        [cos.1.offset(), sin.1.offset()],
+    );
+    assert!(
+        rows * d == 0 || tables.inner_strides == [1, 1],
+        "rope: the cos and sin tables need a contiguous last axis"
+    );
+    let x = contiguous_slice(x.0, x.1);
+    let mut out = Vec::with_capacity(rows * d);
+    if rows * d == 0 {
+        return out;
+    }
+    let inner = tables.inner; // d, or a multiple of d where the table axes merged with it
+    par_rows(
+        &mut out.spare_capacity_mut()[..rows * d],
+        tables.rows(),
+        inner,
+        |chunk, range| {
+            let base = range.start * inner;
+            tables.for_rows(range, |row, [oc, os]| {
+                let start = row * inner;
+                let (xs, ys) = (
+                    &x[start..start + inner],
+                    &mut chunk[start - base..][..inner],
+                );
+                let (cs, ss) = (&cos.0[oc..oc + inner], &sin.0[os..os + inner]);
+                for (((xr, y), c), s) in xs
+                    .chunks_exact(d)
+                    .zip(ys.chunks_exact_mut(d))
+                    .zip(cs.chunks_exact(d))
+                    .zip(ss.chunks_exact(d))
+                {
+                    for i in 0..h {
+                        y[i].write(xr[i] * c[i] - xr[i + h] * s[i]);
+                        y[i + h].write(xr[i + h] * c[i + h] + xr[i] * s[i + h]);
+                    }
+                }
+            });
+        },
+    );
+    // SAFETY: the runs above cover all rows * d outputs.
+    unsafe { out.set_len(rows * d) };
     out
 }
 

@@ -12,12 +12,12 @@ use rayon::prelude::*;
 const PAR_MIN_MACS: usize = 1 << 20;
 
 /// A raw output pointer that rayon tasks may share: each task writes its own disjoint block.
-struct OutPtr<E>(*mut E);
+pub(super) struct OutPtr<E>(pub(super) *mut E);
 unsafe impl<E> Send for OutPtr<E> {}
 unsafe impl<E> Sync for OutPtr<E> {}
 
 impl<E> OutPtr<E> {
-    fn at(&self, offset: usize) -> *mut E {
+    pub(super) fn at(&self, offset: usize) -> *mut E {
         unsafe { self.0.add(offset) }
     }
 }

@@ -3,6 +3,7 @@
 //! Storage is a plain `Vec<E>`. Parallel work goes through rayon (only above a size threshold), GEMM
 //! through `matrixmultiply`. The kernels live in one file per family; this file only wires them to the trait.
 
+mod attention;
 mod elementwise;
 mod fused;
 mod index;
@@ -130,6 +131,39 @@ impl<E: Element> Backend for Cpu<E> {
         sin: (&Vec<E>, &Layout),
     ) -> Vec<E> {
         fused::rope((x.0, x.1), (cos.0, cos.1), (sin.0, sin.1))
+    }
+
+    fn attention(
+        &self,
+        q: (&Vec<E>, &Layout),
+        k: (&Vec<E>, &Layout),
+        v: (&Vec<E>, &Layout),
+        scale: f64,
+        causal: bool,
+    ) -> (Vec<E>, Vec<E>) {
+        attention::attention((q.0, q.1), (k.0, k.1), (v.0, v.1), scale, causal)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: [(&Vec<E>, &Layout); 3],
+        probs: &Vec<E>,
+        g: (&Vec<E>, &Layout),
+        scale: f64,
+        causal: bool,
+        need: [bool; 3],
+    ) -> [Option<Vec<E>>; 3] {
+        let [q, k, v] = qkv;
+        attention::attention_backward(
+            (q.0, q.1),
+            (k.0, k.1),
+            (v.0, v.1),
+            probs,
+            (g.0, g.1),
+            scale,
+            causal,
+            need,
+        )
     }
 
     fn cross_entropy(

@@ -79,19 +79,32 @@ impl<B: Backend> Tensor<B> {
         )
     }
 
-    /// Rotary position embedding (rotate-half) of x (.., T, d) with (T, d) tables `cos` and `sin`:
-    /// `x * cos + rotate_half(x) * sin`, one pass. Passing `-sin` applies the inverse rotation.
+    /// Rotary position embedding (rotate-half) of x (.., d) with tables `cos` and `sin` that broadcast to
+    /// x's shape: `x * cos + rotate_half(x) * sin`, one pass. Tables of shape (T, d) fit x (.., T, d);
+    /// (T, 1, d) fits heads laid out as (B, T, H, d). Passing `-sin` applies the inverse rotation.
     pub fn rope(&self, cos: &Self, sin: &Self) -> Self {
         let (r, dims) = (self.rank(), self.dims());
+        // A table fits when, aligned from the last axis, each of its sizes is x's or 1, the last one x's.
+        let fits = |t: &Self| {
+            t.rank() <= r
+                && t.dims().last() == dims.last()
+                && t.dims()
+                    .iter()
+                    .rev()
+                    .zip(dims.iter().rev())
+                    .all(|(&a, &b)| a == b || a == 1)
+        };
         assert!(
-            r >= 2
-                && dims[r - 1] % 2 == 0
-                && cos.dims() == &dims[r - 2..]
-                && sin.dims() == &dims[r - 2..],
-            "rope: input {} needs (.., T, even d) and tables of shape (T, d), got {} and {}",
+            r >= 1 && dims[r - 1] % 2 == 0 && fits(cos) && fits(sin),
+            "rope: input {} needs an even last axis and tables that broadcast to it, got {} and {}",
             self.shape(),
             cos.shape(),
             sin.shape()
+        );
+        // Tables are small: make them contiguous (usually a no-op), then broadcast them as views.
+        let (cos, sin) = (
+            cos.contiguous().broadcast_to(self.shape()),
+            sin.contiguous().broadcast_to(self.shape()),
         );
         let out = self.backend().rope(
             (self.storage(), self.layout()),

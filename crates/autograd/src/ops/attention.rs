@@ -1,0 +1,22 @@
+//! Fused scaled dot-product attention as one differentiable op.
+
+use crate::var::saved;
+use crate::Var;
+use lowrank_tensor::{Backend, Tensor};
+
+impl<B: Backend> Var<B> {
+    /// `softmax(scale q k^T) v` per (batch, head) for q, k, v (B, H, T, D); with `causal`, query i sees keys
+    /// 0..=i. The output (B, H, T, D) is a view of (B, T, H, D) memory: merging the heads is free.
+    pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> Self {
+        let (qv, kv, vv) = (q.value(), k.value(), v.value());
+        let (out, probs) = Tensor::attention(&qv, &kv, &vv, scale, causal);
+        let need = [q.requires_grad(), k.requires_grad(), v.requires_grad()];
+        // dv = P^T g;  dS = P * (g v^T - rowsum(P * g v^T));  dq = scale dS k;  dk = scale dS^T q
+        Var::from_op("attention", out, &[q, k, v], move || {
+            let (qv, kv, vv, probs) = (saved(qv), saved(kv), saved(vv), saved(probs));
+            move |g: &Tensor<B>| {
+                Tensor::attention_backward(&qv, &kv, &vv, &probs, g, scale, causal, need).into()
+            }
+        })
+    }
+}

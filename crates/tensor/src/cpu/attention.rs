@@ -1,0 +1,330 @@
+//! Fused scaled dot-product attention on the CPU, one (batch, head) pair per rayon task.
+//!
+//! Forward, per head, for q, k, v of shape (T, D):
+//!   S = scale q k^T      (T, T)   scores; with `causal`, key j > query i is masked out
+//!   P = softmax_rows(S)  (T, T)   saved for the backward pass
+//!   O = P v              (T, D)
+//! Backward, from dO:
+//!   dv = P^T dO,   dP = dO v^T,   dS = P * (dP - rowsum(dP * P)),   dq = scale dS k,   dk = scale dS^T q
+//!
+//! Why fuse: the (T, T) blocks of a head stay in cache between the GEMMs and the softmax, no head split /
+//! merge copies are needed (q, k, v are read through their strides, outputs are written with the heads side
+//! by side), and with `causal` the blocks above the diagonal are never computed. Rows are processed in
+//! blocks of `BLOCK`: row block [r0, r1) only needs keys 0..r1.
+
+use super::fused::{softmax_backward_in_place, softmax_in_place};
+use super::matmul::OutPtr;
+use crate::{Element, Layout};
+use rayon::prelude::*;
+
+/// Rows (queries) per GEMM in the causal case: smaller blocks skip more of the masked triangle, larger ones
+/// make longer GEMMs. A multiple of the GEMM micro-tile (16 rows).
+const BLOCK: usize = 32;
+
+/// One (T, D) matrix of a (B, H, T, D) tensor: a pointer to its first element and its row / column strides.
+#[derive(Clone, Copy)]
+struct Mat<E> {
+    ptr: *const E,
+    rs: isize,
+    cs: isize,
+}
+
+impl<E> Mat<E> {
+    /// The matrix starting `rows` rows further down.
+    fn down(self, rows: usize) -> Self {
+        Mat {
+            ptr: unsafe { self.ptr.offset(rows as isize * self.rs) },
+            ..self
+        }
+    }
+
+    fn t(self) -> Self {
+        Mat {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// The sizes of one attention problem and where each (batch, head) matrix of an input starts.
+struct Heads {
+    b: usize,
+    h: usize,
+    t: usize,
+    d: usize,
+}
+
+impl Heads {
+    fn of(q: &Layout) -> Self {
+        let dims = q.dims();
+        assert_eq!(
+            dims.len(),
+            4,
+            "attention: q must be (B, H, T, D), got {}",
+            q.shape()
+        );
+        Heads {
+            b: dims[0],
+            h: dims[1],
+            t: dims[2],
+            d: dims[3],
+        }
+    }
+
+    /// Matrix `i` (= b * H + h) of an input with this layout, inside storage `data`.
+    fn mat<E>(&self, data: &[E], layout: &Layout, i: usize) -> Mat<E> {
+        let s = layout.strides();
+        let off = layout.offset() + (i / self.h) * s[0] + (i % self.h) * s[1];
+        Mat {
+            ptr: data[off..].as_ptr(),
+            rs: s[2] as isize,
+            cs: s[3] as isize,
+        }
+    }
+
+    /// Where matrix `i` starts in an output laid out (B, T, H, D), and its row stride there.
+    fn out_offset(&self, i: usize) -> usize {
+        (i / self.h) * self.t * self.h * self.d + (i % self.h) * self.d
+    }
+
+    /// Keys visible to query `r`.
+    fn visible(&self, r: usize, causal: bool) -> usize {
+        if causal {
+            r + 1
+        } else {
+            self.t
+        }
+    }
+
+    /// The row blocks [r0, r1) and how many keys each needs (r1 if causal, else all T).
+    fn row_blocks(&self, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let block = if causal { BLOCK } else { self.t.max(1) };
+        (0..self.t).step_by(block).map(move |r0| {
+            let r1 = (r0 + block).min(self.t);
+            (r0, r1, if causal { r1 } else { self.t })
+        })
+    }
+}
+
+/// `C = alpha A B` for A (m, k) and B (k, n) given as strided matrices, into a row-major C with row stride rsc.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<E: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: E,
+    a: Mat<E>,
+    b: Mat<E>,
+    c: *mut E,
+    rsc: usize,
+) {
+    E::gemm(
+        m,
+        k,
+        n,
+        alpha,
+        a.ptr,
+        a.rs,
+        a.cs,
+        b.ptr,
+        b.rs,
+        b.cs,
+        E::zero(),
+        c,
+        rsc as isize,
+        1,
+    )
+}
+
+/// Returns (out laid out as (B, T, H, D), P as a contiguous (B, H, T, T)).
+pub fn attention<E: Element>(
+    q: (&[E], &Layout),
+    k: (&[E], &Layout),
+    v: (&[E], &Layout),
+    scale: f64,
+    causal: bool,
+) -> (Vec<E>, Vec<E>) {
+    let hs = Heads::of(q.1);
+    let (t, d) = (hs.t, hs.d);
+    let n = hs.b * hs.h;
+    let mut out: Vec<E> = Vec::with_capacity(n * t * d);
+    // Entries above the diagonal are never written by the GEMMs: start from zeros.
+    let mut probs = vec![E::zero(); n * t * t];
+    if n * t * d == 0 {
+        return (vec![E::zero(); n * t * d], probs);
+    }
+    let o = OutPtr(out.as_mut_ptr());
+    let scale = E::from_f64(scale);
+    probs.par_chunks_mut(t * t).enumerate().for_each(|(i, p)| {
+        let (qm, km, vm) = (
+            hs.mat(q.0, q.1, i),
+            hs.mat(k.0, k.1, i),
+            hs.mat(v.0, v.1, i),
+        );
+        let om = o.at(hs.out_offset(i));
+        let row_stride = hs.h * d;
+        for (r0, r1, keys) in hs.row_blocks(causal) {
+            let pb = p[r0 * t..].as_mut_ptr();
+            unsafe {
+                gemm(r1 - r0, d, keys, scale, qm.down(r0), km.t(), pb, t); // S = scale q k^T
+            }
+            for r in r0..r1 {
+                let row = &mut p[r * t..][..keys];
+                let vis = hs.visible(r, causal);
+                softmax_in_place(&mut row[..vis]);
+                row[vis..].iter_mut().for_each(|x| *x = E::zero());
+            }
+            let pm = Mat {
+                ptr: p[r0 * t..].as_ptr(),
+                rs: t as isize,
+                cs: 1,
+            };
+            unsafe {
+                gemm(
+                    r1 - r0,
+                    keys,
+                    d,
+                    E::one(),
+                    pm,
+                    vm,
+                    om.add(r0 * row_stride),
+                    row_stride,
+                ); // O = P v
+            }
+        }
+    });
+    // SAFETY: every (batch, head) task wrote its T x D block of the output.
+    unsafe { out.set_len(n * t * d) };
+    (out, probs)
+}
+
+/// Gradients w.r.t. (q, k, v), each laid out as (B, T, H, D); `None` where `need` says it is not wanted.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<E: Element>(
+    q: (&[E], &Layout),
+    k: (&[E], &Layout),
+    v: (&[E], &Layout),
+    probs: &[E],
+    g: (&[E], &Layout),
+    scale: f64,
+    causal: bool,
+    need: [bool; 3],
+) -> [Option<Vec<E>>; 3] {
+    let hs = Heads::of(q.1);
+    let (t, d) = (hs.t, hs.d);
+    let n = hs.b * hs.h;
+    let len = n * t * d;
+    let mut grads: [Option<Vec<E>>; 3] = need.map(|w| w.then(|| Vec::with_capacity(len)));
+    if len == 0 {
+        return need.map(|w| w.then(Vec::new));
+    }
+    let ptrs = grads
+        .each_mut()
+        .map(|g| g.as_mut().map(|g| OutPtr(g.as_mut_ptr())));
+    let scale = E::from_f64(scale);
+    let row_stride = hs.h * d;
+    (0..n).into_par_iter().for_each(|i| {
+        let (qm, km, vm, gm) = (
+            hs.mat(q.0, q.1, i),
+            hs.mat(k.0, k.1, i),
+            hs.mat(v.0, v.1, i),
+            hs.mat(g.0, g.1, i),
+        );
+        let p = &probs[i * t * t..][..t * t];
+        let pm = Mat {
+            ptr: p.as_ptr(),
+            rs: t as isize,
+            cs: 1,
+        };
+        let at = |ptr: &Option<OutPtr<E>>| ptr.as_ref().map(|o| o.at(hs.out_offset(i)));
+        let (dq, dk, dv) = (at(&ptrs[0]), at(&ptrs[1]), at(&ptrs[2]));
+        // dv = P^T dO. Query rows below the diagonal block start at c0: with `causal`, column block
+        // [c0, c1) of P is zero above row c0, so only rows c0.. contribute.
+        if let Some(dv) = dv {
+            for (c0, c1, _) in hs.row_blocks(causal) {
+                let from = if causal { c0 } else { 0 };
+                unsafe {
+                    gemm(
+                        c1 - c0,
+                        t - from,
+                        d,
+                        E::one(),
+                        pm.down(from).t().down(c0),
+                        gm.down(from),
+                        dv.add(c0 * row_stride),
+                        row_stride,
+                    )
+                };
+            }
+        }
+        if dq.is_none() && dk.is_none() {
+            return;
+        }
+        // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
+        let mut ds = vec![E::zero(); t * t];
+        for (r0, r1, keys) in hs.row_blocks(causal) {
+            unsafe {
+                gemm(
+                    r1 - r0,
+                    d,
+                    keys,
+                    E::one(),
+                    gm.down(r0),
+                    vm.t(),
+                    ds[r0 * t..].as_mut_ptr(),
+                    t,
+                )
+            };
+            for r in r0..r1 {
+                let vis = hs.visible(r, causal);
+                let row = &mut ds[r * t..][..keys];
+                softmax_backward_in_place(&p[r * t..][..vis], &mut row[..vis]);
+                row[vis..].iter_mut().for_each(|x| *x = E::zero());
+            }
+        }
+        let dsm = Mat {
+            ptr: ds.as_ptr(),
+            rs: t as isize,
+            cs: 1,
+        };
+        for (r0, r1, keys) in hs.row_blocks(causal) {
+            if let Some(dq) = dq {
+                // dq = scale dS k, rows r0..r1 over the keys they see
+                unsafe {
+                    gemm(
+                        r1 - r0,
+                        keys,
+                        d,
+                        scale,
+                        dsm.down(r0),
+                        km,
+                        dq.add(r0 * row_stride),
+                        row_stride,
+                    )
+                };
+            }
+            if let Some(dk) = dk {
+                // dk = scale dS^T q, key rows r0..r1 over the queries that see them
+                let from = if causal { r0 } else { 0 };
+                unsafe {
+                    gemm(
+                        r1 - r0,
+                        t - from,
+                        d,
+                        scale,
+                        dsm.down(from).t().down(r0),
+                        qm.down(from),
+                        dk.add(r0 * row_stride),
+                        row_stride,
+                    )
+                };
+            }
+        }
+    });
+    for g in grads.iter_mut().flatten() {
+        // SAFETY: every (batch, head) task wrote its T x D block of each requested gradient.
+        unsafe { g.set_len(len) };
+    }
+    grads
+}
