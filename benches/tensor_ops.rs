@@ -97,20 +97,47 @@ fn memory_bound(c: &mut Criterion) {
     g.finish();
 }
 
-/// The batched products of attention in the small config: (B*H) x (T, d) @ (d, T) and (T, T) @ (T, d).
-fn attention_matmuls(c: &mut Criterion) {
-    let mut g = c.benchmark_group("attention_matmul");
+/// Attention at the medium config's sizes (B 16, H 8, T 128, d 32), causal: the fused op against the same math
+/// composed from batched matmuls, the causal softmax and the head-merge copy, forward and backward.
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention_medium");
     let dev = Cpu::<f32>::new();
-    let (bh, t, d) = (64, 64, 32);
-    let q = Tensor::randn([bh, t, d], 0.0, 1.0, &mut rng(7), &dev);
-    let k = Tensor::randn([bh, t, d], 0.0, 1.0, &mut rng(8), &dev);
-    let att = Tensor::randn([bh, t, t], 0.0, 1.0, &mut rng(9), &dev);
-    g.throughput(Throughput::Elements((2 * bh * t * t * d) as u64));
-    g.bench_function("q_kT", |b| b.iter(|| black_box(q.matmul(&k.t()))));
-    g.bench_function("att_v", |b| b.iter(|| black_box(att.matmul(&k))));
-    g.bench_function("attT_g", |b| b.iter(|| black_box(att.t().matmul(&q))));
+    let (b, h, t, d) = (16, 8, 128, 32);
+    let heads = |seed| {
+        // (B, T, H, d) memory seen as (B, H, T, d), as the model feeds it
+        Tensor::randn([b, t, h, d], 0.0, 1.0, &mut rng(seed), &dev).permute(&[0, 2, 1, 3])
+    };
+    let (q, k, v, dy) = (heads(7), heads(8), heads(9), heads(10));
+    let scale = 1.0 / (d as f64).sqrt();
+    let merge = |y: &T| y.permute(&[0, 2, 1, 3]).reshape([b, t, h * d]);
+    g.bench_function("fused_forward", |bench| {
+        bench.iter(|| black_box(merge(&Tensor::attention(&q, &k, &v, scale, true).0)))
+    });
+    let (_, probs) = Tensor::attention(&q, &k, &v, scale, true);
+    g.bench_function("fused_backward", |bench| {
+        let need = [true, true, true];
+        bench.iter(|| {
+            black_box(Tensor::attention_backward(
+                &q, &k, &v, &probs, &dy, scale, true, need,
+            ))
+        })
+    });
+    g.bench_function("composed_forward", |bench| {
+        bench.iter(|| {
+            let p = q.matmul(&k.t()).mul_scalar(scale).causal_softmax(); // (B, H, T, T)
+            black_box(merge(&p.matmul(&v)))
+        })
+    });
+    let p = q.matmul(&k.t()).mul_scalar(scale).causal_softmax();
+    g.bench_function("composed_backward", |bench| {
+        bench.iter(|| {
+            let dv = p.t().matmul(&dy);
+            let ds = p.softmax_backward(&dy.matmul(&v.t())).mul_scalar(scale);
+            black_box((ds.matmul(&k), ds.t().matmul(&q), dv))
+        })
+    });
     g.finish();
 }
 
-criterion_group!(benches, matmul, memory_bound, attention_matmuls);
+criterion_group!(benches, matmul, memory_bound, attention);
 criterion_main!(benches);

@@ -47,6 +47,27 @@ impl<E> Mat<E> {
     }
 }
 
+/// A (rows, cols) matrix copied into column-major order, and a `Mat` over the copy.
+///
+/// `matrixmultiply` packs its left operand fast when that operand is column-major (`rs == 1`) and its right
+/// operand when row-major (`cs == 1`); otherwise it gathers element by element. One small copy per head
+/// puts q and dO in the good layout as left operands and k, v as transposed right operands (`.t()`).
+fn col_major<E: Element>(m: Mat<E>, rows: usize, cols: usize) -> (Vec<E>, Mat<E>) {
+    let mut data = Vec::with_capacity(rows * cols);
+    for c in 0..cols {
+        // SAFETY: the source matrix spans rows x cols elements at its strides.
+        data.extend(
+            (0..rows).map(|r| unsafe { *m.ptr.offset(r as isize * m.rs + c as isize * m.cs) }),
+        );
+    }
+    let mat = Mat {
+        ptr: data.as_ptr(),
+        rs: 1,
+        cs: rows as isize,
+    };
+    (data, mat)
+}
+
 /// The sizes of one attention problem and where each (batch, head) matrix of an input starts.
 struct Heads {
     b: usize,
@@ -148,54 +169,65 @@ pub fn attention<E: Element>(
     let hs = Heads::of(q.1);
     let (t, d) = (hs.t, hs.d);
     let n = hs.b * hs.h;
-    let mut out: Vec<E> = Vec::with_capacity(n * t * d);
-    // Entries above the diagonal are never written by the GEMMs: start from zeros.
-    let mut probs = vec![E::zero(); n * t * t];
     if n * t * d == 0 {
-        return (vec![E::zero(); n * t * d], probs);
+        return (vec![E::zero(); n * t * d], vec![E::zero(); n * t * t]);
     }
+    let mut out: Vec<E> = Vec::with_capacity(n * t * d);
+    let mut probs: Vec<E> = Vec::with_capacity(n * t * t);
     let o = OutPtr(out.as_mut_ptr());
     let scale = E::from_f64(scale);
-    probs.par_chunks_mut(t * t).enumerate().for_each(|(i, p)| {
-        let (qm, km, vm) = (
-            hs.mat(q.0, q.1, i),
-            hs.mat(k.0, k.1, i),
-            hs.mat(v.0, v.1, i),
-        );
-        let om = o.at(hs.out_offset(i));
-        let row_stride = hs.h * d;
-        for (r0, r1, keys) in hs.row_blocks(causal) {
-            let pb = p[r0 * t..].as_mut_ptr();
-            unsafe {
-                gemm(r1 - r0, d, keys, scale, qm.down(r0), km.t(), pb, t); // S = scale q k^T
+    let probs_uninit = &mut probs.spare_capacity_mut()[..n * t * t];
+    probs_uninit
+        .par_chunks_mut(t * t)
+        .enumerate()
+        .for_each(|(i, p)| {
+            let (qm, km, vm) = (
+                hs.mat(q.0, q.1, i),
+                hs.mat(k.0, k.1, i),
+                hs.mat(v.0, v.1, i),
+            );
+            let ((_qbuf, qc), (_kbuf, kc)) = (col_major(qm, t, d), col_major(km, t, d));
+            let om = o.at(hs.out_offset(i));
+            let row_stride = hs.h * d;
+            for (r0, r1, keys) in hs.row_blocks(causal) {
+                let pb = p[r0 * t..].as_mut_ptr().cast::<E>();
+                unsafe {
+                    gemm(r1 - r0, d, keys, scale, qc.down(r0), kc.t(), pb, t); // S = scale q k^T
+                }
+                for r in r0..r1 {
+                    // SAFETY: the GEMM above wrote the first `keys` entries of this row.
+                    let row = unsafe { std::slice::from_raw_parts_mut(pb.add((r - r0) * t), keys) };
+                    let vis = hs.visible(r, causal);
+                    softmax_in_place(&mut row[..vis]);
+                    row[vis..].iter_mut().for_each(|x| *x = E::zero());
+                    for x in &mut p[r * t + keys..(r + 1) * t] {
+                        x.write(E::zero()); // keys past this block: masked, never computed
+                    }
+                }
+                let pm = Mat {
+                    ptr: pb.cast_const(),
+                    rs: t as isize,
+                    cs: 1,
+                };
+                unsafe {
+                    gemm(
+                        r1 - r0,
+                        keys,
+                        d,
+                        E::one(),
+                        pm,
+                        vm,
+                        om.add(r0 * row_stride),
+                        row_stride,
+                    ); // O = P v
+                }
             }
-            for r in r0..r1 {
-                let row = &mut p[r * t..][..keys];
-                let vis = hs.visible(r, causal);
-                softmax_in_place(&mut row[..vis]);
-                row[vis..].iter_mut().for_each(|x| *x = E::zero());
-            }
-            let pm = Mat {
-                ptr: p[r0 * t..].as_ptr(),
-                rs: t as isize,
-                cs: 1,
-            };
-            unsafe {
-                gemm(
-                    r1 - r0,
-                    keys,
-                    d,
-                    E::one(),
-                    pm,
-                    vm,
-                    om.add(r0 * row_stride),
-                    row_stride,
-                ); // O = P v
-            }
-        }
-    });
-    // SAFETY: every (batch, head) task wrote its T x D block of the output.
-    unsafe { out.set_len(n * t * d) };
+        });
+    // SAFETY: every (batch, head) task wrote its T x D block of the output and its T x T probabilities.
+    unsafe {
+        out.set_len(n * t * d);
+        probs.set_len(n * t * t);
+    }
     (out, probs)
 }
 
@@ -262,6 +294,7 @@ pub fn attention_backward<E: Element>(
             return;
         }
         // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
+        let ((_gbuf, gc), (_vbuf, vc)) = (col_major(gm, t, d), col_major(vm, t, d));
         let mut ds = vec![E::zero(); t * t];
         for (r0, r1, keys) in hs.row_blocks(causal) {
             unsafe {
@@ -270,8 +303,8 @@ pub fn attention_backward<E: Element>(
                     d,
                     keys,
                     E::one(),
-                    gm.down(r0),
-                    vm.t(),
+                    gc.down(r0),
+                    vc.t(),
                     ds[r0 * t..].as_mut_ptr(),
                     t,
                 )
