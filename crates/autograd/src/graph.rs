@@ -8,15 +8,18 @@
 //! input's shape here, in this one place, so no op has to think about broadcasting. Leaves that require a
 //! gradient keep theirs in `grad()`. Nodes are freed as they are used, unless the graph is retained.
 
+use crate::var::GradMeta;
 use crate::{AutogradError, Var};
 use lowrank_tensor::{Backend, Tensor};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 pub(crate) type BackwardFn<B> = Box<dyn Fn(&Tensor<B>) -> Vec<Option<Tensor<B>>>>;
 
 pub(crate) struct Node<B: Backend> {
-    pub(crate) inputs: Vec<Var<B>>,
+    /// The inputs as the backward pass sees them (not their values: those stay alive only if saved).
+    pub(crate) inputs: Vec<Rc<GradMeta<B>>>,
     pub(crate) backward: BackwardFn<B>,
 }
 
@@ -72,8 +75,9 @@ impl<B: Backend> Var<B> {
                 output: self.shape(),
             });
         }
-        let order = self.topological_order();
-        let mut grads: HashMap<usize, Tensor<B>> = HashMap::from([(self.id(), seed)]);
+        let root = &self.0.meta;
+        let order = topological_order(root);
+        let mut grads: HashMap<usize, Tensor<B>> = HashMap::from([(root.id(), seed)]);
         for var in order.iter().rev() {
             let Some(g) = grads.remove(&var.id()) else {
                 continue;
@@ -85,12 +89,12 @@ impl<B: Backend> Var<B> {
             let node = if retain {
                 None
             } else {
-                var.0.node.borrow_mut().take()
+                var.node.borrow_mut().take()
             };
-            let guard = var.0.node.borrow();
+            let guard = var.node.borrow();
             let node = match (&node, guard.as_ref()) {
                 (Some(n), _) | (None, Some(n)) => n,
-                (None, None) => return Err(AutogradError::GraphFreed { op: var.op() }),
+                (None, None) => return Err(AutogradError::GraphFreed { op: var.op }),
             };
             let input_grads = (node.backward)(&g);
             for (input, ig) in node.inputs.iter().zip(input_grads) {
@@ -99,36 +103,36 @@ impl<B: Backend> Var<B> {
                     continue;
                 }
                 // The one place broadcasting is undone: sum the gradient back to the input's shape.
-                let ig = ig.sum_to(&input.shape());
+                let ig = ig.sum_to(&input.shape);
                 let slot = grads.entry(input.id());
                 slot.and_modify(|acc| *acc = &*acc + &ig).or_insert(ig);
             }
         }
         Ok(())
     }
+}
 
-    /// Every tracked Var reachable from `self`, each after all of its inputs (iterative depth-first search).
-    fn topological_order(&self) -> Vec<Var<B>> {
-        let mut order = Vec::new();
-        let mut visited = HashSet::new();
-        let mut stack = vec![(self.clone(), false)];
-        while let Some((var, inputs_done)) = stack.pop() {
-            if inputs_done {
-                order.push(var);
-                continue;
-            }
-            if !visited.insert(var.id()) {
-                continue;
-            }
-            stack.push((var.clone(), true));
-            if let Some(node) = var.0.node.borrow().as_ref() {
-                for input in &node.inputs {
-                    if input.requires_grad() && !visited.contains(&input.id()) {
-                        stack.push((input.clone(), false));
-                    }
+/// Every tracked Var reachable from `root`, each after all of its inputs (iterative depth-first search).
+fn topological_order<B: Backend>(root: &Rc<GradMeta<B>>) -> Vec<Rc<GradMeta<B>>> {
+    let mut order = Vec::new();
+    let mut visited = HashSet::new();
+    let mut stack = vec![(root.clone(), false)];
+    while let Some((var, inputs_done)) = stack.pop() {
+        if inputs_done {
+            order.push(var);
+            continue;
+        }
+        if !visited.insert(var.id()) {
+            continue;
+        }
+        stack.push((var.clone(), true));
+        if let Some(node) = var.node.borrow().as_ref() {
+            for input in &node.inputs {
+                if input.requires_grad() && !visited.contains(&input.id()) {
+                    stack.push((input.clone(), false));
                 }
             }
         }
-        order
     }
+    order
 }

@@ -4,6 +4,10 @@
 //! receives one in `grad()` after `backward()`. Every op on Vars returns a new Var whose *node* remembers the
 //! inputs and a closure computing the inputs' gradients from the output's. If no input needs a gradient (a
 //! frozen weight times a constant, or anything inside `no_grad`), the op records nothing at all.
+//!
+//! The graph links each Var's `GradMeta` (what backward needs: the node, the gradient slot, the shape), never
+//! the Var itself. So an intermediate value lives only as long as a handle to it or a backward rule that
+//! saved it: the graph alone keeps no activation alive (as in PyTorch, where the graph holds `grad_fn`s).
 
 use crate::graph::{grad_enabled, Node};
 use lowrank_tensor::{Backend, Shape, Tensor};
@@ -14,14 +18,46 @@ pub struct Var<B: Backend>(pub(crate) Rc<VarInner<B>>);
 
 pub(crate) struct VarInner<B: Backend> {
     pub(crate) value: RefCell<Tensor<B>>,
+    pub(crate) meta: Rc<GradMeta<B>>,
+}
+
+/// A Var as the backward pass sees it: everything but the value.
+pub(crate) struct GradMeta<B: Backend> {
     /// A leaf that requires a gradient, or an op result with at least one such input.
-    pub(crate) requires_grad: Cell<bool>,
+    requires_grad: Cell<bool>,
     /// The accumulated gradient (leaves only).
-    pub(crate) grad: RefCell<Option<Tensor<B>>>,
+    grad: RefCell<Option<Tensor<B>>>,
     /// How this Var was computed; `None` for leaves, untracked results, and after the graph is freed.
     pub(crate) node: RefCell<Option<Node<B>>>,
     /// The op that produced it ("leaf" for leaves), for error messages.
-    pub(crate) op: Cell<&'static str>,
+    pub(crate) op: &'static str,
+    /// The value's shape: a gradient broadcast in the forward pass is summed back to it.
+    pub(crate) shape: Shape,
+}
+
+impl<B: Backend> GradMeta<B> {
+    /// True if gradients flow to or through this Var (and grad mode is on).
+    pub(crate) fn requires_grad(&self) -> bool {
+        self.requires_grad.get() && grad_enabled()
+    }
+
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.op == "leaf"
+    }
+
+    /// Adds `g` to the accumulated gradient: gradients from every use of a value sum up.
+    pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
+        let mut slot = self.grad.borrow_mut();
+        *slot = Some(match slot.take() {
+            Some(acc) => &acc + &g,
+            None => g.contiguous(),
+        });
+    }
+
+    /// A stable identity while it lives (used to key gradients during backward).
+    pub(crate) fn id(self: &Rc<Self>) -> usize {
+        Rc::as_ptr(self) as *const () as usize
+    }
 }
 
 impl<B: Backend> Clone for Var<B> {
@@ -46,12 +82,20 @@ impl<B: Backend> Var<B> {
     /// A user-made Var. With `requires_grad`, `backward()` fills its `grad()`; without, it is a constant
     /// (a frozen weight, an input) and costs nothing in backward.
     pub fn leaf(value: Tensor<B>, requires_grad: bool) -> Self {
-        Var(Rc::new(VarInner {
-            value: RefCell::new(value),
+        Self::new(value, "leaf", requires_grad, None)
+    }
+
+    fn new(value: Tensor<B>, op: &'static str, requires_grad: bool, node: Option<Node<B>>) -> Self {
+        let meta = GradMeta {
             requires_grad: Cell::new(requires_grad),
             grad: RefCell::new(None),
-            node: RefCell::new(None),
-            op: Cell::new("leaf"),
+            node: RefCell::new(node),
+            op,
+            shape: value.shape().clone(),
+        };
+        Var(Rc::new(VarInner {
+            value: RefCell::new(value),
+            meta: Rc::new(meta),
         }))
     }
 
@@ -79,16 +123,10 @@ impl<B: Backend> Var<B> {
     {
         let tracked = grad_enabled() && inputs.iter().any(|v| v.requires_grad());
         let node = tracked.then(|| Node {
-            inputs: inputs.iter().map(|&v| v.clone()).collect(),
+            inputs: inputs.iter().map(|v| v.0.meta.clone()).collect(),
             backward: Box::new(make_backward()),
         });
-        Var(Rc::new(VarInner {
-            value: RefCell::new(value),
-            requires_grad: Cell::new(tracked),
-            grad: RefCell::new(None),
-            node: RefCell::new(node),
-            op: Cell::new(op),
-        }))
+        Self::new(value, op, tracked, node)
     }
 
     /// An op of one input: `make_backward` builds `g -> dx`.
@@ -174,7 +212,7 @@ impl<B: Backend> Var<B> {
 
     /// True if gradients flow to or through this Var (and grad mode is on).
     pub fn requires_grad(&self) -> bool {
-        self.0.requires_grad.get() && grad_enabled()
+        self.0.meta.requires_grad()
     }
 
     /// Freezes (`false`) or unfreezes (`true`) a leaf. A frozen leaf loses its gradient buffer.
@@ -184,38 +222,29 @@ impl<B: Backend> Var<B> {
             "set_requires_grad: `{}` is not a leaf",
             self.op()
         );
-        self.0.requires_grad.set(requires_grad);
+        self.0.meta.requires_grad.set(requires_grad);
         if !requires_grad {
             self.zero_grad();
         }
     }
 
     pub fn is_leaf(&self) -> bool {
-        self.0.op.get() == "leaf"
+        self.0.meta.is_leaf()
     }
 
     /// The name of the op that produced this Var ("leaf" for leaves).
     pub fn op(&self) -> &'static str {
-        self.0.op.get()
+        self.0.meta.op
     }
 
     /// The gradient accumulated by `backward()` (leaves that require a gradient only).
     pub fn grad(&self) -> Option<Tensor<B>> {
-        self.0.grad.borrow().clone()
+        self.0.meta.grad.borrow().clone()
     }
 
     /// Forgets the accumulated gradient.
     pub fn zero_grad(&self) {
-        *self.0.grad.borrow_mut() = None;
-    }
-
-    /// Adds `g` to the accumulated gradient: gradients from every use of a value sum up.
-    pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
-        let mut slot = self.0.grad.borrow_mut();
-        *slot = Some(match slot.take() {
-            Some(acc) => &acc + &g,
-            None => g.contiguous(),
-        });
+        *self.0.meta.grad.borrow_mut() = None;
     }
 
     /// The same value as a new constant leaf: gradients stop here.
@@ -241,11 +270,6 @@ impl<B: Backend> Var<B> {
 
     pub fn backend(&self) -> B {
         self.0.value.borrow().backend().clone()
-    }
-
-    /// A stable identity for this Var while it lives (used to key gradients during backward).
-    pub(crate) fn id(&self) -> usize {
-        Rc::as_ptr(&self.0) as *const () as usize
     }
 }
 

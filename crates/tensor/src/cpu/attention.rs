@@ -30,10 +30,19 @@ struct Mat<E> {
 }
 
 impl<E> Mat<E> {
+    /// A row-major matrix with rows of `n` elements starting at `ptr`.
+    fn row_major(ptr: *const E, n: usize) -> Self {
+        Mat {
+            ptr,
+            rs: n as isize,
+            cs: 1,
+        }
+    }
+
     /// The matrix starting `rows` rows further down.
     fn down(self, rows: usize) -> Self {
         Mat {
-            ptr: unsafe { self.ptr.offset(rows as isize * self.rs) },
+            ptr: self.ptr.wrapping_offset(rows as isize * self.rs),
             ..self
         }
     }
@@ -60,11 +69,7 @@ fn col_major<E: Element>(m: Mat<E>, rows: usize, cols: usize) -> (Vec<E>, Mat<E>
             (0..rows).map(|r| unsafe { *m.ptr.offset(r as isize * m.rs + c as isize * m.cs) }),
         );
     }
-    let mat = Mat {
-        ptr: data.as_ptr(),
-        rs: 1,
-        cs: rows as isize,
-    };
+    let mat = Mat::row_major(data.as_ptr(), rows).t();
     (data, mat)
 }
 
@@ -118,6 +123,15 @@ impl Heads {
         }
     }
 
+    /// The first query that sees key `key` (with `causal`, queries before it are masked from it).
+    fn first_query(&self, key: usize, causal: bool) -> usize {
+        if causal {
+            key
+        } else {
+            0
+        }
+    }
+
     /// The row blocks [r0, r1) and how many keys each needs (r1 if causal, else all T).
     fn row_blocks(&self, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         let block = if causal { BLOCK } else { self.t.max(1) };
@@ -129,6 +143,11 @@ impl Heads {
 }
 
 /// `C = alpha A B` for A (m, k) and B (k, n) given as strided matrices, into a row-major C with row stride rsc.
+///
+/// # Safety
+/// A and B must span m x k and k x n elements at their strides, and C m rows of n elements that no other
+/// thread touches. Every call below takes A and B inside one head's q, k, v, dO, P or scratch, and writes
+/// C inside its own head's block of the output.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm<E: Element>(
     m: usize,
@@ -204,11 +223,7 @@ pub fn attention<E: Element>(
                         x.write(E::zero()); // keys past this block: masked, never computed
                     }
                 }
-                let pm = Mat {
-                    ptr: pb.cast_const(),
-                    rs: t as isize,
-                    cs: 1,
-                };
+                let pm = Mat::row_major(pb.cast_const(), t);
                 unsafe {
                     gemm(
                         r1 - r0,
@@ -264,18 +279,14 @@ pub fn attention_backward<E: Element>(
             hs.mat(g.0, g.1, i),
         );
         let p = &probs[i * t * t..][..t * t];
-        let pm = Mat {
-            ptr: p.as_ptr(),
-            rs: t as isize,
-            cs: 1,
-        };
+        let pm = Mat::row_major(p.as_ptr(), t);
         let at = |ptr: &Option<OutPtr<E>>| ptr.as_ref().map(|o| o.at(hs.out_offset(i)));
         let (dq, dk, dv) = (at(&ptrs[0]), at(&ptrs[1]), at(&ptrs[2]));
-        // dv = P^T dO. Query rows below the diagonal block start at c0: with `causal`, column block
-        // [c0, c1) of P is zero above row c0, so only rows c0.. contribute.
+        // dv = P^T dO, key rows c0..c1 over the queries that see them (with `causal`, P is zero above
+        // the diagonal, so queries before c0 contribute nothing)
         if let Some(dv) = dv {
             for (c0, c1, _) in hs.row_blocks(causal) {
-                let from = if causal { c0 } else { 0 };
+                let from = hs.first_query(c0, causal);
                 unsafe {
                     gemm(
                         c1 - c0,
@@ -316,11 +327,7 @@ pub fn attention_backward<E: Element>(
                 row[vis..].iter_mut().for_each(|x| *x = E::zero());
             }
         }
-        let dsm = Mat {
-            ptr: ds.as_ptr(),
-            rs: t as isize,
-            cs: 1,
-        };
+        let dsm = Mat::row_major(ds.as_ptr(), t);
         for (r0, r1, keys) in hs.row_blocks(causal) {
             if let Some(dq) = dq {
                 // dq = scale dS k, rows r0..r1 over the keys they see
@@ -339,7 +346,7 @@ pub fn attention_backward<E: Element>(
             }
             if let Some(dk) = dk {
                 // dk = scale dS^T q, key rows r0..r1 over the queries that see them
-                let from = if causal { r0 } else { 0 };
+                let from = hs.first_query(r0, causal);
                 unsafe {
                     gemm(
                         r1 - r0,
