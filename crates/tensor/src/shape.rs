@@ -60,6 +60,21 @@ impl Shape {
         a as usize
     }
 
+    /// The (start, length) of each piece when `axis` is cut into `sizes`; panics if they do not add up.
+    pub fn split_ranges(&self, sizes: &[usize], axis: isize) -> Vec<(usize, usize)> {
+        let ax = self.axis(axis, "split");
+        assert_eq!(
+            sizes.iter().sum::<usize>(),
+            self.0[ax],
+            "split: sizes {sizes:?} do not add up to axis {axis} of shape {self}"
+        );
+        let starts = sizes.iter().scan(0, |start, &len| {
+            *start += len;
+            Some(*start - len)
+        });
+        starts.zip(sizes.iter().copied()).collect()
+    }
+
     /// The numpy broadcast of two shapes; panics naming `op` and both shapes when they do not agree.
     pub fn broadcast(&self, other: &Shape, op: &str) -> Shape {
         let rank = self.rank().max(other.rank());

@@ -102,14 +102,10 @@ impl<B: Backend> Var<B> {
 
     /// Cuts `axis` into pieces of the given sizes.
     pub fn split(&self, sizes: &[usize], axis: isize) -> Vec<Self> {
-        let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                let piece = self.narrow(axis, start, len);
-                start += len;
-                piece
-            })
+        self.shape()
+            .split_ranges(sizes, axis)
+            .into_iter()
+            .map(|(start, len)| self.narrow(axis, start, len))
             .collect()
     }
 

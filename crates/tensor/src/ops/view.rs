@@ -96,21 +96,10 @@ impl<B: Backend> Tensor<B> {
 
     /// Cuts `axis` into pieces of the given sizes (views); the sizes must add up to the axis.
     pub fn split(&self, sizes: &[usize], axis: isize) -> Vec<Self> {
-        let ax = self.shape().axis(axis, "split");
-        assert_eq!(
-            sizes.iter().sum::<usize>(),
-            self.dims()[ax],
-            "split: sizes {sizes:?} do not add up to axis {axis} of shape {}",
-            self.shape()
-        );
-        let mut start = 0;
-        sizes
-            .iter()
-            .map(|&len| {
-                let piece = self.narrow(axis, start, len);
-                start += len;
-                piece
-            })
+        self.shape()
+            .split_ranges(sizes, axis)
+            .into_iter()
+            .map(|(start, len)| self.narrow(axis, start, len))
             .collect()
     }
 
