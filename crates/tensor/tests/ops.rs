@@ -498,35 +498,28 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         });
         close(&t.causal_softmax(), &want, "causal_softmax");
     }
-    if r >= 2 && n.is_multiple_of(2) {
-        // rope against its definition, with arbitrary (T, d) tables
-        let steps = nd.shape[r - 2];
-        let cos = Nd::from_fn(&[steps, n], |i| (i[0] as f64 * 0.7 + i[1] as f64).cos());
-        let sin = Nd::from_fn(&[steps, n], |i| (i[0] as f64 * 0.3 - i[1] as f64).sin());
+    // rope against its definition, with arbitrary tables: (T, d) for positions on axis r-2, and (T, 1, d)
+    // for positions on axis r-3 repeated across axis r-2 (heads laid out as (B, T, H, d))
+    for (gap, what) in [(0, "rope (T, d) tables"), (1, "rope (T, 1, d) tables")] {
+        if r < 2 + gap || !n.is_multiple_of(2) {
+            continue;
+        }
+        let steps = nd.shape[r - 2 - gap];
+        let table_shape = [&[steps][..], &vec![1; gap], &[n]].concat();
+        let table = |f: fn(f64) -> f64, a: f64, b: f64| {
+            Nd::from_fn(&table_shape, |i| f(i[0] as f64 * a + b * i[gap + 1] as f64))
+        };
+        let (cos, sin) = (table(f64::cos, 0.7, 1.0), table(f64::sin, 0.3, -1.0));
         let h = n / 2;
         let want = Nd::from_fn(&nd.shape, |i| {
-            let (pos, k) = (i[r - 2], i[r - 1]);
+            let (pos, k) = (i[r - 2 - gap], i[r - 1]);
             let mut j = i.to_vec();
             j[r - 1] = if k < h { k + h } else { k - h };
             let rotated = if k < h { -nd.at(&j) } else { nd.at(&j) };
-            nd.at(i) * cos.at(&[pos, k]) + rotated * sin.at(&[pos, k])
+            let at = [&[pos][..], &vec![0; gap], &[k]].concat();
+            nd.at(i) * cos.at(&at) + rotated * sin.at(&at)
         });
-        close(&t_rope(&t, &cos, &sin, dev), &want, "rope");
-    }
-    if r >= 3 && n.is_multiple_of(2) {
-        // rope with (T, 1, d) tables: positions on axis r-3, repeated across axis r-2 (heads as (B, T, H, d))
-        let steps = nd.shape[r - 3];
-        let cos = Nd::from_fn(&[steps, 1, n], |i| (i[0] as f64 * 0.7 + i[2] as f64).cos());
-        let sin = Nd::from_fn(&[steps, 1, n], |i| (i[0] as f64 * 0.3 - i[2] as f64).sin());
-        let h = n / 2;
-        let want = Nd::from_fn(&nd.shape, |i| {
-            let (pos, k) = (i[r - 3], i[r - 1]);
-            let mut j = i.to_vec();
-            j[r - 1] = if k < h { k + h } else { k - h };
-            let rotated = if k < h { -nd.at(&j) } else { nd.at(&j) };
-            nd.at(i) * cos.at(&[pos, 0, k]) + rotated * sin.at(&[pos, 0, k])
-        });
-        close(&t_rope(&t, &cos, &sin, dev), &want, "rope (T, 1, d) tables");
+        close(&t_rope(&t, &cos, &sin, dev), &want, what);
     }
     let w = Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25);
     let tw = make(&w, 0, dev);
