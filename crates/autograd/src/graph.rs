@@ -1,6 +1,7 @@
 //! The graph and the backward pass.
 //!
-//! Each op result holds a `Node`: its inputs and a closure from the output's gradient to the inputs'.
+//! Each op result holds a `Node`: its inputs' `GradMeta` (the part of a Var the backward pass needs; never
+//! the value) and a closure from the output's gradient to the inputs'.
 //! `backward()` sorts the Vars reachable from the root in topological order (every Var after everything
 //! computed from it), then walks them from the root down: each node's closure turns its gradient into its
 //! inputs' gradients, which are summed into a map (a value used twice gets both contributions: `+=`). A
