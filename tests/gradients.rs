@@ -192,6 +192,7 @@ grad_props! {
     tanh(one(0, 3)) => |v, _| v[0].tanh();
     sigmoid(one(0, 3)) => |v, _| v[0].sigmoid();
     silu(one(0, 3)) => |v, _| v[0].silu();
+    swiglu(pair()) => |v, _| Var::swiglu(&v[0], &v[1]);
     gelu(one(0, 3)) => |v, _| v[0].gelu();
     relu(one(0, 3)) => |v, _| v[0].relu();
     abs(one(0, 3)) => |v, _| v[0].abs();

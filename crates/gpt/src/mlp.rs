@@ -13,9 +13,9 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// x (B, T, C) -> (B, T, C) through a (B, T, d_ff) hidden layer
     pub fn forward(&self, x: &Var<B>) -> Var<B> {
-        let gate = self.gate_proj.forward(x).silu(); // (B, T, d_ff)
+        let gate = self.gate_proj.forward(x); // (B, T, d_ff)
         let up = self.up_proj.forward(x); // (B, T, d_ff)
-        self.down_proj.forward(&(&gate * &up)) // (B, T, C)
+        self.down_proj.forward(&Var::swiglu(&gate, &up)) // silu(gate) * up: (B, T, d_ff) -> (B, T, C)
     }
 }
 

@@ -55,6 +55,8 @@ pub enum BinaryOp {
     Le,
     Gt,
     Ge,
+    /// `silu(a) * b`: SwiGLU's gate times its value, one pass.
+    SiluMul,
     /// `silu'(x) * g` for x = lhs, g = rhs (the fused backward of silu).
     SiluBackward,
     /// `gelu'(x) * g` for x = lhs, g = rhs (the fused backward of gelu).

@@ -252,6 +252,9 @@ fn check_binary<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
         ("pow", ta.abs().add_scalar(0.1).pow(&tb), |x, y| {
             (x.abs() + 0.1).powf(y)
         }),
+        ("silu_mul", ta.silu_mul(&tb), |x, y| {
+            x / (1.0 + (-x).exp()) * y
+        }),
         ("lt", ta.lt(&tb), |x, y| if x < y { 1.0 } else { 0.0 }),
         ("ge", ta.ge(&tb), |x, y| if x >= y { 1.0 } else { 0.0 }),
         ("equal", ta.equal(&ta.maximum(&tb)), |x, y| {

@@ -168,6 +168,21 @@ impl<B: Backend> Var<B> {
         })
     }
 
+    /// SwiGLU's `silu(gate) * value` as one op: one pass forward, and silu(gate) is never stored.
+    pub fn swiglu(gate: &Self, value: &Self) -> Self {
+        let (a, b) = (gate.value(), value.value());
+        // d (silu(a) b) = silu'(a) b da + silu(a) db
+        gate.binary_rule(value, "swiglu", a.silu_mul(&b), move |need_a, need_b| {
+            let (a, b) = (saved(a), need_a.then(|| saved(b)));
+            move |g: &Tensor<B>| {
+                let da = b
+                    .as_ref()
+                    .map(|b| a.binary(&g.mul(b), BinaryOp::SiluBackward, "swiglu"));
+                (da, need_b.then(|| a.silu_mul(g)))
+            }
+        })
+    }
+
     pub fn div(&self, rhs: &Self) -> Self {
         let (a, b) = (self.value(), rhs.value());
         // d (a / b) = da / b - a / b^2 db

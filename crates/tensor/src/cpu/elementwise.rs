@@ -233,6 +233,7 @@ pub fn binary<E: Element>(op: BinaryOp, a: &[E], la: &Layout, b: &[E], lb: &Layo
         BinaryOp::Le => map2(a, la, b, lb, |x, y| bool_(x <= y)),
         BinaryOp::Gt => map2(a, la, b, lb, |x, y| bool_(x > y)),
         BinaryOp::Ge => map2(a, la, b, lb, |x, y| bool_(x >= y)),
+        BinaryOp::SiluMul => map2(a, la, b, lb, |x, y| x * sigmoid(x) * y),
         // silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
         BinaryOp::SiluBackward => map2(a, la, b, lb, |x, g| {
             let s = sigmoid(x);

@@ -75,6 +75,7 @@ impl<B: Backend> Tensor<B> {
         le => BinaryOp::Le;
         gt => BinaryOp::Gt;
         ge => BinaryOp::Ge;
+        silu_mul => BinaryOp::SiluMul;
     }
 
     /// `x^p` for a scalar exponent.
