@@ -109,7 +109,7 @@ impl Heads {
         }
     }
 
-    /// Where matrix `i` starts in an output laid out (B, T, H, D), and its row stride there.
+    /// Where matrix `i` starts in an output laid out (B, T, H, D) (its rows are H * D apart there).
     fn out_offset(&self, i: usize) -> usize {
         (i / self.h) * self.t * self.h * self.d + (i % self.h) * self.d
     }

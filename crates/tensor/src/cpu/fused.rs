@@ -1,5 +1,5 @@
-//! Fused row kernels on the CPU: softmax (optionally causal), log-softmax, rms-norm, cross-entropy, and
-//! their backward passes. Each reads a row once or twice and writes it once, instead of the five or six passes
+//! Fused row kernels on the CPU: softmax (optionally causal), log-softmax, rms-norm, cross-entropy, RoPE,
+//! and their backward passes (the in-place softmax row helpers also serve the attention kernel). Each reads a row once or twice and writes it once, instead of the five or six passes
 //! the composed elementwise ops would make.
 
 use super::reduce::contiguous_slice;
@@ -193,7 +193,6 @@ pub fn rms_norm_backward<E: Element>(
     (dx, dw)
 }
 
-/// One pass of rotate-half RoPE: row r of x (.., T, d) is at position `r % T`.
 /// RoPE with `cos` and `sin` given as views broadcast to x's shape (any layout whose last axis has stride 1).
 /// The tables are walked with `Strided`: a run of `inner` elements (a multiple of d) has its table entries
 /// side by side, so each run rotates d-sized pieces against a contiguous slice of each table.
