@@ -222,6 +222,36 @@ impl Layout {
     }
 }
 
+/// Simplifies the iteration of K operands over one shape: size-1 axes are dropped and neighbouring axes
+/// merged wherever every operand steps through them as one (`stride[i] == stride[i+1] * dim[i+1]`).
+/// Returns the merged dims and each operand's strides for them; a contiguous tensor becomes one axis.
+/// Kernels on every backend iterate these instead of the original axes (fewer, longer runs).
+pub fn merge_axes<const K: usize>(
+    dims: &[usize],
+    strides: [&[usize]; K],
+) -> (Vec<usize>, [Vec<usize>; K]) {
+    let mut merged_dims: Vec<usize> = Vec::with_capacity(dims.len());
+    let mut merged_strides: [Vec<usize>; K] = std::array::from_fn(|_| Vec::new());
+    for i in (0..dims.len()).rev().filter(|&i| dims[i] != 1) {
+        let mergeable = !merged_dims.is_empty()
+            && (0..K).all(|k| {
+                let last = merged_strides[k].len() - 1;
+                strides[k][i] == merged_strides[k][last] * merged_dims[last]
+            });
+        if mergeable {
+            *merged_dims.last_mut().unwrap() *= dims[i];
+        } else {
+            merged_dims.push(dims[i]);
+            for k in 0..K {
+                merged_strides[k].push(strides[k][i]);
+            }
+        }
+    }
+    merged_dims.reverse();
+    merged_strides.iter_mut().for_each(|s| s.reverse());
+    (merged_dims, merged_strides)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +271,15 @@ mod tests {
         let l = Layout::contiguous([3, 1]);
         let b = l.broadcast_to(&Shape::from([2, 3, 4]));
         assert_eq!(b.strides(), &[0, 1, 0]);
+    }
+
+    #[test]
+    fn merge_axes_joins_what_every_operand_steps_through_as_one() {
+        // (2, 3, 4) contiguous, and the same shape broadcast along the middle axis.
+        let (dims, [a, b]) = merge_axes(&[2, 1, 3, 4], [&[12, 12, 4, 1], &[4, 4, 0, 1]]);
+        assert_eq!((dims, a, b), (vec![2, 3, 4], vec![12, 4, 1], vec![4, 0, 1]));
+        let (dims, [a]) = merge_axes(&[2, 3, 4], [&[12, 4, 1]]);
+        assert_eq!((dims, a), (vec![24], vec![1]));
     }
 
     #[test]

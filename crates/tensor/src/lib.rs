@@ -31,7 +31,7 @@ pub use backend::{AdamwStep, Backend, BinaryOp, ReduceOp, UnaryOp};
 pub use cpu::Cpu;
 pub use element::{DType, Element};
 pub use error::{Error, Result};
-pub use layout::Layout;
+pub use layout::{merge_axes, Layout};
 pub use rand::rngs::StdRng;
 pub use shape::Shape;
 pub use tensor::{rng, Tensor};

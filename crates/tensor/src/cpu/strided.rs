@@ -1,7 +1,7 @@
 //! Strided iteration for CPU kernels: walk K operands over one shape, row by row.
 //!
-//! The shape is first simplified: size-1 axes are dropped and neighbouring axes merged wherever every operand
-//! steps through them as one (`stride[i] == stride[i+1] * dim[i+1]`). A contiguous tensor becomes a single
+//! The shape is first simplified by `merge_axes`: size-1 axes are dropped and neighbouring axes merged wherever
+//! every operand steps through them as one. A contiguous tensor becomes a single
 //! row, a transposed one a grid of rows, so the inner loop is as long and as regular as the data allows.
 //! Kernels then run a tight loop over each row's `inner` elements with per-operand inner strides.
 
@@ -22,27 +22,7 @@ pub struct Strided<const K: usize> {
 
 impl<const K: usize> Strided<K> {
     pub fn new(dims: &[usize], strides: [&[usize]; K], offsets: [usize; K]) -> Self {
-        // Keep the axes that are not size 1, then merge mergeable neighbours, innermost first.
-        let keep: Vec<usize> = (0..dims.len()).filter(|&i| dims[i] != 1).collect();
-        let mut merged_dims: Vec<usize> = Vec::with_capacity(keep.len());
-        let mut merged_strides: [Vec<usize>; K] = std::array::from_fn(|_| Vec::new());
-        for &i in keep.iter().rev() {
-            let mergeable = !merged_dims.is_empty()
-                && (0..K).all(|k| {
-                    let last = merged_strides[k].len() - 1;
-                    strides[k][i] == merged_strides[k][last] * merged_dims[last]
-                });
-            if mergeable {
-                *merged_dims.last_mut().unwrap() *= dims[i];
-            } else {
-                merged_dims.push(dims[i]);
-                for k in 0..K {
-                    merged_strides[k].push(strides[k][i]);
-                }
-            }
-        }
-        merged_dims.reverse();
-        merged_strides.iter_mut().for_each(|s| s.reverse());
+        let (mut merged_dims, mut merged_strides) = crate::layout::merge_axes(dims, strides);
         let numel: usize = dims.iter().product();
         let (inner, inner_strides) = match merged_dims.pop() {
             Some(d) => (d, std::array::from_fn(|k| merged_strides[k].pop().unwrap())),

@@ -1,8 +1,10 @@
 //! Property tests: every tensor op against a plain, obviously-correct reference written with loops over
 //! multi-indices, on random shapes (broadcasting, size-1 and empty axes) and on non-contiguous inputs
-//! (transposed and narrowed views), for f32 and f64.
+//! (transposed and narrowed views), on every backend: `Cpu<f64>`, `Cpu<f32>` and `Wgpu` (skipped with a
+//! message on a machine without a GPU adapter, unless `LOWRANK_REQUIRE_WGPU=1`).
 
 use lowrank_tensor::{Backend, Cpu, Element, Shape, Tensor};
+use lowrank_wgpu::{test_device, Wgpu};
 use proptest::prelude::*;
 
 // ---- the reference: a dense row-major array of f64 with naive indexing ------------------------------------
@@ -659,6 +661,12 @@ fn t_rope<B: Backend>(x: &Tensor<B>, cos: &Nd, sin: &Nd, dev: &B) -> Tensor<B> {
     x.rope(&make(cos, 0, dev), &make(sin, 1, dev))
 }
 
+/// The GPU, looked up once per test binary.
+fn gpu() -> Option<Wgpu> {
+    static DEV: std::sync::OnceLock<Option<Wgpu>> = std::sync::OnceLock::new();
+    DEV.get_or_init(test_device).clone()
+}
+
 macro_rules! on_every_backend {
     ($($name:ident => |$dev:ident| $body:expr;)*) => {
         $(
@@ -674,6 +682,16 @@ macro_rules! on_every_backend {
                     fn f32(case in $crate::strategies::$name()) {
                         let $dev = Cpu::<f32>::new();
                         ($body)(case);
+                    }
+                }
+                proptest! {
+                    // Fewer cases: a software Vulkan driver (CI's) runs each kernel on the CPU, slowly.
+                    #![proptest_config(ProptestConfig::with_cases(48))]
+                    #[test]
+                    fn wgpu(case in $crate::strategies::$name()) {
+                        if let Some($dev) = gpu() {
+                            ($body)(case);
+                        }
                     }
                 }
             }

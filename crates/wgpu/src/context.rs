@@ -1,0 +1,398 @@
+//! The per-process GPU context: adapter, device and queue, the buffer pool, the pipeline cache and the command
+//! encoder that collects dispatches until something has to be read back.
+//!
+//! Ordering rule that keeps pooled buffers safe: a pooled buffer is only ever written by commands recorded in
+//! the encoder (in order), never by `queue.write_buffer` (which would run before the pending commands). Host
+//! data therefore arrives in freshly created, mapped-at-creation buffers, which join the pool when dropped.
+
+use crate::WgpuError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Bytes of kernel parameters one dispatch may use (shapes, strides, scalars): 64 `u32` values.
+pub const PARAM_BYTES: u64 = 256;
+/// Dispatches recorded before the encoder is submitted even without a read-back.
+const MAX_PENDING: usize = 1024;
+/// Workgroups per grid dimension that every device accepts.
+pub const MAX_GROUPS: u32 = 65_535;
+
+/// Counters of GPU work since the context was created (see `Wgpu::stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Command buffers submitted to the queue.
+    pub submits: u64,
+    /// Buffers copied back to the host (each one waits for the GPU).
+    pub readbacks: u64,
+    /// Buffers created (the rest of the allocations came from the pool).
+    pub buffers_created: u64,
+}
+
+/// One compiled kernel: a WGSL source (with the shared prelude) and an entry point.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    /// The family's file name, for the cache key and error messages.
+    pub file: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+}
+
+/// Dispatches recorded but not yet submitted, and the parameter block each of them reads.
+struct Pending {
+    encoder: wgpu::CommandEncoder,
+    params: Vec<u8>,
+    count: usize,
+}
+
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// One storage buffer holding the parameter blocks of up to `MAX_PENDING` dispatches.
+    param_arena: wgpu::Buffer,
+    pending: Mutex<Pending>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Freed buffers by size in bytes (a power of two).
+    pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// The first device error (validation, out of memory, device lost), reported at the next sync.
+    error: Arc<Mutex<Option<String>>>,
+    dispatches: AtomicU64,
+    submits: AtomicU64,
+    readbacks: AtomicU64,
+    created: AtomicU64,
+}
+
+const BUFFER_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// The context, created once per process on first use.
+pub fn global() -> Result<Arc<Context>, WgpuError> {
+    static CONTEXT: OnceLock<Result<Arc<Context>, WgpuError>> = OnceLock::new();
+    CONTEXT
+        .get_or_init(|| pollster::block_on(Context::new()).map(Arc::new))
+        .clone()
+}
+
+/// The backends this build can use (no GL: it would silently replace a missing Vulkan driver).
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
+}
+
+/// Preference among adapters: a real GPU first, a software rasteriser (lavapipe) last.
+fn rank(kind: wgpu::DeviceType) -> u8 {
+    match kind {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+impl Context {
+    async fn new() -> Result<Self, WgpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .enumerate_adapters(backends())
+            .await
+            .into_iter()
+            .min_by_key(|a| rank(a.get_info().device_type))
+            .ok_or_else(|| WgpuError::NoAdapter {
+                tried: format!("{:?}", backends()),
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lowrank"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::default(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| WgpuError::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().get_or_insert_with(|| e.to_string());
+        }));
+        let sink = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            sink.lock()
+                .unwrap()
+                .get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+        });
+        let param_arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kernel parameters"),
+            size: PARAM_BYTES * MAX_PENDING as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let pending = Pending {
+            encoder: device.create_command_encoder(&Default::default()),
+            params: Vec::new(),
+            count: 0,
+        };
+        Ok(Context {
+            device,
+            queue,
+            info,
+            limits,
+            param_arena,
+            pending: Mutex::new(pending),
+            pipelines: Mutex::new(HashMap::new()),
+            pool: Mutex::new(HashMap::new()),
+            error,
+            dispatches: AtomicU64::new(0),
+            submits: AtomicU64::new(0),
+            readbacks: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            submits: self.submits.load(Ordering::Relaxed),
+            readbacks: self.readbacks.load(Ordering::Relaxed),
+            buffers_created: self.created.load(Ordering::Relaxed),
+        }
+    }
+
+    // ---- buffers --------------------------------------------------------------------------------------------
+
+    /// The pool's size class for `len` f32 values: the next power of two of bytes, at least 256.
+    fn size_class(&self, len: usize, what: &str) -> u64 {
+        let bytes = (len as u64 * 4).max(PARAM_BYTES).next_power_of_two();
+        let limit = self
+            .limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size);
+        if bytes > limit {
+            panic!(
+                "wgpu: {what} of {len} f32 values needs a {bytes}-byte buffer, over this device's limit of \
+                 {limit} bytes ({})",
+                self.info.name
+            );
+        }
+        bytes
+    }
+
+    /// A buffer for at least `len` f32 values: a pooled one of the same size class, or a new one. Its
+    /// contents are undefined: kernels write every element they own.
+    pub fn alloc(&self, len: usize) -> wgpu::Buffer {
+        let class = self.size_class(len, "a tensor");
+        if let Some(buffer) = self.pool.lock().unwrap().get_mut(&class).and_then(Vec::pop) {
+            return buffer;
+        }
+        self.created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A new buffer holding `data` (see the ordering rule in the module doc).
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let class = self.size_class(bytes.len().div_ceil(4), "an upload");
+        self.created.fetch_add(1, Ordering::Relaxed);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: class,
+            usage: BUFFER_USAGE,
+            mapped_at_creation: true,
+        });
+        if !bytes.is_empty() {
+            buffer
+                .slice(..bytes.len() as u64)
+                .get_mapped_range_mut()
+                .expect("a buffer mapped at creation")
+                .copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        buffer
+    }
+
+    /// Returns a buffer to the pool. Commands already recorded that read it still see its old contents:
+    /// whatever reuses it writes through later commands.
+    pub fn recycle(&self, buffer: wgpu::Buffer) {
+        self.pool
+            .lock()
+            .unwrap()
+            .entry(buffer.size())
+            .or_default()
+            .push(buffer);
+    }
+
+    // ---- dispatch -------------------------------------------------------------------------------------------
+
+    fn pipeline(&self, kernel: &Kernel, subs: &[(&str, &str)]) -> Arc<wgpu::ComputePipeline> {
+        let key = format!("{}:{}:{subs:?}", kernel.file, kernel.entry);
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let body = subs
+            .iter()
+            .fold(kernel.source.to_string(), |src, (from, to)| {
+                src.replace(from, to)
+            });
+        let source = format!("{}\n{body}", include_str!("kernels/common.wgsl"));
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.file),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = Arc::new(self.device.create_compute_pipeline(
+            &wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            },
+        ));
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// Records one dispatch of `kernel` over `groups` workgroups. `subs` replaces placeholders such as
+    /// `{{OP}}` in the source (each distinct source is its own cached pipeline). Binding 0 is the parameter
+    /// block; `buffers` gives the other bindings the entry point uses, by number.
+    pub fn dispatch(
+        &self,
+        kernel: &Kernel,
+        subs: &[(&str, &str)],
+        params: &[u32],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) {
+        assert!(
+            params.len() as u64 * 4 <= PARAM_BYTES,
+            "{}: too many parameters",
+            kernel.entry
+        );
+        if groups.contains(&0) {
+            return;
+        }
+        let pipeline = self.pipeline(kernel, subs);
+        let mut pending = self.pending.lock().unwrap();
+        if pending.count == MAX_PENDING {
+            self.submit(&mut pending);
+        }
+        let slot = pending.count as u64 * PARAM_BYTES;
+        pending
+            .params
+            .extend_from_slice(bytemuck::cast_slice(params));
+        pending.params.resize((slot + PARAM_BYTES) as usize, 0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.param_arena,
+                offset: slot,
+                size: wgpu::BufferSize::new(PARAM_BYTES),
+            }),
+        }];
+        entries.extend(buffers.iter().map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
+            resource: b.as_entire_binding(),
+        }));
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        {
+            let mut pass = pending
+                .encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.entry),
+                    timestamp_writes: None,
+                });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        pending.count += 1;
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes the parameter blocks and submits the recorded commands (does not wait for them).
+    fn submit(&self, pending: &mut Pending) {
+        let encoder = std::mem::replace(
+            &mut pending.encoder,
+            self.device.create_command_encoder(&Default::default()),
+        );
+        if pending.count > 0 {
+            self.queue
+                .write_buffer(&self.param_arena, 0, &pending.params);
+        }
+        self.queue.submit([encoder.finish()]);
+        pending.params.clear();
+        pending.count = 0;
+        self.submits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Panics with the first error the device reported, if any: a kernel or allocation failed earlier.
+    fn check_error(&self) {
+        if let Some(e) = self.error.lock().unwrap().as_ref() {
+            panic!(
+                "wgpu: the device reported an error ({}): {e}",
+                self.info.name
+            );
+        }
+    }
+
+    /// Copies `bytes` bytes from the start of `buffer` to the host, after everything recorded so far: the
+    /// one place the host waits for the GPU.
+    pub fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut pending = self.pending.lock().unwrap();
+            if bytes > 0 {
+                pending
+                    .encoder
+                    .copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+            }
+            self.submit(&mut pending);
+        }
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        self.check_error();
+        if let Err(e) = polled {
+            panic!(
+                "wgpu: waiting for the device failed ({}): {e}",
+                self.info.name
+            );
+        }
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            _ => panic!("wgpu: reading a buffer back failed ({})", self.info.name),
+        }
+        let mut data = staging.get_mapped_range(..).expect("mapped above").to_vec();
+        staging.unmap();
+        data.truncate(bytes as usize);
+        data
+    }
+}

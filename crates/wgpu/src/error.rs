@@ -1,0 +1,16 @@
+//! Errors of setting up the GPU. Failures after set-up (a kernel the device rejects, out of memory, a lost
+//! device) are reported by the device asynchronously and surface as a panic at the next read-back, with the
+//! device's own message.
+
+/// Why no `Wgpu` device could be created.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WgpuError {
+    #[error(
+        "wgpu: no GPU adapter found (backends tried: {tried}). On Linux install a Vulkan driver, e.g. \
+         Debian's `apt-get install mesa-vulkan-drivers libvulkan1` (lavapipe runs Vulkan on the CPU), \
+         or use `--device cpu`"
+    )]
+    NoAdapter { tried: String },
+    #[error("wgpu: the adapter refused to create a device: {0}")]
+    Device(String),
+}

@@ -1,0 +1,131 @@
+//! Fused causal attention on the GPU (`attention.wgsl`; the CPU twin is `cpu/attention.rs`, whose module doc
+//! derives the backward formulas). Forward: one workgroup per (query, batch * head) computes its row of P and
+//! its output row. Backward: a pass over query rows computes dS (and dq), a pass over key rows dk and dv.
+
+use crate::context::{Kernel, MAX_GROUPS};
+use crate::storage::GpuStorage;
+use crate::Wgpu;
+use lowrank_tensor::Layout;
+
+fn kernel(entry: &'static str) -> Kernel {
+    Kernel {
+        file: "attention.wgsl",
+        source: include_str!("attention.wgsl"),
+        entry,
+    }
+}
+
+/// The parameter block shared by the forward and backward kernels (see `attention.wgsl`).
+fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<u32>, [u32; 3]) {
+    let d = ops[0].dims();
+    assert!(
+        d.len() == 4,
+        "attention: q must be (B, H, T, D), got {}",
+        ops[0].shape()
+    );
+    let (b, h, t, dh) = (d[0], d[1], d[2], d[3]);
+    assert!(
+        t <= MAX_GROUPS as usize && b * h <= MAX_GROUPS as usize,
+        "wgpu attention: (B, H, T) = ({b}, {h}, {t}) is over one dispatch"
+    );
+    let need = need[0] as u32 | (need[1] as u32) << 1 | (need[2] as u32) << 2;
+    let mut p = vec![
+        (b * h) as u32,
+        t as u32,
+        dh as u32,
+        h as u32,
+        super::bits(scale),
+        causal as u32,
+        need,
+        0,
+    ];
+    for l in ops {
+        p.push(l.offset() as u32);
+        p.extend(l.strides().iter().map(|&s| s as u32));
+    }
+    (p, [t as u32, (b * h) as u32, 1])
+}
+
+pub fn attention(
+    dev: &Wgpu,
+    [q, k, v]: [(&GpuStorage, &Layout); 3],
+    scale: f64,
+    causal: bool,
+) -> (GpuStorage, GpuStorage) {
+    let d = q.1.dims();
+    let out = dev.output(q.1.shape().numel());
+    let probs = dev.output(d[0] * d[1] * d[2] * d[2]);
+    // dO's slot is unused in the forward pass.
+    let (params, groups) = params([q.1, k.1, v.1, q.1], scale, causal, [false; 3]);
+    let buffers = [
+        (1, out.buffer()),
+        (2, probs.buffer()),
+        (3, q.0.buffer()),
+        (4, k.0.buffer()),
+        (5, v.0.buffer()),
+    ];
+    dev.ctx
+        .dispatch(&kernel("attention"), &[], &params, &buffers, groups);
+    (out, probs)
+}
+
+pub fn attention_backward(
+    dev: &Wgpu,
+    [q, k, v]: [(&GpuStorage, &Layout); 3],
+    probs: &GpuStorage,
+    g: (&GpuStorage, &Layout),
+    scale: f64,
+    causal: bool,
+    need: [bool; 3],
+) -> [Option<GpuStorage>; 3] {
+    let d = q.1.dims();
+    let n = q.1.shape().numel();
+    let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
+    // An output nobody asked for is not written; its binding gets a one-value placeholder.
+    let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
+    let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
+    let ds = dev.output(if need[0] || need[1] {
+        d[0] * d[1] * d[2] * d[2]
+    } else {
+        1
+    });
+    if need[0] || need[1] {
+        let buffers = [
+            (1, dq.buffer()),
+            (2, probs.buffer()),
+            (4, k.0.buffer()),
+            (5, v.0.buffer()),
+            (6, g.0.buffer()),
+            (7, ds.buffer()),
+        ];
+        dev.ctx.dispatch(
+            &kernel("attention_backward_rows"),
+            &[],
+            &params,
+            &buffers,
+            groups,
+        );
+    }
+    if need[1] || need[2] {
+        let buffers = [
+            (1, dk.buffer()),
+            (2, probs.buffer()),
+            (3, q.0.buffer()),
+            (6, g.0.buffer()),
+            (7, ds.buffer()),
+            (8, dv.buffer()),
+        ];
+        dev.ctx.dispatch(
+            &kernel("attention_backward_cols"),
+            &[],
+            &params,
+            &buffers,
+            groups,
+        );
+    }
+    [
+        need[0].then_some(dq),
+        need[1].then_some(dk),
+        need[2].then_some(dv),
+    ]
+}

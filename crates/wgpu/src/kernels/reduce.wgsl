@@ -1,0 +1,84 @@
+// Axis reductions. The input is a row-major run viewed as (outer, len, inner) around the reduced axis; one
+// workgroup of LANES invocations reduces one output (o, j): each lane folds a strided share of the len values,
+// then the lanes combine in shared memory.
+// `{{OP}}` combines two values (a + b, max(a, b), min(a, b)); `{{INIT}}` is its identity.
+// p[0] = outputs (outer * inner), p[1] = len, p[2] = inner, p[3] = offset of the input.
+
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+fn combine(a: f32, b: f32) -> f32 {
+    return {{OP}};
+}
+
+var<workgroup> best_value: array<f32, 64>;
+var<workgroup> best_index: array<u32, 64>;
+
+fn input_at(r: u32, i: u32) -> f32 {
+    let o = r / p[2];
+    let j = r % p[2];
+    return x[p[3] + (o * p[1] + i) * p[2] + j];
+}
+
+@compute @workgroup_size(64)
+fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+    let r = group_index(wid, nwg);
+    if r >= p[0] {
+        return;
+    }
+    var acc = {{INIT}};
+    for (var i = lane; i < p[1]; i = i + LANES) {
+        acc = combine(acc, input_at(r, i));
+    }
+    scratch[lane] = acc;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
+        if lane < s {
+            scratch[lane] = combine(scratch[lane], scratch[lane + s]);
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        out[r] = scratch[0];
+    }
+}
+
+// Arg-max / arg-min: the index (as f32) of the first value that `combine` prefers over all others.
+@compute @workgroup_size(64)
+fn arg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lane: u32) {
+    let r = group_index(wid, nwg);
+    if r >= p[0] {
+        return;
+    }
+    var value = {{INIT}};
+    var index = 0xffffffffu;
+    for (var i = lane; i < p[1]; i = i + LANES) {
+        let v = input_at(r, i);
+        if index == 0xffffffffu || (combine(v, value) == v && v != value) {
+            value = v;
+            index = i;
+        }
+    }
+    best_value[lane] = value;
+    best_index[lane] = index;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
+        if lane < s {
+            let v = best_value[lane + s];
+            let k = best_index[lane + s];
+            let w = best_value[lane];
+            let wins = combine(v, w) == v && v != w;
+            let ties = v == w && k < best_index[lane];
+            if k != 0xffffffffu && (best_index[lane] == 0xffffffffu || wins || ties) {
+                best_value[lane] = v;
+                best_index[lane] = k;
+            }
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u {
+        out[r] = f32(best_index[0]);
+    }
+}
