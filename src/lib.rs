@@ -8,5 +8,6 @@ pub use lowrank_gpt as gpt;
 pub use lowrank_lora as lora;
 pub use lowrank_nn as nn;
 pub use lowrank_tensor as tensor;
+pub use lowrank_wgpu as wgpu;
 
 pub mod bench;

@@ -3,8 +3,8 @@
 //! (transposed and narrowed views), on every backend: `Cpu<f64>`, `Cpu<f32>` and `Wgpu` (skipped with a
 //! message on a machine without a GPU adapter, unless `LOWRANK_REQUIRE_WGPU=1`).
 
-use lowrank_tensor::{Backend, Cpu, Element, Shape, Tensor};
-use lowrank_wgpu::{test_device, Wgpu};
+use lowrank::wgpu::{test_device, Wgpu};
+use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Cpu, Element, Shape, Tensor};
 use proptest::prelude::*;
 
 // ---- the reference: a dense row-major array of f64 with naive indexing ------------------------------------
@@ -563,6 +563,93 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
     );
 }
 
+/// The backward kernels and the AdamW step on backend `D`, for `check_backward`.
+fn backward_outputs<D: Backend>(
+    dev: &D,
+    nd: &Nd,
+    how: u8,
+    targets: &[u32],
+) -> Vec<(&'static str, Tensor<D>)> {
+    let t = make(nd, how, dev);
+    let r = nd.shape.len();
+    let n = nd.shape[r - 1];
+    // an upstream gradient of the same shape, and a weight of the last axis' size
+    let g = make(
+        &Nd::from_fn(&nd.shape, |i| (i.iter().sum::<usize>() as f64 * 0.7).sin()),
+        how,
+        dev,
+    );
+    let w = make(&Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25), 0, dev);
+    let (dx, dw) = t.rms_norm_backward(&w, &g, 1e-5);
+    let rows = nd.data.len() / n;
+    let tg: Vec<u32> = (0..rows)
+        .map(|i| {
+            if i == 0 {
+                999
+            } else {
+                targets[i % targets.len()] % n as u32
+            }
+        })
+        .collect();
+    let row_grads = Tensor::full([rows], 0.3, dev).add_scalar(0.1); // row-major, unlike a broadcast scalar
+    let logits = t.contiguous().reshape([rows, n]);
+    let step = AdamwStep {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        bias_correction1: 0.1,
+        bias_correction2: 0.01,
+        grad_scale: 0.5,
+    };
+    let (p, m, v) = Tensor::adamw_step(t.copy(), g.copy(), g.sqr(), &g, &step);
+    let causal = (r >= 2).then(|| {
+        (
+            "causal softmax_backward",
+            t.causal_softmax().softmax_backward(&g),
+        )
+    });
+    let mut outputs = vec![
+        ("softmax_backward", t.softmax().softmax_backward(&g)),
+        (
+            "log_softmax_backward",
+            t.log_softmax().log_softmax_backward(&g),
+        ),
+        ("rms_norm_backward dx", dx),
+        ("rms_norm_backward dw", dw),
+        (
+            "cross_entropy_backward",
+            logits.cross_entropy_backward(&tg, Some(999), &row_grads),
+        ),
+        (
+            "silu_backward",
+            t.binary(&g, BinaryOp::SiluBackward, "silu_backward"),
+        ),
+        (
+            "gelu_backward",
+            t.binary(&g, BinaryOp::GeluBackward, "gelu_backward"),
+        ),
+        ("adamw param", p),
+        ("adamw m", m),
+        ("adamw v", v),
+    ];
+    outputs.extend(causal);
+    outputs
+}
+
+/// Backward kernels against `Cpu<f64>`'s, whose gradients tests/gradients.rs checks by finite differences.
+fn check_backward<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
+    let want = backward_outputs(&Cpu::<f64>::new(), nd, how, targets);
+    for ((name, got), (_, want)) in backward_outputs(dev, nd, how, targets).iter().zip(want) {
+        let want = Nd {
+            shape: want.dims().to_vec(),
+            data: want.to_vec(),
+        };
+        close(got, &want, name);
+    }
+}
+
 /// q, k, v (B, H, T, D) and an upstream gradient; `how` 3 lays a tensor out as the model does, (B, T, H, D)
 /// memory seen through a permute.
 type AttentionCase = ([(Nd, u8); 4], bool);
@@ -738,6 +825,9 @@ mod strategies {
                 ([one(), one(), one(), one()], any::<bool>())
             })
     }
+    pub fn backward() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
+        fused()
+    }
     pub fn fused() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
         (nonempty_shape(1, 3).prop_flat_map(values), 0u8..3)
             .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 1..6)))
@@ -752,6 +842,7 @@ on_every_backend! {
     views => |dev| |((nd, how), p): ((Nd, u8), usize)| check_views(&dev, &nd, how, p);
     index => |dev| |((nd, how), ids): ((Nd, u8), Vec<u32>)| check_index(&dev, &nd, how, &ids);
     fused => |dev| |((nd, how), tg): ((Nd, u8), Vec<u32>)| check_fused(&dev, &nd, how, &tg);
+    backward => |dev| |((nd, how), tg): ((Nd, u8), Vec<u32>)| check_backward(&dev, &nd, how, &tg);
     attention => |dev| |case: AttentionCase| check_attention(&dev, &case);
 }
 

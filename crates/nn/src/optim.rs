@@ -4,14 +4,15 @@
 use lowrank_autograd::Var;
 use lowrank_tensor::{AdamwStep, Backend, Tensor};
 
-/// The global L2 norm of all gradients: `sqrt(sum_p sum(g_p^2))`.
+/// The global L2 norm of all gradients: `sqrt(sum_p sum(g_p^2))`. The sum is formed on the device and read
+/// back once (on a GPU, each read-back waits for all queued work).
 pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
     params
         .iter()
         .filter_map(|p| p.grad())
-        .map(|g| g.sqr().sum_all().to_scalar())
-        .sum::<f64>()
-        .sqrt()
+        .map(|g| g.sqr().sum_all())
+        .reduce(|total, s| &total + &s)
+        .map_or(0.0, |total| total.to_scalar().sqrt())
 }
 
 /// The factor that brings the global gradient norm down to `max_norm` (1 if already below), and the norm.

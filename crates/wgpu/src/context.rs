@@ -26,8 +26,12 @@ pub struct Stats {
     pub submits: u64,
     /// Buffers copied back to the host (each one waits for the GPU).
     pub readbacks: u64,
-    /// Buffers created (the rest of the allocations came from the pool).
-    pub buffers_created: u64,
+    /// Kernel outputs for which the pool had no free buffer of the size class (a new buffer was created).
+    pub pool_misses: u64,
+    /// Host data uploaded (parameters, token ids, targets): each is a new buffer.
+    pub uploads: u64,
+    /// Pipelines compiled (each kernel and op once per process).
+    pub pipelines: u64,
 }
 
 /// One compiled kernel: a WGSL source (with the shared prelude) and an entry point.
@@ -62,7 +66,8 @@ pub struct Context {
     dispatches: AtomicU64,
     submits: AtomicU64,
     readbacks: AtomicU64,
-    created: AtomicU64,
+    pool_misses: AtomicU64,
+    uploads: AtomicU64,
 }
 
 const BUFFER_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -154,7 +159,8 @@ impl Context {
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
             readbacks: AtomicU64::new(0),
-            created: AtomicU64::new(0),
+            pool_misses: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
         })
     }
 
@@ -163,7 +169,9 @@ impl Context {
             dispatches: self.dispatches.load(Ordering::Relaxed),
             submits: self.submits.load(Ordering::Relaxed),
             readbacks: self.readbacks.load(Ordering::Relaxed),
-            buffers_created: self.created.load(Ordering::Relaxed),
+            pool_misses: self.pool_misses.load(Ordering::Relaxed),
+            uploads: self.uploads.load(Ordering::Relaxed),
+            pipelines: self.pipelines.lock().unwrap().len() as u64,
         }
     }
 
@@ -193,7 +201,7 @@ impl Context {
         if let Some(buffer) = self.pool.lock().unwrap().get_mut(&class).and_then(Vec::pop) {
             return buffer;
         }
-        self.created.fetch_add(1, Ordering::Relaxed);
+        self.pool_misses.fetch_add(1, Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: class,
@@ -206,7 +214,7 @@ impl Context {
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let class = self.size_class(bytes.len().div_ceil(4), "an upload");
-        self.created.fetch_add(1, Ordering::Relaxed);
+        self.uploads.fetch_add(1, Ordering::Relaxed);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: class,

@@ -28,6 +28,8 @@ pub use backend::Wgpu;
 pub use context::Stats;
 pub use error::WgpuError;
 pub use storage::GpuStorage;
+/// The wgpu version this backend is built on (for `AdapterInfo` and friends).
+pub use wgpu;
 
 /// The GPU for a test, or `None` after printing why not, when this machine has no adapter (a laptop without
 /// a Vulkan driver). With `LOWRANK_REQUIRE_WGPU=1` (set by CI) a missing adapter fails the test instead.

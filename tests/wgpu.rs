@@ -1,0 +1,238 @@
+//! The GPU backend end to end: the same model code trains a LoRA / DoRA adapter on `Wgpu` and on `Cpu<f32>`
+//! with the same losses step by step; an adapter trained on the GPU loads on the CPU with the same logits;
+//! tensors stay on the GPU (no read-back inside a step but the loss); buffers and pipelines are reused.
+//! Skipped with a message on a machine without a GPU adapter, unless `LOWRANK_REQUIRE_WGPU=1` (CI sets it,
+//! and runs them on Mesa's software Vulkan driver).
+
+use lowrank::gpt::{Gpt, GptConfig};
+use lowrank::lora::{load_adapter, save_adapter, LoraConfig, LoraModel, Targets};
+use lowrank::nn::{clip_scale, AdamW, AdamWConfig, Module};
+use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
+use lowrank::wgpu::{test_device, Wgpu};
+use std::sync::{Mutex, MutexGuard};
+
+/// The GPU, held by one test at a time so that each test's work counters are its own.
+fn gpu() -> Option<(MutexGuard<'static, ()>, Wgpu)> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    test_device().map(|dev| (guard, dev))
+}
+
+/// A tiny model, big enough that every kernel sees more than one workgroup's worth of some axis.
+fn config() -> GptConfig {
+    GptConfig {
+        d_model: 32,
+        n_heads: 4,
+        d_ff: 80,
+        max_seq_len: 16,
+        ..GptConfig::tiny()
+    }
+}
+
+/// LoRA on q and v with alpha != r, or DoRA; B random and non-zero so that every path carries gradient.
+fn model_with_adapter<B: Backend<Elem = f32>>(dev: &B, use_dora: bool) -> Gpt<B> {
+    let mut model = Gpt::new(config(), 3, dev);
+    let lora = LoraConfig {
+        r: 4,
+        alpha: 6.0,
+        use_dora,
+        targets: Targets::Names(vec!["q_proj".into(), "v_proj".into(), "down_proj".into()]),
+        ..LoraConfig::default()
+    };
+    model
+        .add_adapter("default", &lora, 5)
+        .expect("valid config");
+    for (i, (name, p)) in model.named_params().into_iter().enumerate() {
+        if name.contains("lora_B") {
+            p.set_value(Tensor::randn(p.shape(), 0.0, 0.1, &mut rng(i as u64), dev));
+        }
+    }
+    model
+}
+
+/// One batch of tokens per step, the same on every device.
+fn batch(step: usize) -> (Vec<u32>, Vec<u32>) {
+    let (b, t) = (2, config().max_seq_len);
+    let ids: Vec<u32> = (0..b * t + 1)
+        .map(|i| ((i * 37 + step * 11) % 256) as u32)
+        .collect();
+    (ids[..b * t].to_vec(), ids[1..].to_vec())
+}
+
+/// Trains `steps` steps (forward, backward, clipping, AdamW) and returns the losses.
+fn train<B: Backend>(model: &Gpt<B>, steps: usize) -> Vec<f64> {
+    let params = model.trainable_params();
+    let mut opt = AdamW::new(
+        params.clone(),
+        AdamWConfig {
+            lr: 1e-2,
+            ..AdamWConfig::default()
+        },
+    );
+    (0..steps)
+        .map(|step| {
+            let (ids, targets) = batch(step);
+            let loss = model.loss(&ids, &targets, 2, config().max_seq_len);
+            let value = loss.value().to_scalar();
+            loss.backward().expect("trainable adapter");
+            opt.step_scaled(clip_scale(&params, 1.0).0);
+            opt.zero_grad();
+            value
+        })
+        .collect()
+}
+
+fn logits<B: Backend>(model: &Gpt<B>) -> Vec<f64> {
+    let (ids, _) = batch(99);
+    let out = model.forward(&ids, 2, config().max_seq_len);
+    out.value().to_vec().iter().map(|&v| v.to_f64()).collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+fn trains_the_same_on_both_devices(use_dora: bool) {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    let (on_cpu, on_gpu) = (
+        model_with_adapter(&cpu, use_dora),
+        model_with_adapter(&gpu, use_dora),
+    );
+    let diff = max_diff(&logits(&on_cpu), &logits(&on_gpu));
+    assert!(diff < 1e-4, "initial logits differ by {diff}");
+    let steps = 6;
+    let (l_cpu, l_gpu) = (train(&on_cpu, steps), train(&on_gpu, steps));
+    for (step, (c, g)) in l_cpu.iter().zip(&l_gpu).enumerate() {
+        assert!(
+            (c - g).abs() < 1e-4 * c.abs().max(1.0),
+            "step {step}: loss {c} on the CPU, {g} on the GPU"
+        );
+    }
+    assert!(l_gpu[steps - 1] < l_gpu[0], "the adapter learns: {l_gpu:?}");
+
+    // The adapter saved from the GPU run loads onto the same base on the CPU and gives the same logits.
+    let dir = std::env::temp_dir().join(format!(
+        "lowrank-wgpu-test-{}-{use_dora}",
+        std::process::id()
+    ));
+    let mut on_gpu = on_gpu;
+    save_adapter(&mut on_gpu, "default", &dir).expect("save");
+    let mut reloaded = Gpt::new(config(), 3, &cpu);
+    load_adapter(&mut reloaded, &dir, "default").expect("load");
+    let diff = max_diff(&logits(&reloaded), &logits(&on_gpu));
+    assert!(diff < 1e-4, "reloaded on the CPU, logits differ by {diff}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn lora_trains_the_same_on_gpu_and_cpu() {
+    trains_the_same_on_both_devices(false);
+}
+
+#[test]
+fn dora_trains_the_same_on_gpu_and_cpu() {
+    trains_the_same_on_both_devices(true);
+}
+
+#[test]
+fn the_adapter_is_vulkan_where_ci_requires_it() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let backend = gpu.adapter_info().backend;
+    eprintln!("wgpu adapter: {}", gpu.adapter_name());
+    if std::env::var("LOWRANK_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+        assert_eq!(
+            backend,
+            lowrank::wgpu::wgpu::Backend::Vulkan,
+            "CI runs the GPU tests on Vulkan (lavapipe), got {}",
+            gpu.adapter_name()
+        );
+    }
+}
+
+#[test]
+fn a_training_step_reads_back_only_the_loss_and_the_gradient_norm() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let model = model_with_adapter(&gpu, false);
+    train(&model, 2); // compile the pipelines, fill the buffer pool
+    let before = gpu.stats();
+    train(&model, 1);
+    let after = gpu.stats();
+    // Hundreds of dispatches, submitted only at the two read-backs the step asks for (the loss, and the
+    // gradient norm for clipping); every kernel output of a warm step comes from the pool.
+    assert!(after.dispatches - before.dispatches > 100);
+    assert_eq!(after.readbacks - before.readbacks, 2);
+    assert_eq!(after.submits - before.submits, 2);
+    assert_eq!(
+        after.pool_misses, before.pool_misses,
+        "the pool serves a warm step"
+    );
+}
+
+#[test]
+fn tiled_matmul_matches_the_cpu_across_tile_edges() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    // (batch, m, k, n) around the 64 x 64 output tile and the 16-deep K slice, with transposed operands.
+    for (bt, m, k, n) in [
+        (1, 1, 1, 1),
+        (2, 65, 17, 63),
+        (3, 130, 70, 97),
+        (1, 64, 128, 64),
+    ] {
+        let a = Tensor::randn([bt, m, k], 0.0, 1.0, &mut rng(1), &cpu);
+        let b = Tensor::randn([bt, n, k], 0.0, 1.0, &mut rng(2), &cpu);
+        let want = a.matmul(&b.transpose(1, 2)).to_vec();
+        let (ga, gb) = (
+            Tensor::from_vec(a.to_vec(), a.shape().clone(), &gpu).unwrap(),
+            Tensor::from_vec(b.to_vec(), b.shape().clone(), &gpu).unwrap(),
+        );
+        let got = ga.matmul(&gb.transpose(1, 2)).to_vec();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-4 * k as f32,
+            "({bt}, {m}, {k}, {n}): max diff {diff}"
+        );
+    }
+}
+
+#[test]
+fn grids_past_65535_workgroups_cover_every_row() {
+    let Some((_one, gpu)) = gpu() else { return };
+    // 70_000 rows: one workgroup per row needs a second grid dimension.
+    let rows = 70_000;
+    let data: Vec<f32> = (0..rows * 2).map(|i| (i % 7) as f32).collect();
+    let x = Tensor::from_vec(data.clone(), [rows, 2], &gpu).unwrap();
+    let want: Vec<f32> = data.chunks(2).map(|r| r[0] + r[1]).collect();
+    assert_eq!(x.sum(1, false).to_vec(), want);
+    assert_eq!(x.softmax().to_vec().len(), rows * 2);
+}
+
+#[test]
+fn a_second_identical_op_reuses_buffers_and_pipelines() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let x = Tensor::randn([33, 17], 0.0, 1.0, &mut rng(0), &gpu);
+    let step = |x: &Tensor<Wgpu>| x.matmul(&x.t()).softmax().sum_all().to_scalar();
+    let first = step(&x);
+    let before = gpu.stats();
+    let second = step(&x);
+    assert_eq!(first, second);
+    let after = gpu.stats();
+    assert_eq!(after.pool_misses, before.pool_misses);
+    assert_eq!(after.pipelines, before.pipelines);
+    assert_eq!(after.readbacks - before.readbacks, 1);
+}
