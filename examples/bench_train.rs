@@ -2,15 +2,23 @@
 //! two can be compared in one sitting: ms/step (median), tokens/s, parameters, the bytes held for weights +
 //! gradients + optimizer state, and peak RSS. Each variant runs in its own process so its peak RSS is its own.
 //!
+//! With `--device wgpu` the steps run on the GPU, and each line adds the GPU work of one step: compute
+//! dispatches, queue submits and read-backs (the loss is the one read-back a step needs).
+//!
 //! `cargo run --release --example bench_train -- --configs small,medium --steps 20`
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use lowrank::bench::{Variant, Workload};
 use lowrank::nn::Module;
+use lowrank::tensor::Backend;
 use std::time::Instant;
 
 #[path = "support/alloc.rs"]
 mod alloc;
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/device.rs"]
+mod device;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -22,6 +30,9 @@ struct Args {
     steps: usize,
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Where to run the steps.
+    #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
+    device: device::Device,
     /// Internal: run one (config, variant) in this process.
     #[arg(long, num_args = 2, hide = true)]
     child: Option<Vec<String>>,
@@ -39,16 +50,37 @@ fn peak_rss_mib() -> u64 {
     kib / 1024
 }
 
-fn child(config: &str, variant: Variant, steps: usize, warmup: usize) {
-    let mut w = Workload::new(config, variant);
-    let mut times: Vec<f64> = (0..warmup + steps)
+/// GPU work counters (dispatches, submits, read-backs) when the process has a GPU context, else zeros.
+fn gpu_counters(device: device::Device) -> [u64; 3] {
+    match device {
+        device::Device::Wgpu => lowrank::wgpu::Wgpu::new()
+            .map(|g| g.stats())
+            .map_or([0; 3], |s| [s.dispatches, s.submits, s.readbacks]),
+        device::Device::Cpu => [0; 3],
+    }
+}
+
+fn child<B: Backend>(
+    args: &Args,
+    config: &str,
+    variant: Variant,
+    dev: &B,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = Workload::new(config, variant, dev);
+    let (steps, warmup) = (args.steps, args.warmup);
+    for _ in 0..warmup {
+        w.step();
+    }
+    let before = gpu_counters(args.device);
+    let mut times: Vec<f64> = (0..steps)
         .map(|_| {
             let t = Instant::now();
             w.step();
             t.elapsed().as_secs_f64() * 1e3
         })
-        .skip(warmup)
         .collect();
+    let after = gpu_counters(args.device);
+    let per_step = |i: usize| (after[i] - before[i]) as f64 / steps as f64;
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
     let (total, trainable) = (w.model.num_params(), w.model.num_trainable_params());
@@ -59,9 +91,12 @@ fn child(config: &str, variant: Variant, steps: usize, warmup: usize) {
             "config": config, "variant": variant.name(), "ms_per_step": (ms * 100.0).round() / 100.0,
             "tokens_per_s": (w.tokens() as f64 / ms * 1e3).round(), "params_total": total,
             "params_trainable": trainable, "weights_grads_optimizer_mib": state_bytes as f64 / (1 << 20) as f64,
-            "peak_rss_mib": peak_rss_mib(), "engine": "lowrank"
+            "peak_rss_mib": peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
+            "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
+            "readbacks_per_step": per_step(2)
         })
     );
+    Ok(())
 }
 
 fn main() {
@@ -69,7 +104,9 @@ fn main() {
     let args = Args::parse();
     if let Some(c) = &args.child {
         let variant = Variant::parse(&c[1]).unwrap_or_else(|| panic!("unknown variant {}", c[1]));
-        return child(&c[0], variant, args.steps, args.warmup);
+        return cli::exit_on_error((|| {
+            with_device!(args.device, |dev| child(&args, &c[0], variant, &dev))
+        })());
     }
     let exe = std::env::current_exe().expect("the running executable");
     for config in args.configs.split(',') {
@@ -87,6 +124,11 @@ fn main() {
                     &args.steps.to_string(),
                     "--warmup",
                     &args.warmup.to_string(),
+                    "--device",
+                    args.device
+                        .to_possible_value()
+                        .expect("a listed device")
+                        .get_name(),
                 ])
                 .status()
                 .expect("spawn a child benchmark");

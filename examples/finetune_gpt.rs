@@ -19,7 +19,7 @@ use lowrank::gpt::{
 };
 use lowrank::lora::{load_adapter, save_adapter, LoraConfig, LoraModel, Targets};
 use lowrank::nn::{write_atomic, Module};
-use lowrank::tensor::Cpu;
+use lowrank::tensor::{Backend, Element};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,6 +27,8 @@ use std::time::Instant;
 mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/device.rs"]
+mod device;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -68,24 +70,25 @@ struct Args {
     pretrain_steps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where to train and evaluate.
+    #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
+    device: device::Device,
 }
-
-type Dev = Cpu<f32>;
 
 fn main() {
     alloc::keep_freed_memory();
-    cli::exit_on_error(run(Args::parse()));
+    let args = Args::parse();
+    cli::exit_on_error((|| with_device!(args.device, |dev| run(&args, &dev)))());
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    let dev = Dev::new();
     let tok = ByteTokenizer;
 
     // 1. The base model.
     let general = Dataset::new(tok.encode(&corpus::general_corpus(400_000, args.seed)));
     let (general_train, general_val) = general.split(0.1);
-    let mut model = base_model(&args, &general_train, &general_val, &dev)?;
+    let mut model = base_model(args, &general_train, &general_val, dev)?;
     let config = model.config.clone();
 
     // 2. The task, and the base's score on it.
@@ -111,11 +114,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             task.dataset(40_000, args.seed + 1_000_003),
         ),
     };
-    let measure_task = |m: &Gpt<Dev>| {
+    let measure_task = |m: &Gpt<B>| {
         let acc = args.data.is_none().then(|| exact_match(m, &held_out));
         (acc, evaluate(m, &task_val, 8, 16, config.max_seq_len, 3))
     };
-    let general_loss = |m: &Gpt<Dev>| evaluate(m, &general_val, 8, 16, config.max_seq_len, 3);
+    let general_loss = |m: &Gpt<B>| evaluate(m, &general_val, 8, 16, config.max_seq_len, 3);
     let (acc_before, task_loss_before) = measure_task(&model);
     let general_before = general_loss(&model);
     let sample_prompt = match &args.data {
@@ -187,7 +190,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // 5. Save, reload into a fresh base, merge, and time inference.
     if args.method != Method::Full {
-        check_save_reload_merge(&mut model, &args, &dev)?;
+        check_save_reload_merge(&mut model, args, dev)?;
     } else {
         model.save(&args.out)?;
         println!("fine-tuned model saved to {}", args.out.display());
@@ -197,12 +200,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Loads the base checkpoint, or pretrains one and saves it.
-fn base_model(
+fn base_model<B: Backend>(
     args: &Args,
     train_set: &Dataset,
     val: &Dataset,
-    dev: &Dev,
-) -> Result<Gpt<Dev>, Box<dyn std::error::Error>> {
+    dev: &B,
+) -> Result<Gpt<B>, Box<dyn std::error::Error>> {
     if args.base.join(lowrank::gpt::CONFIG_FILE).exists() {
         let model = Gpt::load(&args.base, dev)?;
         println!(
@@ -237,7 +240,7 @@ fn base_model(
     Ok(model)
 }
 
-fn sample(model: &Gpt<Dev>, prompt: &str) -> String {
+fn sample<B: Backend>(model: &Gpt<B>, prompt: &str) -> String {
     let cfg = GenerateConfig {
         max_new_tokens: 40,
         temperature: 0.0,
@@ -355,10 +358,10 @@ fn loss_curve_svg(losses: &[f64]) -> String {
 
 /// Saves the adapter, reloads it into a fresh copy of the base and compares logits; merges it and compares
 /// merged with unmerged logits; times inference both ways.
-fn check_save_reload_merge(
-    model: &mut Gpt<Dev>,
+fn check_save_reload_merge<B: Backend>(
+    model: &mut Gpt<B>,
     args: &Args,
-    dev: &Dev,
+    dev: &B,
 ) -> Result<(), Box<dyn std::error::Error>> {
     save_adapter(model, "default", &args.out)?;
     println!(
@@ -369,12 +372,15 @@ fn check_save_reload_merge(
     let seq = model.config.max_seq_len;
     let ids: Vec<u32> =
         ByteTokenizer.encode(&corpus::general_corpus(batch * seq + 64, 99))[..batch * seq].to_vec();
-    let logits = |m: &Gpt<Dev>| no_grad(|| m.forward(&ids, batch, seq)).value().to_vec();
-    let max_diff = |a: &[f32], b: &[f32]| {
+    let logits = |m: &Gpt<B>| -> Vec<f64> {
+        let out = no_grad(|| m.forward(&ids, batch, seq)).value().to_vec();
+        out.into_iter().map(|v| v.to_f64()).collect()
+    };
+    let max_diff = |a: &[f64], b: &[f64]| {
         a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
+            .fold(0.0f64, f64::max)
     };
     let unmerged = logits(model);
 
@@ -388,7 +394,7 @@ fn check_save_reload_merge(
         );
     }
 
-    let time = |m: &Gpt<Dev>| {
+    let time = |m: &Gpt<B>| {
         let _ = logits(m);
         let mut t: Vec<f64> = (0..5)
             .map(|_| {

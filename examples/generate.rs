@@ -8,13 +8,15 @@
 use clap::Parser;
 use lowrank::gpt::{generate, ByteTokenizer, GenerateConfig, Gpt};
 use lowrank::lora::{load_adapter, LoraModel};
-use lowrank::tensor::Cpu;
+use lowrank::tensor::Backend;
 use std::path::PathBuf;
 
 #[path = "support/alloc.rs"]
 mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/device.rs"]
+mod device;
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a base checkpoint plus optional adapters")]
@@ -39,19 +41,24 @@ struct Args {
     seed: u64,
     #[arg(long, default_value_t = 120)]
     max_tokens: usize,
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
+    device: device::Device,
 }
 
 fn main() {
     alloc::keep_freed_memory();
-    cli::exit_on_error(run(Args::parse()));
+    let args = Args::parse();
+    cli::exit_on_error((|| {
+        if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+            return Err(format!("--temperature must be >= 0, got {}", args.temperature).into());
+        }
+        with_device!(args.device, |dev| run(&args, &dev))
+    })());
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
-        return Err(format!("--temperature must be >= 0, got {}", args.temperature).into());
-    }
-    let dev = Cpu::<f32>::new();
-    let mut model = Gpt::load(&args.base, &dev)?;
+fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
+    let mut model = Gpt::load(&args.base, dev)?;
     for (i, dir) in args.adapter.iter().enumerate() {
         let name = format!("adapter{i}");
         let report = load_adapter(&mut model, dir, &name)?;

@@ -8,7 +8,7 @@ use lowrank::gpt::{
     corpus, generate, train, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig, TrainConfig,
 };
 use lowrank::nn::Module;
-use lowrank::tensor::Cpu;
+use lowrank::tensor::Backend;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -27,20 +27,25 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
+    device: device::Device,
 }
 
 #[path = "support/alloc.rs"]
 mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/device.rs"]
+mod device;
 
 fn main() {
     alloc::keep_freed_memory();
-    cli::exit_on_error(run(Args::parse()));
+    let args = Args::parse();
+    cli::exit_on_error((|| with_device!(args.device, |dev| run(&args, &dev)))());
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let dev = Cpu::<f32>::new();
+fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let text = match &args.data {
         Some(path) => {
             std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
@@ -58,7 +63,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let (train_set, val_set) = data.split(0.1);
-    let model = Gpt::new(config.clone(), args.seed, &dev);
+    let model = Gpt::new(config.clone(), args.seed, dev);
     println!("model: {} parameters ({config:?})", model.num_params());
     println!(
         "data: {} training / {} validation tokens",

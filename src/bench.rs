@@ -5,7 +5,7 @@ use crate::autograd::no_grad;
 use crate::gpt::{Gpt, GptConfig};
 use crate::lora::{LoraConfig, LoraModel, Targets};
 use crate::nn::{AdamW, AdamWConfig, Module};
-use crate::tensor::{rng, Cpu};
+use crate::tensor::{rng, Backend};
 use rand_distr::{Distribution, Uniform};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,25 +42,25 @@ impl Variant {
     }
 }
 
-/// A model, an optimizer and one fixed batch, as the reference script sets them up.
-pub struct Workload {
-    pub model: Gpt<Cpu<f32>>,
-    pub opt: AdamW<Cpu<f32>>,
+/// A model, an optimizer and one fixed batch, as the reference script sets them up, on backend `B`.
+pub struct Workload<B: Backend> {
+    pub model: Gpt<B>,
+    pub opt: AdamW<B>,
     pub variant: Variant,
     ids: Vec<u32>,
     batch: usize,
     seq: usize,
 }
 
-impl Workload {
+impl<B: Backend> Workload<B> {
     /// `config` is "small" or "medium".
-    pub fn new(config: &str, variant: Variant) -> Self {
+    pub fn new(config: &str, variant: Variant, dev: &B) -> Self {
         let (cfg, batch) = match config {
             "medium" => (GptConfig::medium(), 16),
             _ => (GptConfig::small(), 16),
         };
         let seq = cfg.max_seq_len;
-        let mut model = Gpt::new(cfg, 0, &Cpu::new());
+        let mut model = Gpt::new(cfg, 0, dev);
         let targets = match variant {
             Variant::LoraAll => Targets::AllLinear,
             _ => Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
@@ -96,11 +96,18 @@ impl Workload {
         self.batch * self.seq
     }
 
-    /// One training step (forward, backward, AdamW), or one forward pass for `Infer`.
-    pub fn step(&mut self) {
+    /// One training step (forward, backward, AdamW), or one forward pass for `Infer`. Returns the loss (or
+    /// the first logit): reading it back is what waits for a GPU to finish the step, so a timed step is
+    /// a whole step on every device.
+    pub fn step(&mut self) -> f64 {
         if self.variant == Variant::Infer {
-            no_grad(|| self.model.forward(&self.ids, self.batch, self.seq));
-            return;
+            let logits = no_grad(|| self.model.forward(&self.ids, self.batch, self.seq));
+            return logits
+                .value()
+                .narrow(2, 0, 1)
+                .narrow(1, 0, 1)
+                .narrow(0, 0, 1)
+                .to_scalar();
         }
         // Targets = inputs, as the reference script (labels = input_ids, shifted inside the model there).
         let targets: Vec<u32> = self.ids[1..].iter().copied().chain([self.ids[0]]).collect();
@@ -108,5 +115,6 @@ impl Workload {
         loss.backward().expect("trainable parameters");
         self.opt.step();
         self.opt.zero_grad();
+        loss.value().to_scalar()
     }
 }
