@@ -2,10 +2,15 @@
 //! (FLOP/s, as criterion's "elements"/s), transposed operands, and memory-bound elementwise / reduction /
 //! softmax kernels against a plain copy of the same size (bytes/s).
 //!
-//! `cargo bench --bench tensor_ops`
+//! The `wgpu_*` groups run on the GPU (skipped with a message when there is no adapter): the tiled matmul
+//! at 256-4096 (FLOP/s; up to 1024 on a software adapter such as lavapipe) and the fused kernels at the
+//! medium config's sizes. Each GPU iteration ends by reading one value back, so it times finished work.
+//!
+//! `cargo bench --bench tensor_ops` (`-- wgpu` for the GPU groups only)
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lowrank::tensor::{rng, Cpu, Tensor};
+use lowrank::tensor::{rng, Backend, Cpu, Tensor};
+use lowrank::wgpu::{wgpu::DeviceType, Wgpu};
 use std::hint::black_box;
 
 type T = Tensor<Cpu<f32>>;
@@ -139,5 +144,72 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, matmul, memory_bound, attention);
+/// One value of `t` read back: waits until the GPU has finished everything that produced it.
+fn finish<B: Backend>(t: &Tensor<B>) -> f64 {
+    let mut first = t.clone();
+    while first.rank() > 0 {
+        first = first.narrow(0, 0, 1).squeeze(0);
+    }
+    first.to_scalar()
+}
+
+fn wgpu_kernels(c: &mut Criterion) {
+    let gpu = match Wgpu::new() {
+        Ok(gpu) => gpu,
+        Err(e) => return eprintln!("skipping the wgpu benchmarks: {e}"),
+    };
+    eprintln!("wgpu benchmarks on {}", gpu.adapter_name());
+    let software = gpu.adapter_info().device_type == DeviceType::Cpu;
+    let randn = |dims: &[usize], seed| Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), &gpu);
+    let mut g = c.benchmark_group("wgpu_matmul");
+    g.sample_size(10);
+    for n in [256, 512, 1024, 2048, 4096] {
+        if software && n > 1024 {
+            continue;
+        }
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        let (a, b) = (randn(&[n, n], 1), randn(&[n, n], 2));
+        g.bench_function(BenchmarkId::from_parameter(n), |bench| {
+            bench.iter(|| black_box(finish(&a.matmul(&b))))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("wgpu_fused_medium");
+    g.sample_size(10);
+    // the medium config: 16 x 128 tokens, d 256, 8 heads of 32, vocab 256
+    let (b, t, h, d) = (16, 128, 8, 32);
+    let x = randn(&[b * t, h * d], 3);
+    let w = randn(&[h * d], 4);
+    g.bench_function("rms_norm", |bench| {
+        bench.iter(|| black_box(finish(&x.rms_norm(&w, 1e-5))))
+    });
+    g.bench_function("rms_norm_backward", |bench| {
+        bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5).0)))
+    });
+    let logits = randn(&[b * t, 256], 5);
+    let targets: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();
+    g.bench_function("cross_entropy", |bench| {
+        bench.iter(|| black_box(finish(&logits.cross_entropy(&targets, None))))
+    });
+    g.bench_function("softmax", |bench| {
+        bench.iter(|| black_box(finish(&logits.softmax())))
+    });
+    let heads = |seed| randn(&[b, t, h, d], seed).permute(&[0, 2, 1, 3]);
+    let (q, k, v, dy) = (heads(7), heads(8), heads(9), heads(10));
+    let scale = 1.0 / (d as f64).sqrt();
+    g.bench_function("attention_forward", |bench| {
+        bench.iter(|| black_box(finish(&Tensor::attention(&q, &k, &v, scale, true).0)))
+    });
+    let (_, probs) = Tensor::attention(&q, &k, &v, scale, true);
+    g.bench_function("attention_backward", |bench| {
+        bench.iter(|| {
+            let grads = Tensor::attention_backward(&q, &k, &v, &probs, &dy, scale, true, [true; 3]);
+            black_box(grads.map(|g| g.map(|g| finish(&g))))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, matmul, memory_bound, attention, wgpu_kernels);
 criterion_main!(benches);
