@@ -236,3 +236,20 @@ fn a_second_identical_op_reuses_buffers_and_pipelines() {
     assert_eq!(after.pipelines, before.pipelines);
     assert_eq!(after.readbacks - before.readbacks, 1);
 }
+
+#[test]
+fn data_over_the_device_limit_is_an_error_naming_the_shape() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let limit = gpu.max_storage_len();
+    if limit > 1 << 28 {
+        return eprintln!(
+            "this device takes {limit} values per buffer: too many to allocate in a test"
+        );
+    }
+    let err = Tensor::from_vec(vec![0.0; limit + 1], [limit + 1], &gpu).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("shape ({})", limit + 1)) && msg.contains(&limit.to_string()),
+        "{msg}"
+    );
+}

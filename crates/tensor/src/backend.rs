@@ -97,6 +97,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     fn name(&self) -> String;
 
     // ---- memory -------------------------------------------------------------------------------------------
+    /// The most elements one storage may hold on this device (a GPU's largest buffer); `Tensor::from_vec`
+    /// checks it, so data from a file gets an error naming the shape instead of a failed allocation.
+    fn max_storage_len(&self) -> usize {
+        usize::MAX
+    }
     fn storage_from_vec(&self, data: Vec<Self::Elem>) -> Self::Storage;
     fn full(&self, len: usize, value: Self::Elem) -> Self::Storage;
     /// Number of elements the storage holds.

@@ -7,6 +7,12 @@ use crate::Shape;
 pub enum Error {
     #[error("from_vec: {len} values cannot fill shape {shape} ({} elements)", shape.numel())]
     DataLength { shape: Shape, len: usize },
+    #[error("a tensor of shape {shape} has {} elements, over the limit of {limit} per tensor on {device}", shape.numel())]
+    TooLarge {
+        shape: Shape,
+        limit: usize,
+        device: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

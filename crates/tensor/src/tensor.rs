@@ -52,6 +52,13 @@ impl<B: Backend> Tensor<B> {
                 len: data.len(),
             });
         }
+        if data.len() > backend.max_storage_len() {
+            return Err(Error::TooLarge {
+                shape,
+                limit: backend.max_storage_len(),
+                device: backend.name(),
+            });
+        }
         Ok(Self::from_storage(
             backend.storage_from_vec(data),
             shape,

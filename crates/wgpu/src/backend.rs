@@ -79,6 +79,10 @@ impl Backend for Wgpu {
         format!("wgpu<f32> on {}", self.adapter_name())
     }
 
+    fn max_storage_len(&self) -> usize {
+        self.ctx.max_len()
+    }
+
     fn storage_from_vec(&self, data: Vec<f32>) -> GpuStorage {
         GpuStorage::new(self.ctx.upload(&data), data.len(), self.ctx.clone())
     }

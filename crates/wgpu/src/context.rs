@@ -74,6 +74,12 @@ const BUFFER_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
+/// Locks a mutex even if a thread panicked while holding it: the data behind these locks (caches, pools,
+/// the pending encoder) stays valid across a panic in a kernel's caller.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The context, created once per process on first use.
 pub fn global() -> Result<Arc<Context>, WgpuError> {
     static CONTEXT: OnceLock<Result<Arc<Context>, WgpuError>> = OnceLock::new();
@@ -127,13 +133,11 @@ impl Context {
         let error = Arc::new(Mutex::new(None::<String>));
         let sink = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap().get_or_insert_with(|| e.to_string());
+            lock(&sink).get_or_insert_with(|| e.to_string());
         }));
         let sink = error.clone();
         device.set_device_lost_callback(move |reason, message| {
-            sink.lock()
-                .unwrap()
-                .get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
+            lock(&sink).get_or_insert_with(|| format!("device lost ({reason:?}): {message}"));
         });
         let param_arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("kernel parameters"),
@@ -171,23 +175,33 @@ impl Context {
             readbacks: self.readbacks.load(Ordering::Relaxed),
             pool_misses: self.pool_misses.load(Ordering::Relaxed),
             uploads: self.uploads.load(Ordering::Relaxed),
-            pipelines: self.pipelines.lock().unwrap().len() as u64,
+            pipelines: lock(&self.pipelines).len() as u64,
         }
     }
 
     // ---- buffers --------------------------------------------------------------------------------------------
 
+    /// The largest buffer a kernel may bind, in bytes.
+    fn max_buffer_bytes(&self) -> u64 {
+        self.limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size)
+    }
+
+    /// The most f32 values one storage may hold (its size class must fit `max_buffer_bytes`).
+    pub fn max_len(&self) -> usize {
+        // The largest power of two of bytes that fits.
+        let bytes = 1u64 << (63 - self.max_buffer_bytes().leading_zeros());
+        (bytes / 4) as usize
+    }
+
     /// The pool's size class for `len` f32 values: the next power of two of bytes, at least 256.
     fn size_class(&self, len: usize, what: &str) -> u64 {
         let bytes = (len as u64 * 4).max(PARAM_BYTES).next_power_of_two();
-        let limit = self
-            .limits
-            .max_buffer_size
-            .min(self.limits.max_storage_buffer_binding_size);
-        if bytes > limit {
+        if bytes > self.max_buffer_bytes() {
             panic!(
-                "wgpu: {what} of {len} f32 values needs a {bytes}-byte buffer, over this device's limit of \
-                 {limit} bytes ({})",
+                "wgpu: {what} of {len} f32 values is over this device's limit of {} values per buffer ({})",
+                self.max_len(),
                 self.info.name
             );
         }
@@ -198,7 +212,7 @@ impl Context {
     /// contents are undefined: kernels write every element they own.
     pub fn alloc(&self, len: usize) -> wgpu::Buffer {
         let class = self.size_class(len, "a tensor");
-        if let Some(buffer) = self.pool.lock().unwrap().get_mut(&class).and_then(Vec::pop) {
+        if let Some(buffer) = lock(&self.pool).get_mut(&class).and_then(Vec::pop) {
             return buffer;
         }
         self.pool_misses.fetch_add(1, Ordering::Relaxed);
@@ -235,9 +249,7 @@ impl Context {
     /// Returns a buffer to the pool. Commands already recorded that read it still see its old contents:
     /// whatever reuses it writes through later commands.
     pub fn recycle(&self, buffer: wgpu::Buffer) {
-        self.pool
-            .lock()
-            .unwrap()
+        lock(&self.pool)
             .entry(buffer.size())
             .or_default()
             .push(buffer);
@@ -247,7 +259,7 @@ impl Context {
 
     fn pipeline(&self, kernel: &Kernel, subs: &[(&str, &str)]) -> Arc<wgpu::ComputePipeline> {
         let key = format!("{}:{}:{subs:?}", kernel.file, kernel.entry);
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+        if let Some(p) = lock(&self.pipelines).get(&key) {
             return p.clone();
         }
         let body = subs
@@ -272,7 +284,7 @@ impl Context {
                 cache: None,
             },
         ));
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        lock(&self.pipelines).insert(key, pipeline.clone());
         pipeline
     }
 
@@ -296,7 +308,7 @@ impl Context {
             return;
         }
         let pipeline = self.pipeline(kernel, subs);
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = lock(&self.pending);
         if pending.count == MAX_PENDING {
             self.submit(&mut pending);
         }
@@ -355,7 +367,8 @@ impl Context {
 
     /// Panics with the first error the device reported, if any: a kernel or allocation failed earlier.
     fn check_error(&self) {
-        if let Some(e) = self.error.lock().unwrap().as_ref() {
+        let error = lock(&self.error).clone();
+        if let Some(e) = error {
             panic!(
                 "wgpu: the device reported an error ({}): {e}",
                 self.info.name
@@ -373,7 +386,7 @@ impl Context {
             mapped_at_creation: false,
         });
         {
-            let mut pending = self.pending.lock().unwrap();
+            let mut pending = lock(&self.pending);
             if bytes > 0 {
                 pending
                     .encoder

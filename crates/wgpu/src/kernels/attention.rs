@@ -7,6 +7,9 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::Layout;
 
+/// The longest head the kernels stage in workgroup memory (`MAX_D` in `attention.wgsl`).
+const MAX_HEAD_DIM: usize = 256;
+
 fn kernel(entry: &'static str) -> Kernel {
     Kernel {
         file: "attention.wgsl",
@@ -25,8 +28,9 @@ fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<
     );
     let (b, h, t, dh) = (d[0], d[1], d[2], d[3]);
     assert!(
-        t <= MAX_GROUPS as usize && b * h <= MAX_GROUPS as usize,
-        "wgpu attention: (B, H, T) = ({b}, {h}, {t}) is over one dispatch"
+        t <= MAX_GROUPS as usize && b * h <= MAX_GROUPS as usize && dh <= MAX_HEAD_DIM,
+        "wgpu attention: (B, H, T, D) = ({b}, {h}, {t}, {dh}) is over the kernel's limits ({MAX_GROUPS} \
+         rows or heads, head dim {MAX_HEAD_DIM})"
     );
     let need = need[0] as u32 | (need[1] as u32) << 1 | (need[2] as u32) << 2;
     let mut p = vec![
