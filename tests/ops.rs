@@ -465,6 +465,19 @@ fn check_index<B: Backend>(dev: &B, nd: &Nd, how: u8, ids: &[u32]) {
     close(&t.index_add(0, &ids, &sel), &want, "index_add");
 }
 
+/// One cross-entropy target per row: the ids wrap into range, and the first row is ignored (target 999).
+fn row_targets(rows: usize, n: usize, targets: &[u32]) -> Vec<u32> {
+    (0..rows)
+        .map(|i| {
+            if i == 0 {
+                999
+            } else {
+                targets[i % targets.len()] % n as u32
+            }
+        })
+        .collect()
+}
+
 fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
     let t = make(nd, how, dev);
     let r = nd.shape.len();
@@ -533,18 +546,10 @@ fn check_fused<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
         nd.at(i) / (ms + 1e-5).sqrt() * w.at(&[i[r - 1]])
     });
     close(&t.rms_norm(&tw, 1e-5), &want, "rms_norm");
-    // cross-entropy on the tensor flattened to rows; target ids wrap into range, the first row is ignored.
+    // cross-entropy on the tensor flattened to rows
     let rows = nd.data.len() / n;
     let logits = t.reshape([rows, n]);
-    let tg: Vec<u32> = (0..rows)
-        .map(|i| {
-            if i == 0 {
-                999
-            } else {
-                targets[i % targets.len()] % n as u32
-            }
-        })
-        .collect();
+    let tg = row_targets(rows, n, targets);
     let flat = Nd {
         shape: vec![rows, n],
         data: nd.data.clone(),
@@ -582,15 +587,7 @@ fn backward_outputs<D: Backend>(
     let w = make(&Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25), 0, dev);
     let (dx, dw) = t.rms_norm_backward(&w, &g, 1e-5);
     let rows = nd.data.len() / n;
-    let tg: Vec<u32> = (0..rows)
-        .map(|i| {
-            if i == 0 {
-                999
-            } else {
-                targets[i % targets.len()] % n as u32
-            }
-        })
-        .collect();
+    let tg = row_targets(rows, n, targets);
     let row_grads = Tensor::full([rows], 0.3, dev).add_scalar(0.1); // row-major, unlike a broadcast scalar
     let logits = t.contiguous().reshape([rows, n]);
     let step = AdamwStep {

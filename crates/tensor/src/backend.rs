@@ -156,6 +156,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     // ---- indexing -----------------------------------------------------------------------------------------
     /// Picks `ids` along `axis`: the output has `ids.len()` in place of that axis (an embedding lookup).
+    /// The tensor op has checked that every id is in range (also for `index_add`).
     fn index_select(
         &self,
         x: &Self::Storage,
@@ -244,6 +245,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         need: [bool; 3],
     ) -> [Option<Self::Storage>; 3];
     /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
+    /// The tensor op has checked one target per row, each in range or `ignore` (also for the backward).
     fn cross_entropy(
         &self,
         logits: &Self::Storage,

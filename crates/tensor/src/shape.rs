@@ -49,6 +49,18 @@ impl Shape {
         Shape(dims)
     }
 
+    /// The shape seen as (outer, len, inner) around `axis`: the product of the axes before it, its size, and
+    /// the product of the axes after it. Kernels that work along one axis (reductions, index select / add)
+    /// address element (o, i, j) at `(o * len + i) * inner + j`.
+    pub fn split_at_axis(&self, axis: usize) -> (usize, usize, usize) {
+        let d = &self.0;
+        (
+            d[..axis].iter().product(),
+            d[axis],
+            d[axis + 1..].iter().product(),
+        )
+    }
+
     /// Resolves a possibly negative axis (`-1` is the last) and panics, naming `op`, if out of range.
     pub fn axis(&self, axis: isize, op: &str) -> usize {
         let rank = self.rank() as isize;

@@ -34,12 +34,14 @@ pub struct Stats {
     pub pipelines: u64,
 }
 
-/// One compiled kernel: a WGSL source (with the shared prelude) and an entry point.
+/// One kernel: an entry point of a WGSL file, compiled with `common.wgsl` and the file's `prelude` (shared
+/// helpers of a family, e.g. `rows.wgsl`) in front of it. Built with the `kernel!` macro.
 #[derive(Clone, Copy)]
 pub struct Kernel {
     /// The family's file name, for the cache key and error messages.
     pub file: &'static str,
     pub source: &'static str,
+    pub prelude: &'static str,
     pub entry: &'static str,
 }
 
@@ -267,7 +269,11 @@ impl Context {
             .fold(kernel.source.to_string(), |src, (from, to)| {
                 src.replace(from, to)
             });
-        let source = format!("{}\n{body}", include_str!("kernels/common.wgsl"));
+        let source = format!(
+            "{}\n{}\n{body}",
+            include_str!("kernels/common.wgsl"),
+            kernel.prelude
+        );
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

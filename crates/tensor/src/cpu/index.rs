@@ -6,23 +6,8 @@ use super::reduce::contiguous_slice;
 use super::strided::par_rows;
 use crate::{Element, Layout, Shape};
 
-fn split_at_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        dims[..axis].iter().product(),
-        dims[axis],
-        dims[axis + 1..].iter().product(),
-    )
-}
-
-fn check_ids(ids: &[u32], len: usize, op: &str, shape: &Shape, axis: usize) {
-    if let Some(bad) = ids.iter().find(|&&i| i as usize >= len) {
-        panic!("{op}: index {bad} is out of range for axis {axis} of shape {shape}");
-    }
-}
-
 pub fn index_select<E: Element>(x: &[E], layout: &Layout, axis: usize, ids: &[u32]) -> Vec<E> {
-    let (outer, len, inner) = split_at_axis(layout.dims(), axis);
-    check_ids(ids, len, "index_select", layout.shape(), axis);
+    let (outer, len, inner) = layout.shape().split_at_axis(axis);
     let data = contiguous_slice(x, layout);
     let mut out = vec![E::zero(); outer * ids.len() * inner];
     par_rows(&mut out, outer * ids.len(), inner, |chunk, rows| {
@@ -43,8 +28,7 @@ pub fn index_add<E: Element>(
     src: &[E],
     src_layout: &Layout,
 ) {
-    let (outer, len, inner) = split_at_axis(dst_shape.dims(), axis);
-    check_ids(ids, len, "index_add", dst_shape, axis);
+    let (outer, len, inner) = dst_shape.split_at_axis(axis);
     let src = contiguous_slice(src, src_layout);
     for o in 0..outer {
         for (i, &id) in ids.iter().enumerate() {

@@ -21,10 +21,7 @@ pub fn contiguous_slice<'a, E: Element>(x: &'a [E], layout: &Layout) -> Cow<'a, 
 
 pub fn reduce<E: Element>(op: ReduceOp, x: &[E], layout: &Layout, axis: usize) -> Vec<E> {
     let data = contiguous_slice(x, layout);
-    let dims = layout.dims();
-    let outer: usize = dims[..axis].iter().product();
-    let len = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
+    let (outer, len, inner) = layout.shape().split_at_axis(axis);
     match op {
         ReduceOp::Sum => fold(&data, outer, len, inner, E::zero(), |a, b| a + b),
         ReduceOp::Max => fold(&data, outer, len, inner, E::neg_infinity(), |a, b| a.max(b)),

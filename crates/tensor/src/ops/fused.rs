@@ -122,6 +122,7 @@ impl<B: Backend> Tensor<B> {
             "cross_entropy: logits must be (n, classes), got {}",
             self.shape()
         );
+        self.check_targets(targets, ignore);
         let out = self
             .backend()
             .cross_entropy(self.storage(), self.layout(), targets, ignore);
@@ -147,6 +148,7 @@ impl<B: Backend> Tensor<B> {
         ignore: Option<u32>,
         row_grads: &Self,
     ) -> Self {
+        self.check_targets(targets, ignore);
         let g = (row_grads.storage(), row_grads.layout());
         let out = self.backend().cross_entropy_backward(
             self.storage(),
@@ -156,5 +158,22 @@ impl<B: Backend> Tensor<B> {
             g,
         );
         Self::from_storage(out, self.shape(), self.backend())
+    }
+
+    /// One target per row of logits (n, classes), each a class or `ignore`: backends rely on it.
+    fn check_targets(&self, targets: &[u32], ignore: Option<u32>) {
+        let (rows, n) = (self.dims()[0], self.dims()[self.rank() - 1]);
+        assert_eq!(
+            targets.len(),
+            rows,
+            "cross_entropy: {} targets for {rows} rows of logits",
+            targets.len()
+        );
+        if let Some(t) = targets
+            .iter()
+            .find(|&&t| t as usize >= n && ignore != Some(t))
+        {
+            panic!("cross_entropy: target {t} is out of range for {n} classes");
+        }
     }
 }

@@ -2,21 +2,13 @@
 //! derives the backward formulas). Forward: one workgroup per (query, batch * head) computes its row of P and
 //! its output row. Backward: a pass over query rows computes dS (and dq), a pass over key rows dk and dv.
 
-use crate::context::{Kernel, MAX_GROUPS};
+use crate::context::MAX_GROUPS;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::Layout;
 
 /// The longest head the kernels stage in workgroup memory (`MAX_D` in `attention.wgsl`).
 const MAX_HEAD_DIM: usize = 256;
-
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "attention.wgsl",
-        source: include_str!("attention.wgsl"),
-        entry,
-    }
-}
 
 /// The parameter block shared by the forward and backward kernels (see `attention.wgsl`).
 fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<u32>, [u32; 3]) {
@@ -68,8 +60,13 @@ pub fn attention(
         (4, k.0.buffer()),
         (5, v.0.buffer()),
     ];
-    dev.ctx
-        .dispatch(&kernel("attention"), &[], &params, &buffers, groups);
+    dev.ctx.dispatch(
+        &kernel!("attention.wgsl", "attention"),
+        &[],
+        &params,
+        &buffers,
+        groups,
+    );
     (out, probs)
 }
 
@@ -103,7 +100,7 @@ pub fn attention_backward(
             (7, ds.buffer()),
         ];
         dev.ctx.dispatch(
-            &kernel("attention_backward_rows"),
+            &kernel!("attention.wgsl", "attention_backward_rows"),
             &[],
             &params,
             &buffers,
@@ -120,7 +117,7 @@ pub fn attention_backward(
             (8, dv.buffer()),
         ];
         dev.ctx.dispatch(
-            &kernel("attention_backward_cols"),
+            &kernel!("attention.wgsl", "attention_backward_cols"),
             &[],
             &params,
             &buffers,

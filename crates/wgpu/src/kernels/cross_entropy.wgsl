@@ -2,27 +2,13 @@
 // row. p[0] = rows, p[1] = n, p[2] = 1 if a target value is ignored, p[3] = that value,
 // p[4] = offset of the logits, p[5] = offset of the per-row upstream gradients.
 
+// (x, the logits, is declared in rows.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> targets: array<u32>;
 @group(0) @binding(4) var<storage, read> row_grads: array<f32>;
 
 fn ignored(t: u32) -> bool {
     return p[2] != 0u && t == p[3];
-}
-
-// log(sum(exp(row))), computed around the row's max
-fn logsumexp(xr: u32, lane: u32) -> f32 {
-    var m = NEG_INF;
-    for (var j = lane; j < p[1]; j = j + LANES) {
-        m = max(m, x[xr + j]);
-    }
-    m = lanes_max(m, lane);
-    var s = 0.0;
-    for (var j = lane; j < p[1]; j = j + LANES) {
-        s = s + exp(x[xr + j] - m);
-    }
-    return m + log(lanes_sum(s, lane));
 }
 
 // loss[r] = logsumexp(x_r) - x_r[t_r], 0 on ignored rows
@@ -34,7 +20,7 @@ fn cross_entropy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         return;
     }
     let xr = p[4] + r * p[1];
-    let lse = logsumexp(xr, lane);
+    let lse = row_logsumexp(xr, p[1], lane);
     if lane == 0u {
         let t = targets[r];
         out[r] = select(lse - x[xr + min(t, p[1] - 1u)], 0.0, ignored(t));
@@ -51,7 +37,7 @@ fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     }
     let n = p[1];
     let xr = p[4] + r * n;
-    let lse = logsumexp(xr, lane);
+    let lse = row_logsumexp(xr, p[1], lane);
     let t = targets[r];
     let gr = select(row_grads[p[5] + r], 0.0, ignored(t));
     for (var j = lane; j < n; j = j + LANES) {

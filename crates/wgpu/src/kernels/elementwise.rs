@@ -10,25 +10,8 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{BinaryOp, Layout, UnaryOp};
 
-const ELEMENTWISE: &str = include_str!("elementwise.wgsl");
-const UNARY: Kernel = Kernel {
-    file: "unary.wgsl",
-    source: include_str!("unary.wgsl"),
-    entry: "unary",
-};
-const BINARY: Kernel = Kernel {
-    file: "binary.wgsl",
-    source: include_str!("binary.wgsl"),
-    entry: "binary",
-};
-
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "elementwise.wgsl",
-        source: ELEMENTWISE,
-        entry,
-    }
-}
+const UNARY: Kernel = kernel!("unary.wgsl", "unary");
+const BINARY: Kernel = kernel!("binary.wgsl", "binary");
 
 /// Workgroups of 256 invocations covering `n` elements.
 fn groups(n: usize) -> [u32; 3] {
@@ -39,7 +22,7 @@ pub fn fill(dev: &Wgpu, len: usize, value: f32) -> GpuStorage {
     let out = dev.output(len);
     let params = [len as u32, value.to_bits()];
     dev.ctx.dispatch(
-        &kernel("fill"),
+        &kernel!("elementwise.wgsl", "fill"),
         &[],
         &params,
         &[(1, out.buffer())],
@@ -66,7 +49,7 @@ pub fn copy_strided(dev: &Wgpu, src: &GpuStorage, ls: &Layout, dst: &mut GpuStor
     let n = ls.shape().numel();
     let params = strided_params([n as u32, 0, 0, 0], [ls, ld]);
     dev.ctx.dispatch(
-        &kernel("copy"),
+        &kernel!("elementwise.wgsl", "copy"),
         &[],
         &params,
         &[(1, dst.buffer()), (2, src.buffer())],
@@ -89,8 +72,13 @@ pub fn where_cond(
         (3, a.0.buffer()),
         (4, b.0.buffer()),
     ];
-    dev.ctx
-        .dispatch(&kernel("where_cond"), &[], &params, &buffers, groups(n));
+    dev.ctx.dispatch(
+        &kernel!("elementwise.wgsl", "where_cond"),
+        &[],
+        &params,
+        &buffers,
+        groups(n),
+    );
     out
 }
 

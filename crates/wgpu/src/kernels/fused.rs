@@ -9,66 +9,36 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::Layout;
 
-const SOFTMAX: &str = include_str!("softmax.wgsl");
-const RMS_NORM: &str = include_str!("rms_norm.wgsl");
-const CROSS_ENTROPY: &str = include_str!("cross_entropy.wgsl");
-const ROPE: Kernel = Kernel {
-    file: "rope.wgsl",
-    source: include_str!("rope.wgsl"),
-    entry: "rope",
-};
-
-fn softmax_kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "softmax.wgsl",
-        source: SOFTMAX,
-        entry,
-    }
-}
-
-fn rms_norm_kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "rms_norm.wgsl",
-        source: RMS_NORM,
-        entry,
-    }
-}
-
-fn cross_entropy_kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "cross_entropy.wgsl",
-        source: CROSS_ENTROPY,
-        entry,
-    }
-}
+const ROPE: Kernel = kernel!("rope.wgsl", "rope");
 
 pub fn softmax(dev: &Wgpu, x: &GpuStorage, layout: &Layout, causal: bool) -> GpuStorage {
-    let (rows, n) = rows_of(layout);
+    // with `causal`, the kernel masks by the number of queries (the second-to-last axis)
     let q = if causal {
         layout.dims()[layout.shape().rank() - 2]
     } else {
         0
     };
+    row_forward(dev, "softmax", x, layout, q)
+}
+
+pub fn log_softmax(dev: &Wgpu, x: &GpuStorage, layout: &Layout) -> GpuStorage {
+    row_forward(dev, "log_softmax", x, layout, 0)
+}
+
+/// Softmax or log-softmax (`entry` of `softmax.wgsl`) of each row of x.
+fn row_forward(
+    dev: &Wgpu,
+    entry: &'static str,
+    x: &GpuStorage,
+    layout: &Layout,
+    q: usize,
+) -> GpuStorage {
+    let (rows, n) = rows_of(layout);
     let x = dev.dense(x, layout);
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, q as u32, 0, x.offset()];
     dev.ctx.dispatch(
-        &softmax_kernel("softmax"),
-        &[],
-        &params,
-        &[(1, out.buffer()), (2, x.buffer())],
-        grid(rows * (n > 0) as usize),
-    );
-    out
-}
-
-pub fn log_softmax(dev: &Wgpu, x: &GpuStorage, layout: &Layout) -> GpuStorage {
-    let (rows, n) = rows_of(layout);
-    let x = dev.dense(x, layout);
-    let out = dev.output(rows * n);
-    let params = [rows as u32, n as u32, 0, 0, x.offset()];
-    dev.ctx.dispatch(
-        &softmax_kernel("log_softmax"),
+        &kernel!("softmax.wgsl", entry, rows),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer())],
@@ -89,7 +59,7 @@ pub fn row_backward(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, 0, 0, y.offset(), g.offset()];
     dev.ctx.dispatch(
-        &softmax_kernel(entry),
+        &kernel!("softmax.wgsl", entry, rows),
         &[],
         &params,
         &[(1, out.buffer()), (2, y.buffer()), (3, g.buffer())],
@@ -109,7 +79,7 @@ pub fn rms_norm(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, bits(eps), 0, x.offset(), w.offset()];
     dev.ctx.dispatch(
-        &rms_norm_kernel("rms_norm"),
+        &kernel!("rms_norm.wgsl", "rms_norm", rows),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer()), (3, w.buffer())],
@@ -150,7 +120,7 @@ pub fn rms_norm_backward(
         (5, inv.buffer()),
     ];
     dev.ctx.dispatch(
-        &rms_norm_kernel("rms_norm_backward_input"),
+        &kernel!("rms_norm.wgsl", "rms_norm_backward_input", rows),
         &[],
         &params,
         &buffers,
@@ -163,7 +133,7 @@ pub fn rms_norm_backward(
         (5, inv.buffer()),
     ];
     dev.ctx.dispatch(
-        &rms_norm_kernel("rms_norm_backward_weight"),
+        &kernel!("rms_norm.wgsl", "rms_norm_backward_weight", rows),
         &[],
         &params,
         &buffers,
@@ -193,21 +163,6 @@ pub fn rope(
     out
 }
 
-fn check_targets(targets: &[u32], rows: usize, n: usize, ignore: Option<u32>) {
-    assert_eq!(
-        targets.len(),
-        rows,
-        "cross_entropy: {} targets for {rows} rows of logits",
-        targets.len()
-    );
-    if let Some(t) = targets
-        .iter()
-        .find(|&&t| t as usize >= n && ignore != Some(t))
-    {
-        panic!("cross_entropy: target {t} is out of range for {n} classes");
-    }
-}
-
 /// Per-row losses, or with `row_grads` the gradient of the logits.
 pub fn cross_entropy(
     dev: &Wgpu,
@@ -217,7 +172,6 @@ pub fn cross_entropy(
     row_grads: Option<(&GpuStorage, &Layout)>,
 ) -> GpuStorage {
     let (rows, n) = rows_of(logits.1);
-    check_targets(targets, rows, n, ignore);
     let x = dev.dense(logits.0, logits.1);
     let out = dev.output(if row_grads.is_some() { rows * n } else { rows });
     if rows * n == 0 {
@@ -242,7 +196,7 @@ pub fn cross_entropy(
         None => "cross_entropy",
     };
     dev.ctx.dispatch(
-        &cross_entropy_kernel(entry),
+        &kernel!("cross_entropy.wgsl", entry, rows),
         &[],
         &params,
         &buffers,

@@ -1,33 +1,10 @@
 //! Index select and index add on the GPU (`index.wgsl`; the CPU twin is `cpu/index.rs`). The ids are host
-//! data (token ids): they are checked here, then uploaded for the kernel.
+//! data (token ids), checked by the tensor op and uploaded here for the kernel.
 
 use super::grid;
-use crate::context::Kernel;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{Layout, Shape};
-
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "index.wgsl",
-        source: include_str!("index.wgsl"),
-        entry,
-    }
-}
-
-fn split_at_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        dims[..axis].iter().product(),
-        dims[axis],
-        dims[axis + 1..].iter().product(),
-    )
-}
-
-fn check_ids(ids: &[u32], len: usize, op: &str, shape: &Shape, axis: usize) {
-    if let Some(bad) = ids.iter().find(|&&i| i as usize >= len) {
-        panic!("{op}: index {bad} is out of range for axis {axis} of shape {shape}");
-    }
-}
 
 pub fn index_select(
     dev: &Wgpu,
@@ -36,8 +13,7 @@ pub fn index_select(
     axis: usize,
     ids: &[u32],
 ) -> GpuStorage {
-    let (outer, len, inner) = split_at_axis(layout.dims(), axis);
-    check_ids(ids, len, "index_select", layout.shape(), axis);
+    let (outer, len, inner) = layout.shape().split_at_axis(axis);
     let n = outer * ids.len() * inner;
     let out = dev.output(n);
     if n == 0 {
@@ -53,7 +29,7 @@ pub fn index_select(
         x.offset(),
     ];
     dev.ctx.dispatch(
-        &kernel("index_select"),
+        &kernel!("index.wgsl", "index_select"),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer()), (3, ids_buf.buffer())],
@@ -70,8 +46,7 @@ pub fn index_add(
     ids: &[u32],
     src: (&GpuStorage, &Layout),
 ) {
-    let (outer, len, inner) = split_at_axis(dst_shape.dims(), axis);
-    check_ids(ids, len, "index_add", dst_shape, axis);
+    let (outer, len, inner) = dst_shape.split_at_axis(axis);
     if outer * inner * ids.len() == 0 {
         return;
     }
@@ -85,7 +60,7 @@ pub fn index_add(
         src.offset(),
     ];
     dev.ctx.dispatch(
-        &kernel("index_add"),
+        &kernel!("index.wgsl", "index_add"),
         &[],
         &params,
         &[(1, dst.buffer()), (2, src.buffer()), (3, ids_buf.buffer())],

@@ -7,11 +7,7 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{merge_axes, Layout};
 
-const MATMUL: Kernel = Kernel {
-    file: "matmul.wgsl",
-    source: include_str!("matmul.wgsl"),
-    entry: "matmul",
-};
+const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul");
 /// The output block one workgroup computes is TILE x TILE.
 const TILE: usize = 64;
 /// Batch axes the kernel takes after merging.

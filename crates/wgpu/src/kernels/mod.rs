@@ -4,6 +4,27 @@
 //! Every WGSL file is compiled with `common.wgsl` in front of it: the parameter block at binding 0, the
 //! strided-index helper and the workgroup reductions.
 
+/// `kernel!("file.wgsl", "entry")`: an entry point of a WGSL file in this folder;
+/// `kernel!("file.wgsl", "entry", rows)` also puts `rows.wgsl`, the row kernels' helpers, in front of it.
+macro_rules! kernel {
+    ($file:literal, $entry:expr) => {
+        $crate::context::Kernel {
+            file: $file,
+            source: include_str!($file),
+            prelude: "",
+            entry: $entry,
+        }
+    };
+    ($file:literal, $entry:expr, rows) => {
+        $crate::context::Kernel {
+            file: $file,
+            source: include_str!($file),
+            prelude: include_str!("rows.wgsl"),
+            entry: $entry,
+        }
+    };
+}
+
 pub mod attention;
 pub mod elementwise;
 pub mod fused;

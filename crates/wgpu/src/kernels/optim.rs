@@ -7,11 +7,7 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{AdamwStep, Layout};
 
-const ADAMW: Kernel = Kernel {
-    file: "adamw.wgsl",
-    source: include_str!("adamw.wgsl"),
-    entry: "adamw_step",
-};
+const ADAMW: Kernel = kernel!("adamw.wgsl", "adamw_step");
 
 pub fn adamw_step(
     dev: &Wgpu,

@@ -2,18 +2,9 @@
 //! `cpu/reduce.rs`). One workgroup per output value, its lanes splitting the reduced axis.
 
 use super::grid;
-use crate::context::Kernel;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{Layout, ReduceOp};
-
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        file: "reduce.wgsl",
-        source: include_str!("reduce.wgsl"),
-        entry,
-    }
-}
 
 pub fn reduce(
     dev: &Wgpu,
@@ -22,10 +13,7 @@ pub fn reduce(
     layout: &Layout,
     axis: usize,
 ) -> GpuStorage {
-    let dims = layout.dims();
-    let outer: usize = dims[..axis].iter().product();
-    let len = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
+    let (outer, len, inner) = layout.shape().split_at_axis(axis);
     // (entry, how two values combine, its identity); arg-reductions keep the value `combine` prefers.
     let (entry, combine, init) = match op {
         ReduceOp::Sum => ("fold", "a + b", "0.0"),
@@ -38,7 +26,7 @@ pub fn reduce(
     let out = dev.output(outer * inner);
     let params = [(outer * inner) as u32, len as u32, inner as u32, x.offset()];
     dev.ctx.dispatch(
-        &kernel(entry),
+        &kernel!("reduce.wgsl", entry),
         &[("{{OP}}", combine), ("{{INIT}}", init)],
         &params,
         &[(1, out.buffer()), (2, x.buffer())],

@@ -2,19 +2,15 @@
 // the autograd rule, crates/autograd/src/ops/fused.rs). Row kernels: one workgroup per row.
 // p[0] = rows, p[1] = n, p[2] = eps (f32), p[4], p[5], p[6] = offsets of x, w, g (row-major).
 
+// (x, the input, is declared in rows.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read> g: array<f32>;
 // 1 / rms of each row, written by the backward row pass for the weight-gradient pass.
 @group(0) @binding(5) var<storage, read_write> inv_rms: array<f32>;
 
 fn row_inv_rms(xr: u32, lane: u32) -> f32 {
-    var s = 0.0;
-    for (var j = lane; j < p[1]; j = j + LANES) {
-        s = s + x[xr + j] * x[xr + j];
-    }
-    return inverseSqrt(lanes_sum(s, lane) / f32(p[1]) + pf(2u));
+    return inverseSqrt(row_sum_sq(xr, p[1], lane) / f32(p[1]) + pf(2u));
 }
 
 @compute @workgroup_size(64)

@@ -3,8 +3,8 @@
 // p[0] = rows, p[1] = n (row length), p[2] = q (queries, for causal softmax; 0 when not causal),
 // p[4], p[5] = offsets of the first and second (row-major) input.
 
+// (x, the first input, is declared in rows.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 
 // With causal masking, row r of a (.., q, n) block sees keys 0 ..= r % q + (n - q).
@@ -29,20 +29,10 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let n = p[1];
     let vis = visible(r);
     let xr = p[4] + r * n;
-    var m = NEG_INF;
-    for (var j = lane; j < vis; j = j + LANES) {
-        m = max(m, x[xr + j]);
-    }
-    m = lanes_max(m, lane);
-    var s = 0.0;
-    for (var j = lane; j < vis; j = j + LANES) {
-        let e = exp(x[xr + j] - m);
-        out[r * n + j] = e;
-        s = s + e;
-    }
-    let inv = 1.0 / lanes_sum(s, lane);
+    let m = row_max(xr, vis, lane);
+    let inv = 1.0 / row_sum_exp(xr, vis, m, lane);
     for (var j = lane; j < n; j = j + LANES) {
-        out[r * n + j] = select(0.0, out[r * n + j] * inv, j < vis);
+        out[r * n + j] = select(0.0, exp(x[xr + j] - m) * inv, j < vis);
     }
 }
 
@@ -77,16 +67,7 @@ fn log_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     }
     let n = p[1];
     let xr = p[4] + r * n;
-    var m = NEG_INF;
-    for (var j = lane; j < n; j = j + LANES) {
-        m = max(m, x[xr + j]);
-    }
-    m = lanes_max(m, lane);
-    var s = 0.0;
-    for (var j = lane; j < n; j = j + LANES) {
-        s = s + exp(x[xr + j] - m);
-    }
-    let lse = m + log(lanes_sum(s, lane));
+    let lse = row_logsumexp(xr, n, lane);
     for (var j = lane; j < n; j = j + LANES) {
         out[r * n + j] = x[xr + j] - lse;
     }
