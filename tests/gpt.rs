@@ -37,10 +37,7 @@ fn check(loss: impl Fn() -> Var<F64>, params: &[Var<F64>]) {
 fn linear_gradients() {
     let lin = Linear::new(5, 3, 0.5, 1, &dev());
     let x = randn(&[2, 4, 5], 2);
-    check(
-        || weighted(&lin.forward(&x), 3),
-        &[x.clone(), lin.weight.clone()],
-    );
+    check(|| weighted(&lin.forward(&x), 3), &[x.clone(), lin.weight()]);
 }
 
 #[test]

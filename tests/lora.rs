@@ -160,7 +160,7 @@ fn fresh_adapter_leaves_the_output_unchanged() {
 fn merged_equals_unmerged_and_unmerge_restores_the_base() {
     for use_dora in [false, true] {
         let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
-        let w0 = model.layers[0].self_attn.q_proj.weight.value().to_vec();
+        let w0 = model.layers[0].self_attn.q_proj.weight().value().to_vec();
         let base = logits(&model);
         model.add_adapter("a", &config(use_dora), 2).unwrap();
         randomize(&model, 9);
@@ -183,7 +183,7 @@ fn merged_equals_unmerged_and_unmerge_restores_the_base() {
         );
         assert!(matches!(model.merge_adapter(), Err(LoraError::Merged(_))));
         model.unmerge_adapter();
-        let w = model.layers[0].self_attn.q_proj.weight.value().to_vec();
+        let w = model.layers[0].self_attn.q_proj.weight().value().to_vec();
         assert!(max_diff(&w0, &w) < 1e-12, "unmerge must restore W0");
         assert!(max_diff(&unmerged, &logits(&model)) < 1e-10);
         model.merge_and_unload().unwrap();

@@ -23,6 +23,11 @@ pub enum LoraError {
     DuplicateAdapter(String),
     #[error("adapter `{0}` is merged into the base weights; unmerge it first")]
     Merged(String),
+    #[error("`{module}`: {source}")]
+    Quantize {
+        module: String,
+        source: crate::quant::NotFinite,
+    },
     #[error(transparent)]
     File(#[from] NnError),
 }

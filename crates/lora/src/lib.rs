@@ -5,6 +5,8 @@
 //!   names match and freezes the base; `set_active_adapter`, `disable_adapters`, `delete_adapter`,
 //!   `merge_adapter` / `unmerge_adapter`, `merge_and_unload`.
 //! - LoRA (`h = W0 x + (alpha/r) B A x`) in [`lora`], DoRA (magnitude and direction) in [`dora`].
+//! - QLoRA: [`quant`] (NF4 / FP4 / Int4 block-wise 4-bit quantization, double quantization) and
+//!   [`quantize_base`], which stores a base's Linear weights in 4 bits under the adapters.
 //! - [`save_adapter`] / [`load_adapter`]: the PEFT file layout.
 
 pub mod config;
@@ -14,6 +16,8 @@ pub mod layer;
 pub mod lora;
 mod model;
 mod peft;
+pub mod qlora;
+pub mod quant;
 
 pub use config::{Init, LoraConfig, PeftConfig, Targets};
 pub use error::LoraError;
@@ -23,3 +27,5 @@ pub use model::{AdapterReport, LoraModel};
 pub use peft::{
     load_adapter, load_adapter_config, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
+pub use qlora::{quantize_base, QuantConfig, QuantReport};
+pub use quant::QuantType;

@@ -46,7 +46,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// Calls `f(path, base_weight, layer)` for every Linear that holds LoRA adapters.
     fn for_each_lora_layer(&mut self, f: &mut LayerVisitor<'_, B>) {
         self.visit_linears("", &mut |path, linear| {
-            let weight = linear.weight.clone();
+            let weight = linear.weight();
             if let Some(layer) = lora_layer(linear) {
                 f(path, &weight, layer);
             }
@@ -97,7 +97,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 return;
             }
             i += 1;
-            let weights = LoraWeights::new(&linear.weight.value(), config, seed.wrapping_add(i));
+            let weights = LoraWeights::new(&linear.weight().value(), config, seed.wrapping_add(i));
             if lora_layer(linear).is_none() {
                 linear.set_adapter(Box::new(LoraLayer::<B>::default()));
             }
@@ -185,8 +185,14 @@ pub trait LoraModel<B: Backend>: Module<B> {
         Ok(())
     }
 
-    /// Folds the active adapter into the base weights: inference then costs exactly the base model.
+    /// Folds the active adapter into the base weights: inference then costs exactly the base model. A
+    /// compressed (4-bit) base is expanded to full precision first, as PEFT's merge of a QLoRA model does.
     fn merge_adapter(&mut self) -> Result<(), LoraError> {
+        self.visit_linears("", &mut |_, linear| {
+            if lora_layer(linear).is_some() {
+                linear.decompress_weight();
+            }
+        });
         let mut result = Ok(());
         self.for_each_lora_layer(&mut |_, weight, layer| {
             if result.is_ok() {

@@ -21,7 +21,7 @@ pub use checkpoint::{
 };
 pub use embedding::Embedding;
 pub use error::NnError;
-pub use linear::{Adapter, Linear};
+pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, gelu, silu};
 pub use module::{join, Module};
 pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};

@@ -2,11 +2,32 @@
 //!
 //! The slot is how LoRA and friends plug in without this crate knowing them: an `Adapter` sees the layer's
 //! input, its frozen base weight and the base output `W0 x`, and returns the layer's output.
+//!
+//! A frozen base weight may also be held compressed (QLoRA's 4-bit NF4): a `CompressedWeight` is expanded
+//! to full precision when the layer runs, used, and dropped; backward expands it again for the input
+//! gradient, so no full-precision copy outlives a forward or backward pass, and it never gets a gradient.
 
 use crate::module::{join, Module};
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 use std::any::Any;
+use std::rc::Rc;
+
+/// A frozen weight stored in a compact form, expanded to an (out, in) tensor on demand.
+pub trait CompressedWeight<B: Backend> {
+    /// (out_features, in_features)
+    fn dims(&self) -> [usize; 2];
+    /// The weight in full precision on `backend`.
+    fn decompress(&self, backend: &B) -> Tensor<B>;
+    /// Bytes of the compact form.
+    fn size_in_bytes(&self) -> usize;
+}
+
+/// A layer's base weight: a (possibly trainable) tensor, or a frozen compressed one.
+enum Weight<B: Backend> {
+    Dense(Var<B>),
+    Compressed(Rc<dyn CompressedWeight<B>>, B),
+}
 
 /// Something that modifies a `Linear`'s output (LoRA, DoRA, ...).
 pub trait Adapter<B: Backend>: Any {
@@ -20,7 +41,7 @@ pub trait Adapter<B: Backend>: Any {
 
 pub struct Linear<B: Backend> {
     /// (out_features, in_features), as PyTorch and Hugging Face store it.
-    pub weight: Var<B>,
+    weight: Weight<B>,
     adapter: Option<Box<dyn Adapter<B>>>,
 }
 
@@ -45,24 +66,65 @@ impl<B: Backend> Linear<B> {
             weight.shape()
         );
         Linear {
-            weight,
+            weight: Weight::Dense(weight),
             adapter: None,
         }
     }
 
+    /// The base weight W0 (out, in). A compressed weight comes back expanded, as a constant.
+    pub fn weight(&self) -> Var<B> {
+        match &self.weight {
+            Weight::Dense(w) => w.clone(),
+            Weight::Compressed(c, backend) => Var::constant(c.decompress(backend)),
+        }
+    }
+
+    /// The compressed base weight, if the layer holds one.
+    pub fn compressed_weight(&self) -> Option<&dyn CompressedWeight<B>> {
+        match &self.weight {
+            Weight::Dense(_) => None,
+            Weight::Compressed(c, _) => Some(c.as_ref()),
+        }
+    }
+
+    /// Replaces the base weight by a compressed form of it (which is frozen from then on).
+    pub fn set_compressed_weight(&mut self, weight: Rc<dyn CompressedWeight<B>>) {
+        let backend = self.weight().backend();
+        assert_eq!(
+            weight.dims()[..],
+            [self.out_features(), self.in_features()],
+            "Linear: a compressed weight must keep the shape (out, in)"
+        );
+        self.weight = Weight::Compressed(weight, backend);
+    }
+
+    /// Expands a compressed base weight back to a full-precision, frozen tensor (no-op when dense).
+    pub fn decompress_weight(&mut self) {
+        if let Weight::Compressed(..) = self.weight {
+            self.weight = Weight::Dense(Var::constant(self.weight().value()));
+        }
+    }
+
+    fn dims(&self) -> [usize; 2] {
+        match &self.weight {
+            Weight::Dense(w) => [w.dims()[0], w.dims()[1]],
+            Weight::Compressed(c, _) => c.dims(),
+        }
+    }
+
     pub fn in_features(&self) -> usize {
-        self.weight.dims()[1]
+        self.dims()[1]
     }
 
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.dims()[0]
     }
 
     /// `x W^T` for x (.., in) -> (.., out), then the adapter if one is attached.
     pub fn forward(&self, x: &Var<B>) -> Var<B> {
         let base = self.base_forward(x);
         match &self.adapter {
-            Some(adapter) => adapter.forward(x, &self.weight, base),
+            Some(adapter) => adapter.forward(x, &self.weight(), base),
             None => base,
         }
     }
@@ -74,13 +136,17 @@ impl<B: Backend> Linear<B> {
         assert_eq!(
             d_in,
             &[self.in_features()],
-            "linear: input {} does not fit weight {}",
+            "linear: input {} does not fit weight {:?}",
             x.shape(),
-            self.weight.shape()
+            self.dims()
         );
         let rows: usize = lead.iter().product();
         // Flatten to one (rows, in) matrix so the product is one large GEMM (and dW one GEMM, not a batch).
-        let y = x.reshape([rows, d_in[0]]).matmul(&self.weight.t()); // (rows, out); W^T is a view
+        let x2 = x.reshape([rows, d_in[0]]);
+        let y = match &self.weight {
+            Weight::Dense(w) => x2.matmul(&w.t()), // (rows, out); W^T is a view
+            Weight::Compressed(c, backend) => compressed_matmul(&x2, c, backend),
+        };
         y.reshape([lead, &[self.out_features()]].concat())
     }
 
@@ -102,9 +168,26 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// `y = x W^T` (rows, out) with W expanded from its compressed form for the product only. The backward rule
+/// expands it again for `dx = g W` instead of keeping the full-precision W alive until backward.
+fn compressed_matmul<B: Backend>(
+    x: &Var<B>,
+    weight: &Rc<dyn CompressedWeight<B>>,
+    backend: &B,
+) -> Var<B> {
+    let y = x.value().matmul(&weight.decompress(backend).t()); // (rows, out)
+    x.unary_rule("compressed_matmul", y, || {
+        let (weight, backend) = (weight.clone(), backend.clone());
+        move |g: &Tensor<B>| g.matmul(&weight.decompress(&backend)) // (rows, out) @ (out, in)
+    })
+}
+
 impl<B: Backend> Module<B> for Linear<B> {
+    /// The weight is a parameter only when dense: a compressed weight is frozen data, not a parameter.
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        f(&join(prefix, "weight"), &self.weight);
+        if let Weight::Dense(w) = &self.weight {
+            f(&join(prefix, "weight"), w);
+        }
         if let Some(adapter) = &self.adapter {
             adapter.visit_params(prefix, f);
         }

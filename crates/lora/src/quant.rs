@@ -1,0 +1,299 @@
+//! 4-bit block-wise quantization of frozen base weights (QLoRA, Dettmers et al., 2023).
+//!
+//! A weight matrix is cut into blocks of 64 consecutive values (row-major). Each block keeps its absolute
+//! maximum `a` and, per value, the index of the nearest of 16 levels `q_k` in [-1, 1]:
+//!
+//! ```text
+//! code(x) = argmin_k |x / a - q_k|        x ≈ a * q_code(x)
+//! ```
+//!
+//! Two codes share a byte, the first value in the high nibble. The level sets are:
+//! - **NF4** (4-bit NormalFloat): quantiles of N(0, 1) scaled to [-1, 1], with an exact zero, 7 negative and
+//!   8 positive levels. Weights are roughly normal, and equal-probability levels spend the 16 codes where
+//!   the values are — the information-theoretically optimal choice for normal data.
+//! - **FP4** (E2M1, as the OCP microscaling formats define it): ±{0, 0.5, 1, 1.5, 2, 3, 4, 6} / 6.
+//! - **Int4** (absmax): k / 7 for k in -8..=7, evenly spaced.
+//!
+//! **Double quantization** stores the per-block absmax values themselves in 8 bits: minus their mean, in
+//! blocks of 256 with one f32 scale each. The constants then cost 8/64 + 32/(64 * 256) bits per weight
+//! instead of 32/64: 4.127 bits per parameter in all instead of 4.5.
+
+use std::fmt;
+
+/// Values per quantization block (one absmax each).
+pub const BLOCK: usize = 64;
+/// Absmax values per block of the double quantization (one f32 scale each).
+pub const DOUBLE_BLOCK: usize = 256;
+
+/// The 16 NF4 levels exactly as bitsandbytes defines them (`create_normal_map`, `get_4bit_type("nf4")`).
+/// `tests/qlora.rs` recomputes them from the normal quantiles.
+pub const NF4_LEVELS: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+/// E2M1 magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6} with both signs, scaled by 1/6 (-0 and +0 both present).
+pub const FP4_LEVELS: [f32; 16] = [
+    -1.0,
+    -4.0 / 6.0,
+    -3.0 / 6.0,
+    -2.0 / 6.0,
+    -1.5 / 6.0,
+    -1.0 / 6.0,
+    -0.5 / 6.0,
+    -0.0,
+    0.0,
+    0.5 / 6.0,
+    1.0 / 6.0,
+    1.5 / 6.0,
+    2.0 / 6.0,
+    3.0 / 6.0,
+    4.0 / 6.0,
+    1.0,
+];
+
+/// k / 7 for k = -8..=7 (the code -8 lies outside [-1, 1] and is never the nearest level).
+pub const INT4_LEVELS: [f32; 16] = [
+    -8.0 / 7.0,
+    -1.0,
+    -6.0 / 7.0,
+    -5.0 / 7.0,
+    -4.0 / 7.0,
+    -3.0 / 7.0,
+    -2.0 / 7.0,
+    -1.0 / 7.0,
+    0.0,
+    1.0 / 7.0,
+    2.0 / 7.0,
+    3.0 / 7.0,
+    4.0 / 7.0,
+    5.0 / 7.0,
+    6.0 / 7.0,
+    1.0,
+];
+
+/// Which 16 levels a 4-bit code indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantType {
+    Nf4,
+    Fp4,
+    Int4,
+}
+
+impl QuantType {
+    pub fn levels(self) -> &'static [f32; 16] {
+        match self {
+            QuantType::Nf4 => &NF4_LEVELS,
+            QuantType::Fp4 => &FP4_LEVELS,
+            QuantType::Int4 => &INT4_LEVELS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantType::Nf4 => "nf4",
+            QuantType::Fp4 => "fp4",
+            QuantType::Int4 => "int4",
+        }
+    }
+
+    /// The index of the level nearest to `v` (a value already divided by its block's absmax). Levels are
+    /// sorted, so the nearest is found at the midpoints; a value exactly on a midpoint takes the lower level
+    /// (as bitsandbytes' decision tree does, which compares with `>`).
+    pub fn nearest(self, v: f32) -> u8 {
+        let levels = self.levels();
+        let mut code = 0;
+        for k in 1..16 {
+            if v > (levels[k - 1] + levels[k]) / 2.0 {
+                code = k;
+            }
+        }
+        code as u8
+    }
+}
+
+/// A weight that cannot be quantized: the message names the offending value's position.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("cannot quantize: value {value} at index {index} is not finite")]
+pub struct NotFinite {
+    pub index: usize,
+    pub value: f32,
+}
+
+/// The per-block absmax values: plain f32, or double-quantized to 8 bits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Absmax {
+    F32(Vec<f32>),
+    /// `absmax_i ≈ mean + scales[i / 256] * codes[i] / 127`
+    Double {
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+        mean: f32,
+    },
+}
+
+impl Absmax {
+    /// Stores `values` as f32, or with `double` as 8-bit codes of `value - mean`, in blocks of 256.
+    pub fn new(values: Vec<f32>, double: bool) -> Self {
+        if !double {
+            return Absmax::F32(values);
+        }
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len().max(1) as f64;
+        let mean = mean as f32;
+        let (mut codes, mut scales) = (Vec::with_capacity(values.len()), Vec::new());
+        for block in values.chunks(DOUBLE_BLOCK) {
+            let scale = block.iter().fold(0.0f32, |m, &v| m.max((v - mean).abs()));
+            scales.push(scale);
+            codes.extend(block.iter().map(|&v| {
+                let c = if scale == 0.0 {
+                    0.0
+                } else {
+                    (v - mean) / scale * 127.0
+                };
+                c.round().clamp(-127.0, 127.0) as i8
+            }));
+        }
+        Absmax::Double {
+            codes,
+            scales,
+            mean,
+        }
+    }
+
+    /// The absmax of every block.
+    pub fn values(&self) -> Vec<f32> {
+        match self {
+            Absmax::F32(v) => v.clone(),
+            Absmax::Double {
+                codes,
+                scales,
+                mean,
+            } => codes
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| mean + scales[i / DOUBLE_BLOCK] * c as f32 / 127.0)
+                .collect(),
+        }
+    }
+
+    /// Bytes the constants occupy.
+    pub fn size_in_bytes(&self) -> usize {
+        match self {
+            Absmax::F32(v) => 4 * v.len(),
+            Absmax::Double { codes, scales, .. } => codes.len() + 4 * scales.len() + 4,
+        }
+    }
+}
+
+/// A tensor in 4 bits: packed codes (two per byte, first in the high nibble) and one absmax per block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized {
+    pub kind: QuantType,
+    pub dims: Vec<usize>,
+    pub codes: Vec<u8>,
+    pub absmax: Absmax,
+}
+
+impl Quantized {
+    /// Quantizes row-major `values` of shape `dims` block by block (the last block may be partial). With
+    /// `double`, the absmax values are double-quantized. Fails on NaN or infinity.
+    pub fn new(
+        values: &[f32],
+        dims: &[usize],
+        kind: QuantType,
+        double: bool,
+    ) -> Result<Self, NotFinite> {
+        assert_eq!(
+            values.len(),
+            dims.iter().product::<usize>(),
+            "quantize: {} values for shape {dims:?}",
+            values.len()
+        );
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(NotFinite { index, value });
+        }
+        let absmax: Vec<f32> = values
+            .chunks(BLOCK)
+            .map(|b| b.iter().fold(0.0f32, |m, &v| m.max(v.abs())))
+            .collect();
+        let code = |i: usize, v: f32| {
+            let a = absmax[i / BLOCK];
+            kind.nearest(if a == 0.0 { 0.0 } else { v / a })
+        };
+        let codes = values
+            .chunks(2)
+            .enumerate()
+            .map(|(pair, two)| {
+                let hi = code(2 * pair, two[0]);
+                let lo = two.get(1).map_or(0, |&v| code(2 * pair + 1, v));
+                (hi << 4) | lo
+            })
+            .collect();
+        Ok(Quantized {
+            kind,
+            dims: dims.to_vec(),
+            codes,
+            absmax: Absmax::new(absmax, double),
+        })
+    }
+
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// The 4-bit code of value `i`.
+    pub fn code(&self, i: usize) -> u8 {
+        let byte = self.codes[i / 2];
+        if i.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        }
+    }
+
+    /// `x_i = absmax(block of i) * level[code_i]`, row-major.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (levels, absmax) = (self.kind.levels(), self.absmax.values());
+        (0..self.numel())
+            .map(|i| absmax[i / BLOCK] * levels[self.code(i) as usize])
+            .collect()
+    }
+
+    /// Bytes of codes and constants.
+    pub fn size_in_bytes(&self) -> usize {
+        self.codes.len() + self.absmax.size_in_bytes()
+    }
+
+    /// Storage bits per weight, constants included.
+    pub fn bits_per_param(&self) -> f64 {
+        8.0 * self.size_in_bytes() as f64 / self.numel().max(1) as f64
+    }
+}
+
+impl fmt::Display for Quantized {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let double = matches!(self.absmax, Absmax::Double { .. });
+        write!(
+            f,
+            "{} {:?}{} ({:.3} bits per parameter)",
+            self.kind.name(),
+            self.dims,
+            if double { ", double-quantized" } else { "" },
+            self.bits_per_param()
+        )
+    }
+}
