@@ -24,7 +24,7 @@ mod device;
 struct Args {
     #[arg(long, default_value = "small,medium")]
     configs: String,
-    #[arg(long, default_value = "full,lora_qv,lora_all,dora_qv,infer")]
+    #[arg(long, default_value = "full,lora_qv,lora_all,dora_qv,qlora_qv,infer")]
     variants: String,
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -84,7 +84,17 @@ fn child<B: Backend>(
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
     let (total, trainable) = (w.model.num_params(), w.model.num_trainable_params());
-    let state_bytes = 4 * total + 4 * trainable + w.opt.state_bytes(); // weights + gradients + AdamW moments
+    // 4-bit base weights (QLoRA) are not parameters: count them and their bytes separately
+    let (mut compressed, mut compressed_params) = (0, 0);
+    w.model.visit_linears("", &mut |_, l| {
+        if let Some(c) = l.compressed_weight() {
+            compressed += c.size_in_bytes();
+            compressed_params += c.dims().iter().product::<usize>();
+        }
+    });
+    // weights + gradients + AdamW moments
+    let state_bytes = 4 * total + compressed + 4 * trainable + w.opt.state_bytes();
+    let total = total + compressed_params;
     println!(
         "{}",
         serde_json::json!({
@@ -112,7 +122,7 @@ fn main() {
     for config in args.configs.split(',') {
         for variant in args.variants.split(',') {
             if Variant::parse(variant).is_none() {
-                eprintln!("error: unknown variant `{variant}` (expected one of full, lora_qv, lora_all, dora_qv, infer)");
+                eprintln!("error: unknown variant `{variant}` (expected one of full, lora_qv, lora_all, dora_qv, qlora_qv, infer)");
                 std::process::exit(2);
             }
             let status = std::process::Command::new(&exe)

@@ -2,7 +2,8 @@
 //!
 //! 1. Get a base model: load `runs/base` if it is there, else pretrain one on the generated corpus and save it.
 //! 2. Measure the base on the fine-tuning task (exact-match accuracy, loss) and on the general corpus.
-//! 3. Attach an adapter (default LoRA r = 8, alpha = 16 on q_proj + v_proj) and train only it.
+//! 3. Attach an adapter (default LoRA r = 8, alpha = 16 on q_proj + v_proj) and train only it. With
+//!    `--method qlora` the base's Linear weights are first quantized to 4 bits (NF4, double-quantized).
 //! 4. Report: trainable parameters, optimizer memory, task accuracy before -> after, general-corpus loss with
 //!    the adapter on and off, samples, time; the loss curve as an SVG next to the adapter.
 //! 5. Save the adapter (PEFT layout), reload it into a fresh base and compare outputs; merge it and compare
@@ -17,7 +18,10 @@ use lowrank::gpt::{
     evaluate, exact_match, generate, train, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig,
     TrainConfig, TrainReport,
 };
-use lowrank::lora::{load_adapter, save_adapter, LoraConfig, LoraModel, Targets};
+use lowrank::lora::{
+    load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, QuantReport,
+    QuantType, Targets,
+};
 use lowrank::nn::{write_atomic, Module};
 use lowrank::tensor::{Backend, Element};
 use std::path::PathBuf;
@@ -34,7 +38,16 @@ mod device;
 enum Method {
     Lora,
     Dora,
+    /// LoRA over a 4-bit base (see --quant, --double-quant).
+    Qlora,
     Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Quant {
+    Nf4,
+    Fp4,
+    Int4,
 }
 
 #[derive(Parser, Debug)]
@@ -70,9 +83,28 @@ struct Args {
     pretrain_steps: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --method qlora: the 4-bit level set of the base weights.
+    #[arg(long, value_enum, default_value_t = Quant::Nf4)]
+    quant: Quant,
+    /// With --method qlora: double-quantize the per-block absmax values (8 bits, blocks of 256).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    double_quant: bool,
     /// Where to train and evaluate.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
+}
+
+impl Args {
+    fn quant_config(&self) -> QuantConfig {
+        QuantConfig {
+            kind: match self.quant {
+                Quant::Nf4 => QuantType::Nf4,
+                Quant::Fp4 => QuantType::Fp4,
+                Quant::Int4 => QuantType::Int4,
+            },
+            double_quant: self.double_quant,
+        }
+    }
 }
 
 fn main() {
@@ -140,9 +172,25 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         use_dora: args.method == Method::Dora,
         ..LoraConfig::default()
     };
+    let quantized = match args.method {
+        Method::Qlora => {
+            let report = quantize_base(&mut model, &args.quant_config())?;
+            let loss = general_loss(&model);
+            println!(
+                "base quantized: {} layers to {:.3} bits per weight",
+                report.layers.len(),
+                report.bits_per_param()
+            );
+            Some((report, loss))
+        }
+        _ => None,
+    };
+    // every weight of the model, 4-bit ones included
+    let mut total = model.num_params();
     if args.method != Method::Full {
         let report = model.add_adapter("default", &lora_config, args.seed)?;
         println!("adapter on {} layers: {report}", report.modules.len());
+        total = report.total_params;
     }
     let train_cfg = TrainConfig {
         steps: args.steps,
@@ -170,7 +218,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         Some(off)
     };
     let sample_after = sample(&model, &sample_prompt);
-    let (trainable, total) = (model.num_trainable_params(), model.num_params());
+    let trainable = model.num_trainable_params();
     print_report(&Summary {
         method: args.method,
         trainable,
@@ -182,6 +230,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         general: (general_before, general_on, general_off),
         samples: (&sample_prompt, &sample_before, &sample_after),
         train: &report,
+        quantized: quantized.as_ref(),
     });
     std::fs::create_dir_all(&args.out)?;
     let curve = args.out.join("loss_curve.svg");
@@ -262,6 +311,8 @@ struct Summary<'a> {
     general: (f64, f64, Option<f64>),
     samples: (&'a str, &'a str, &'a str),
     train: &'a TrainReport,
+    /// QLoRA: what quantizing the base did, and the general-corpus loss of the 4-bit base.
+    quantized: Option<&'a (QuantReport, f64)>,
 }
 
 fn print_report(s: &Summary) {
@@ -302,6 +353,23 @@ fn print_report(s: &Summary) {
             format!("base {before:.3}; adapter on {on:.3}, off {off:.3}"),
         ),
         None => row("general-corpus loss", format!("{before:.3} -> {on:.3}")),
+    }
+    if let Some((q, loss)) = s.quantized {
+        let kib = |b: usize| b as f64 / 1024.0;
+        row(
+            "base weights (quantized layers)",
+            format!(
+                "{:.0} KiB f32 -> {:.0} KiB 4-bit ({:.0} KiB without double quantization): {:.3} bits",
+                kib(q.f32_bytes),
+                kib(q.quantized_bytes),
+                kib(q.bytes_without_double_quant()),
+                q.bits_per_param()
+            ),
+        );
+        row(
+            "quantization error (general loss)",
+            format!("f32 base {before:.3} -> 4-bit base {loss:.3}"),
+        );
     }
     row(
         "sample before",
@@ -385,6 +453,9 @@ fn check_save_reload_merge<B: Backend>(
     let unmerged = logits(model);
 
     let mut fresh = Gpt::load(&args.base, dev)?;
+    if args.method == Method::Qlora {
+        quantize_base(&mut fresh, &args.quant_config())?; // the same codes: quantization is deterministic
+    }
     load_adapter(&mut fresh, &args.out, "default")?;
     let diff = max_diff(&unmerged, &logits(&fresh));
     println!("reloaded adapter vs trained model: max |logit diff| = {diff:.2e}");

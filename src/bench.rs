@@ -3,7 +3,7 @@
 
 use crate::autograd::no_grad;
 use crate::gpt::{Gpt, GptConfig};
-use crate::lora::{LoraConfig, LoraModel, Targets};
+use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
 use crate::nn::{AdamW, AdamWConfig, Module};
 use crate::tensor::{rng, Backend};
 use rand_distr::{Distribution, Uniform};
@@ -14,16 +14,19 @@ pub enum Variant {
     LoraQv,
     LoraAll,
     DoraQv,
+    /// LoRA on q + v over a 4-bit NF4 base (double-quantized).
+    QloraQv,
     /// Forward only, LoRA merged into the base weights.
     Infer,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Full,
         Variant::LoraQv,
         Variant::LoraAll,
         Variant::DoraQv,
+        Variant::QloraQv,
         Variant::Infer,
     ];
 
@@ -33,6 +36,7 @@ impl Variant {
             Variant::LoraQv => "lora_qv",
             Variant::LoraAll => "lora_all",
             Variant::DoraQv => "dora_qv",
+            Variant::QloraQv => "qlora_qv",
             Variant::Infer => "infer",
         }
     }
@@ -65,6 +69,9 @@ impl<B: Backend> Workload<B> {
             Variant::LoraAll => Targets::AllLinear,
             _ => Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
         };
+        if variant == Variant::QloraQv {
+            quantize_base(&mut model, &QuantConfig::default()).expect("finite weights");
+        }
         if variant != Variant::Full {
             let lora = LoraConfig {
                 targets,

@@ -106,10 +106,17 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 .insert(name, weights);
         });
         self.for_each_lora_layer(&mut |_, _, layer| layer.set_active(name));
+        // 4-bit base weights (QLoRA) are not parameters, but they are the model's weights all the same
+        let mut compressed = 0;
+        self.visit_linears("", &mut |_, linear| {
+            if let Some(c) = linear.compressed_weight() {
+                compressed += c.dims().iter().product::<usize>();
+            }
+        });
         Ok(AdapterReport {
             modules: matched,
             trainable_params: self.num_trainable_params(),
-            total_params: self.num_params(),
+            total_params: self.num_params() + compressed,
         })
     }
 

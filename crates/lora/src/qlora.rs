@@ -58,14 +58,22 @@ impl<B: Backend> CompressedWeight<B> for QuantizedWeight {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QuantReport {
     pub layers: Vec<String>,
-    /// The quantized weights' bytes in f32, and in their 4-bit form.
+    /// The quantized weights' bytes in f32, and in their 4-bit form (codes and constants).
     pub f32_bytes: usize,
     pub quantized_bytes: usize,
+    /// Bytes of the 4-bit codes alone, and the number of absmax blocks.
+    pub code_bytes: usize,
+    pub blocks: usize,
 }
 
 impl QuantReport {
     pub fn bits_per_param(&self) -> f64 {
         32.0 * self.quantized_bytes as f64 / self.f32_bytes.max(1) as f64
+    }
+
+    /// Bytes the 4-bit form would take with every absmax kept as an f32 (no double quantization).
+    pub fn bytes_without_double_quant(&self) -> usize {
+        self.code_bytes + 4 * self.blocks
     }
 }
 
@@ -103,6 +111,8 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
         if let Some(q) = by_path.remove(path) {
             report.f32_bytes += 4 * q.numel();
             report.quantized_bytes += q.size_in_bytes();
+            report.code_bytes += q.codes.len();
+            report.blocks += q.absmax.values().len();
             report.layers.push(path.to_string());
             linear.set_compressed_weight(Rc::new(QuantizedWeight(q)));
         }
