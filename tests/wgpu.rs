@@ -5,7 +5,13 @@
 //! and runs them on Mesa's software Vulkan driver).
 
 use lowrank::gpt::{Gpt, GptConfig};
-use lowrank::lora::{load_adapter, save_adapter, LoraConfig, LoraModel, Targets};
+use lowrank::lora::qlora::QuantizedWeight;
+use lowrank::lora::quant::Quantized;
+use lowrank::lora::{
+    load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, QuantType,
+    Targets,
+};
+use lowrank::nn::CompressedWeight;
 use lowrank::nn::{clip_scale, AdamW, AdamWConfig, Module};
 use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
 use lowrank::wgpu::{test_device, Wgpu};
@@ -29,9 +35,23 @@ fn config() -> GptConfig {
     }
 }
 
-/// LoRA on q and v with alpha != r, or DoRA; B random and non-zero so that every path carries gradient.
-fn model_with_adapter<B: Backend<Elem = f32>>(dev: &B, use_dora: bool) -> Gpt<B> {
+/// How the base is adapted in a test.
+#[derive(Clone, Copy, PartialEq)]
+enum Method {
+    Lora,
+    Dora,
+    /// LoRA over an NF4, double-quantized base.
+    Qlora,
+}
+
+/// LoRA on q and v with alpha != r, or DoRA, or QLoRA; B random and non-zero so that every path carries
+/// gradient.
+fn model_with_adapter<B: Backend<Elem = f32>>(dev: &B, method: Method) -> Gpt<B> {
     let mut model = Gpt::new(config(), 3, dev);
+    if method == Method::Qlora {
+        quantize_base(&mut model, &QuantConfig::default()).expect("finite weights");
+    }
+    let use_dora = method == Method::Dora;
     let lora = LoraConfig {
         r: 4,
         alpha: 6.0,
@@ -102,12 +122,12 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn trains_the_same_on_both_devices(use_dora: bool) {
+fn trains_the_same_on_both_devices(method: Method) {
     let Some((_one, gpu)) = gpu() else { return };
     let cpu = Cpu::<f32>::new();
     let (on_cpu, on_gpu) = (
-        model_with_adapter(&cpu, use_dora),
-        model_with_adapter(&gpu, use_dora),
+        model_with_adapter(&cpu, method),
+        model_with_adapter(&gpu, method),
     );
     let diff = max_diff(&logits(&on_cpu), &logits(&on_gpu));
     assert!(diff < 1e-4, "initial logits differ by {diff}");
@@ -123,12 +143,16 @@ fn trains_the_same_on_both_devices(use_dora: bool) {
 
     // The adapter saved from the GPU run loads onto the same base on the CPU and gives the same logits.
     let dir = std::env::temp_dir().join(format!(
-        "lowrank-wgpu-test-{}-{use_dora}",
-        std::process::id()
+        "lowrank-wgpu-test-{}-{}",
+        std::process::id(),
+        method as u8
     ));
     let mut on_gpu = on_gpu;
     save_adapter(&mut on_gpu, "default", &dir).expect("save");
     let mut reloaded = Gpt::new(config(), 3, &cpu);
+    if method == Method::Qlora {
+        quantize_base(&mut reloaded, &QuantConfig::default()).expect("finite weights");
+    }
     load_adapter(&mut reloaded, &dir, "default").expect("load");
     let diff = max_diff(&logits(&reloaded), &logits(&on_gpu));
     assert!(diff < 1e-4, "reloaded on the CPU, logits differ by {diff}");
@@ -137,12 +161,17 @@ fn trains_the_same_on_both_devices(use_dora: bool) {
 
 #[test]
 fn lora_trains_the_same_on_gpu_and_cpu() {
-    trains_the_same_on_both_devices(false);
+    trains_the_same_on_both_devices(Method::Lora);
+}
+
+#[test]
+fn qlora_trains_the_same_on_gpu_and_cpu() {
+    trains_the_same_on_both_devices(Method::Qlora);
 }
 
 #[test]
 fn dora_trains_the_same_on_gpu_and_cpu() {
-    trains_the_same_on_both_devices(true);
+    trains_the_same_on_both_devices(Method::Dora);
 }
 
 #[test]
@@ -163,7 +192,7 @@ fn the_adapter_is_vulkan_where_ci_requires_it() {
 #[test]
 fn a_training_step_reads_back_only_the_loss_and_the_gradient_norm() {
     let Some((_one, gpu)) = gpu() else { return };
-    let model = model_with_adapter(&gpu, false);
+    let model = model_with_adapter(&gpu, Method::Lora);
     train(&model, 2); // compile the pipelines, fill the buffer pool
     let before = gpu.stats();
     train(&model, 1);
@@ -252,4 +281,28 @@ fn data_over_the_device_limit_is_an_error_naming_the_shape() {
         msg.contains(&format!("shape ({})", limit + 1)) && msg.contains(&limit.to_string()),
         "{msg}"
     );
+}
+
+#[test]
+fn dequantizing_4_bit_weights_on_the_gpu_matches_the_cpu() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    // 70 x 300 values: 329 blocks of 64 (the last one partial), two double-quantization blocks
+    let dims = [70, 300];
+    let values: Vec<f32> = Tensor::randn(dims, 0.0, 0.05, &mut rng(8), &cpu).to_vec();
+    for kind in [QuantType::Nf4, QuantType::Fp4, QuantType::Int4] {
+        for double in [false, true] {
+            let q = Quantized::new(&values, &dims, kind, double).unwrap();
+            let host = q.dequantize();
+            let on_cpu = QuantizedWeight::new(&q, &cpu).decompress(&cpu).to_vec();
+            let on_gpu = QuantizedWeight::new(&q, &gpu).decompress(&gpu).to_vec();
+            assert_eq!(on_cpu, host, "{kind:?} double={double}: the CPU kernel");
+            for (i, (g, h)) in on_gpu.iter().zip(&host).enumerate() {
+                assert!(
+                    (g - h).abs() <= 1e-6 * h.abs(),
+                    "{kind:?} double={double}: value {i}: GPU {g}, host {h}"
+                );
+            }
+        }
+    }
 }

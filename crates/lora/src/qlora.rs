@@ -8,10 +8,10 @@
 //! in forward, and again in backward for the input gradient (it never gets a weight gradient). Only A and B
 //! train, as in LoRA. `lm_head` stays in full precision, as bitsandbytes leaves it by default.
 
-use crate::quant::{QuantType, Quantized};
+use crate::quant::{Absmax, QuantType, Quantized, BLOCK, DOUBLE_BLOCK};
 use crate::LoraError;
 use lowrank_nn::{CompressedWeight, Module};
-use lowrank_tensor::{Backend, Element, Tensor};
+use lowrank_tensor::{Backend, Element, Packed4bit, PackedAbsmax, Tensor};
 use std::rc::Rc;
 
 /// How the base is quantized.
@@ -32,25 +32,89 @@ impl Default for QuantConfig {
     }
 }
 
-/// A Linear's weight (out, in) in 4 bits.
-pub struct QuantizedWeight(pub Quantized);
+/// A Linear's weight (out, in) in 4 bits, held on its device in packed form: codes (4 bits per value) and
+/// the block constants (double-quantized or not), expanded there by `Backend::dequantize_4bit`.
+pub struct QuantizedWeight<B: Backend> {
+    dims: [usize; 2],
+    levels: [f32; 16],
+    codes: B::Storage,
+    absmax: DeviceAbsmax<B>,
+    /// The packed size: codes and constants.
+    bytes: usize,
+}
 
-impl<B: Backend> CompressedWeight<B> for QuantizedWeight {
+enum DeviceAbsmax<B: Backend> {
+    Plain(B::Storage),
+    Double {
+        codes: B::Storage,
+        scales: B::Storage,
+        mean: f32,
+    },
+}
+
+impl<B: Backend> QuantizedWeight<B> {
+    /// Moves a quantized (out, in) weight to `backend`.
+    pub fn new(q: &Quantized, backend: &B) -> Self {
+        let elems = |v: &[f32]| v.iter().map(|&x| B::Elem::from_f64(x as f64)).collect();
+        let absmax = match &q.absmax {
+            Absmax::F32(values) => DeviceAbsmax::Plain(backend.storage_from_vec(elems(values))),
+            Absmax::Double {
+                codes,
+                scales,
+                mean,
+            } => DeviceAbsmax::Double {
+                codes: backend.bytes_storage(bytemuck_i8(codes)),
+                scales: backend.storage_from_vec(elems(scales)),
+                mean: *mean,
+            },
+        };
+        QuantizedWeight {
+            dims: [q.dims[0], q.dims[1]],
+            levels: *q.kind.levels(),
+            codes: backend.bytes_storage(&q.codes),
+            absmax,
+            bytes: q.size_in_bytes(),
+        }
+    }
+}
+
+/// Signed bytes as the bytes they are.
+fn bytemuck_i8(v: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
+}
+
+impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
     fn dims(&self) -> [usize; 2] {
-        [self.0.dims[0], self.0.dims[1]]
+        self.dims
     }
 
     fn decompress(&self, backend: &B) -> Tensor<B> {
-        let values = self.0.dequantize();
-        let values = values
-            .iter()
-            .map(|&v| B::Elem::from_f64(v as f64))
-            .collect();
-        Tensor::from_vec(values, self.0.dims.clone(), backend).expect("the codes cover the shape")
+        let absmax = match &self.absmax {
+            DeviceAbsmax::Plain(a) => PackedAbsmax::Plain(a),
+            DeviceAbsmax::Double {
+                codes,
+                scales,
+                mean,
+            } => PackedAbsmax::Double {
+                codes,
+                scales,
+                mean: *mean,
+                block: DOUBLE_BLOCK,
+            },
+        };
+        let packed = Packed4bit {
+            codes: &self.codes,
+            numel: self.dims[0] * self.dims[1],
+            block: BLOCK,
+            levels: self.levels,
+            absmax,
+        };
+        Tensor::from_storage(backend.dequantize_4bit(&packed), self.dims, backend)
     }
 
     fn size_in_bytes(&self) -> usize {
-        self.0.size_in_bytes()
+        self.bytes
     }
 }
 
@@ -114,7 +178,8 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
             report.code_bytes += q.codes.len();
             report.blocks += q.absmax.values().len();
             report.layers.push(path.to_string());
-            linear.set_compressed_weight(Rc::new(QuantizedWeight(q)));
+            let backend = linear.weight().backend();
+            linear.set_compressed_weight(Rc::new(QuantizedWeight::new(&q, &backend)));
         }
     });
     Ok(report)

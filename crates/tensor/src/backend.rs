@@ -7,7 +7,8 @@
 //!
 //! Besides the primitives (memory, strided copy, unary / binary elementwise, axis reductions, batched GEMM,
 //! index select / index add, select-where) the trait holds the few fused kernels that matter for speed:
-//! softmax (optionally causal), log-softmax, rms-norm and cross-entropy, each with its fused backward.
+//! softmax (optionally causal), log-softmax, rms-norm, cross-entropy, RoPE and attention, each with its
+//! fused backward, the fused AdamW step, and the 4-bit dequantization that QLoRA's base weights need.
 
 use crate::{Element, Layout, Shape};
 use std::fmt::Debug;
@@ -88,6 +89,33 @@ pub struct AdamwStep {
     pub grad_scale: f64,
 }
 
+/// A 4-bit block-quantized tensor in device storage, for `Backend::dequantize_4bit` (QLoRA's base weights;
+/// the format is lowrank-lora's `quant` module). Byte arrays travel in storages of elements whose bytes are
+/// those bytes (see `Backend::bytes_storage`), so they cost their packed size on every device.
+pub struct Packed4bit<'a, S> {
+    /// Two codes per byte, value 2i in the high nibble of byte i.
+    pub codes: &'a S,
+    pub numel: usize,
+    /// Values per absmax block.
+    pub block: usize,
+    /// The value of each code, in [-1, 1].
+    pub levels: [f32; 16],
+    pub absmax: PackedAbsmax<'a, S>,
+}
+
+/// The per-block absmax values of a `Packed4bit`: elements, or double-quantized to signed bytes.
+pub enum PackedAbsmax<'a, S> {
+    /// One element per block.
+    Plain(&'a S),
+    /// `absmax_b = mean + scales[b / block] * codes_b / 127`, codes as signed bytes.
+    Double {
+        codes: &'a S,
+        scales: &'a S,
+        mean: f32,
+        block: usize,
+    },
+}
+
 pub trait Backend: Clone + Debug + Send + Sync + 'static {
     type Elem: Element;
     /// Device memory holding elements; opaque to everything above the backend.
@@ -104,6 +132,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     }
     fn storage_from_vec(&self, data: Vec<Self::Elem>) -> Self::Storage;
     fn full(&self, len: usize, value: Self::Elem) -> Self::Storage;
+    /// A storage whose elements' bytes are `bytes` (zero-padded to whole elements): packed integer data.
+    fn bytes_storage(&self, bytes: &[u8]) -> Self::Storage {
+        let size = std::mem::size_of::<Self::Elem>();
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().div_ceil(size) * size, 0);
+        self.storage_from_vec(bytemuck::pod_collect_to_vec(&padded))
+    }
     /// Number of elements the storage holds.
     fn storage_len(&self, storage: &Self::Storage) -> usize;
     /// Reads the elements that `layout` addresses, in row-major order.
@@ -262,6 +297,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         ignore: Option<u32>,
         row_grads: (&Self::Storage, &Layout),
     ) -> Self::Storage;
+
+    /// Expands 4-bit codes to a row-major storage of `numel` values: `out[i] = absmax(i / block) *
+    /// levels[code_i]` — QLoRA's frozen base weight, dequantized on the device that holds it.
+    fn dequantize_4bit(&self, q: &Packed4bit<'_, Self::Storage>) -> Self::Storage;
 
     // ---- optimizer ------------------------------------------------------------------------------------------
     /// One decoupled-weight-decay Adam step, in place on row-major `param`, `m`, `v` of the same length:

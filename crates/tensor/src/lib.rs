@@ -27,7 +27,7 @@ mod ops;
 mod shape;
 mod tensor;
 
-pub use backend::{AdamwStep, Backend, BinaryOp, ReduceOp, UnaryOp};
+pub use backend::{AdamwStep, Backend, BinaryOp, Packed4bit, PackedAbsmax, ReduceOp, UnaryOp};
 pub use cpu::Cpu;
 pub use element::{DType, Element};
 pub use error::{Error, Result};

@@ -2,10 +2,10 @@
 //! (as `crates/tensor/src/cpu/mod.rs` wires the CPU kernels).
 
 use crate::context::{self, Context, Stats};
-use crate::kernels::{attention, elementwise, fused, index, matmul, optim, reduce};
+use crate::kernels::{attention, elementwise, fused, index, matmul, optim, quant, reduce};
 use crate::storage::{Dense, GpuStorage};
 use crate::WgpuError;
-use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Layout, ReduceOp, Shape, UnaryOp};
+use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Layout, Packed4bit, ReduceOp, Shape, UnaryOp};
 use std::fmt;
 use std::sync::Arc;
 
@@ -262,6 +262,10 @@ impl Backend for Wgpu {
         row_grads: (&GpuStorage, &Layout),
     ) -> GpuStorage {
         fused::cross_entropy(self, (logits, layout), targets, ignore, Some(row_grads))
+    }
+
+    fn dequantize_4bit(&self, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
+        quant::dequantize_4bit(self, q)
     }
 
     fn adamw_step(

@@ -9,10 +9,11 @@ mod fused;
 mod index;
 mod matmul;
 mod optim;
+mod quant;
 mod reduce;
 mod strided;
 
-use crate::{AdamwStep, Backend, BinaryOp, Element, Layout, ReduceOp, Shape, UnaryOp};
+use crate::{AdamwStep, Backend, BinaryOp, Element, Layout, Packed4bit, ReduceOp, Shape, UnaryOp};
 use std::marker::PhantomData;
 
 /// The CPU device for elements of type `E` (`Cpu<f32>` for training, `Cpu<f64>` for gradient checks).
@@ -185,6 +186,10 @@ impl<E: Element> Backend for Cpu<E> {
         row_grads: (&Vec<E>, &Layout),
     ) -> Vec<E> {
         fused::cross_entropy_backward(logits, layout, targets, ignore, (row_grads.0, row_grads.1))
+    }
+
+    fn dequantize_4bit(&self, q: &Packed4bit<'_, Vec<E>>) -> Vec<E> {
+        quant::dequantize_4bit(q)
     }
 
     fn adamw_step(

@@ -31,6 +31,7 @@ pub mod fused;
 pub mod index;
 pub mod matmul;
 pub mod optim;
+pub mod quant;
 pub mod reduce;
 
 use crate::context::MAX_GROUPS;
