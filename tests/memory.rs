@@ -1,34 +1,49 @@
 //! What the autograd graph keeps alive, measured with a counting allocator: only what backward rules save.
 //! An intermediate value whose rule needs nothing of it is freed as soon as the caller drops its handle,
-//! and a frozen weight makes its product save nothing. (One test in this binary: the counter is global.)
+//! and a frozen weight makes its product save nothing.
+//!
+//! The count is per thread: what the measuring thread allocates minus what it frees. Tensors are allocated
+//! and freed by the thread that runs the ops; rayon's workers only fill them, and whatever the workers (or
+//! other tests) allocate for themselves does not disturb the count.
 
 use lowrank::autograd::Var;
 use lowrank::tensor::{rng, Cpu, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::cell::Cell;
 
 struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Bytes this thread has allocated minus bytes it has freed.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    // `try_with`: a thread being torn down has no counter left, and needs none.
+    let _ = LIVE.try_with(|live| live.set(live.get() + delta));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Relaxed);
-        System.alloc(layout)
+        count(layout.size() as isize);
+        // SAFETY: forwarded unchanged to the system allocator, under GlobalAlloc's own contract.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Relaxed);
-        System.dealloc(ptr, layout)
+        count(-(layout.size() as isize));
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// Bytes still allocated after `f` returns (what its result keeps alive).
+/// Bytes still allocated by this thread after `f` returns (what its result keeps alive).
 fn kept_by<R>(f: impl FnOnce() -> R) -> (R, isize) {
-    let before = LIVE.load(Relaxed) as isize;
+    let before = LIVE.with(Cell::get);
     let r = f();
-    (r, LIVE.load(Relaxed) as isize - before)
+    (r, LIVE.with(Cell::get) - before)
 }
 
 #[test]
