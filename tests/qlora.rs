@@ -395,3 +395,39 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "merged vs unmerged: {diff}");
 }
+
+/// bitsandbytes' own NF4 quantization of one tensor (tests/fixtures/make_bnb_nf4.py wrote it): lowrank's
+/// levels, packed codes (nibble order, tie rule, partial last block, zero block) and absmax are identical.
+#[test]
+fn nf4_is_bit_identical_to_bitsandbytes() {
+    let text = include_str!("fixtures/bnb_nf4.json");
+    let fixture: serde_json::Value = serde_json::from_str(text).unwrap();
+    let floats = |key: &str| -> Vec<f32> {
+        fixture[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_eq!(floats("levels"), NF4_LEVELS.to_vec());
+    let values = floats("values");
+    let q = Quantized::new(&values, &[values.len()], QuantType::Nf4, false).unwrap();
+    let codes: Vec<u8> = fixture["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u8)
+        .collect();
+    for (i, (ours, theirs)) in q.codes.iter().zip(&codes).enumerate() {
+        assert_eq!(
+            ours, theirs,
+            "byte {i} (values {} and {}): lowrank {ours:#04x}, bitsandbytes {theirs:#04x}",
+            values[2 * i],
+            values.get(2 * i + 1).copied().unwrap_or(f32::NAN)
+        );
+    }
+    assert_eq!(q.codes.len(), codes.len());
+    assert_eq!(q.absmax.values(), floats("absmax"));
+    assert_eq!(q.dequantize(), floats("dequantized"));
+}

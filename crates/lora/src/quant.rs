@@ -7,7 +7,8 @@
 //! code(x) = argmin_k |x / a - q_k|        x ≈ a * q_code(x)
 //! ```
 //!
-//! Two codes share a byte, the first value in the high nibble. The level sets are:
+//! Two codes share a byte, the first value in the high nibble: NF4 codes are bit-identical to bitsandbytes'
+//! (`tests/qlora.rs` checks a fixture it wrote). The level sets are:
 //! - **NF4** (4-bit NormalFloat): quantiles of N(0, 1) scaled to [-1, 1], with an exact zero, 7 negative and
 //!   8 positive levels. Weights are roughly normal, and equal-probability levels spend the 16 codes where
 //!   the values are — the information-theoretically optimal choice for normal data.
