@@ -208,6 +208,17 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
 
     // 4. What changed.
     let (acc_after, task_loss_after) = measure_task(&model);
+    // QLoRA: the same adapter trained on the f32 base, for comparison
+    let lora_acc = match (&quantized, args.data.is_none()) {
+        (Some(_), true) => {
+            println!("for comparison: the same LoRA on the f32 base");
+            let mut plain = Gpt::load(&args.base, dev)?;
+            plain.add_adapter("default", &lora_config, args.seed)?;
+            train(&plain, &task_train, Some(&task_val), &train_cfg);
+            Some(exact_match(&plain, &held_out))
+        }
+        _ => None,
+    };
     let general_on = general_loss(&model);
     let general_off = if args.method == Method::Full {
         None
@@ -231,6 +242,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         samples: (&sample_prompt, &sample_before, &sample_after),
         train: &report,
         quantized: quantized.as_ref(),
+        lora_acc,
     });
     std::fs::create_dir_all(&args.out)?;
     let curve = args.out.join("loss_curve.svg");
@@ -313,6 +325,8 @@ struct Summary<'a> {
     train: &'a TrainReport,
     /// QLoRA: what quantizing the base did, and the general-corpus loss of the 4-bit base.
     quantized: Option<&'a (QuantReport, f64)>,
+    /// QLoRA: the task accuracy of the same adapter trained on the f32 base.
+    lora_acc: Option<f64>,
 }
 
 fn print_report(s: &Summary) {
@@ -370,6 +384,17 @@ fn print_report(s: &Summary) {
             "quantization error (general loss)",
             format!("f32 base {before:.3} -> 4-bit base {loss:.3}"),
         );
+        if let (Some(plain), Some(qlora)) = (s.lora_acc, s.acc.1) {
+            row(
+                "task accuracy, QLoRA vs LoRA",
+                format!(
+                    "{:.1}% vs {:.1}% on the f32 base ({:.0}% of it)",
+                    100.0 * qlora,
+                    100.0 * plain,
+                    100.0 * qlora / plain.max(1e-9)
+                ),
+            );
+        }
     }
     row(
         "sample before",
