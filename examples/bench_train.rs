@@ -118,6 +118,18 @@ fn main() {
             with_device!(args.device, |dev| child(&args, &c[0], variant, &dev))
         })());
     }
+    if args.steps == 0 {
+        eprintln!("error: --steps must be at least 1");
+        std::process::exit(2);
+    }
+    if let Some(bad) = args
+        .configs
+        .split(',')
+        .find(|c| !["small", "medium"].contains(c))
+    {
+        eprintln!("error: unknown config `{bad}` (expected small or medium)");
+        std::process::exit(2);
+    }
     let exe = std::env::current_exe().expect("the running executable");
     for config in args.configs.split(',') {
         for variant in args.variants.split(',') {

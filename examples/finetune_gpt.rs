@@ -33,6 +33,8 @@ mod alloc;
 mod cli;
 #[path = "support/device.rs"]
 mod device;
+#[path = "support/flags.rs"]
+mod flags;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -110,7 +112,21 @@ impl Args {
 fn main() {
     alloc::keep_freed_memory();
     let args = Args::parse();
-    cli::exit_on_error((|| with_device!(args.device, |dev| run(&args, &dev)))());
+    cli::exit_on_error((|| {
+        check_flags(&args)?;
+        with_device!(args.device, |dev| run(&args, &dev))
+    })());
+}
+
+/// Every numeric flag is checked before any work.
+fn check_flags(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(lr) = args.lr {
+        flags::positive("--lr", lr)?;
+    }
+    flags::positive("--alpha", args.alpha)?;
+    flags::at_least_one("--rank", args.rank)?;
+    flags::at_least_one("--steps", args.steps)?;
+    flags::at_least_one("--pretrain-steps", args.pretrain_steps)
 }
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
@@ -204,7 +220,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed + 11,
         ..TrainConfig::default()
     };
-    let report = train(&model, &task_train, Some(&task_val), &train_cfg);
+    let report = train(&model, &task_train, Some(&task_val), &train_cfg)?;
 
     // 4. What changed.
     let (acc_after, task_loss_after) = measure_task(&model);
@@ -214,7 +230,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
             println!("for comparison: the same LoRA on the f32 base");
             let mut plain = Gpt::load(&args.base, dev)?;
             plain.add_adapter("default", &lora_config, args.seed)?;
-            train(&plain, &task_train, Some(&task_val), &train_cfg);
+            train(&plain, &task_train, Some(&task_val), &train_cfg)?;
             Some(exact_match(&plain, &held_out))
         }
         _ => None,
@@ -290,7 +306,7 @@ fn base_model<B: Backend>(
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let report = train(&model, train_set, Some(val), &cfg);
+    let report = train(&model, train_set, Some(val), &cfg)?;
     let last = report.evals.last().expect("train evaluates at the end");
     println!(
         "pretrained in {:.1}s: val loss {:.3}",

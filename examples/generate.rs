@@ -53,6 +53,9 @@ fn main() {
         if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
             return Err(format!("--temperature must be >= 0, got {}", args.temperature).into());
         }
+        if args.prompt.is_empty() {
+            return Err("--prompt must not be empty: the model continues a prompt".into());
+        }
         with_device!(args.device, |dev| run(&args, &dev))
     })());
 }

@@ -38,11 +38,18 @@ mod alloc;
 mod cli;
 #[path = "support/device.rs"]
 mod device;
+#[path = "support/flags.rs"]
+mod flags;
 
 fn main() {
     alloc::keep_freed_memory();
     let args = Args::parse();
-    cli::exit_on_error((|| with_device!(args.device, |dev| run(&args, &dev)))());
+    cli::exit_on_error((|| {
+        flags::positive("--lr", args.lr)?;
+        flags::at_least_one("--steps", args.steps)?;
+        flags::at_least_one("--batch", args.batch)?;
+        with_device!(args.device, |dev| run(&args, &dev))
+    })());
 }
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
@@ -78,7 +85,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let report = train(&model, &train_set, Some(&val_set), &cfg);
+    let report = train(&model, &train_set, Some(&val_set), &cfg)?;
     let last = report.evals.last().expect("train evaluates at the end");
     println!(
         "trained {} steps in {:.1}s ({:.1} ms/step): train loss {:.3}, val loss {:.3}",

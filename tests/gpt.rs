@@ -231,7 +231,7 @@ fn training_a_tiny_model_drives_the_loss_down() {
         progress: false,
         ..TrainConfig::default()
     };
-    let report = train(&model, &data, Some(&data), &cfg);
+    let report = train(&model, &data, Some(&data), &cfg).unwrap();
     let first = report.losses[..5].iter().sum::<f64>() / 5.0;
     let last = report.evals.last().unwrap().val_loss;
     assert!(
@@ -361,4 +361,47 @@ fn bad_checkpoints_give_clear_errors() {
         err.contains("d_model 8 is not divisible by n_heads 3"),
         "{err}"
     );
+}
+
+#[test]
+fn a_diverging_run_stops_before_updating_any_weight() {
+    let dev = Cpu::<f32>::new();
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let data = Dataset::new((0..2000u32).map(|i| i * 7 % 256).collect());
+    let before: Vec<Vec<f32>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
+    let cfg = TrainConfig {
+        steps: 5,
+        batch: 2,
+        seq: 8,
+        lr: f64::NAN,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    // The first step's loss is finite; its update makes every weight NaN, so step 2's loss is NaN.
+    let err = train(&model, &data, None, &cfg).unwrap_err();
+    assert_eq!((err.step, err.what), (2, "loss"));
+    assert!(err.to_string().contains("last finite loss"), "{err}");
+    // with a NaN weight from the start, step 1 already fails and no weight changes
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let w = model.layers[0].mlp.up_proj.weight();
+    let mut v = w.value().to_vec();
+    v[0] = f32::NAN;
+    w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
+    let cfg = TrainConfig { lr: 1e-3, ..cfg };
+    let err = train(&model, &data, None, &cfg).unwrap_err();
+    assert_eq!(err.step, 1);
+    let after: Vec<Vec<f32>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
+    for ((b, a), (name, _)) in before.iter().zip(&after).zip(model.named_params()) {
+        if name != "model.layers.0.mlp.up_proj.weight" {
+            assert!(b == a, "{name} changed");
+        }
+    }
 }

@@ -537,7 +537,8 @@ fn short_fine_tune_improves_the_task() {
             lr: 3e-3,
             ..quiet.clone()
         },
-    );
+    )
+    .unwrap();
     let task = PirateTask;
     let (train_set, val, held_out) = (
         task.dataset(40_000, 2),
@@ -559,7 +560,8 @@ fn short_fine_tune_improves_the_task() {
             steps: 200,
             ..quiet
         },
-    );
+    )
+    .unwrap();
     let (loss_after, acc_after) = (
         evaluate(&model, &val, 4, 8, 32, 0),
         exact_match(&model, &held_out),

@@ -421,7 +421,8 @@ fn nf4_is_bit_identical_to_bitsandbytes() {
         .collect();
     for (i, (ours, theirs)) in q.codes.iter().zip(&codes).enumerate() {
         assert_eq!(
-            ours, theirs,
+            ours,
+            theirs,
             "byte {i} (values {} and {}): lowrank {ours:#04x}, bitsandbytes {theirs:#04x}",
             values[2 * i],
             values.get(2 * i + 1).copied().unwrap_or(f32::NAN)

@@ -33,4 +33,4 @@ pub use model::{Gpt, IGNORE};
 pub use rope::Rope;
 pub use sample::{exact_match, generate, greedy_batch, GenerateConfig};
 pub use tokenizer::ByteTokenizer;
-pub use train::{evaluate, train, Eval, TrainConfig, TrainReport};
+pub use train::{evaluate, train, Diverged, Eval, TrainConfig, TrainReport};

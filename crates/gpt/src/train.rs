@@ -54,6 +54,22 @@ pub struct Eval {
     pub val_loss: f64,
 }
 
+/// Training stopped because the loss or the gradients stopped being finite (a learning rate too high, bad
+/// data, NaN weights): nothing after the failing step ran, so callers save nothing over good files.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "training diverged at step {step}: the {what} is {value}; the last finite loss was {last_finite} \
+     (try a lower learning rate)"
+)]
+pub struct Diverged {
+    /// 1-based step that failed.
+    pub step: usize,
+    /// "loss" or "gradient norm"
+    pub what: &'static str,
+    pub value: f64,
+    pub last_finite: String,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TrainReport {
     /// The training loss of every step.
@@ -88,12 +104,14 @@ pub fn evaluate<B: Backend>(
     })
 }
 
+/// Trains the model's trainable parameters. Stops with `Diverged` at the first non-finite loss or gradient
+/// norm, before that step updates any weight.
 pub fn train<B: Backend>(
     model: &Gpt<B>,
     data: &Dataset,
     val: Option<&Dataset>,
     cfg: &TrainConfig,
-) -> TrainReport {
+) -> Result<TrainReport, Diverged> {
     let start = Instant::now();
     let params = model.trainable_params();
     let mut opt = AdamW::new(
@@ -127,10 +145,28 @@ pub fn train<B: Backend>(
         let b = data.sample(cfg.batch, cfg.seq, &mut r);
         let loss = model.loss(&b.inputs, &b.targets, b.batch, b.seq);
         let value = loss.value().to_scalar();
+        let diverged = |what, value| Diverged {
+            step: step + 1,
+            what,
+            value,
+            last_finite: report
+                .losses
+                .last()
+                .map_or("(none)".into(), |l| format!("{l:.4}")),
+        };
+        if !value.is_finite() {
+            bar.finish_and_clear();
+            return Err(diverged("loss", value));
+        }
         loss.backward()
             .expect("the loss depends on trainable parameters");
         let scale = if cfg.grad_clip > 0.0 {
-            clip_scale(&params, cfg.grad_clip).0
+            let (scale, norm) = clip_scale(&params, cfg.grad_clip);
+            if !norm.is_finite() {
+                bar.finish_and_clear();
+                return Err(diverged("gradient norm", norm));
+            }
+            scale
         } else {
             1.0
         };
@@ -161,5 +197,5 @@ pub fn train<B: Backend>(
     bar.finish_and_clear();
     report.seconds = start.elapsed().as_secs_f64();
     report.optimizer_state_bytes = opt.state_bytes();
-    report
+    Ok(report)
 }
