@@ -260,18 +260,16 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         quantized: quantized.as_ref(),
         lora_acc,
     });
-    std::fs::create_dir_all(&args.out)?;
-    let curve = args.out.join("loss_curve.svg");
-    write_atomic(&curve, loss_curve_svg(&report.losses).as_bytes())?;
-    println!("loss curve: {}", curve.display());
-
-    // 5. Save, reload into a fresh base, merge, and time inference.
+    // 5. Save, reload into a fresh base, merge, and time inference; the loss curve joins the saved folder.
     if args.method != Method::Full {
         check_save_reload_merge(&mut model, args, dev)?;
     } else {
         model.save(&args.out)?;
         println!("fine-tuned model saved to {}", args.out.display());
     }
+    let curve = args.out.join("loss_curve.svg");
+    write_atomic(&curve, loss_curve_svg(&report.losses).as_bytes())?;
+    println!("loss curve: {}", curve.display());
     println!("total wall time: {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
 }

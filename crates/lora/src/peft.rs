@@ -9,7 +9,7 @@
 
 use crate::model::LoraModel;
 use crate::{AdapterReport, LoraConfig, LoraError, PeftConfig};
-use lowrank_nn::{save_tensors, write_atomic, NnError, TensorFile};
+use lowrank_nn::{save_dir_atomic, save_tensors, write_atomic, NnError, TensorFile};
 use lowrank_tensor::{Backend, Tensor};
 use std::path::Path;
 
@@ -39,7 +39,7 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
     out
 }
 
-/// Writes adapter `name` to `dir` (both files atomically).
+/// Writes adapter `name` to `dir`, the folder as one unit (`save_dir_atomic`).
 pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     model: &mut M,
     name: &str,
@@ -53,13 +53,19 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
         .into_iter()
         .map(|(k, v)| (k, v.value()))
         .collect();
-    std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
-    let metadata = [("format".to_string(), "pt".to_string())]
-        .into_iter()
-        .collect();
-    save_tensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors, Some(metadata))?;
     let json = serde_json::to_string_pretty(&config.to_peft()).expect("a config always serialises");
-    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), json.as_bytes())?;
+    // one unit: a kill leaves the old adapter or the new one, never new weights with an old config
+    save_dir_atomic(dir, |staging| {
+        let metadata = [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
+        save_tensors(
+            &staging.join(ADAPTER_WEIGHTS_FILE),
+            &tensors,
+            Some(metadata),
+        )?;
+        write_atomic(&staging.join(ADAPTER_CONFIG_FILE), json.as_bytes())
+    })?;
     Ok(())
 }
 

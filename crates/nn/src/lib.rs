@@ -15,6 +15,7 @@ mod loss;
 mod module;
 mod optim;
 mod rms_norm;
+mod save_dir;
 
 pub use checkpoint::{
     load_module, load_params, save_module, save_tensors, write_atomic, TensorFile,
@@ -26,3 +27,4 @@ pub use loss::{cross_entropy, gelu, silu};
 pub use module::{join, Module};
 pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;
+pub use save_dir::save_dir_atomic;
