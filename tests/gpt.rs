@@ -405,3 +405,70 @@ fn a_diverging_run_stops_before_updating_any_weight() {
         }
     }
 }
+
+#[test]
+fn configs_out_of_range_are_errors_before_anything_is_allocated() {
+    let bad = [
+        (
+            GptConfig {
+                norm_eps: 0.0,
+                ..GptConfig::tiny()
+            },
+            "rms_norm_eps must be a finite number above 0",
+        ),
+        (
+            GptConfig {
+                rope_theta: f64::NAN,
+                ..GptConfig::tiny()
+            },
+            "rope_theta must be a finite number",
+        ),
+        (
+            GptConfig {
+                d_model: 1 << 20,
+                n_heads: 1,
+                ..GptConfig::tiny()
+            },
+            "parameters",
+        ),
+    ];
+    for (cfg, message) in bad {
+        let err = cfg.validate().expect_err(&format!("{cfg:?} is accepted"));
+        assert!(err.contains(message), "{err}");
+    }
+    GptConfig::medium().validate().unwrap();
+    // a checkpoint's config must cover the byte tokenizer's 256 tokens
+    let dir = std::env::temp_dir().join(format!("lowrank-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small_vocab = GptConfig {
+        vocab_size: 100,
+        ..GptConfig::tiny()
+    };
+    std::fs::write(dir.join("config.json"), small_vocab.to_json()).unwrap();
+    let err = GptConfig::load(&dir.join("config.json"))
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(err.contains("vocab_size 100 is below 256"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_with_nan_weights_is_an_error_naming_the_tensor() {
+    let dev = Cpu::<f32>::new();
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let w = model.layers[1].self_attn.v_proj.weight();
+    let mut v = w.value().to_vec();
+    v[5] = f32::INFINITY;
+    w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
+    let dir = std::env::temp_dir().join(format!("lowrank-nan-ckpt-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    let err = Gpt::load(&dir, &dev)
+        .err()
+        .expect("a damaged checkpoint does not load");
+    std::fs::remove_dir_all(&dir).ok();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model.layers.1.self_attn.v_proj.weight") && msg.contains("index 5"),
+        "{msg}"
+    );
+}

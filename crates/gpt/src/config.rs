@@ -19,6 +19,10 @@ pub struct GptConfig {
     pub tie_embeddings: bool,
 }
 
+/// The largest model a config may describe (2^31 parameters, 8 GiB in f32): far above anything this toy
+/// engine trains, far below what would exhaust memory silently.
+pub const MAX_PARAMS: u128 = 1 << 31;
+
 impl GptConfig {
     /// A minimal model for gradient checks.
     pub fn tiny() -> Self {
@@ -59,6 +63,19 @@ impl GptConfig {
         }
     }
 
+    /// The parameter count these sizes give (embeddings, blocks, norm, head), in u128 so that no size
+    /// from a file can overflow it.
+    pub fn num_params_estimate(&self) -> u128 {
+        let (v, d, f, l) = (
+            self.vocab_size as u128,
+            self.d_model as u128,
+            self.d_ff as u128,
+            self.n_layers as u128,
+        );
+        let head = if self.tie_embeddings { 0 } else { v * d };
+        v * d + l * (4 * d * d + 3 * d * f + 2 * d) + d + head
+    }
+
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }
@@ -75,6 +92,23 @@ impl GptConfig {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
+        }
+        for (name, v) in [
+            ("rms_norm_eps", self.norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a finite number above 0, got {v}"));
+            }
+        }
+        // Checked before anything is allocated: a config file cannot ask for an absurd model.
+        let params = self.num_params_estimate();
+        if params > MAX_PARAMS {
+            return Err(format!(
+                "the model would have about {params} parameters ({:.1} GiB in f32), over the limit of \
+                 {MAX_PARAMS}",
+                params as f64 * 4.0 / (1u64 << 30) as f64
+            ));
         }
         if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
@@ -143,12 +177,23 @@ impl GptConfig {
         Ok(config)
     }
 
-    /// Reads a Hugging Face `config.json`.
+    /// Reads a Hugging Face `config.json` of a checkpoint, which is used with the byte tokenizer: every byte
+    /// value must be a token (vocab_size >= 256).
     pub fn load(path: &Path) -> Result<Self, NnError> {
         let text = std::fs::read_to_string(path).map_err(|e| NnError::io(path, e))?;
         let hf: HfLlamaConfig = serde_json::from_str(&text)
             .map_err(|e| NnError::config(path, format!("invalid LlamaConfig: {e}")))?;
-        Self::from_hf(&hf).map_err(|m| NnError::config(path, m))
+        let config = Self::from_hf(&hf).map_err(|m| NnError::config(path, m))?;
+        if config.vocab_size < 256 {
+            return Err(NnError::config(
+                path,
+                format!(
+                    "vocab_size {} is below 256: the byte tokenizer emits every byte value",
+                    config.vocab_size
+                ),
+            ));
+        }
+        Ok(config)
     }
 
     pub fn to_json(&self) -> String {

@@ -150,7 +150,24 @@ impl TensorFile {
             });
         }
         let values: Vec<B::Elem> = bytemuck::pod_collect_to_vec(view.data());
-        Ok(Tensor::from_vec(values, found, backend).expect("safetensors checked the byte length"))
+        if let Some((index, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.to_f64().is_finite())
+        {
+            return Err(NnError::NotFinite {
+                path: self.path.clone(),
+                name: name.into(),
+                index,
+                value: v.to_f64(),
+            });
+        }
+        // safetensors checked the byte length; what remains is a device's size limit
+        Tensor::from_vec(values, found, backend).map_err(|source| NnError::Tensor {
+            path: self.path.clone(),
+            name: name.into(),
+            source,
+        })
     }
 }
 

@@ -36,6 +36,19 @@ pub enum NnError {
     UnexpectedTensors { path: PathBuf, names: Vec<String> },
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
+    #[error("{}: tensor `{name}` holds {value} at index {index}: the weights are damaged", path.display())]
+    NotFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f64,
+    },
+    #[error("{}: tensor `{name}`: {source}", path.display())]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        source: lowrank_tensor::Error,
+    },
 }
 
 impl NnError {
