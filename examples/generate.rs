@@ -81,7 +81,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         stop: None,
     };
     let tok = ByteTokenizer;
-    let out = generate(&model, &tok.encode(&args.prompt), &cfg);
+    let out = generate(&model, &tok.encode(&args.prompt), &cfg)?;
     println!("{}{}", args.prompt, tok.decode(&out));
     Ok(())
 }

@@ -105,7 +105,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     };
     println!(
         "sample: Alice{}",
-        ByteTokenizer.decode(&generate(&model, &prompt, &gen))
+        ByteTokenizer.decode(&generate(&model, &prompt, &gen)?)
     );
     model.save(&args.out)?;
     println!("saved {}", args.out.display());

@@ -3,8 +3,8 @@
 
 use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
 use lowrank::gpt::{
-    corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig,
-    Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
+    corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, GenerateError, Gpt,
+    GptConfig, Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -251,16 +251,16 @@ fn sampling_with_a_seed_is_deterministic() {
         seed: 42,
         stop: None,
     };
-    let a = generate(&model, &[1, 2, 3], &cfg);
-    assert_eq!(a, generate(&model, &[1, 2, 3], &cfg));
+    let a = generate(&model, &[1, 2, 3], &cfg).unwrap();
+    assert_eq!(a, generate(&model, &[1, 2, 3], &cfg).unwrap());
     assert_eq!(a.len(), 12);
     let greedy = GenerateConfig {
         temperature: 0.0,
         ..cfg
     };
     assert_eq!(
-        generate(&model, &[1, 2, 3], &greedy),
-        generate(&model, &[1, 2, 3], &GenerateConfig { seed: 7, ..greedy })
+        generate(&model, &[1, 2, 3], &greedy).unwrap(),
+        generate(&model, &[1, 2, 3], &GenerateConfig { seed: 7, ..greedy }).unwrap()
     );
 }
 
@@ -470,5 +470,19 @@ fn a_checkpoint_with_nan_weights_is_an_error_naming_the_tensor() {
     assert!(
         msg.contains("model.layers.1.self_attn.v_proj.weight") && msg.contains("index 5"),
         "{msg}"
+    );
+}
+
+#[test]
+fn generation_from_an_empty_prompt_or_a_damaged_model_is_an_error() {
+    let dev = Cpu::<f32>::new();
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let cfg = GenerateConfig::default();
+    assert_eq!(generate(&model, &[], &cfg), Err(GenerateError::EmptyPrompt));
+    let w = model.layers[0].mlp.down_proj.weight();
+    w.set_value(w.value().mul_scalar(f64::NAN));
+    assert_eq!(
+        generate(&model, &[1, 2], &cfg),
+        Err(GenerateError::NotFinite { generated: 0 })
     );
 }

@@ -31,6 +31,6 @@ pub use data::{Batch, Dataset};
 pub use mlp::Mlp;
 pub use model::{Gpt, IGNORE};
 pub use rope::Rope;
-pub use sample::{exact_match, generate, greedy_batch, GenerateConfig};
+pub use sample::{exact_match, generate, greedy_batch, GenerateConfig, GenerateError};
 pub use tokenizer::ByteTokenizer;
 pub use train::{evaluate, train, Diverged, Eval, TrainConfig, TrainReport};

@@ -29,25 +29,47 @@ impl Default for GenerateConfig {
     }
 }
 
+/// Why `generate` could not continue a prompt.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the prompt is empty: generation continues a prompt of at least one token")]
+    EmptyPrompt,
+    #[error(
+        "the model's logits are not finite after {generated} new tokens: its weights are damaged"
+    )]
+    NotFinite { generated: usize },
+}
+
 /// Continues `prompt`, returning only the new tokens. The context is the last `max_seq_len` tokens.
-pub fn generate<B: Backend>(model: &Gpt<B>, prompt: &[u32], cfg: &GenerateConfig) -> Vec<u32> {
+pub fn generate<B: Backend>(
+    model: &Gpt<B>,
+    prompt: &[u32],
+    cfg: &GenerateConfig,
+) -> Result<Vec<u32>, GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
     let mut r = rng(cfg.seed);
     let mut tokens = prompt.to_vec();
     let window = model.config.max_seq_len;
     no_grad(|| {
-        for _ in 0..cfg.max_new_tokens {
+        for generated in 0..cfg.max_new_tokens {
             let ctx = &tokens[tokens.len().saturating_sub(window)..];
             let logits = model.forward(ctx, 1, ctx.len()); // (1, T, V)
             let last = logits.value().narrow(1, ctx.len() - 1, 1).to_vec(); // (V,)
             let logits: Vec<f64> = last.iter().map(|v| v.to_f64()).collect();
+            if logits.iter().any(|l| !l.is_finite()) {
+                return Err(GenerateError::NotFinite { generated });
+            }
             let next = choose(&logits, cfg, &mut r);
             tokens.push(next);
             if Some(next) == cfg.stop {
                 break;
             }
         }
-    });
-    tokens[prompt.len()..].to_vec()
+        Ok(())
+    })?;
+    Ok(tokens[prompt.len()..].to_vec())
 }
 
 /// Picks a token from one row of logits.
