@@ -63,7 +63,7 @@ impl<B: Backend> QuantizedWeight<B> {
                 scales,
                 mean,
             } => DeviceAbsmax::Double {
-                codes: backend.bytes_storage(bytemuck_i8(codes)),
+                codes: backend.bytes_storage(&codes.iter().map(|&c| c as u8).collect::<Vec<_>>()),
                 scales: backend.storage_from_vec(elems(scales)),
                 mean: *mean,
             },
@@ -76,12 +76,6 @@ impl<B: Backend> QuantizedWeight<B> {
             bytes: q.size_in_bytes(),
         }
     }
-}
-
-/// Signed bytes as the bytes they are.
-fn bytemuck_i8(v: &[i8]) -> &[u8] {
-    // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
 }
 
 impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {

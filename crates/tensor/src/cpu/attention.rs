@@ -208,22 +208,34 @@ pub fn attention<E: Element>(
             let ((_qbuf, qc), (_kbuf, kc)) = (col_major(qm, t, d), col_major(km, t, d));
             let om = o.at(hs.out_offset(i));
             let row_stride = hs.h * d;
+            // This head's (T, T) block of P: every access below goes through this one pointer (no fresh
+            // borrow of `p` while pointers derived from it are in use).
+            let base = p.as_mut_ptr().cast::<E>();
             for (r0, r1, keys) in hs.row_blocks(causal) {
-                let pb = p[r0 * t..].as_mut_ptr().cast::<E>();
+                let pb = base.wrapping_add(r0 * t);
+                // SAFETY: q (rows r0..r1) and k (rows 0..keys) lie in this head's matrices; C is rows r0..r1
+                // of this head's block of P, which only this task writes.
                 unsafe {
                     gemm(r1 - r0, d, keys, scale, qc.down(r0), kc.t(), pb, t); // S = scale q k^T
                 }
                 for r in r0..r1 {
-                    // SAFETY: the GEMM above wrote the first `keys` entries of this row.
-                    let row = unsafe { std::slice::from_raw_parts_mut(pb.add((r - r0) * t), keys) };
+                    // SAFETY: row r lies in this head's block. Its first `keys` entries were written by the
+                    // GEMM above; the rest (keys past this block: masked, never computed) are written as
+                    // zeros here before the row is viewed as initialised values.
+                    let row = unsafe {
+                        let start = pb.add((r - r0) * t);
+                        for j in keys..t {
+                            start.add(j).write(E::zero());
+                        }
+                        std::slice::from_raw_parts_mut(start, t)
+                    };
                     let vis = hs.visible(r, causal);
                     softmax_in_place(&mut row[..vis]);
-                    row[vis..].iter_mut().for_each(|x| *x = E::zero());
-                    for x in &mut p[r * t + keys..(r + 1) * t] {
-                        x.write(E::zero()); // keys past this block: masked, never computed
-                    }
+                    row[vis..keys].iter_mut().for_each(|x| *x = E::zero());
                 }
                 let pm = Mat::row_major(pb.cast_const(), t);
+                // SAFETY: P rows r0..r1 (keys columns) were written above, v rows 0..keys lie in this
+                // head's matrix; C is rows r0..r1 of this head's (B, T, H, D) output block.
                 unsafe {
                     gemm(
                         r1 - r0,
@@ -287,6 +299,8 @@ pub fn attention_backward<E: Element>(
         if let Some(dv) = dv {
             for (c0, c1, _) in hs.row_blocks(causal) {
                 let from = hs.first_query(c0, causal);
+                // SAFETY: P and dO rows from..T lie in this head's matrices; C is key rows c0..c1 of this
+                // head's block of dv, which only this task writes.
                 unsafe {
                     gemm(
                         c1 - c0,
@@ -308,6 +322,8 @@ pub fn attention_backward<E: Element>(
         let ((_gbuf, gc), (_vbuf, vc)) = (col_major(gm, t, d), col_major(vm, t, d));
         let mut ds = vec![E::zero(); t * t];
         for (r0, r1, keys) in hs.row_blocks(causal) {
+            // SAFETY: dO rows r0..r1 and v rows 0..keys lie in this head's copies; C is rows r0..r1 of this
+            // task's own `ds`, whose pointer is not used after the call.
             unsafe {
                 gemm(
                     r1 - r0,
@@ -331,6 +347,8 @@ pub fn attention_backward<E: Element>(
         for (r0, r1, keys) in hs.row_blocks(causal) {
             if let Some(dq) = dq {
                 // dq = scale dS k, rows r0..r1 over the keys they see
+                // SAFETY: dS rows r0..r1 and k rows 0..keys are in bounds; C is rows r0..r1 of this head's
+                // block of dq, which only this task writes.
                 unsafe {
                     gemm(
                         r1 - r0,
@@ -347,6 +365,8 @@ pub fn attention_backward<E: Element>(
             if let Some(dk) = dk {
                 // dk = scale dS^T q, key rows r0..r1 over the queries that see them
                 let from = hs.first_query(r0, causal);
+                // SAFETY: dS and q rows from..T are in bounds; C is key rows r0..r1 of this head's block of
+                // dk, which only this task writes.
                 unsafe {
                     gemm(
                         r1 - r0,

@@ -13,12 +13,17 @@ const PAR_MIN_MACS: usize = 1 << 20;
 
 /// A raw output pointer that rayon tasks may share: each task writes its own disjoint block.
 pub(super) struct OutPtr<E>(pub(super) *mut E);
-unsafe impl<E> Send for OutPtr<E> {}
-unsafe impl<E> Sync for OutPtr<E> {}
+// SAFETY: an OutPtr only hands out addresses; the tasks that share one write disjoint blocks of E values
+// (see each use), which is sound when E values may move between threads.
+unsafe impl<E: Send> Send for OutPtr<E> {}
+// SAFETY: as above: shared use is writes to disjoint blocks, never two threads on one element.
+unsafe impl<E: Send> Sync for OutPtr<E> {}
 
 impl<E> OutPtr<E> {
+    /// The address `offset` elements further (computing it is safe; writing through it is the caller's
+    /// unsafe part).
     pub(super) fn at(&self, offset: usize) -> *mut E {
-        unsafe { self.0.add(offset) }
+        self.0.wrapping_add(offset)
     }
 }
 
@@ -36,6 +41,9 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
     let mut out: Vec<E> = Vec::with_capacity(total);
     let c = OutPtr(out.as_mut_ptr());
     // One GEMM of `rows` rows of A (starting at offset oa) into the row-major block at output offset oc.
+    // SAFETY: every call below passes offsets inside `a` and `b` for which the layouts' strides stay in
+    // bounds (the tensor op checked the shapes), and an output block of `rows` x n elements inside `out`'s
+    // capacity that no other task writes.
     let gemm = |oc: usize, rows: usize, oa: usize, ob: usize| unsafe {
         E::gemm(
             rows,
