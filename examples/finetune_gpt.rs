@@ -91,6 +91,9 @@ struct Args {
     /// With --method qlora: double-quantize the per-block absmax values (8 bits, blocks of 256).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     double_quant: bool,
+    /// Keep AdamW's state in host memory and page it to the GPU per parameter (with --device wgpu).
+    #[arg(long)]
+    paged_optimizer: bool,
     /// Where to train and evaluate.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
@@ -126,7 +129,15 @@ fn check_flags(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     flags::positive("--alpha", args.alpha)?;
     flags::at_least_one("--rank", args.rank)?;
     flags::at_least_one("--steps", args.steps)?;
-    flags::at_least_one("--pretrain-steps", args.pretrain_steps)
+    flags::at_least_one("--pretrain-steps", args.pretrain_steps)?;
+    if args.paged_optimizer && args.device == device::Device::Cpu {
+        return Err(
+            "--paged-optimizer pages AdamW's state between host and GPU memory: it needs \
+                    --device wgpu (on the CPU the state is in host memory already)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
@@ -218,6 +229,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         weight_decay: 0.0,
         eval_every: 0,
         seed: args.seed + 11,
+        paged_optimizer: args.paged_optimizer,
         ..TrainConfig::default()
     };
     let report = train(&model, &task_train, Some(&task_val), &train_cfg)?;

@@ -71,6 +71,11 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         &["--alpha", "inf"],
         "--alpha must be a finite number",
     );
+    rejects(
+        "finetune_gpt",
+        &["--paged-optimizer"],
+        "--paged-optimizer pages AdamW's state between host and GPU memory",
+    );
     rejects("pretrain", &["--batch", "0"], "--batch must be at least 1");
     rejects(
         "pretrain",

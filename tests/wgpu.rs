@@ -306,3 +306,34 @@ fn dequantizing_4_bit_weights_on_the_gpu_matches_the_cpu() {
         }
     }
 }
+
+#[test]
+fn a_paged_optimizer_keeps_its_state_on_the_host_and_trains_the_same() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let (plain, paged) = (
+        model_with_adapter(&gpu, Method::Qlora),
+        model_with_adapter(&gpu, Method::Qlora),
+    );
+    let run = |model: &Gpt<Wgpu>, paged: bool| {
+        let mut opt = AdamW::new(model.trainable_params(), AdamWConfig::default());
+        if paged {
+            opt = opt.paged();
+        }
+        for step in 0..3 {
+            let (ids, targets) = batch(step);
+            model
+                .loss(&ids, &targets, 2, config().max_seq_len)
+                .backward()
+                .unwrap();
+            opt.step();
+            opt.zero_grad();
+        }
+        opt
+    };
+    let (a, b) = (run(&plain, false), run(&paged, true));
+    assert_eq!((a.host_state_bytes(), b.device_state_bytes()), (0, 0));
+    assert_eq!(a.device_state_bytes(), b.host_state_bytes());
+    for ((name, p), (_, q)) in plain.named_params().iter().zip(paged.named_params()) {
+        assert!(p.value().to_vec() == q.value().to_vec(), "{name} differs");
+    }
+}

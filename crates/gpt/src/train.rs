@@ -26,6 +26,8 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub seed: u64,
     pub progress: bool,
+    /// Keep AdamW's moments in host memory, paged to the device per parameter (`AdamW::paged`).
+    pub paged_optimizer: bool,
 }
 
 impl Default for TrainConfig {
@@ -43,6 +45,7 @@ impl Default for TrainConfig {
             eval_batches: 8,
             seed: 0,
             progress: true,
+            paged_optimizer: false,
         }
     }
 }
@@ -122,6 +125,9 @@ pub fn train<B: Backend>(
             ..AdamWConfig::default()
         },
     );
+    if cfg.paged_optimizer {
+        opt = opt.paged();
+    }
     let schedule = WarmupCosine {
         max_lr: cfg.lr,
         min_lr: cfg.min_lr,

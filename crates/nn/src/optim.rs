@@ -48,14 +48,24 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Where AdamW keeps one parameter's moments (m, v).
+enum Moments<B: Backend> {
+    /// On the parameter's device (the default).
+    Device(Tensor<B>, Tensor<B>),
+    /// In host memory (`AdamW::paged`): brought to the device for the parameter's update and sent back
+    /// after it, so the device holds one parameter's moments at a time.
+    Host(Vec<B::Elem>, Vec<B::Elem>),
+}
+
 /// Adam with decoupled weight decay and bias correction:
 /// `m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + lr wd p`.
 pub struct AdamW<B: Backend> {
     params: Vec<Var<B>>,
     /// (m, v) per parameter, allocated at its first update.
-    moments: Vec<Option<(Tensor<B>, Tensor<B>)>>,
+    moments: Vec<Option<Moments<B>>>,
     step: usize,
     pub config: AdamWConfig,
+    paged: bool,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -68,7 +78,17 @@ impl<B: Backend> AdamW<B> {
             moments,
             step: 0,
             config,
+            paged: false,
         }
+    }
+
+    /// Keeps the moments in host memory and pages each parameter's moments to the device for its update
+    /// (QLoRA's paged optimizer): device memory holds one parameter's state at a time, at the price of two
+    /// uploads and two read-backs per parameter and step. It matters only where device memory is scarcer
+    /// than host memory (a GPU); on the CPU backend the state already lives in host memory.
+    pub fn paged(mut self) -> Self {
+        self.paged = true;
+        self
     }
 
     pub fn params(&self) -> &[Var<B>] {
@@ -100,23 +120,53 @@ impl<B: Backend> AdamW<B> {
         };
         for (p, state) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = p.grad() else { continue };
-            let (m, v) = state
-                .take()
-                .unwrap_or_else(|| (g.zeros_like(), g.zeros_like()));
+            let page_in =
+                |m| Tensor::from_vec(m, g.shape(), g.backend()).expect("the gradient's size");
+            let (m, v) = match state.take() {
+                None => (g.zeros_like(), g.zeros_like()),
+                Some(Moments::Device(m, v)) => (m, v),
+                Some(Moments::Host(m, v)) => (page_in(m), page_in(v)),
+            };
             p.update_value(|value| {
                 let (value, m, v) = Tensor::adamw_step(value, m, v, &g, &step);
-                *state = Some((m, v));
+                *state = Some(if self.paged {
+                    Moments::Host(m.to_vec(), v.to_vec()) // page out
+                } else {
+                    Moments::Device(m, v)
+                });
                 value
             });
         }
     }
 
-    /// Bytes of optimizer state held (two moments per trainable parameter that has been updated).
+    /// Bytes of optimizer state held (two moments per trainable parameter that has been updated), wherever
+    /// they are kept.
     pub fn state_bytes(&self) -> usize {
+        self.device_state_bytes() + self.host_state_bytes()
+    }
+
+    /// Bytes of optimizer state resident on the parameters' device between steps.
+    pub fn device_state_bytes(&self) -> usize {
         self.moments
             .iter()
             .flatten()
-            .map(|(m, v)| m.size_in_bytes() + v.size_in_bytes())
+            .map(|s| match s {
+                Moments::Device(m, v) => m.size_in_bytes() + v.size_in_bytes(),
+                Moments::Host(..) => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes of optimizer state paged out to host memory (`paged`).
+    pub fn host_state_bytes(&self) -> usize {
+        let elem = std::mem::size_of::<B::Elem>();
+        self.moments
+            .iter()
+            .flatten()
+            .map(|s| match s {
+                Moments::Device(..) => 0,
+                Moments::Host(m, v) => elem * (m.len() + v.len()),
+            })
             .sum()
     }
 
