@@ -130,6 +130,28 @@ fn check_flags(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     flags::at_least_one("--rank", args.rank)?;
     flags::at_least_one("--steps", args.steps)?;
     flags::at_least_one("--pretrain-steps", args.pretrain_steps)?;
+    if let Some(data) = &args.data {
+        flags::readable_file("--data", data)?;
+    }
+    flags::writable_dir("--out", &args.out)?;
+    // --base: a checkpoint to load, or a folder to pretrain into; never a folder of other files
+    let base = &args.base;
+    if base.exists() && !base.join(lowrank::gpt::CONFIG_FILE).exists() {
+        let empty = base.is_dir()
+            && base
+                .read_dir()
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty {
+            return Err(format!(
+                "--base {}: not a checkpoint (no {}); refusing to pretrain a new base over it",
+                base.display(),
+                lowrank::gpt::CONFIG_FILE
+            )
+            .into());
+        }
+    }
+    flags::writable_dir("--base", base)?;
     if args.paged_optimizer && args.device == device::Device::Cpu {
         return Err(
             "--paged-optimizer pages AdamW's state between host and GPU memory: it needs \

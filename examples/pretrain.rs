@@ -48,6 +48,10 @@ fn main() {
         flags::positive("--lr", args.lr)?;
         flags::at_least_one("--steps", args.steps)?;
         flags::at_least_one("--batch", args.batch)?;
+        if let Some(data) = &args.data {
+            flags::readable_file("--data", data)?;
+        }
+        flags::writable_dir("--out", &args.out)?;
         with_device!(args.device, |dev| run(&args, &dev))
     })());
 }

@@ -84,3 +84,29 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
     );
     rejects("generate", &["--prompt", ""], "--prompt must not be empty");
 }
+
+#[test]
+fn bad_paths_are_rejected_before_any_work_and_nothing_is_overwritten() {
+    let dir = std::env::temp_dir().join(format!("lowrank-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // a folder with weights but no config.json is not a checkpoint: no new base is pretrained over it
+    let weights = dir.join("model.safetensors");
+    std::fs::write(&weights, b"precious").unwrap();
+    let run = |name: &str, args: &[&str]| {
+        let out = example(name).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("finetune_gpt", &["--base", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a checkpoint"), "{err}");
+    assert_eq!(std::fs::read(&weights).unwrap(), b"precious");
+    let missing = dir.join("missing.txt");
+    let (code, err) = run("finetune_gpt", &["--data", missing.to_str().unwrap()]);
+    assert!(code == Some(1) && err.contains("--data"), "{err}");
+    let (code, err) = run("pretrain", &["--out", "/proc/lowrank-cannot-write-here"]);
+    assert!(code == Some(1) && err.contains("--out"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -17,3 +17,31 @@ pub fn at_least_one(flag: &str, value: usize) -> Result<(), Box<dyn std::error::
         Err(format!("{flag} must be at least 1").into())
     }
 }
+
+/// `Ok` when `path` is a file that can be read (checked before a long run that would fail on it at the end).
+pub fn readable_file(flag: &str, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("{flag} {}: {e}", path.display()).into())
+}
+
+/// `Ok` when folder `path` could be written: it, or the nearest ancestor that exists, is a folder that
+/// accepts a new file (a probe file is created and removed).
+pub fn writable_dir(flag: &str, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let bad = |why: String| format!("{flag} {}: {why}", path.display()).into();
+    let mut dir = path;
+    while !dir.exists() {
+        dir = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+    }
+    if !dir.is_dir() {
+        return Err(bad(format!("{} is not a folder", dir.display())));
+    }
+    let probe = dir.join(format!(".lowrank-write-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
