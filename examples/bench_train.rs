@@ -19,8 +19,14 @@ mod alloc;
 mod cli;
 #[path = "support/device.rs"]
 mod device;
+#[path = "support/flags.rs"]
+mod flags;
 
 #[derive(Parser, Debug)]
+#[command(
+    allow_negative_numbers = true,
+    about = "Time training steps of the reference model sizes, one JSON line per (config, variant)"
+)]
 struct Args {
     #[arg(long, default_value = "small,medium")]
     configs: String,
@@ -112,49 +118,45 @@ fn child<B: Backend>(
 fn main() {
     alloc::keep_freed_memory();
     let args = Args::parse();
-    if let Some(c) = &args.child {
-        let variant = Variant::parse(&c[1]).unwrap_or_else(|| panic!("unknown variant {}", c[1]));
-        return cli::exit_on_error((|| {
-            with_device!(args.device, |dev| child(&args, &c[0], variant, &dev))
-        })());
+    cli::exit_on_error((|| {
+        if let Some(c) = &args.child {
+            let variant =
+                Variant::parse(&c[1]).ok_or_else(|| format!("unknown variant {}", c[1]))?;
+            return with_device!(args.device, |dev| child(&args, &c[0], variant, &dev));
+        }
+        run_children(&args)
+    })());
+}
+
+/// Checks every flag, then runs each (config, variant) in a child process of its own.
+fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    flags::at_least_one("--steps", args.steps)?;
+    let configs: Vec<&str> = args.configs.split(',').map(str::trim).collect();
+    if let Some(bad) = configs.iter().find(|c| !["small", "medium"].contains(c)) {
+        return Err(format!("--configs: unknown config `{bad}` (expected small or medium)").into());
     }
-    if args.steps == 0 {
-        eprintln!("error: --steps must be at least 1");
-        std::process::exit(2);
+    let variants: Vec<&str> = args.variants.split(',').map(str::trim).collect();
+    if let Some(bad) = variants.iter().find(|v| Variant::parse(v).is_none()) {
+        return Err(format!(
+            "--variants: unknown variant `{bad}` (expected one of full, lora_qv, lora_all, dora_qv, \
+             qlora_qv, infer)"
+        )
+        .into());
     }
-    if let Some(bad) = args
-        .configs
-        .split(',')
-        .find(|c| !["small", "medium"].contains(c))
-    {
-        eprintln!("error: unknown config `{bad}` (expected small or medium)");
-        std::process::exit(2);
-    }
-    let exe = std::env::current_exe().expect("the running executable");
-    for config in args.configs.split(',') {
-        for variant in args.variants.split(',') {
-            if Variant::parse(variant).is_none() {
-                eprintln!("error: unknown variant `{variant}` (expected one of full, lora_qv, lora_all, dora_qv, qlora_qv, infer)");
-                std::process::exit(2);
-            }
+    let exe = std::env::current_exe()?;
+    let device = args.device.to_possible_value().expect("a listed device");
+    for config in &configs {
+        for variant in &variants {
             let status = std::process::Command::new(&exe)
-                .args([
-                    "--child",
-                    config,
-                    variant,
-                    "--steps",
-                    &args.steps.to_string(),
-                    "--warmup",
-                    &args.warmup.to_string(),
-                    "--device",
-                    args.device
-                        .to_possible_value()
-                        .expect("a listed device")
-                        .get_name(),
-                ])
-                .status()
-                .expect("spawn a child benchmark");
-            assert!(status.success(), "benchmark {config}/{variant} failed");
+                .args(["--child", config, variant])
+                .args(["--steps", &args.steps.to_string()])
+                .args(["--warmup", &args.warmup.to_string()])
+                .args(["--device", device.get_name()])
+                .status()?;
+            if !status.success() {
+                return Err(format!("benchmark {config}/{variant} failed ({status})").into());
+            }
         }
     }
+    Ok(())
 }

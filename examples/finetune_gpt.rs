@@ -54,6 +54,7 @@ enum Quant {
 
 #[derive(Parser, Debug)]
 #[command(
+    allow_negative_numbers = true,
     about = "Fine-tune a LoRA / DoRA adapter (or the full model) on a toy GPT and report what changed"
 )]
 struct Args {
@@ -171,6 +172,16 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let (general_train, general_val) = general.split(0.1);
     let mut model = base_model(args, &general_train, &general_val, dev)?;
     let config = model.config.clone();
+    let lora_config = LoraConfig {
+        r: args.rank,
+        alpha: args.alpha,
+        targets: Targets::parse(&args.targets),
+        use_dora: args.method == Method::Dora,
+        ..LoraConfig::default()
+    };
+    if args.method != Method::Full {
+        model.check_adapter(&lora_config)?; // a bad --rank or --targets fails now, not after evaluation
+    }
 
     // 2. The task, and the base's score on it.
     let task = PirateTask;
@@ -214,13 +225,6 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     } else {
         1e-2
     });
-    let lora_config = LoraConfig {
-        r: args.rank,
-        alpha: args.alpha,
-        targets: Targets::parse(&args.targets),
-        use_dora: args.method == Method::Dora,
-        ..LoraConfig::default()
-    };
     let quantized = match args.method {
         Method::Qlora => {
             let report = quantize_base(&mut model, &args.quant_config())?;
@@ -519,11 +523,12 @@ fn check_save_reload_merge<B: Backend>(
         let out = no_grad(|| m.forward(&ids, batch, seq)).value().to_vec();
         out.into_iter().map(|v| v.to_f64()).collect()
     };
+    // NaN counts as the largest difference (f64::max would skip it and report a NaN model as equal)
     let max_diff = |a: &[f64], b: &[f64]| {
         a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0f64, f64::max)
+            .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m })
     };
     let unmerged = logits(model);
 
@@ -534,7 +539,7 @@ fn check_save_reload_merge<B: Backend>(
     load_adapter(&mut fresh, &args.out, "default")?;
     let diff = max_diff(&unmerged, &logits(&fresh));
     println!("reloaded adapter vs trained model: max |logit diff| = {diff:.2e}");
-    if diff > 1e-4 {
+    if diff.is_nan() || diff > 1e-4 {
         return Err(
             format!("the reloaded adapter gives different outputs (max diff {diff})").into(),
         );

@@ -6,9 +6,10 @@
 //! With several `--adapter` folders the last one is active; `--merge` merges it into the base first.
 
 use clap::Parser;
-use lowrank::gpt::{generate, ByteTokenizer, GenerateConfig, Gpt};
+use lowrank::gpt::{generate_streaming, ByteTokenizer, GenerateConfig, Gpt};
 use lowrank::lora::{load_adapter, LoraModel};
 use lowrank::tensor::Backend;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[path = "support/alloc.rs"]
@@ -17,9 +18,17 @@ mod alloc;
 mod cli;
 #[path = "support/device.rs"]
 mod device;
+#[path = "support/flags.rs"]
+mod flags;
+
+/// The most tokens one run may ask for (each costs a forward pass over the context window).
+const MAX_TOKENS: usize = 100_000;
 
 #[derive(Parser, Debug)]
-#[command(about = "Generate text from a base checkpoint plus optional adapters")]
+#[command(
+    allow_negative_numbers = true,
+    about = "Generate text from a base checkpoint plus optional adapters"
+)]
 struct Args {
     /// Base checkpoint folder (model.safetensors + config.json).
     #[arg(long, default_value = "runs/base")]
@@ -39,6 +48,7 @@ struct Args {
     top_k: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// New tokens (bytes) to generate, at most 100000; printed as they come.
     #[arg(long, default_value_t = 120)]
     max_tokens: usize,
     /// Where to run the model.
@@ -55,6 +65,14 @@ fn main() {
         }
         if args.prompt.is_empty() {
             return Err("--prompt must not be empty: the model continues a prompt".into());
+        }
+        flags::at_least_one("--max-tokens", args.max_tokens)?;
+        if args.max_tokens > MAX_TOKENS {
+            return Err(format!(
+                "--max-tokens must be at most {MAX_TOKENS}, got {}",
+                args.max_tokens
+            )
+            .into());
         }
         with_device!(args.device, |dev| run(&args, &dev))
     })());
@@ -80,8 +98,18 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         stop: None,
     };
-    let tok = ByteTokenizer;
-    let out = generate(&model, &tok.encode(&args.prompt), &cfg)?;
-    println!("{}{}", args.prompt, tok.decode(&out));
+    // the tokens are bytes: written as they come, a terminal assembles multi-byte characters itself
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(args.prompt.as_bytes())?;
+    let mut written = Ok(());
+    generate_streaming(&model, &ByteTokenizer.encode(&args.prompt), &cfg, |t| {
+        if written.is_ok() {
+            written = stdout
+                .write_all(&[ByteTokenizer.byte(t)])
+                .and_then(|()| stdout.flush());
+        }
+    })?;
+    written?;
+    writeln!(stdout)?;
     Ok(())
 }

@@ -12,7 +12,10 @@ use lowrank::tensor::Backend;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(about = "Pretrain the toy GPT and save a checkpoint")]
+#[command(
+    allow_negative_numbers = true,
+    about = "Pretrain the toy GPT and save a checkpoint"
+)]
 struct Args {
     /// Train on this UTF-8 text file instead of the generated corpus.
     #[arg(long)]

@@ -1,6 +1,8 @@
 //! The examples reject bad flags before doing any work: exit code 1, one line naming the flag, and no file
 //! touched.
 
+use lowrank::gpt::{Gpt, GptConfig};
+use lowrank::tensor::Cpu;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
@@ -35,7 +37,8 @@ fn rejects(name: &str, args: &[&str], message: &str) {
         .args(match name {
             "finetune_gpt" => vec!["--base", "/nonexistent/base", "--out", "/nonexistent/out"],
             "pretrain" => vec!["--out", "/nonexistent/out"],
-            _ => vec!["--base", "/nonexistent/base"],
+            "generate" => vec!["--base", "/nonexistent/base"],
+            _ => vec![],
         })
         .output()
         .unwrap_or_else(|e| panic!("run example {name}: {e}"));
@@ -92,13 +95,6 @@ fn bad_paths_are_rejected_before_any_work_and_nothing_is_overwritten() {
     // a folder with weights but no config.json is not a checkpoint: no new base is pretrained over it
     let weights = dir.join("model.safetensors");
     std::fs::write(&weights, b"precious").unwrap();
-    let run = |name: &str, args: &[&str]| {
-        let out = example(name).args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let (code, err) = run("finetune_gpt", &["--base", dir.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not a checkpoint"), "{err}");
@@ -108,5 +104,117 @@ fn bad_paths_are_rejected_before_any_work_and_nothing_is_overwritten() {
     assert!(code == Some(1) && err.contains("--data"), "{err}");
     let (code, err) = run("pretrain", &["--out", "/proc/lowrank-cannot-write-here"]);
     assert!(code == Some(1) && err.contains("--out"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unknown_names_and_out_of_range_values_are_rejected() {
+    rejects(
+        "generate",
+        &["--temperature", "-1"],
+        "--temperature must be >= 0, got -1",
+    );
+    rejects(
+        "generate",
+        &["--max-tokens", "1000000000000"],
+        "--max-tokens must be at most 100000",
+    );
+    rejects(
+        "generate",
+        &["--max-tokens", "0"],
+        "--max-tokens must be at least 1",
+    );
+    rejects(
+        "finetune_gpt",
+        &["--alpha", "1e300"],
+        "lora_alpha must be above 0 and at most",
+    );
+    rejects(
+        "bench_train",
+        &["--configs", "bogus"],
+        "--configs: unknown config `bogus`",
+    );
+    rejects(
+        "bench_train",
+        &["--variants", "lora_qv,nope"],
+        "--variants: unknown variant `nope`",
+    );
+    rejects(
+        "bench_train",
+        &["--steps", "0"],
+        "--steps must be at least 1",
+    );
+}
+
+/// A scratch folder with a tiny base checkpoint in `base/` (fast to load and evaluate).
+fn tiny_base(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lowrank-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = Gpt::new(GptConfig::tiny(), 1, &Cpu::<f32>::new());
+    model.save(&dir.join("base")).unwrap();
+    dir
+}
+
+fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = example(name).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn damaged_checkpoints_are_errors_not_panics() {
+    let dir = tiny_base("damaged");
+    let base = dir.join("base");
+    let base_arg = base.to_str().unwrap();
+    // NaN weights: the loader names the tensor
+    let model = Gpt::new(GptConfig::tiny(), 1, &Cpu::<f32>::new());
+    let w = model.layers[0].self_attn.q_proj.weight();
+    w.set_value(w.value().mul_scalar(f64::NAN));
+    model.save(&base).unwrap();
+    let (code, err) = run("generate", &["--base", base_arg]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("model.layers.0.self_attn.q_proj.weight") && err.contains("damaged"),
+        "{err}"
+    );
+    // a vocabulary smaller than the byte tokenizer's 256 tokens
+    let small = GptConfig {
+        vocab_size: 100,
+        ..GptConfig::tiny()
+    };
+    Gpt::new(small, 1, &Cpu::<f32>::new()).save(&base).unwrap();
+    let (code, err) = run("generate", &["--base", base_arg]);
+    assert!(
+        code == Some(1) && err.contains("vocab_size 100 is below 256"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_unknown_target_fails_before_training_and_keeps_the_old_adapter() {
+    let dir = tiny_base("targets");
+    let (base, out) = (dir.join("base"), dir.join("adapter"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("adapter_config.json"), "the old adapter").unwrap();
+    let (code, err) = run(
+        "finetune_gpt",
+        &[
+            "--base",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--targets",
+            "q_proj,bogus",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\"bogus\"") && err.contains("q_proj"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("adapter_config.json")).unwrap(),
+        "the old adapter"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

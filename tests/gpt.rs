@@ -429,7 +429,7 @@ fn configs_out_of_range_are_errors_before_anything_is_allocated() {
                 n_heads: 1,
                 ..GptConfig::tiny()
             },
-            "parameters",
+            "values",
         ),
     ];
     for (cfg, message) in bad {
@@ -485,4 +485,69 @@ fn generation_from_an_empty_prompt_or_a_damaged_model_is_an_error() {
         generate(&model, &[1, 2], &cfg),
         Err(GenerateError::NotFinite { generated: 0 })
     );
+}
+
+#[test]
+fn a_config_asking_for_far_more_than_its_weights_file_holds_is_refused_before_allocating() {
+    let dev = Cpu::<f32>::new();
+    let dir = std::env::temp_dir().join(format!("lowrank-big-config-{}", std::process::id()));
+    Gpt::new(GptConfig::tiny(), 1, &dev).save(&dir).unwrap();
+    for (big, message) in [
+        (
+            GptConfig {
+                d_ff: 1 << 20, // 50M parameters: 200 MB to allocate for a 22 KB file
+                ..GptConfig::tiny()
+            },
+            "describes a model of",
+        ),
+        (
+            GptConfig {
+                max_seq_len: 1 << 24, // rotary tables of 2^27 values
+                ..GptConfig::tiny()
+            },
+            "rotary tables",
+        ),
+    ] {
+        big.validate().unwrap(); // within the static limits: only the file's size can tell
+        std::fs::write(dir.join(CONFIG_FILE), big.to_json()).unwrap();
+        let err = Gpt::load(&dir, &dev).err().expect("refused").to_string();
+        assert!(
+            err.contains(message) && err.contains("config.json") && err.contains("holds only"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
+    let dev = Cpu::<f32>::new();
+    let data = Dataset::new(ByteTokenizer.encode(&corpus::general_corpus(4_000, 3)));
+    let cfg = TrainConfig {
+        steps: 50,
+        batch: 2,
+        seq: 8,
+        lr: 1e30, // one AdamW step moves every weight by ~1e30: the next forward overflows f32
+        warmup: 0,
+        eval_every: 0,
+        ..TrainConfig::default()
+    };
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let err = train(&model, &data, None, &cfg).expect_err("diverges");
+    assert!(err.step >= 2 && err.step < 50, "{err}");
+    assert!(
+        !err.value.is_finite() && err.last_finite != "(none)",
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!("step {}", err.step)),
+        "{err}"
+    );
+
+    // NaN weights: the very first loss is not finite, and no step is taken
+    let model = Gpt::new(GptConfig::tiny(), 1, &dev);
+    let w = model.layers[0].mlp.up_proj.weight();
+    w.set_value(w.value().mul_scalar(f64::NAN));
+    let err = train(&model, &data, None, &cfg).expect_err("diverges");
+    assert_eq!((err.step, err.last_finite.as_str()), (1, "(none)"), "{err}");
 }

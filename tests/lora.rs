@@ -83,7 +83,11 @@ fn weighted(y: &Var<F64>) -> Var<F64> {
 
 fn layer_gradcheck(use_dora: bool) {
     let mut m = One(Linear::new(5, 4, 0.5, 1, &dev()));
-    m.add_adapter("a", &config(use_dora), 2).unwrap();
+    let config = LoraConfig {
+        targets: Targets::Names(vec!["q_proj".into()]), // the one layer there is
+        ..config(use_dora)
+    };
+    m.add_adapter("a", &config, 2).unwrap();
     randomize(&m, 3);
     let x = Var::param(Tensor::randn([2, 3, 5], 0.0, 1.0, &mut rng(4), &dev()));
     freeze_dora_norms(&mut m);
@@ -330,6 +334,26 @@ fn config_validation_gives_clear_errors() {
     );
     assert!(
         msg.contains("match no Linear") && msg.contains("q_proj") && msg.contains("down_proj"),
+        "{msg}"
+    );
+    // one unknown name in a list is an error naming it, not an adapter on the names that did match
+    let msg = err(
+        LoraConfig {
+            targets: Targets::parse("q_proj,bogus"),
+            ..config(false)
+        },
+        &mut model,
+    );
+    assert!(msg.contains("[\"bogus\"] match no Linear"), "{msg}");
+    let msg = err(
+        LoraConfig {
+            alpha: 1e300,
+            ..config(false)
+        },
+        &mut model,
+    );
+    assert!(
+        msg.contains("lora_alpha must be above 0 and at most"),
         "{msg}"
     );
     assert!(

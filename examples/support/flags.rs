@@ -1,5 +1,8 @@
 //! Checks of numeric flags, made before any work so that a typo costs no training time.
 
+// Each example includes this file and uses the checks it needs.
+#![allow(dead_code)]
+
 /// `Ok` when `value` is finite and above zero, otherwise an error naming the flag: checked before any work.
 pub fn positive(flag: &str, value: f64) -> Result<(), Box<dyn std::error::Error>> {
     if value.is_finite() && value > 0.0 {

@@ -4,7 +4,7 @@
 //! then every tensor's name, shape and dtype.
 
 use crate::{Gpt, GptConfig};
-use lowrank_nn::{load_module, save_dir_atomic, save_module, write_atomic, NnError};
+use lowrank_nn::{load_module, save_dir_atomic, save_module, write_atomic, NnError, TensorFile};
 use lowrank_tensor::Backend;
 use std::path::Path;
 
@@ -23,10 +23,37 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Loads a checkpoint folder written by `save` (or by Hugging Face for a compatible Llama).
+    /// The model is built only once the file is known to hold as many values as the config asks for (for
+    /// its weights, and for its rotary tables), so a small config.json cannot make it allocate more than
+    /// the weights on disk.
     pub fn load(dir: &Path, backend: &B) -> Result<Self, NnError> {
         let config = GptConfig::load(&dir.join(CONFIG_FILE))?;
+        let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
+        // What the model allocates (its weights, and its rotary tables) must be backed by the file, give
+        // or take SLACK values: a small mismatch still gets load_module's error naming the tensor and both
+        // shapes, a config asking for far more than the file holds is refused before allocating.
+        const SLACK: u128 = 1 << 20;
+        let stored = file.num_elements();
+        let rope = 2 * config.max_seq_len as u128 * config.head_dim() as u128;
+        for (what, wanted) in [
+            ("a model of", config.num_params_estimate()),
+            (
+                "rotary tables (max_position_embeddings x head_dim x 2) of",
+                rope,
+            ),
+        ] {
+            if wanted > stored + SLACK {
+                return Err(NnError::config(
+                    dir.join(CONFIG_FILE),
+                    format!(
+                        "describes {what} {wanted} values, but {} holds only {stored}",
+                        file.path().display()
+                    ),
+                ));
+            }
+        }
         let model = Gpt::new(config, 0, backend);
-        load_module(&model, &dir.join(WEIGHTS_FILE))?;
+        load_module(&model, &file)?;
         Ok(model)
     }
 }

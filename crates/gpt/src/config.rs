@@ -63,17 +63,21 @@ impl GptConfig {
         }
     }
 
-    /// The parameter count these sizes give (embeddings, blocks, norm, head), in u128 so that no size
-    /// from a file can overflow it.
+    /// The parameter count these sizes give (embeddings, blocks, norm, head), in saturating u128
+    /// arithmetic so that no size from a file can overflow it.
     pub fn num_params_estimate(&self) -> u128 {
-        let (v, d, f, l) = (
-            self.vocab_size as u128,
-            self.d_model as u128,
-            self.d_ff as u128,
-            self.n_layers as u128,
-        );
-        let head = if self.tie_embeddings { 0 } else { v * d };
-        v * d + l * (4 * d * d + 3 * d * f + 2 * d) + d + head
+        let [v, d, f, l] =
+            [self.vocab_size, self.d_model, self.d_ff, self.n_layers].map(|x| x as u128);
+        let mul = u128::saturating_mul;
+        let embed = mul(v, d);
+        let head = if self.tie_embeddings { 0 } else { embed };
+        let block = mul(4 * d, d)
+            .saturating_add(mul(3 * d, f))
+            .saturating_add(2 * d);
+        embed
+            .saturating_add(mul(l, block))
+            .saturating_add(d)
+            .saturating_add(head)
     }
 
     pub fn head_dim(&self) -> usize {
@@ -101,13 +105,16 @@ impl GptConfig {
                 return Err(format!("{name} must be a finite number above 0, got {v}"));
             }
         }
-        // Checked before anything is allocated: a config file cannot ask for an absurd model.
-        let params = self.num_params_estimate();
-        if params > MAX_PARAMS {
+        // Checked before anything is allocated: a config file cannot ask for an absurd model. The rotary
+        // tables (cos and sin, max_seq_len x head_dim each) count too.
+        let rope =
+            (2 * self.max_seq_len as u128).saturating_mul((self.d_model / self.n_heads) as u128);
+        let values = self.num_params_estimate().saturating_add(rope);
+        if values > MAX_PARAMS {
             return Err(format!(
-                "the model would have about {params} parameters ({:.1} GiB in f32), over the limit of \
-                 {MAX_PARAMS}",
-                params as f64 * 4.0 / (1u64 << 30) as f64
+                "the model would hold about {values} values ({:.1} GiB in f32, rotary tables included), \
+                 over the limit of {MAX_PARAMS}",
+                values as f64 * 4.0 / (1u64 << 30) as f64
             ));
         }
         if !self.d_model.is_multiple_of(self.n_heads) {

@@ -31,6 +31,8 @@ pub use data::{Batch, Dataset};
 pub use mlp::Mlp;
 pub use model::{Gpt, IGNORE};
 pub use rope::Rope;
-pub use sample::{exact_match, generate, greedy_batch, GenerateConfig, GenerateError};
+pub use sample::{
+    exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,
+};
 pub use tokenizer::ByteTokenizer;
 pub use train::{evaluate, train, Diverged, Eval, TrainConfig, TrainReport};

@@ -46,6 +46,16 @@ pub fn generate<B: Backend>(
     prompt: &[u32],
     cfg: &GenerateConfig,
 ) -> Result<Vec<u32>, GenerateError> {
+    generate_streaming(model, prompt, cfg, |_| {})
+}
+
+/// `generate`, calling `on_token` with each new token as soon as it is chosen (to print while generating).
+pub fn generate_streaming<B: Backend>(
+    model: &Gpt<B>,
+    prompt: &[u32],
+    cfg: &GenerateConfig,
+    mut on_token: impl FnMut(u32),
+) -> Result<Vec<u32>, GenerateError> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
@@ -63,6 +73,7 @@ pub fn generate<B: Backend>(
             }
             let next = choose(&logits, cfg, &mut r);
             tokens.push(next);
+            on_token(next);
             if Some(next) == cfg.stop {
                 break;
             }

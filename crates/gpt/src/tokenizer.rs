@@ -11,8 +11,13 @@ impl ByteTokenizer {
     }
 
     /// Bytes back to text; a sequence cut inside a multi-byte character decodes it as U+FFFD.
+    /// The byte a token stands for (ids above 255, which a larger vocabulary may hold, read as 255).
+    pub fn byte(&self, token: u32) -> u8 {
+        token.min(255) as u8
+    }
+
     pub fn decode(&self, tokens: &[u32]) -> String {
-        let bytes: Vec<u8> = tokens.iter().map(|&t| t.min(255) as u8).collect();
+        let bytes: Vec<u8> = tokens.iter().map(|&t| self.byte(t)).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }

@@ -6,6 +6,9 @@
 use crate::LoraError;
 use serde::{Deserialize, Serialize};
 
+/// The largest `lora_alpha` accepted: larger ones only turn the update into inf / NaN.
+pub const MAX_ALPHA: f64 = 1e6;
+
 /// Which Linear layers get an adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Targets {
@@ -32,13 +35,16 @@ impl Targets {
 
     /// Does the Linear at `path` (e.g. `model.layers.0.self_attn.q_proj`) match?
     pub fn matches(&self, path: &str) -> bool {
-        let last = path.rsplit('.').next().unwrap_or(path);
         match self {
-            Targets::AllLinear => last != "lm_head",
-            Targets::Names(names) => names
-                .iter()
-                .any(|n| n == last || path.ends_with(&format!(".{n}"))),
+            Targets::AllLinear => !Self::name_matches("lm_head", path),
+            Targets::Names(names) => names.iter().any(|n| Self::name_matches(n, path)),
         }
+    }
+
+    /// Does one target name match the Linear at `path`? PEFT's suffix rule: the whole path, or its last
+    /// dot-separated parts (`q_proj`, `self_attn.q_proj`).
+    pub fn name_matches(name: &str, path: &str) -> bool {
+        path == name || path.ends_with(&format!(".{name}"))
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -100,8 +106,12 @@ impl LoraConfig {
         if self.r == 0 {
             return bad("r must be at least 1".into());
         }
-        if !(self.alpha > 0.0 && self.alpha.is_finite()) {
-            return bad(format!("alpha must be positive, got {}", self.alpha));
+        // alpha scales B A x: far beyond any published setting (<= a few thousand) it only overflows
+        if !(self.alpha > 0.0 && self.alpha <= MAX_ALPHA) {
+            return bad(format!(
+                "lora_alpha must be above 0 and at most {MAX_ALPHA:e}, got {}",
+                self.alpha
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));

@@ -5,7 +5,7 @@
 
 use crate::layer::LoraLayer;
 use crate::lora::LoraWeights;
-use crate::{LoraConfig, LoraError};
+use crate::{LoraConfig, LoraError, Targets};
 use lowrank_autograd::Var;
 use lowrank_nn::{Linear, Module};
 use lowrank_tensor::Backend;
@@ -53,19 +53,11 @@ pub trait LoraModel<B: Backend>: Module<B> {
         });
     }
 
-    /// Attaches a new adapter `name` to every Linear that `config.targets` matches and makes it the active
-    /// one. The base model's parameters are frozen: only the active adapter trains.
-    fn add_adapter(
-        &mut self,
-        name: &str,
-        config: &LoraConfig,
-        seed: u64,
-    ) -> Result<AdapterReport, LoraError> {
+    /// Checks `config` against this model without changing it: the config is valid, every target name
+    /// matches at least one Linear, and `r` fits each matched layer. Returns the matched layers' paths.
+    /// `add_adapter` runs it first; a caller can run it before any long work.
+    fn check_adapter(&mut self, config: &LoraConfig) -> Result<Vec<String>, LoraError> {
         config.validate()?;
-        if self.adapter_names().iter().any(|n| n == name) {
-            return Err(LoraError::DuplicateAdapter(name.into()));
-        }
-        // Check every target first, so that a bad config changes nothing.
         let (mut matched, mut all, mut too_small) = (Vec::new(), BTreeSet::new(), None);
         self.visit_linears("", &mut |path, linear| {
             all.insert(path.rsplit('.').next().unwrap_or(path).to_string());
@@ -84,11 +76,39 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(e) = too_small {
             return Err(e);
         }
-        if matched.is_empty() {
+        // every listed name must match something: a typo is an error, not a silently smaller adapter
+        let unmatched: Vec<String> = match &config.targets {
+            Targets::AllLinear => Vec::new(),
+            Targets::Names(names) => names
+                .iter()
+                .filter(|n| !matched.iter().any(|p| Targets::name_matches(n, p)))
+                .cloned()
+                .collect(),
+        };
+        if matched.is_empty() || !unmatched.is_empty() {
             return Err(LoraError::NoMatchingModules {
-                targets: config.targets.names(),
+                targets: if unmatched.is_empty() {
+                    config.targets.names()
+                } else {
+                    unmatched
+                },
                 available: all.into_iter().collect::<Vec<_>>().join(", "),
             });
+        }
+        Ok(matched)
+    }
+
+    /// Attaches a new adapter `name` to every Linear that `config.targets` matches and makes it the active
+    /// one. The base model's parameters are frozen: only the active adapter trains.
+    fn add_adapter(
+        &mut self,
+        name: &str,
+        config: &LoraConfig,
+        seed: u64,
+    ) -> Result<AdapterReport, LoraError> {
+        let matched = self.check_adapter(config)?;
+        if self.adapter_names().iter().any(|n| n == name) {
+            return Err(LoraError::DuplicateAdapter(name.into()));
         }
         self.set_trainable(false);
         let mut i = 0;

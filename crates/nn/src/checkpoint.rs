@@ -23,6 +23,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NnError> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
+    // temporary files of earlier writes that were killed before their rename
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if temp_file_of(&entry.file_name().to_string_lossy()) == Some(&*name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -34,6 +42,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NnError> {
         let _ = std::fs::remove_file(&tmp);
         NnError::io(path, e)
     })
+}
+
+/// For the name of a temporary file of `write_atomic` (`.{name}.tmp{pid}`), the name of the file it was
+/// writing.
+pub(crate) fn temp_file_of(file_name: &str) -> Option<&str> {
+    let (name, pid) = file_name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    pid.bytes().all(|b| b.is_ascii_digit()).then_some(name)
 }
 
 fn dtype_of<E: Element>() -> Dtype {
@@ -75,8 +90,24 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// Reads a safetensors file. Only a regular file is read, and no more bytes than its size: a device
+    /// such as `/dev/zero` or a pipe would never end.
     pub fn open(path: &Path) -> Result<Self, NnError> {
-        let bytes = std::fs::read(path).map_err(|e| NnError::io(path, e))?;
+        let io = |e| NnError::io(path, e);
+        let mut handle = std::fs::File::open(path).map_err(io)?;
+        let meta = handle.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(NnError::Format {
+                path: path.into(),
+                message: "not a regular file".into(),
+            });
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut handle, meta.len()),
+            &mut bytes,
+        )
+        .map_err(io)?;
         let file = TensorFile {
             path: path.into(),
             bytes,
@@ -111,6 +142,18 @@ impl TensorFile {
             .ok()
             .and_then(|(_, m)| m.metadata().clone())
             .unwrap_or_default()
+    }
+
+    /// The number of values the file holds, all tensors together (from the header: nothing is read).
+    pub fn num_elements(&self) -> u128 {
+        self.parse()
+            .map(|st| {
+                st.tensors()
+                    .iter()
+                    .map(|(_, t)| t.shape().iter().map(|&d| d as u128).product::<u128>())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// The shape of tensor `name`, if present.
@@ -185,12 +228,11 @@ pub fn save_module<B: Backend>(
     save_tensors(path, &tensors, metadata)
 }
 
-/// Loads every parameter of `module` from `path`. Every name must be present with the right shape and
+/// Loads every parameter of `module` from `file`. Every name must be present with the right shape and
 /// dtype, and the file must hold nothing else; nothing is changed unless everything checks out.
-pub fn load_module<B: Backend>(module: &dyn Module<B>, path: &Path) -> Result<(), NnError> {
-    let file = TensorFile::open(path)?;
+pub fn load_module<B: Backend>(module: &dyn Module<B>, file: &TensorFile) -> Result<(), NnError> {
     let params = module.named_params();
-    load_params(&file, &params)?;
+    load_params(file, &params)?;
     let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
     let extra: Vec<String> = file
         .names()
@@ -199,7 +241,7 @@ pub fn load_module<B: Backend>(module: &dyn Module<B>, path: &Path) -> Result<()
         .collect();
     if !extra.is_empty() {
         return Err(NnError::UnexpectedTensors {
-            path: path.into(),
+            path: file.path().into(),
             names: extra,
         });
     }

@@ -10,6 +10,7 @@
 //! Files of the old folder that the new save does not write (a user's notes, a loss curve) are carried
 //! over. Staging folders left by a killed save are removed by the next save of the same folder.
 
+use crate::checkpoint::temp_file_of;
 use crate::NnError;
 use std::path::{Path, PathBuf};
 
@@ -53,14 +54,16 @@ fn remove_leftovers(parent: &Path, name: &str) {
     }
 }
 
-/// Hard-links (or copies) into `staging` the regular files of `dir` that the new save did not write.
+/// Hard-links (or copies) into `staging` the regular files of `dir` that the new save did not write,
+/// except temporary files of killed writes.
 fn carry_over(dir: &Path, staging: &Path) -> Result<(), NnError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(()); // no old folder
     };
     for entry in entries.flatten() {
         let (from, to) = (entry.path(), staging.join(entry.file_name()));
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file())
+            && temp_file_of(&entry.file_name().to_string_lossy()).is_none();
         if is_file && !to.exists() && std::fs::hard_link(&from, &to).is_err() {
             std::fs::copy(&from, &to).map_err(|e| NnError::io(&from, e))?;
         }

@@ -96,3 +96,22 @@ fn leftovers_of_a_killed_save_are_cleaned_up_by_the_next() {
     assert_eq!(read(&dir.join("config")), "v2");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn temporary_files_of_killed_writes_are_removed_not_carried_over() {
+    let root = scratch("tmpfiles");
+    let dir = root.join("adapter");
+    save(&dir, "v1").unwrap();
+    // a write_atomic killed before its rename leaves `.{name}.tmp{pid}` beside its target
+    std::fs::write(dir.join(".notes.txt.tmp4242"), "torn").unwrap();
+    std::fs::write(dir.join(".hidden"), "a user's own dot file").unwrap();
+    save(&dir, "v2").unwrap();
+    assert!(!dir.join(".notes.txt.tmp4242").exists());
+    assert_eq!(read(&dir.join(".hidden")), "a user's own dot file");
+    // a file written directly with write_atomic removes its own leftovers too
+    std::fs::write(root.join(".curve.svg.tmp77"), "torn").unwrap();
+    write_atomic(&root.join("curve.svg"), b"new").unwrap();
+    assert!(!root.join(".curve.svg.tmp77").exists());
+    assert_eq!(read(&root.join("curve.svg")), "new");
+    std::fs::remove_dir_all(&root).unwrap();
+}
