@@ -28,12 +28,16 @@ mod flags;
     about = "Time training steps of the reference model sizes, one JSON line per (config, variant)"
 )]
 struct Args {
+    /// Model sizes, comma-separated: small, medium (those of the PyTorch reference script).
     #[arg(long, default_value = "small,medium")]
     configs: String,
+    /// What to time, comma-separated: full, lora_qv, lora_all, dora_qv, qlora_qv, infer.
     #[arg(long, default_value = "full,lora_qv,lora_all,dora_qv,qlora_qv,infer")]
     variants: String,
+    /// Timed steps per variant (the median is reported).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Untimed steps first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Where to run the steps.

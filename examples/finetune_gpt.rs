@@ -58,15 +58,19 @@ enum Quant {
     about = "Fine-tune a LoRA / DoRA adapter (or the full model) on a toy GPT and report what changed"
 )]
 struct Args {
+    /// What to train: a LoRA or DoRA adapter, LoRA over a 4-bit base, or every weight.
     #[arg(long, value_enum, default_value_t = Method::Lora)]
     method: Method,
+    /// The adapter's rank r.
     #[arg(long, default_value_t = 8)]
     rank: usize,
+    /// The adapter's alpha: its update is scaled by alpha / r.
     #[arg(long, default_value_t = 16.0)]
     alpha: f64,
     /// Comma-separated module names, or all-linear.
     #[arg(long, default_value = "q_proj,v_proj")]
     targets: String,
+    /// Fine-tuning steps (batches of 16 sequences).
     #[arg(long, default_value_t = 300)]
     steps: usize,
     /// Peak learning rate (default: 1e-2 for adapters, 1e-3 for full fine-tuning).
@@ -84,6 +88,7 @@ struct Args {
     /// Pretraining steps when no base checkpoint exists.
     #[arg(long, default_value_t = 700)]
     pretrain_steps: usize,
+    /// Seed of the data, the adapter's initialisation and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// With --method qlora: the 4-bit level set of the base weights.
@@ -125,7 +130,7 @@ fn main() {
 /// Every numeric flag is checked before any work.
 fn check_flags(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(lr) = args.lr {
-        flags::positive("--lr", lr)?;
+        flags::learning_rate("--lr", lr)?;
     }
     flags::positive("--alpha", args.alpha)?;
     flags::at_least_one("--rank", args.rank)?;
@@ -177,6 +182,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         alpha: args.alpha,
         targets: Targets::parse(&args.targets),
         use_dora: args.method == Method::Dora,
+        base_model: Some(args.base.display().to_string()),
         ..LoraConfig::default()
     };
     if args.method != Method::Full {

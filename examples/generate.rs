@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use lowrank::gpt::{generate_streaming, ByteTokenizer, GenerateConfig, Gpt};
-use lowrank::lora::{load_adapter, LoraModel};
+use lowrank::lora::{load_adapter_with, LoadOptions, LoraModel};
 use lowrank::tensor::Backend;
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,13 +39,19 @@ struct Args {
     /// Merge the active adapter into the base weights before generating.
     #[arg(long)]
     merge: bool,
+    /// Load adapters even if they were saved on a different base (their outputs are then meaningless).
+    #[arg(long)]
+    force: bool,
+    /// The text to continue.
     #[arg(long, default_value = "There was a")]
     prompt: String,
-    /// 0 for greedy decoding.
+    /// Sampling temperature; 0 for greedy decoding.
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
+    /// Sample among the k most likely tokens only (0: all).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// New tokens (bytes) to generate, at most 100000; printed as they come.
@@ -82,7 +88,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let mut model = Gpt::load(&args.base, dev)?;
     for (i, dir) in args.adapter.iter().enumerate() {
         let name = format!("adapter{i}");
-        let report = load_adapter(&mut model, dir, &name)?;
+        let options = LoadOptions {
+            check_base: !args.force,
+        };
+        let report = load_adapter_with(&mut model, dir, &name, options)?;
         eprintln!("loaded {} as `{name}`: {report}", dir.display());
     }
     if args.merge {

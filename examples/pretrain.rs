@@ -20,14 +20,19 @@ struct Args {
     /// Train on this UTF-8 text file instead of the generated corpus.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Training steps.
     #[arg(long, default_value_t = 600)]
     steps: usize,
+    /// Peak learning rate of AdamW (warmup, then cosine decay).
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
+    /// Sequences per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Where the checkpoint is written (model.safetensors + config.json).
     #[arg(long, default_value = "runs/base")]
     out: PathBuf,
+    /// Seed of the corpus, the initial weights and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where to train.
@@ -48,7 +53,7 @@ fn main() {
     alloc::keep_freed_memory();
     let args = Args::parse();
     cli::exit_on_error((|| {
-        flags::positive("--lr", args.lr)?;
+        flags::learning_rate("--lr", args.lr)?;
         flags::at_least_one("--steps", args.steps)?;
         flags::at_least_one("--batch", args.batch)?;
         if let Some(data) = &args.data {

@@ -56,8 +56,13 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
     );
     rejects(
         "finetune_gpt",
-        &["--lr=-1"],
+        &["--lr", "-1"],
         "--lr must be a finite number above 0",
+    );
+    rejects(
+        "finetune_gpt",
+        &["--lr", "1e6"],
+        "--lr must be at most 1, got 1000000",
     );
     rejects(
         "finetune_gpt",

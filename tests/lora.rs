@@ -7,8 +7,8 @@ use lowrank::gpt::{
     GptConfig, TrainConfig,
 };
 use lowrank::lora::{
-    load_adapter, save_adapter, LoraConfig, LoraError, LoraLayer, LoraModel, Targets,
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+    load_adapter, load_adapter_with, save_adapter, LoadOptions, LoraConfig, LoraError, LoraLayer,
+    LoraModel, Targets, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
 use lowrank::nn::{AdamW, AdamWConfig, Linear, Module};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -468,7 +468,13 @@ fn bad_adapter_files_give_clear_errors_and_change_nothing() {
         1,
         &dev(),
     );
-    let err = load_adapter(&mut other, &dir, "x").unwrap_err().to_string();
+    let err = load_adapter(&mut other, &dir, "x").unwrap_err();
+    assert!(matches!(err, LoraError::WrongBase { .. }), "{err}");
+    // forced past the base check, the tensors' shapes are still checked
+    let unchecked = LoadOptions { check_base: false };
+    let err = load_adapter_with(&mut other, &dir, "x", unchecked)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("lora_A.weight") && err.contains("(2, 12)") && err.contains("(2, 8)"),
         "{err}"

@@ -12,6 +12,19 @@ pub fn positive(flag: &str, value: f64) -> Result<(), Box<dyn std::error::Error>
     }
 }
 
+/// `Ok` for a learning rate in (0, 1]: AdamW moves each weight by about `lr` per step, so anything above 1
+/// only destroys the model (it would train and save garbage without ever producing a NaN).
+pub fn learning_rate(flag: &str, value: f64) -> Result<(), Box<dyn std::error::Error>> {
+    positive(flag, value)?;
+    if value > 1.0 {
+        return Err(format!(
+            "{flag} must be at most 1, got {value}: AdamW moves each weight by about lr per step"
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `Ok` when a count flag is at least 1.
 pub fn at_least_one(flag: &str, value: usize) -> Result<(), Box<dyn std::error::Error>> {
     if value >= 1 {

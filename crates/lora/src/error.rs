@@ -28,6 +28,19 @@ pub enum LoraError {
         module: String,
         source: crate::quant::NotFinite,
     },
+    #[error(
+        "{}: this adapter was saved on another base{} (base fingerprint {expected}; the model it is \
+         loaded onto has {found}); its outputs would be garbage. Load it onto its own base, or force it \
+         (`--force`, `LoadOptions {{ check_base: false }}`)",
+        path.display(),
+        base.as_ref().map(|b| format!(" (`{b}`)")).unwrap_or_default()
+    )]
+    WrongBase {
+        path: std::path::PathBuf,
+        base: Option<String>,
+        expected: String,
+        found: String,
+    },
     #[error(transparent)]
     File(#[from] NnError),
 }

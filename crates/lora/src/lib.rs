@@ -1,6 +1,8 @@
 //! lowrank-lora: low-rank adapters for any `lowrank_nn::Module`.
 //!
-//! - [`LoraConfig`]: rank r, alpha, dropout, target modules, rsLoRA, DoRA, init; validated.
+//! - [`LoraConfig`]: rank r, alpha, dropout, target modules (PEFT's matching rules, exclusions, layer
+//!   indices, per-layer rank and alpha patterns), rsLoRA, DoRA, init; validated. [`PeftConfig`] is its
+//!   `adapter_config.json` form.
 //! - [`LoraModel`] (implemented for every module): `add_adapter` injects adapters into the Linear layers whose
 //!   names match and freezes the base; `set_active_adapter`, `disable_adapters`, `delete_adapter`,
 //!   `merge_adapter` / `unmerge_adapter`, `merge_and_unload`.
@@ -16,16 +18,19 @@ pub mod layer;
 pub mod lora;
 mod model;
 mod peft;
+mod peft_config;
 pub mod qlora;
 pub mod quant;
 
-pub use config::{Init, LoraConfig, PeftConfig, Targets};
+pub use config::{Init, LoraConfig, Targets, MAX_ALPHA};
 pub use error::LoraError;
 pub use layer::LoraLayer;
 pub use lora::LoraWeights;
 pub use model::{AdapterReport, LoraModel};
 pub use peft::{
-    load_adapter, load_adapter_config, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+    base_fingerprint, load_adapter, load_adapter_config, load_adapter_with, save_adapter,
+    LoadOptions, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
+pub use peft_config::PeftConfig;
 pub use qlora::{quantize_base, QuantConfig, QuantReport};
 pub use quant::QuantType;

@@ -21,32 +21,44 @@ pub struct LoraWeights<B: Backend> {
     pub b: Var<B>,
     /// DoRA's magnitude m (out,), one value per output feature; `None` for plain LoRA.
     pub magnitude: Option<Var<B>>,
+    /// The adapter's config (the same on every layer it sits on).
     pub config: LoraConfig,
+    /// This layer's alpha (`config.alpha` unless `alpha_pattern` names the layer); its r is A's row count.
+    pub alpha: f64,
     dropout_rng: RefCell<StdRng>,
     /// DoRA only: a norm held fixed instead of recomputed (see `freeze_dora_norm`).
     frozen_norm: RefCell<Option<Tensor<B>>>,
 }
 
 impl<B: Backend> LoraWeights<B> {
-    /// A fresh adapter for a layer with base weight `w0` (out, in): A initialised per `config.init`,
-    /// B = 0, and for DoRA m = the row norms of W0 (so the adapted layer equals the base layer).
-    pub fn new(w0: &Tensor<B>, config: &LoraConfig, seed: u64) -> Self {
-        let (out, inp, r) = (w0.dims()[0], w0.dims()[1], config.r);
+    /// A fresh adapter for the layer at `path` with base weight `w0` (out, in): its r and alpha from
+    /// `config` (patterns included), A and B initialised per `config.init` (B = 0 unless `Init::Random`),
+    /// and for DoRA m = the row norms of W0 (so with B = 0 the adapted layer equals the base layer).
+    pub fn new(w0: &Tensor<B>, config: &LoraConfig, path: &str, seed: u64) -> Self {
+        let (r, alpha) = config.rank_alpha_for(path);
+        let (out, inp) = (w0.dims()[0], w0.dims()[1]);
         let backend = w0.backend();
         let mut g = rng(seed);
-        let a = match config.init {
-            Init::KaimingUniform => {
-                let bound = 1.0 / (inp as f64).sqrt();
-                Tensor::rand_uniform([r, inp], -bound, bound, &mut g, backend)
-            }
-            Init::Gaussian => Tensor::randn([r, inp], 0.0, 1.0 / r as f64, &mut g, backend),
+        // kaiming-uniform with a = sqrt(5), nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        let mut kaiming = |dims: [usize; 2]| {
+            let bound = 1.0 / (dims[1] as f64).sqrt();
+            Tensor::rand_uniform(dims, -bound, bound, &mut g, backend)
+        };
+        let (a, b) = match config.init {
+            Init::KaimingUniform => (kaiming([r, inp]), Tensor::zeros([out, r], backend)),
+            Init::Random => (kaiming([r, inp]), kaiming([out, r])),
+            Init::Gaussian => (
+                Tensor::randn([r, inp], 0.0, 1.0 / r as f64, &mut g, backend),
+                Tensor::zeros([out, r], backend),
+            ),
         };
         let magnitude = config.use_dora.then(|| Var::param(dora::row_norms(w0)));
         LoraWeights {
             a: Var::param(a),
-            b: Var::param(Tensor::zeros([out, r], backend)),
+            b: Var::param(b),
             magnitude,
             config: config.clone(),
+            alpha,
             dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
             frozen_norm: RefCell::new(None),
         }
@@ -59,8 +71,13 @@ impl<B: Backend> LoraWeights<B> {
         *self.frozen_norm.borrow_mut() = w0.map(|w0| dora::weight_norm(w0, &self.delta_weight()));
     }
 
+    /// This layer's r: the rank of its A (r, in).
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+
     pub fn scaling(&self) -> f64 {
-        self.config.scaling()
+        self.config.scaling_for(self.rank(), self.alpha)
     }
 
     /// `dW = s B A` (out, in), the update this adapter adds to W0 (for merging; not used in training).

@@ -58,14 +58,15 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// `add_adapter` runs it first; a caller can run it before any long work.
     fn check_adapter(&mut self, config: &LoraConfig) -> Result<Vec<String>, LoraError> {
         config.validate()?;
-        let (mut matched, mut all, mut too_small) = (Vec::new(), BTreeSet::new(), None);
+        let (mut matched, mut paths, mut too_small) = (Vec::new(), Vec::new(), None);
         self.visit_linears("", &mut |path, linear| {
-            all.insert(path.rsplit('.').next().unwrap_or(path).to_string());
-            if config.targets.matches(path) {
+            paths.push(path.to_string());
+            if config.selects(path) {
                 let limit = linear.in_features().min(linear.out_features());
-                if config.r > limit && too_small.is_none() {
+                let (r, _) = config.rank_alpha_for(path);
+                if r > limit && too_small.is_none() {
                     too_small = Some(LoraError::RankTooLarge {
-                        r: config.r,
+                        r,
                         limit,
                         module: path.into(),
                     });
@@ -76,15 +77,19 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(e) = too_small {
             return Err(e);
         }
-        // every listed name must match something: a typo is an error, not a silently smaller adapter
+        // every listed name must name some Linear: a typo is an error, not a silently smaller adapter
         let unmatched: Vec<String> = match &config.targets {
-            Targets::AllLinear => Vec::new(),
+            Targets::AllLinear | Targets::Regex(_) => Vec::new(),
             Targets::Names(names) => names
                 .iter()
-                .filter(|n| !matched.iter().any(|p| Targets::name_matches(n, p)))
+                .filter(|n| !paths.iter().any(|p| Targets::name_matches(n, p)))
                 .cloned()
                 .collect(),
         };
+        let all: BTreeSet<&str> = paths
+            .iter()
+            .map(|p| p.rsplit('.').next().unwrap_or(p))
+            .collect();
         if matched.is_empty() || !unmatched.is_empty() {
             return Err(LoraError::NoMatchingModules {
                 targets: if unmatched.is_empty() {
@@ -113,11 +118,12 @@ pub trait LoraModel<B: Backend>: Module<B> {
         self.set_trainable(false);
         let mut i = 0;
         self.visit_linears("", &mut |path, linear| {
-            if !config.targets.matches(path) {
+            if !config.selects(path) {
                 return;
             }
             i += 1;
-            let weights = LoraWeights::new(&linear.weight().value(), config, seed.wrapping_add(i));
+            let w0 = linear.weight().value();
+            let weights = LoraWeights::new(&w0, config, path, seed.wrapping_add(i));
             if lora_layer(linear).is_none() {
                 linear.set_adapter(Box::new(LoraLayer::<B>::default()));
             }

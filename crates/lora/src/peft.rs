@@ -10,7 +10,7 @@
 use crate::model::LoraModel;
 use crate::{AdapterReport, LoraConfig, LoraError, PeftConfig};
 use lowrank_nn::{save_dir_atomic, save_tensors, write_atomic, NnError, TensorFile};
-use lowrank_tensor::{Backend, Tensor};
+use lowrank_tensor::{Backend, Element, Tensor};
 use std::path::Path;
 
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -53,7 +53,11 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
         .into_iter()
         .map(|(k, v)| (k, v.value()))
         .collect();
-    let json = serde_json::to_string_pretty(&config.to_peft()).expect("a config always serialises");
+    let peft = PeftConfig {
+        lowrank_base_fingerprint: Some(base_fingerprint(model)),
+        ..config.to_peft()
+    };
+    let json = serde_json::to_string_pretty(&peft).expect("a config always serialises");
     // one unit: a kill leaves the old adapter or the new one, never new weights with an old config
     save_dir_atomic(dir, |staging| {
         let metadata = [("format".to_string(), "pt".to_string())]
@@ -69,24 +73,103 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     Ok(())
 }
 
+/// Which base an adapter belongs to: a 64-bit FNV-1a hash of the names and shapes of every base weight and
+/// of the values of the base parameters that are not Linear weights (embeddings, norms). Those values
+/// are what neither merging an adapter nor quantizing to 4 bits changes, so a QLoRA adapter matches its
+/// f32 base and a merged model still matches; a differently trained base does not.
+pub fn base_fingerprint<B: Backend, M: LoraModel<B> + ?Sized>(model: &mut M) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let mut linears = Vec::new();
+    model.visit_linears("", &mut |path, linear| {
+        let dims = match linear.compressed_weight() {
+            Some(c) => c.dims().to_vec(),
+            None => linear.weight().dims().to_vec(),
+        };
+        linears.push((path.to_string(), dims));
+    });
+    for (path, dims) in &linears {
+        feed(format!("{path}{dims:?};").as_bytes());
+    }
+    let in_linear = |name: &str| {
+        linears
+            .iter()
+            .any(|(p, _)| name.starts_with(&format!("{p}.")))
+    };
+    for (name, p) in model.named_params() {
+        if !in_linear(&name) {
+            feed(format!("{name}{:?};", p.dims()).as_bytes());
+            for v in p.value().to_vec() {
+                feed(&(v.to_f64() as f32).to_bits().to_le_bytes());
+            }
+        }
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
 /// Reads a PEFT `adapter_config.json`.
 pub fn load_adapter_config(dir: &Path) -> Result<LoraConfig, LoraError> {
+    read_peft_config(dir).map(|(config, _)| config)
+}
+
+/// The config, and the fingerprint of the base it was saved with (if lowrank saved it).
+fn read_peft_config(dir: &Path) -> Result<(LoraConfig, Option<String>), LoraError> {
     let path = dir.join(ADAPTER_CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| NnError::io(&path, e))?;
     let peft: PeftConfig = serde_json::from_str(&text)
         .map_err(|e| NnError::config(&path, format!("invalid adapter_config.json: {e}")))?;
-    LoraConfig::from_peft(&peft).map_err(|e| NnError::config(&path, e.to_string()).into())
+    let config = LoraConfig::from_peft(&peft).map_err(|e| NnError::config(&path, e.to_string()))?;
+    Ok((config, peft.lowrank_base_fingerprint))
+}
+
+/// How `load_adapter_with` checks what it loads.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Refuse an adapter saved on a different base (its fingerprint differs). Adapters without a
+    /// fingerprint (saved by PEFT) are not checked.
+    pub check_base: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { check_base: true }
+    }
 }
 
 /// Loads the adapter in `dir` as adapter `name` and makes it active. Every tensor the base's matching layers
-/// need must be in the file with the right shape, and nothing else may be; on any error the model is left
-/// as it was.
+/// need must be in the file with the right shape, and nothing else may be; an adapter saved on another base
+/// is refused. On any error the model is left as it was.
 pub fn load_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     model: &mut M,
     dir: &Path,
     name: &str,
 ) -> Result<AdapterReport, LoraError> {
-    let config = load_adapter_config(dir)?;
+    load_adapter_with(model, dir, name, LoadOptions::default())
+}
+
+/// `load_adapter` with options (e.g. loading onto a different base on purpose).
+pub fn load_adapter_with<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &mut M,
+    dir: &Path,
+    name: &str,
+    options: LoadOptions,
+) -> Result<AdapterReport, LoraError> {
+    let (config, saved_on) = read_peft_config(dir)?;
+    if let Some(expected) = saved_on.filter(|_| options.check_base) {
+        let found = base_fingerprint(model);
+        if expected != found {
+            return Err(LoraError::WrongBase {
+                path: dir.join(ADAPTER_CONFIG_FILE),
+                base: config.base_model.clone(),
+                expected,
+                found,
+            });
+        }
+    }
     let file = TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE))?;
     let previous = model.active_adapter();
     let trainable: Vec<(lowrank_autograd::Var<B>, bool)> = model

@@ -1,0 +1,215 @@
+//! Adapters saved by PEFT itself (tests/fixtures/peft, written by tests/fixtures/make_peft_adapters.py) load
+//! in lowrank and give PEFT's logits: alpha_pattern, rank_pattern, layers_to_transform + layers_pattern,
+//! exclude_modules, a regex target_modules, rsLoRA + DoRA. Each round-trips through lowrank's own save.
+//! Features lowrank lacks (lora_bias, modules_to_save) are errors naming the field. An adapter saved on
+//! one base is refused on another.
+
+use lowrank::autograd::no_grad;
+use lowrank::gpt::Gpt;
+use lowrank::lora::{
+    load_adapter, load_adapter_config, load_adapter_with, save_adapter, LoadOptions, LoraError,
+    LoraModel,
+};
+use lowrank::nn::Module;
+use lowrank::tensor::{rng, Cpu, Tensor};
+use std::path::{Path, PathBuf};
+
+type Dev = Cpu<f32>;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft")
+}
+
+fn base() -> Gpt<Dev> {
+    Gpt::load(&fixtures().join("base"), &Dev::new()).expect("the fixture base loads")
+}
+
+struct Expected {
+    tokens: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    logits: Vec<f64>,
+}
+
+fn expected(case: &str) -> Expected {
+    let text = std::fs::read_to_string(fixtures().join(case).join("expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let list = |k: &str| v[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap());
+    Expected {
+        tokens: list("tokens").map(|t| t as u32).collect(),
+        batch: v["batch"].as_u64().unwrap() as usize,
+        seq: v["seq"].as_u64().unwrap() as usize,
+        logits: list("logits").collect(),
+    }
+}
+
+fn logits(model: &Gpt<Dev>, e: &Expected) -> Vec<f64> {
+    let out = no_grad(|| model.forward(&e.tokens, e.batch, e.seq));
+    out.value().to_vec().into_iter().map(f64::from).collect()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+}
+
+/// Loads `case` onto the base, compares with PEFT's logits, saves it again with lowrank and reloads that.
+fn check(case: &str, adapted_layers: usize) {
+    let dir = fixtures().join(case);
+    let e = expected(case);
+    let mut model = base();
+    let plain = logits(&model, &e);
+    let report = load_adapter(&mut model, &dir, "peft")
+        .unwrap_or_else(|err| panic!("{case}: PEFT's adapter does not load: {err}"));
+    assert_eq!(
+        report.modules.len(),
+        adapted_layers,
+        "{case}: {:?}",
+        report.modules
+    );
+    let ours = logits(&model, &e);
+    let diff = max_diff(&ours, &e.logits);
+    assert!(diff < 2e-5, "{case}: logits differ from PEFT's by {diff}");
+    assert!(
+        max_diff(&plain, &e.logits) > 1e-2,
+        "{case}: the adapter changes nothing"
+    );
+
+    let out = std::env::temp_dir().join(format!("lowrank-peft-{case}-{}", std::process::id()));
+    save_adapter(&mut model, "peft", &out).unwrap();
+    assert_eq!(
+        load_adapter_config(&out).unwrap(),
+        load_adapter_config(&dir).unwrap(),
+        "{case}: the config changes in a round trip"
+    );
+    let mut again = base();
+    load_adapter(&mut again, &out, "again").unwrap();
+    assert_eq!(
+        logits(&again, &e),
+        ours,
+        "{case}: a round trip changes the outputs"
+    );
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn alpha_pattern_gives_a_layer_its_own_scale() {
+    check("alpha_pattern", 6); // q and v in 3 layers; v's alpha 32, q's 3
+}
+
+#[test]
+fn rank_pattern_gives_layers_their_own_rank() {
+    check("rank_pattern", 9); // down_proj r 4, one q_proj r 1 (by its full path), the rest r 2
+    let config = load_adapter_config(&fixtures().join("rank_pattern")).unwrap();
+    assert_eq!(
+        config.rank_alpha_for("model.layers.2.mlp.down_proj"),
+        (4, 3.0)
+    );
+    assert_eq!(
+        config.rank_alpha_for("model.layers.1.self_attn.q_proj"),
+        (1, 3.0)
+    );
+    assert_eq!(
+        config.rank_alpha_for("model.layers.0.self_attn.q_proj"),
+        (2, 3.0)
+    );
+}
+
+#[test]
+fn layers_to_transform_selects_layer_indices() {
+    check("layers_to_transform", 4); // q and up in layers 0 and 2
+}
+
+#[test]
+fn exclude_modules_removes_layers_from_all_linear() {
+    check("exclude_modules", 15); // 7 Linear per layer, minus o and gate: 5 x 3
+}
+
+#[test]
+fn a_regex_target_modules_must_match_the_whole_path() {
+    check("target_regex", 4); // k and v of layers 0 and 2
+}
+
+#[test]
+fn rslora_with_dora_matches_peft() {
+    check("rslora_dora", 6);
+}
+
+#[test]
+fn unsupported_peft_features_are_errors_naming_the_field() {
+    for (case, field) in [
+        ("lora_bias", "lora_bias"),
+        ("modules_to_save", "modules_to_save"),
+    ] {
+        let mut model = base();
+        let err = load_adapter(&mut model, &fixtures().join(case), "x")
+            .expect_err("an adapter needing a missing feature must not load")
+            .to_string();
+        assert!(
+            err.contains(&format!("field `{field}`")) && err.contains("adapter_config.json"),
+            "{case}: {err}"
+        );
+        assert!(model.adapter_names().is_empty());
+    }
+    // a field PEFT does not even have: an error too, unless it is off
+    let dir = std::env::temp_dir().join(format!("lowrank-peft-unknown-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("alpha_pattern");
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        dir.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    config["future_feature"] = serde_json::json!(null);
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    load_adapter(&mut base(), &dir, "x").expect("a feature that is off changes nothing");
+    config["future_feature"] = serde_json::json!({"on": true});
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+    let err = load_adapter(&mut base(), &dir, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field `future_feature`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_adapter_saved_on_one_base_is_refused_on_another() {
+    let e = expected("alpha_pattern");
+    let mut model = base();
+    load_adapter(&mut model, &fixtures().join("alpha_pattern"), "a").unwrap();
+    let dir = std::env::temp_dir().join(format!("lowrank-peft-wrong-base-{}", std::process::id()));
+    save_adapter(&mut model, "a", &dir).unwrap();
+    let text = std::fs::read_to_string(dir.join("adapter_config.json")).unwrap();
+    assert!(
+        text.contains("\"lowrank_base_fingerprint\": \"fnv1a64:"),
+        "{text}"
+    );
+
+    // the same shapes, other weights: a different base
+    let mut other = base();
+    let (name, p) = other
+        .named_params()
+        .into_iter()
+        .find(|(n, _)| n.contains("embed_tokens"))
+        .unwrap();
+    p.set_value(&p.value() + &Tensor::randn(p.shape(), 0.0, 0.1, &mut rng(1), &p.backend()));
+    let err = load_adapter(&mut other, &dir, "a").unwrap_err();
+    assert!(matches!(err, LoraError::WrongBase { .. }), "{name}: {err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert!(other.adapter_names().is_empty());
+    // forced, it loads (and computes something else than on its own base)
+    load_adapter_with(&mut other, &dir, "a", LoadOptions { check_base: false }).unwrap();
+    assert!(max_diff(&logits(&other, &e), &e.logits) > 1e-3);
+    // merging or quantizing the right base keeps its fingerprint
+    let mut merged = base();
+    load_adapter(&mut merged, &fixtures().join("alpha_pattern"), "a").unwrap();
+    merged.merge_and_unload().unwrap();
+    load_adapter(&mut merged, &dir, "b").expect("a merged base is still the same base");
+    std::fs::remove_dir_all(&dir).ok();
+}
