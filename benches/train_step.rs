@@ -1,4 +1,4 @@
-//! Training-step benchmarks on the shapes of ../shared/bench/torch_llama_bench.py: one step (forward,
+//! Training-step benchmarks on the shapes of benches/reference/torch_llama_bench.py: one step (forward,
 //! backward, AdamW) for the small (d 128, 4 layers, seq 64, batch 16) and medium (d 256, 6 layers, seq 128,
 //! batch 16) configs — full fine-tuning, LoRA r=8 alpha=16 on q+v, LoRA on all linear layers, DoRA on q+v —
 //! and greedy forward throughput of the merged model. Throughput is in tokens.

@@ -1,4 +1,4 @@
-//! Prints one JSON line per (config, variant), in the format of ../shared/bench/torch_llama_bench.py, so the
+//! Prints one JSON line per (config, variant), in the format of benches/reference/torch_llama_bench.py, so the
 //! two can be compared in one sitting: ms/step (median), tokens/s, parameters, the bytes held for weights +
 //! gradients + optimizer state, and peak RSS. Each variant runs in its own process so its peak RSS is its own.
 //!

@@ -82,9 +82,15 @@ struct Args {
     /// Where the base checkpoint lives (pretrained and saved there if missing).
     #[arg(long, default_value = "runs/base")]
     base: PathBuf,
-    /// Where the adapter and the loss curve are written.
-    #[arg(long, default_value = "runs/adapter")]
-    out: PathBuf,
+    /// Where the adapter (or with --method full the model) and the loss curve are written [default: runs/adapter, or runs/adapter-N if that holds earlier results].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Let --out replace the files of an earlier run.
+    #[arg(long)]
+    overwrite: bool,
+    /// The folder results go to: --out, or a free default (set in main).
+    #[arg(skip)]
+    out_dir: PathBuf,
     /// Pretraining steps when no base checkpoint exists.
     #[arg(long, default_value_t = 700)]
     pretrain_steps: usize,
@@ -106,6 +112,17 @@ struct Args {
 }
 
 impl Args {
+    fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.rank,
+            alpha: self.alpha,
+            targets: Targets::parse(&self.targets),
+            use_dora: self.method == Method::Dora,
+            base_model: Some(self.base.display().to_string()),
+            ..LoraConfig::default()
+        }
+    }
+
     fn quant_config(&self) -> QuantConfig {
         QuantConfig {
             kind: match self.quant {
@@ -120,26 +137,27 @@ impl Args {
 
 fn main() {
     alloc::keep_freed_memory();
-    let args = Args::parse();
+    let mut args = Args::parse();
     cli::exit_on_error((|| {
-        check_flags(&args)?;
+        check_flags(&mut args)?;
         with_device!(args.device, |dev| run(&args, &dev))
     })());
 }
 
-/// Every numeric flag is checked before any work.
-fn check_flags(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+/// Every flag and path is checked before any work; the output folder is chosen here.
+fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(lr) = args.lr {
         flags::learning_rate("--lr", lr)?;
     }
-    flags::positive("--alpha", args.alpha)?;
     flags::at_least_one("--rank", args.rank)?;
+    args.lora_config().validate()?; // --alpha, --targets syntax (names are checked once the base is known)
     flags::at_least_one("--steps", args.steps)?;
     flags::at_least_one("--pretrain-steps", args.pretrain_steps)?;
     if let Some(data) = &args.data {
         flags::readable_file("--data", data)?;
     }
-    flags::writable_dir("--out", &args.out)?;
+    args.out_dir = flags::output_dir(args.out.as_deref(), "runs/adapter", args.overwrite)?;
+    flags::writable_dir("--out", &args.out_dir)?;
     // --base: a checkpoint to load, or a folder to pretrain into; never a folder of other files
     let base = &args.base;
     if base.exists() && !base.join(lowrank::gpt::CONFIG_FILE).exists() {
@@ -177,14 +195,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let (general_train, general_val) = general.split(0.1);
     let mut model = base_model(args, &general_train, &general_val, dev)?;
     let config = model.config.clone();
-    let lora_config = LoraConfig {
-        r: args.rank,
-        alpha: args.alpha,
-        targets: Targets::parse(&args.targets),
-        use_dora: args.method == Method::Dora,
-        base_model: Some(args.base.display().to_string()),
-        ..LoraConfig::default()
-    };
+    let lora_config = args.lora_config();
     if args.method != Method::Full {
         model.check_adapter(&lora_config)?; // a bad --rank or --targets fails now, not after evaluation
     }
@@ -192,7 +203,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     // 2. The task, and the base's score on it.
     let task = PirateTask;
     let held_out = task.examples(200, args.seed + 1_000_003);
-    let (task_train, task_val) = match &args.data {
+    let (task_train, task_val, data_opening) = match &args.data {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -205,11 +216,17 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
                 )
                 .into());
             }
-            data.split(0.1)
+            let (train, val) = data.split(0.1);
+            (
+                train,
+                val,
+                Some(corpus::opening_words(&text, 2).to_string()),
+            )
         }
         None => (
             task.dataset(400_000, args.seed + 7),
             task.dataset(40_000, args.seed + 1_000_003),
+            None,
         ),
     };
     let measure_task = |m: &Gpt<B>| {
@@ -219,10 +236,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let general_loss = |m: &Gpt<B>| evaluate(m, &general_val, 8, 16, config.max_seq_len, 3);
     let (acc_before, task_loss_before) = measure_task(&model);
     let general_before = general_loss(&model);
-    let sample_prompt = match &args.data {
-        Some(_) => "The ".to_string(),
-        None => held_out[0].0.clone(),
-    };
+    // the sample continues the data's own first words (or a held-out task example)
+    let sample_prompt = data_opening
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| held_out[0].0.clone());
     let sample_before = sample(&model, &sample_prompt);
 
     // 3. The adapter (or full fine-tuning) and its training.
@@ -295,7 +312,14 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         trainable,
         total,
         optimizer_bytes: report.optimizer_state_bytes,
-        full_optimizer_bytes: 2 * 4 * total,
+        // full fine-tuning trains the base's own weights: the adapter's are not part of it
+        full_optimizer_bytes: 2
+            * 4
+            * if args.method == Method::Full {
+                total
+            } else {
+                total - trainable
+            },
         acc: (acc_before, acc_after),
         task_loss: (task_loss_before, task_loss_after),
         general: (general_before, general_on, general_off),
@@ -308,10 +332,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     if args.method != Method::Full {
         check_save_reload_merge(&mut model, args, dev)?;
     } else {
-        model.save(&args.out)?;
-        println!("fine-tuned model saved to {}", args.out.display());
+        model.save(&args.out_dir)?;
+        println!("fine-tuned model saved to {}", args.out_dir.display());
     }
-    let curve = args.out.join("loss_curve.svg");
+    let curve = args.out_dir.join("loss_curve.svg");
     write_atomic(&curve, loss_curve_svg(&report.losses).as_bytes())?;
     println!("loss curve: {}", curve.display());
     println!("total wall time: {:.1}s", start.elapsed().as_secs_f64());
@@ -516,10 +540,10 @@ fn check_save_reload_merge<B: Backend>(
     args: &Args,
     dev: &B,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    save_adapter(model, "default", &args.out)?;
+    save_adapter(model, "default", &args.out_dir)?;
     println!(
         "adapter saved to {} (adapter_config.json + adapter_model.safetensors)",
-        args.out.display()
+        args.out_dir.display()
     );
     let batch = 16;
     let seq = model.config.max_seq_len;
@@ -542,7 +566,7 @@ fn check_save_reload_merge<B: Backend>(
     if args.method == Method::Qlora {
         quantize_base(&mut fresh, &args.quant_config())?; // the same codes: quantization is deterministic
     }
-    load_adapter(&mut fresh, &args.out, "default")?;
+    load_adapter(&mut fresh, &args.out_dir, "default")?;
     let diff = max_diff(&unmerged, &logits(&fresh));
     println!("reloaded adapter vs trained model: max |logit diff| = {diff:.2e}");
     if diff.is_nan() || diff > 1e-4 {

@@ -54,7 +54,8 @@ struct Args {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// New tokens (bytes) to generate, at most 100000; printed as they come.
+    /// New tokens to generate, at most 100000. Tokens are bytes (a character takes 1 to 4); the output
+    /// stops on a character boundary and is printed as it comes.
     #[arg(long, default_value_t = 120)]
     max_tokens: usize,
     /// Where to run the model.
@@ -107,14 +108,22 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         stop: None,
     };
-    // the tokens are bytes: written as they come, a terminal assembles multi-byte characters itself
+    // Tokens are bytes: each is printed once it completes a UTF-8 character, and a character cut off by
+    // --max-tokens is dropped rather than printed as U+FFFD.
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(args.prompt.as_bytes())?;
-    let mut written = Ok(());
+    let (mut pending, mut written) = (Vec::new(), Ok(()));
     generate_streaming(&model, &ByteTokenizer.encode(&args.prompt), &cfg, |t| {
+        pending.push(ByteTokenizer.byte(t));
+        let text = match std::str::from_utf8(&pending) {
+            Ok(s) => s.to_string(),
+            Err(e) if e.error_len().is_none() => return, // an incomplete character: wait for more
+            Err(_) => String::from_utf8_lossy(&pending).into_owned(), // invalid bytes: U+FFFD
+        };
+        pending.clear();
         if written.is_ok() {
             written = stdout
-                .write_all(&[ByteTokenizer.byte(t)])
+                .write_all(text.as_bytes())
                 .and_then(|()| stdout.flush());
         }
     })?;

@@ -29,12 +29,21 @@ struct Args {
     /// Sequences per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// Where the checkpoint is written (model.safetensors + config.json).
-    #[arg(long, default_value = "runs/base")]
-    out: PathBuf,
+    /// Where the checkpoint is written (model.safetensors + config.json) [default: runs/base, or runs/base-N if that holds earlier results].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Let --out replace the files of an earlier run.
+    #[arg(long)]
+    overwrite: bool,
+    /// The folder results go to: --out, or a free default (set in main).
+    #[arg(skip)]
+    out_dir: PathBuf,
     /// Seed of the corpus, the initial weights and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The sample printed at the end continues this text [default: the training text's first words].
+    #[arg(long)]
+    prompt: Option<String>,
     /// Where to train.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
@@ -51,7 +60,7 @@ mod flags;
 
 fn main() {
     alloc::keep_freed_memory();
-    let args = Args::parse();
+    let mut args = Args::parse();
     cli::exit_on_error((|| {
         flags::learning_rate("--lr", args.lr)?;
         flags::at_least_one("--steps", args.steps)?;
@@ -59,7 +68,8 @@ fn main() {
         if let Some(data) = &args.data {
             flags::readable_file("--data", data)?;
         }
-        flags::writable_dir("--out", &args.out)?;
+        args.out_dir = flags::output_dir(args.out.as_deref(), "runs/base", args.overwrite)?;
+        flags::writable_dir("--out", &args.out_dir)?;
         with_device!(args.device, |dev| run(&args, &dev))
     })());
 }
@@ -107,7 +117,13 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         last.train_loss,
         last.val_loss
     );
-    let prompt = ByteTokenizer.encode("Alice");
+    model.save(&args.out_dir)?;
+    println!("saved {}", args.out_dir.display());
+    // a sample continuing --prompt, or the data's own first words
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => corpus::opening_words(&text, 2).to_string(),
+    };
     let gen = GenerateConfig {
         max_new_tokens: 200,
         temperature: 0.8,
@@ -115,11 +131,9 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         stop: None,
     };
-    println!(
-        "sample: Alice{}",
-        ByteTokenizer.decode(&generate(&model, &prompt, &gen)?)
-    );
-    model.save(&args.out)?;
-    println!("saved {}", args.out.display());
+    match generate(&model, &ByteTokenizer.encode(&prompt), &gen) {
+        Ok(out) => println!("sample: {prompt}{}", ByteTokenizer.decode(&out)),
+        Err(e) => println!("no sample: {e}"),
+    }
     Ok(())
 }

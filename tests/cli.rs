@@ -31,20 +31,29 @@ fn example(name: &str) -> Command {
 }
 
 fn rejects(name: &str, args: &[&str], message: &str) {
-    let out = example(name)
+    // paths that must not be created or read: a rejected flag stops everything before them
+    let untouched =
+        std::env::temp_dir().join(format!("lowrank-cli-untouched-{}", std::process::id()));
+    let (base, out) = (untouched.join("base"), untouched.join("out"));
+    let (base, out) = (base.to_str().unwrap(), out.to_str().unwrap());
+    let output = example(name)
         .args(args)
-        // paths that must not be created or read: a rejected flag stops everything before them
         .args(match name {
-            "finetune_gpt" => vec!["--base", "/nonexistent/base", "--out", "/nonexistent/out"],
-            "pretrain" => vec!["--out", "/nonexistent/out"],
-            "generate" => vec!["--base", "/nonexistent/base"],
+            "finetune_gpt" => vec!["--base", base, "--out", out],
+            "pretrain" => vec!["--out", out],
+            "generate" => vec!["--base", base],
             _ => vec![],
         })
         .output()
         .unwrap_or_else(|e| panic!("run example {name}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{name} {args:?}: {stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{name} {args:?}: {stderr}");
     assert!(stderr.contains(message), "{name} {args:?}: {stderr}");
+    assert!(
+        !untouched.exists(),
+        "{name} {args:?} created {}",
+        untouched.display()
+    );
 }
 
 #[test]
@@ -77,7 +86,7 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
     rejects(
         "finetune_gpt",
         &["--alpha", "inf"],
-        "--alpha must be a finite number",
+        "lora_alpha must be above 0 and at most",
     );
     rejects(
         "finetune_gpt",
@@ -109,6 +118,10 @@ fn bad_paths_are_rejected_before_any_work_and_nothing_is_overwritten() {
     assert!(code == Some(1) && err.contains("--data"), "{err}");
     let (code, err) = run("pretrain", &["--out", "/proc/lowrank-cannot-write-here"]);
     assert!(code == Some(1) && err.contains("--out"), "{err}");
+    // a folder with earlier results is not replaced without --overwrite
+    let (code, err) = run("pretrain", &["--out", dir.to_str().unwrap()]);
+    assert!(code == Some(1) && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(&weights).unwrap(), b"precious");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -213,6 +226,7 @@ fn an_unknown_target_fails_before_training_and_keeps_the_old_adapter() {
             out.to_str().unwrap(),
             "--targets",
             "q_proj,bogus",
+            "--overwrite",
         ],
     );
     assert_eq!(code, Some(1), "{err}");

@@ -61,3 +61,40 @@ pub fn writable_dir(flag: &str, path: &std::path::Path) -> Result<(), Box<dyn st
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
+
+/// Where an example writes its results. With `--out` given: that folder, but one that already holds files
+/// is refused unless `--overwrite` (nothing is replaced by surprise). Without it: `default`, or if that
+/// holds earlier results, the first free `default-2`, `default-3`, ... (said on stdout).
+pub fn output_dir(
+    given: Option<&std::path::Path>,
+    default: &str,
+    overwrite: bool,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let occupied =
+        |p: &std::path::Path| p.is_file() || p.read_dir().is_ok_and(|mut d| d.next().is_some());
+    if let Some(dir) = given {
+        if occupied(dir) && !overwrite {
+            return Err(format!(
+                "--out {}: holds earlier results; pass --overwrite to replace them, or another --out",
+                dir.display()
+            )
+            .into());
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let default = std::path::PathBuf::from(default);
+    if overwrite || !occupied(&default) {
+        return Ok(default);
+    }
+    let free = (2..)
+        .map(|n| std::path::PathBuf::from(format!("{}-{n}", default.display())))
+        .find(|p| !occupied(p))
+        .expect("some numbered folder is free");
+    println!(
+        "{} holds earlier results: writing to {} (--out {} --overwrite replaces them)",
+        default.display(),
+        free.display(),
+        default.display()
+    );
+    Ok(free)
+}

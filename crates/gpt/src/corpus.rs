@@ -208,3 +208,40 @@ impl PirateTask {
         out
     }
 }
+
+/// The first `words` words of `text` (a sample prompt that follows the data): up to the `words`-th
+/// whitespace after the first non-blank character, at most 40 bytes, ending on a character boundary.
+pub fn opening_words(text: &str, words: usize) -> &str {
+    let text = text.trim_start();
+    let mut end = text.len();
+    let mut seen = 0;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() && i > 0 && !text[..i].ends_with(char::is_whitespace) {
+            seen += 1;
+            if seen == words {
+                end = i;
+                break;
+            }
+        }
+    }
+    let mut end = end.min(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opening_words;
+
+    #[test]
+    fn opening_words_cut_on_words_and_characters() {
+        assert_eq!(opening_words("  The quick  brown fox", 2), "The quick");
+        assert_eq!(opening_words("one", 3), "one");
+        assert_eq!(opening_words("\n\nGNU GENERAL PUBLIC", 1), "GNU");
+        let korean = "가나다라마바사아자차카타파하가나다라마바사"; // 3 bytes a character
+        assert_eq!(opening_words(korean, 2).len(), 39);
+        assert_eq!(opening_words("", 2), "");
+    }
+}

@@ -18,6 +18,7 @@ pub mod corpus;
 mod data;
 mod mlp;
 mod model;
+mod progress;
 mod rope;
 mod sample;
 mod tokenizer;

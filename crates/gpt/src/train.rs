@@ -3,8 +3,8 @@
 //! same loop pretrains the whole model or fine-tunes only an adapter.
 
 use crate::data::Dataset;
+use crate::progress::Progress;
 use crate::Gpt;
-use indicatif::{ProgressBar, ProgressStyle};
 use lowrank_autograd::no_grad;
 use lowrank_nn::{clip_scale, AdamW, AdamWConfig, Module, WarmupCosine};
 use lowrank_tensor::{rng, Backend};
@@ -134,17 +134,7 @@ pub fn train<B: Backend>(
         warmup: cfg.warmup,
         total: cfg.steps,
     };
-    let bar = if cfg.progress {
-        ProgressBar::new(cfg.steps as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix("train");
+    let mut progress = Progress::new("train", cfg.steps, cfg.batch * cfg.seq, cfg.progress);
     let mut r = rng(cfg.seed);
     let mut report = TrainReport::default();
     for step in 0..cfg.steps {
@@ -161,7 +151,7 @@ pub fn train<B: Backend>(
                 .map_or("(none)".into(), |l| format!("{l:.4}")),
         };
         if !value.is_finite() {
-            bar.finish_and_clear();
+            progress.finish();
             return Err(diverged("loss", value));
         }
         loss.backward()
@@ -169,7 +159,7 @@ pub fn train<B: Backend>(
         let scale = if cfg.grad_clip > 0.0 {
             let (scale, norm) = clip_scale(&params, cfg.grad_clip);
             if !norm.is_finite() {
-                bar.finish_and_clear();
+                progress.finish();
                 return Err(diverged("gradient norm", norm));
             }
             scale
@@ -192,15 +182,14 @@ pub fn train<B: Backend>(
                 train_loss,
                 val_loss,
             });
-            bar.println(format!(
+            progress.println(&format!(
                 "step {:>5}: train {train_loss:.4}  val {val_loss:.4}",
                 step + 1
             ));
         }
-        bar.set_message(format!("loss {value:.4}"));
-        bar.inc(1);
+        progress.step(step + 1, value);
     }
-    bar.finish_and_clear();
+    progress.finish();
     report.seconds = start.elapsed().as_secs_f64();
     report.optimizer_state_bytes = opt.state_bytes();
     Ok(report)
