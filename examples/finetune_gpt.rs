@@ -22,7 +22,7 @@ use lowrank::lora::{
     load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, QuantReport,
     QuantType, Targets,
 };
-use lowrank::nn::{write_atomic, Module};
+use lowrank::nn::Module;
 use lowrank::tensor::{Backend, Element};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,6 +35,8 @@ mod cli;
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/plot.rs"]
+mod plot;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -276,7 +278,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         min_lr: lr / 10.0,
         warmup: args.steps / 20,
         weight_decay: 0.0,
-        eval_every: 0,
+        eval_every: (args.steps / 10).max(1), // a validation curve beside the training loss
         seed: args.seed + 11,
         paged_optimizer: args.paged_optimizer,
         ..TrainConfig::default()
@@ -335,9 +337,15 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         model.save(&args.out_dir)?;
         println!("fine-tuned model saved to {}", args.out_dir.display());
     }
-    let curve = args.out_dir.join("loss_curve.svg");
-    write_atomic(&curve, loss_curve_svg(&report.losses).as_bytes())?;
-    println!("loss curve: {}", curve.display());
+    let curve = args.out_dir.join("loss_curve");
+    let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
+    let title = format!("fine-tuning ({:?})", args.method);
+    plot::loss_curves(&curve, &title, &report.losses, &val)?;
+    println!(
+        "loss curves: {}.svg, {}.png",
+        curve.display(),
+        curve.display()
+    );
     println!("total wall time: {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -498,39 +506,6 @@ fn print_report(s: &Summary) {
         ),
     );
     println!();
-}
-
-/// A minimal SVG line chart of the training loss.
-fn loss_curve_svg(losses: &[f64]) -> String {
-    let (w, h, pad) = (640.0, 360.0, 40.0);
-    let max = losses.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);
-    let n = losses.len().max(2) as f64 - 1.0;
-    let points: Vec<String> = losses
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            format!(
-                "{:.1},{:.1}",
-                pad + (w - 2.0 * pad) * i as f64 / n,
-                h - pad - (h - 2.0 * pad) * l / max
-            )
-        })
-        .collect();
-    format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="black"/>
-<text x="{pad}" y="{t}">training loss (max {max:.2})</text><text x="{r}" y="{bl}" text-anchor="end">step {steps}</text>
-<polyline fill="none" stroke="steelblue" stroke-width="1.5" points="{pts}"/>
-</svg>
-"#,
-        b = h - pad,
-        r = w - pad,
-        t = pad - 10.0,
-        bl = h - pad + 20.0,
-        steps = losses.len(),
-        pts = points.join(" ")
-    )
 }
 
 /// Saves the adapter, reloads it into a fresh copy of the base and compares logits; merges it and compares

@@ -57,6 +57,8 @@ mod cli;
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/plot.rs"]
+mod plot;
 
 fn main() {
     alloc::keep_freed_memory();
@@ -119,6 +121,14 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     );
     model.save(&args.out_dir)?;
     println!("saved {}", args.out_dir.display());
+    let curve = args.out_dir.join("loss_curve");
+    let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
+    plot::loss_curves(&curve, "pretraining", &report.losses, &val)?;
+    println!(
+        "loss curves: {}.svg, {}.png",
+        curve.display(),
+        curve.display()
+    );
     // a sample continuing --prompt, or the data's own first words
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
