@@ -81,11 +81,13 @@ fn weighted(y: &Var<F64>) -> Var<F64> {
     (y * &r).sum_all()
 }
 
-fn layer_gradcheck(use_dora: bool) {
+/// Gradients of one adapted Linear w.r.t. its input and every adapter parameter: A, B, and DoRA's m or
+/// lora_bias's b when the config has them.
+fn layer_gradcheck(config: LoraConfig) {
     let mut m = One(Linear::new(5, 4, 0.5, 1, &dev()));
     let config = LoraConfig {
         targets: Targets::Names(vec!["q_proj".into()]), // the one layer there is
-        ..config(use_dora)
+        ..config
     };
     m.add_adapter("a", &config, 2).unwrap();
     randomize(&m, 3);
@@ -93,19 +95,45 @@ fn layer_gradcheck(use_dora: bool) {
     freeze_dora_norms(&mut m);
     let mut params = vec![x.clone()];
     params.extend(adapter_params(&m));
-    assert_eq!(params.len(), if use_dora { 4 } else { 3 }); // x, A, B (, m)
+    let extra = usize::from(config.use_dora) + usize::from(config.lora_bias);
+    assert_eq!(params.len(), 3 + extra); // x, A, B (, m or b)
     gradcheck_params(|| weighted(&m.0.forward(&x)), &params, 1e-6, 1e-7, 1e-5)
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
 fn lora_layer_gradients_wrt_x_a_b() {
-    layer_gradcheck(false);
+    layer_gradcheck(config(false));
 }
 
 #[test]
 fn dora_layer_gradients_wrt_x_a_b_m_with_detached_norm() {
-    layer_gradcheck(true);
+    layer_gradcheck(config(true));
+}
+
+#[test]
+fn lora_bias_gradients_wrt_x_a_b_and_the_bias() {
+    layer_gradcheck(LoraConfig {
+        lora_bias: true,
+        ..config(false)
+    });
+}
+
+#[test]
+fn an_adapter_with_lora_bias_cannot_merge_into_a_layer_without_bias() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let with_bias = LoraConfig {
+        lora_bias: true,
+        ..config(false)
+    };
+    model.add_adapter("b", &with_bias, 2).unwrap();
+    randomize(&model, 3);
+    let err = model.merge_adapter().unwrap_err().to_string();
+    assert!(
+        err.contains("cannot be merged") && err.contains("lora_bias"),
+        "{err}"
+    );
+    assert!(model.merged_adapter().is_none());
 }
 
 #[test]

@@ -110,6 +110,8 @@ pub struct LoraConfig {
     pub alpha_pattern: Vec<(String, f64)>,
     pub use_rslora: bool,
     pub use_dora: bool,
+    /// A trainable bias b (out,) on B, PEFT's `lora_bias`: `h = W0 x + s (B A x + b)`.
+    pub lora_bias: bool,
     pub init: Init,
     /// Where the base model came from (PEFT's `base_model_name_or_path`): shown when the adapter is loaded
     /// onto another base.
@@ -131,6 +133,7 @@ impl Default for LoraConfig {
             alpha_pattern: Vec::new(),
             use_rslora: false,
             use_dora: false,
+            lora_bias: false,
             init: Init::KaimingUniform,
             base_model: None,
         }
@@ -223,6 +226,9 @@ impl LoraConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.lora_bias && self.use_dora {
+            return bad("lora_bias with DoRA is not supported (as in PEFT)".into());
         }
         if matches!(&self.targets, Targets::Names(n) if n.is_empty()) {
             return bad("target_modules is empty".into());

@@ -21,6 +21,8 @@ pub enum LoraError {
     UnknownAdapter { name: String, existing: Vec<String> },
     #[error("an adapter named `{0}` already exists")]
     DuplicateAdapter(String),
+    #[error("adapter `{name}` cannot be merged: {why}")]
+    CannotMerge { name: String, why: String },
     #[error("adapter `{0}` is merged into the base weights; unmerge it first")]
     Merged(String),
     #[error("`{module}`: {source}")]

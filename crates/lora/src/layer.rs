@@ -62,8 +62,8 @@ impl<B: Backend> LoraLayer<B> {
             let on = n == name;
             w.a.set_requires_grad(on);
             w.b.set_requires_grad(on);
-            if let Some(m) = &w.magnitude {
-                m.set_requires_grad(on);
+            for extra in [&w.magnitude, &w.bias].into_iter().flatten() {
+                extra.set_requires_grad(on);
             }
         }
     }
@@ -89,6 +89,13 @@ impl<B: Backend> LoraLayer<B> {
             return Ok(());
         };
         let w = &self.adapters[&name];
+        if w.bias.is_some() {
+            // s b would have to join the base layer's bias, and lowrank's Linear layers have none
+            return Err(LoraError::CannotMerge {
+                name,
+                why: "its lora_bias needs a bias on the base layer, which has none".into(),
+            });
+        }
         let (w0, delta) = (weight.value(), w.delta_weight());
         let dora_norm = match &w.magnitude {
             None => {
@@ -140,6 +147,9 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
             f(&join(prefix, &format!("lora_B.{name}.weight")), &w.b);
             if let Some(m) = &w.magnitude {
                 f(&join(prefix, &format!("lora_magnitude_vector.{name}")), m);
+            }
+            if let Some(b) = &w.bias {
+                f(&join(prefix, &format!("lora_B.{name}.bias")), b);
             }
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! h = W0 x + s * B (A dropout(x))        A (r, in), B (out, r), s = alpha / r
+//! h = W0 x + s * (B A dropout(x) + b)     with lora_bias: b (out,)
 //! ```
 //!
 //! W0 stays frozen; only A and B train: r (in + out) parameters instead of in * out. B starts at zero, so the
@@ -21,6 +22,8 @@ pub struct LoraWeights<B: Backend> {
     pub b: Var<B>,
     /// DoRA's magnitude m (out,), one value per output feature; `None` for plain LoRA.
     pub magnitude: Option<Var<B>>,
+    /// B's bias b (out,) with `lora_bias`: the update becomes `s (B A x + b)`.
+    pub bias: Option<Var<B>>,
     /// The adapter's config (the same on every layer it sits on).
     pub config: LoraConfig,
     /// This layer's alpha (`config.alpha` unless `alpha_pattern` names the layer); its r is A's row count.
@@ -38,25 +41,34 @@ impl<B: Backend> LoraWeights<B> {
         let (r, alpha) = config.rank_alpha_for(path);
         let (out, inp) = (w0.dims()[0], w0.dims()[1]);
         let backend = w0.backend();
-        let mut g = rng(seed);
-        // kaiming-uniform with a = sqrt(5), nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        let mut kaiming = |dims: [usize; 2]| {
-            let bound = 1.0 / (dims[1] as f64).sqrt();
-            Tensor::rand_uniform(dims, -bound, bound, &mut g, backend)
+        let g = &mut rng(seed);
+        // nn.Linear's default init (kaiming-uniform, a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        let uniform = |dims: &[usize], fan_in: usize, g: &mut StdRng| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Tensor::rand_uniform(dims.to_vec(), -bound, bound, g, backend)
         };
-        let (a, b) = match config.init {
-            Init::KaimingUniform => (kaiming([r, inp]), Tensor::zeros([out, r], backend)),
-            Init::Random => (kaiming([r, inp]), kaiming([out, r])),
-            Init::Gaussian => (
-                Tensor::randn([r, inp], 0.0, 1.0 / r as f64, &mut g, backend),
-                Tensor::zeros([out, r], backend),
-            ),
+        let a = match config.init {
+            Init::Gaussian => Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
+            Init::KaimingUniform | Init::Random => uniform(&[r, inp], inp, g),
         };
+        // B (and lora_bias's b) start at zero, so the adapted layer starts as the base, unless Init::Random
+        let random = config.init == Init::Random;
+        let b = match random {
+            true => uniform(&[out, r], r, g),
+            false => Tensor::zeros([out, r], backend),
+        };
+        let bias = config.lora_bias.then(|| {
+            Var::param(match random {
+                true => uniform(&[out], r, g),
+                false => Tensor::zeros([out], backend),
+            })
+        });
         let magnitude = config.use_dora.then(|| Var::param(dora::row_norms(w0)));
         LoraWeights {
             a: Var::param(a),
             b: Var::param(b),
             magnitude,
+            bias,
             config: config.clone(),
             alpha,
             dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
@@ -115,7 +127,10 @@ impl<B: Backend> LoraWeights<B> {
         let rows = x.numel() / inp;
         let x2 = self.dropout(&x.reshape([rows, inp])); // (rows, in)
         let down = x2.matmul(&self.a.t()).mul_scalar(self.scaling()); // (rows, r), s folded in here: r << out
-        let lora = down.matmul(&self.b.t()); // (rows, out)
+        let mut lora = down.matmul(&self.b.t()); // (rows, out)
+        if let Some(bias) = &self.bias {
+            lora = &lora + &bias.mul_scalar(self.scaling()); // (rows, out) + (out,): s b on every row
+        }
         let base = base_out.reshape([rows, out]); // (rows, out)
         let y = match &self.magnitude {
             None => &base + &lora,

@@ -5,6 +5,7 @@
 //! <dir>/adapter_model.safetensors   base_model.model.<layer path>.lora_A.weight        (r, in)
 //!                                   base_model.model.<layer path>.lora_B.weight        (out, r)
 //!                                   base_model.model.<layer path>.lora_magnitude_vector (out,)  DoRA only
+//!                                   base_model.model.<layer path>.lora_B.bias          (out,)  lora_bias only
 //! ```
 
 use crate::model::LoraModel;
@@ -33,6 +34,9 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
             out.push((key(path, "lora_B.weight"), w.b.clone()));
             if let Some(m) = &w.magnitude {
                 out.push((key(path, "lora_magnitude_vector"), m.clone()));
+            }
+            if let Some(b) = &w.bias {
+                out.push((key(path, "lora_B.bias"), b.clone()));
             }
         }
     });

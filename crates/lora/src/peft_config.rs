@@ -53,6 +53,8 @@ pub struct PeftConfig {
     pub use_dora: bool,
     #[serde(default)]
     pub use_rslora: bool,
+    #[serde(default)]
+    pub lora_bias: bool,
     #[serde(default = "none")]
     pub bias: String,
     #[serde(default = "yes")]
@@ -139,7 +141,6 @@ impl LoraConfig {
         let mut other = Map::new();
         other.insert("task_type".into(), json!("CAUSAL_LM"));
         other.insert("inference_mode".into(), json!(true));
-        other.insert("lora_bias".into(), json!(false));
         other.insert("modules_to_save".into(), Value::Null);
         other.insert(
             "base_model_name_or_path".into(),
@@ -173,6 +174,7 @@ impl LoraConfig {
                 .collect(),
             use_dora: self.use_dora,
             use_rslora: self.use_rslora,
+            lora_bias: self.lora_bias,
             bias: "none".into(),
             init_lora_weights: match self.init {
                 Init::KaimingUniform => json!(true),
@@ -254,6 +256,7 @@ impl LoraConfig {
             alpha_pattern: pattern("alpha_pattern", &p.alpha_pattern, Value::as_f64)?,
             use_rslora: p.use_rslora,
             use_dora: p.use_dora,
+            lora_bias: p.lora_bias,
             init,
             base_model: p
                 .other
