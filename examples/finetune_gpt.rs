@@ -19,8 +19,8 @@ use lowrank::gpt::{
     TrainConfig, TrainReport,
 };
 use lowrank::lora::{
-    load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, QuantReport,
-    QuantType, Targets,
+    load_adapter, quantize_base, save_adapter, Init, LoraConfig, LoraModel, QuantConfig,
+    QuantReport, QuantType, Targets,
 };
 use lowrank::nn::Module;
 use lowrank::tensor::{Backend, Element};
@@ -48,6 +48,18 @@ enum Method {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum InitArg {
+    /// A kaiming-uniform, B = 0 (PEFT's default).
+    Kaiming,
+    /// A ~ N(0, 1/r^2), B = 0.
+    Gaussian,
+    /// A, B from the base weight's top-r singular triplets; the base keeps the rest.
+    Pissa,
+    /// A, B from the base weight's QR decomposition; the base keeps the rest.
+    Olora,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Quant {
     Nf4,
     Fp4,
@@ -69,6 +81,9 @@ struct Args {
     /// The adapter's alpha: its update is scaled by alpha / r.
     #[arg(long, default_value_t = 16.0)]
     alpha: f64,
+    /// How the adapter starts.
+    #[arg(long, value_enum, default_value_t = InitArg::Kaiming)]
+    init: InitArg,
     /// Comma-separated module names, or all-linear.
     #[arg(long, default_value = "q_proj,v_proj")]
     targets: String,
@@ -120,6 +135,12 @@ impl Args {
             alpha: self.alpha,
             targets: Targets::parse(&self.targets),
             use_dora: self.method == Method::Dora,
+            init: match self.init {
+                InitArg::Kaiming => Init::KaimingUniform,
+                InitArg::Gaussian => Init::Gaussian,
+                InitArg::Pissa => Init::Pissa,
+                InitArg::Olora => Init::Olora,
+            },
             base_model: Some(self.base.display().to_string()),
             ..LoraConfig::default()
         }
@@ -178,6 +199,13 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     flags::writable_dir("--base", base)?;
+    if args.method == Method::Qlora && matches!(args.init, InitArg::Pissa | InitArg::Olora) {
+        return Err(
+            "--init pissa / olora take their start out of the base weight, which --method \
+                    qlora stores in 4 bits: use them with lora or dora"
+                .into(),
+        );
+    }
     if args.paged_optimizer && args.device == device::Device::Cpu {
         return Err(
             "--paged-optimizer pages AdamW's state between host and GPU memory: it needs \

@@ -637,3 +637,45 @@ fn short_fine_tune_improves_the_task() {
         "task loss went from {loss_before:.3} to {loss_after:.3}"
     );
 }
+
+#[test]
+fn pissa_and_olora_start_from_the_base_and_give_it_back() {
+    use lowrank::lora::{linalg, Init};
+    for init in [Init::Pissa, Init::Olora] {
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        let before = logits(&model);
+        let w = model.layers[0].self_attn.q_proj.weight();
+        let w0 = w.value().to_vec();
+        let cfg = LoraConfig {
+            init,
+            ..config(false) // r = 2, alpha = 3: s = 1.5
+        };
+        model.add_adapter("p", &cfg, 0).unwrap();
+        // the adapter holds s B A, the base the rest: the model computes the same function
+        assert!(max_diff(&before, &logits(&model)) < 1e-10, "{init:?}");
+        let residual = w.value().to_vec();
+        let moved: Vec<f64> = w0.iter().zip(&residual).map(|(a, b)| a - b).collect();
+        let expected = match init {
+            Init::Pissa => {
+                // W0's best rank-2 part: U_2 S_2 Vt_2
+                let (u, s, vt) = linalg::svd(&w0, 8, 8);
+                let us: Vec<f64> = (0..8 * 8)
+                    .map(|i| if i % 8 < 2 { u[i] * s[i % 8] } else { 0.0 })
+                    .collect();
+                linalg::matmul(&us, &vt, 8, 8, 8)
+            }
+            _ => {
+                // s Q[:, :2] R[:2] (OLoRA does not fold s into its factors)
+                let (q, r) = linalg::qr(&w0, 8, 8);
+                let q2: Vec<f64> = (0..8 * 8)
+                    .map(|i| if i % 8 < 2 { 1.5 * q[i] } else { 0.0 })
+                    .collect();
+                linalg::matmul(&q2, &r, 8, 8, 8)
+            }
+        };
+        assert!(max_diff(&moved, &expected) < 1e-10, "{init:?}");
+        // deleting the adapter gives the base its weight back
+        model.delete_adapter("p").unwrap();
+        assert!(max_diff(&w.value().to_vec(), &w0) < 1e-12, "{init:?}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Adapters saved by PEFT itself (tests/fixtures/peft, written by tests/fixtures/make_peft_adapters.py) load
 //! in lowrank and give PEFT's logits: alpha_pattern, rank_pattern, layers_to_transform + layers_pattern,
 //! exclude_modules, a regex target_modules, rsLoRA + DoRA. Each round-trips through lowrank's own save.
-//! lora_bias too. A feature lowrank lacks (modules_to_save) is an error naming the field. An adapter saved on
+//! lora_bias, PiSSA and OLoRA too. A feature lowrank lacks (modules_to_save) is an error naming the field. An adapter saved on
 //! one base is refused on another.
 
 use lowrank::autograd::no_grad;
@@ -141,6 +141,13 @@ fn rslora_with_dora_matches_peft() {
 #[test]
 fn lora_bias_adds_a_scaled_bias_to_the_update() {
     check("lora_bias", 3);
+}
+
+#[test]
+fn pissa_and_olora_adapters_load_onto_the_original_base() {
+    // the init is re-run on load (the base becomes the same residual), then A and B come from the file
+    check("pissa", 9);
+    check("olora", 6);
 }
 
 #[test]

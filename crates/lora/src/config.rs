@@ -89,6 +89,20 @@ pub enum Init {
     /// A and B both random (B ~ U(-1/sqrt(r), 1/sqrt(r))): PEFT's `init_lora_weights=false`. The adapter
     /// changes the model from the start; PEFT offers it for tests, where B = 0 would hide mistakes.
     Random,
+    /// PiSSA (Meng et al., 2024): from the SVD W0 = U S V^T, `A = sqrt(S_r / s) V_r^T` and
+    /// `B = U_r sqrt(S_r / s)`, so `s B A` is W0's best rank-r part; the base keeps the rest,
+    /// `W0 - s B A`. Training then moves the principal directions instead of starting from zero.
+    Pissa,
+    /// OLoRA (Büyükakyüz, 2024): from the QR decomposition W0 = Q R, `A = R[:r]` and `B = Q[:, :r]`
+    /// (orthonormal columns); the base keeps `W0 - s B A`.
+    Olora,
+}
+
+impl Init {
+    /// PiSSA and OLoRA take their start out of the base weight, which changes (to the residual).
+    pub fn moves_base(self) -> bool {
+        matches!(self, Init::Pissa | Init::Olora)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -15,6 +15,7 @@ pub mod config;
 pub mod dora;
 mod error;
 pub mod layer;
+pub mod linalg;
 pub mod lora;
 mod model;
 mod peft;

@@ -9,10 +9,10 @@
 //! adapted model starts exactly at the base model. The product B A is never formed in the forward pass:
 //! x goes through A (down to r dims) then B (back up), which costs O(r (in + out)) per row, not O(in * out).
 
-use crate::dora;
+use crate::{dora, linalg};
 use crate::{Init, LoraConfig};
 use lowrank_autograd::{grad_enabled, Var};
-use lowrank_tensor::{rng, Backend, StdRng, Tensor};
+use lowrank_tensor::{rng, Backend, Element, StdRng, Tensor};
 use std::cell::RefCell;
 
 pub struct LoraWeights<B: Backend> {
@@ -28,6 +28,9 @@ pub struct LoraWeights<B: Backend> {
     pub config: LoraConfig,
     /// This layer's alpha (`config.alpha` unless `alpha_pattern` names the layer); its r is A's row count.
     pub alpha: f64,
+    /// PiSSA / OLoRA: `s B0 A0` (out, in), the part of the base weight the adapter started from; the base
+    /// holds `W0 - s B0 A0` while the adapter exists, and gets it back when the adapter is deleted.
+    pub moved_from_base: Option<Tensor<B>>,
     dropout_rng: RefCell<StdRng>,
     /// DoRA only: a norm held fixed instead of recomputed (see `freeze_dora_norm`).
     frozen_norm: RefCell<Option<Tensor<B>>>,
@@ -35,8 +38,9 @@ pub struct LoraWeights<B: Backend> {
 
 impl<B: Backend> LoraWeights<B> {
     /// A fresh adapter for the layer at `path` with base weight `w0` (out, in): its r and alpha from
-    /// `config` (patterns included), A and B initialised per `config.init` (B = 0 unless `Init::Random`),
-    /// and for DoRA m = the row norms of W0 (so with B = 0 the adapted layer equals the base layer).
+    /// `config` (patterns included), A and B initialised per `config.init`, and for DoRA m = the row norms
+    /// of W0. With the default inits B = 0, so the adapted layer equals the base layer; with PiSSA and
+    /// OLoRA `moved_from_base` holds `s B A`, which the caller takes out of the base weight (same result).
     pub fn new(w0: &Tensor<B>, config: &LoraConfig, path: &str, seed: u64) -> Self {
         let (r, alpha) = config.rank_alpha_for(path);
         let (out, inp) = (w0.dims()[0], w0.dims()[1]);
@@ -47,20 +51,27 @@ impl<B: Backend> LoraWeights<B> {
             let bound = 1.0 / (fan_in as f64).sqrt();
             Tensor::rand_uniform(dims.to_vec(), -bound, bound, g, backend)
         };
-        let a = match config.init {
-            Init::Gaussian => Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
-            Init::KaimingUniform | Init::Random => uniform(&[r, inp], inp, g),
+        let zeros_b = || Tensor::zeros([out, r], backend);
+        let (a, b) = match config.init {
+            Init::KaimingUniform => (uniform(&[r, inp], inp, g), zeros_b()),
+            Init::Gaussian => (
+                Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
+                zeros_b(),
+            ),
+            Init::Random => (uniform(&[r, inp], inp, g), uniform(&[out, r], r, g)),
+            Init::Pissa | Init::Olora => {
+                principal_init(w0, r, config.scaling_for(r, alpha), config.init)
+            }
         };
-        // B (and lora_bias's b) start at zero, so the adapted layer starts as the base, unless Init::Random
-        let random = config.init == Init::Random;
-        let b = match random {
-            true => uniform(&[out, r], r, g),
-            false => Tensor::zeros([out, r], backend),
-        };
+        let moved_from_base = config
+            .init
+            .moves_base()
+            .then(|| b.matmul(&a).mul_scalar(config.scaling_for(r, alpha)));
+        // lora_bias's b starts at zero like B, unless Init::Random
         let bias = config.lora_bias.then(|| {
-            Var::param(match random {
-                true => uniform(&[out], r, g),
-                false => Tensor::zeros([out], backend),
+            Var::param(match config.init {
+                Init::Random => uniform(&[out], r, g),
+                _ => Tensor::zeros([out], backend),
             })
         });
         let magnitude = config.use_dora.then(|| Var::param(dora::row_norms(w0)));
@@ -71,6 +82,7 @@ impl<B: Backend> LoraWeights<B> {
             bias,
             config: config.clone(),
             alpha,
+            moved_from_base,
             dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
             frozen_norm: RefCell::new(None),
         }
@@ -143,4 +155,42 @@ impl<B: Backend> LoraWeights<B> {
         };
         y.reshape([&dims[..dims.len() - 1], &[out]].concat())
     }
+}
+
+/// PiSSA's or OLoRA's start (A (r, in), B (out, r)) for base weight `w0` and scale `s`, computed on the host
+/// in f64 (`linalg`), as PEFT's `pissa_init` and `olora_init` do.
+fn principal_init<B: Backend>(
+    w0: &Tensor<B>,
+    r: usize,
+    s: f64,
+    init: Init,
+) -> (Tensor<B>, Tensor<B>) {
+    let (out, inp) = (w0.dims()[0], w0.dims()[1]);
+    let k = out.min(inp);
+    let w: Vec<f64> = w0.to_vec().into_iter().map(|v| v.to_f64()).collect();
+    let (a, b): (Vec<f64>, Vec<f64>) = match init {
+        Init::Pissa => {
+            // W0 = U S Vt: A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s), so s B A = U_r S_r Vt_r
+            let (u, sv, vt) = linalg::svd(&w, out, inp);
+            let root: Vec<f64> = sv[..r].iter().map(|x| (x / s).sqrt()).collect();
+            let a = (0..r * inp).map(|i| root[i / inp] * vt[i]).collect();
+            let b = (0..out * r)
+                .map(|i| u[(i / r) * k + i % r] * root[i % r])
+                .collect();
+            (a, b)
+        }
+        Init::Olora => {
+            // W0 = Q R: A = R[:r] (r, in), B = Q[:, :r] (out, r)
+            let (q, rr) = linalg::qr(&w, out, inp);
+            let a = rr[..r * inp].to_vec();
+            let b = (0..out * r).map(|i| q[(i / r) * k + i % r]).collect();
+            (a, b)
+        }
+        _ => unreachable!("principal_init is only for PiSSA and OLoRA"),
+    };
+    let tensor = |v: Vec<f64>, dims: [usize; 2]| {
+        let v = v.into_iter().map(B::Elem::from_f64).collect();
+        Tensor::from_vec(v, dims, w0.backend()).expect("an adapter's size fits the device")
+    };
+    (tensor(a, [r, inp]), tensor(b, [out, r]))
 }

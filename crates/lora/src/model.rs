@@ -58,14 +58,21 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// `add_adapter` runs it first; a caller can run it before any long work.
     fn check_adapter(&mut self, config: &LoraConfig) -> Result<Vec<String>, LoraError> {
         config.validate()?;
-        let (mut matched, mut paths, mut too_small) = (Vec::new(), Vec::new(), None);
+        let (mut matched, mut paths, mut bad) = (Vec::new(), Vec::new(), None);
         self.visit_linears("", &mut |path, linear| {
             paths.push(path.to_string());
             if config.selects(path) {
+                if config.init.moves_base() && linear.compressed_weight().is_some() && bad.is_none() {
+                    bad = Some(LoraError::InvalidConfig(format!(
+                        "{:?} initialisation takes its start out of the base weight, and `{path}` is \
+                         stored in 4 bits: use it on a full-precision base",
+                        config.init
+                    )));
+                }
                 let limit = linear.in_features().min(linear.out_features());
                 let (r, _) = config.rank_alpha_for(path);
-                if r > limit && too_small.is_none() {
-                    too_small = Some(LoraError::RankTooLarge {
+                if r > limit && bad.is_none() {
+                    bad = Some(LoraError::RankTooLarge {
                         r,
                         limit,
                         module: path.into(),
@@ -74,7 +81,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 matched.push(path.to_string());
             }
         });
-        if let Some(e) = too_small {
+        if let Some(e) = bad {
             return Err(e);
         }
         // every listed name must name some Linear: a typo is an error, not a silently smaller adapter
@@ -124,6 +131,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
             i += 1;
             let w0 = linear.weight().value();
             let weights = LoraWeights::new(&w0, config, path, seed.wrapping_add(i));
+            if let Some(moved) = &weights.moved_from_base {
+                linear.weight().set_value(w0.sub(moved)); // PiSSA / OLoRA: the base keeps the residual
+            }
             if lora_layer(linear).is_none() {
                 linear.set_adapter(Box::new(LoraLayer::<B>::default()));
             }
@@ -208,6 +218,14 @@ pub trait LoraModel<B: Backend>: Module<B> {
             self.unmerge_adapter();
         }
         self.visit_linears("", &mut |_, linear| {
+            // PiSSA / OLoRA took their start out of the base weight: give it back
+            let moved = lora_layer(linear)
+                .and_then(|layer| layer.get(name))
+                .and_then(|w| w.moved_from_base.clone());
+            if let Some(moved) = moved {
+                let weight = linear.weight();
+                weight.set_value(weight.value().add(&moved));
+            }
             if let Some(layer) = lora_layer(linear) {
                 layer.remove(name);
                 if layer.names().is_empty() {

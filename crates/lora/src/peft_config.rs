@@ -180,6 +180,8 @@ impl LoraConfig {
                 Init::KaimingUniform => json!(true),
                 Init::Gaussian => json!("gaussian"),
                 Init::Random => json!(false),
+                Init::Pissa => json!("pissa"),
+                Init::Olora => json!("olora"),
             },
             fan_in_fan_out: false,
             lowrank_base_fingerprint: None,
@@ -220,10 +222,13 @@ impl LoraConfig {
             Value::Bool(true) => Init::KaimingUniform,
             Value::Bool(false) => Init::Random,
             Value::String(s) if s == "gaussian" => Init::Gaussian,
+            Value::String(s) if s == "pissa" => Init::Pissa,
+            Value::String(s) if s == "olora" => Init::Olora,
             other => {
                 return Err(format!(
-                    "init_lora_weights {other} is not supported (true, false or \"gaussian\")"
-                ))
+                "init_lora_weights {other} is not supported (true, false, \"gaussian\", \"pissa\" \
+                     or \"olora\")"
+            ))
             }
         };
         let layers_to_transform = match &p.layers_to_transform {
