@@ -81,6 +81,9 @@ struct Args {
     /// The adapter's alpha: its update is scaled by alpha / r.
     #[arg(long, default_value_t = 16.0)]
     alpha: f64,
+    /// Comma-separated Linear layers to train as full copies saved with the adapter (e.g. lm_head).
+    #[arg(long, default_value = "")]
+    modules_to_save: String,
     /// How the adapter starts.
     #[arg(long, value_enum, default_value_t = InitArg::Kaiming)]
     init: InitArg,
@@ -135,6 +138,13 @@ impl Args {
             alpha: self.alpha,
             targets: Targets::parse(&self.targets),
             use_dora: self.method == Method::Dora,
+            modules_to_save: self
+                .modules_to_save
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect(),
             init: match self.init {
                 InitArg::Kaiming => Init::KaimingUniform,
                 InitArg::Gaussian => Init::Gaussian,

@@ -679,3 +679,58 @@ fn pissa_and_olora_start_from_the_base_and_give_it_back() {
         assert!(max_diff(&w.value().to_vec(), &w0) < 1e-12, "{init:?}");
     }
 }
+
+#[test]
+fn modules_to_save_trains_a_full_copy_that_merges_and_goes_away() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let base = logits(&model);
+    let w0 = model.lm_head.as_ref().unwrap().weight().value().to_vec();
+    let cfg = LoraConfig {
+        modules_to_save: vec!["lm_head".into()],
+        ..config(false)
+    };
+    model.add_adapter("m", &cfg, 2).unwrap();
+    randomize(&model, 3);
+    let copy = model
+        .named_params()
+        .into_iter()
+        .find(|(n, _)| n == "lm_head.modules_to_save.m.weight")
+        .map(|(_, p)| p)
+        .expect("a trainable copy of lm_head");
+    assert!(copy.requires_grad() && !model.lm_head.as_ref().unwrap().weight().requires_grad());
+    copy.set_value(&copy.value() + &Tensor::randn(copy.shape(), 0.0, 0.1, &mut rng(5), &dev()));
+    // the whole loss's gradient w.r.t. the copy, and the adapter's A and B
+    let (ids, targets): (Vec<u32>, Vec<u32>) = ((0..8).collect(), (1..9).collect());
+    let params: Vec<Var<F64>> = model
+        .named_params()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(_, p)| p)
+        .collect();
+    gradcheck_params(
+        || model.loss(&ids, &targets, 1, 8),
+        &params,
+        1e-6,
+        1e-6,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let adapted = logits(&model);
+    model.merge_adapter().unwrap();
+    assert!(
+        max_diff(&adapted, &logits(&model)) < 1e-10,
+        "merged = unmerged"
+    );
+    model.unmerge_adapter();
+    assert!(
+        max_diff(
+            &model.lm_head.as_ref().unwrap().weight().value().to_vec(),
+            &w0
+        ) < 1e-12
+    );
+    model.delete_adapter("m").unwrap();
+    assert!(
+        max_diff(&base, &logits(&model)) < 1e-12,
+        "deleted: the base again"
+    );
+}

@@ -1,7 +1,7 @@
 //! Adapters saved by PEFT itself (tests/fixtures/peft, written by tests/fixtures/make_peft_adapters.py) load
 //! in lowrank and give PEFT's logits: alpha_pattern, rank_pattern, layers_to_transform + layers_pattern,
 //! exclude_modules, a regex target_modules, rsLoRA + DoRA. Each round-trips through lowrank's own save.
-//! lora_bias, PiSSA and OLoRA too. A feature lowrank lacks (modules_to_save) is an error naming the field. An adapter saved on
+//! lora_bias, modules_to_save (lm_head), PiSSA and OLoRA too. A feature lowrank lacks is an error naming the field. An adapter saved on
 //! one base is refused on another.
 
 use lowrank::autograd::no_grad;
@@ -151,17 +151,24 @@ fn pissa_and_olora_adapters_load_onto_the_original_base() {
 }
 
 #[test]
-fn unsupported_peft_features_are_errors_naming_the_field() {
+fn modules_to_save_trains_a_full_copy_of_lm_head() {
+    check("modules_to_save", 3); // LoRA on q_proj in 3 layers, and lm_head's own copy
     let mut model = base();
-    let err = load_adapter(&mut model, &fixtures().join("modules_to_save"), "x")
-        .expect_err("an adapter needing a missing feature must not load")
-        .to_string();
+    load_adapter(&mut model, &fixtures().join("modules_to_save"), "m").unwrap();
+    let names: Vec<String> = model
+        .named_params()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(n, _)| n)
+        .collect();
     assert!(
-        err.contains("field `modules_to_save`") && err.contains("adapter_config.json"),
-        "{err}"
+        names.contains(&"lm_head.modules_to_save.m.weight".to_string()),
+        "{names:?}"
     );
-    assert!(model.adapter_names().is_empty());
-    // a field PEFT does not even have: an error too, unless it is off
+}
+
+#[test]
+fn unsupported_peft_features_are_errors_naming_the_field() {
     let dir = std::env::temp_dir().join(format!("lowrank-peft-unknown-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = fixtures().join("alpha_pattern");
@@ -170,17 +177,38 @@ fn unsupported_peft_features_are_errors_naming_the_field() {
         dir.join("adapter_model.safetensors"),
     )
     .unwrap();
-    let mut config: serde_json::Value =
+    let original: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
             .unwrap();
-    config["future_feature"] = serde_json::json!(null);
-    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
-    load_adapter(&mut base(), &dir, "x").expect("a feature that is off changes nothing");
-    config["future_feature"] = serde_json::json!({"on": true});
-    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
-    let err = load_adapter(&mut base(), &dir, "x")
-        .unwrap_err()
-        .to_string();
+    let load_with = |field: &str, value: serde_json::Value| {
+        let mut config = original.clone();
+        config[field] = value;
+        std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+        let mut model = base();
+        let result = load_adapter(&mut model, &dir, "x").map(|_| ());
+        if result.is_err() {
+            assert!(
+                model.adapter_names().is_empty(),
+                "a failed load changes nothing"
+            );
+        }
+        result.map_err(|e| e.to_string())
+    };
+    // a PEFT feature lowrank does not have, switched on
+    let err = load_with("loftq_config", serde_json::json!({"loftq_bits": 4})).unwrap_err();
+    assert!(
+        err.contains("field `loftq_config`") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+    let err = load_with("modules_to_save", serde_json::json!(["embed_tokens"])).unwrap_err();
+    assert!(
+        err.contains("modules_to_save `embed_tokens` names no Linear"),
+        "{err}"
+    );
+    // a field PEFT does not even have: an error too, unless it is off
+    load_with("future_feature", serde_json::json!(null))
+        .expect("a feature that is off changes nothing");
+    let err = load_with("future_feature", serde_json::json!({"on": true})).unwrap_err();
     assert!(err.contains("field `future_feature`"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -118,6 +118,9 @@ pub struct LoraConfig {
     pub layers_to_transform: Option<Vec<usize>>,
     /// The path part before the layer index, e.g. `layers` (PEFT's `layers_pattern`); empty: any.
     pub layers_pattern: Vec<String>,
+    /// Layers trained as full copies instead of low-rank updates (PEFT's `modules_to_save`): a Linear whose
+    /// path ends with one of these names, e.g. `lm_head`.
+    pub modules_to_save: Vec<String>,
     /// Per-layer ranks: (key pattern, r), first match wins.
     pub rank_pattern: Vec<(String, usize)>,
     /// Per-layer alphas: (key pattern, alpha), first match wins.
@@ -143,6 +146,7 @@ impl Default for LoraConfig {
             exclude: None,
             layers_to_transform: None,
             layers_pattern: Vec::new(),
+            modules_to_save: Vec::new(),
             rank_pattern: Vec::new(),
             alpha_pattern: Vec::new(),
             use_rslora: false,
@@ -186,9 +190,24 @@ impl LoraConfig {
         )
     }
 
-    /// Does the Linear at `path` get an adapter? (PEFT's `check_target_module_exists`.)
+    /// Is the Linear at `path` one of `modules_to_save` (PEFT's `_set_trainable`: the path ends with it)?
+    pub fn saves(&self, path: &str) -> bool {
+        self.modules_to_save
+            .iter()
+            .any(|m| path.ends_with(m.as_str()))
+    }
+
+    /// Does the Linear at `path` get a low-rank adapter? (PEFT's `check_target_module_exists`.)
     pub fn selects(&self, path: &str) -> bool {
         if self.exclude.as_ref().is_some_and(|e| e.matches(path)) {
+            return false;
+        }
+        // a module saved whole, or inside one, gets no low-rank adapter
+        if self
+            .modules_to_save
+            .iter()
+            .any(|m| full_match(&format!(r"(.*\.)?{m}(\..*)?"), path))
+        {
             return false;
         }
         let exact = matches!(&self.targets, Targets::Names(n) if n.iter().any(|n| n == path));

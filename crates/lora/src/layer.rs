@@ -1,5 +1,9 @@
 //! `LoraLayer`: what sits in a `Linear`'s adapter slot — any number of named adapters, one active (or none,
 //! when disabled), and whether one is merged into the base weight.
+//!
+//! An adapter is either low-rank weights (`LoraWeights`: `h = W0 x + s B A x`) or, for a layer named in
+//! PEFT's `modules_to_save`, a trainable full copy W' of the weight that replaces it (`h = W' x`) while the
+//! adapter is active, the frozen W0 staying for the other adapters and the base.
 
 use crate::dora;
 use crate::lora::LoraWeights;
@@ -10,14 +14,18 @@ use lowrank_tensor::{Backend, Tensor};
 use std::any::Any;
 use std::collections::BTreeMap;
 
-/// The adapter merged into the base weight, and (for DoRA) the row norm used, to undo it exactly.
+/// The adapter merged into the base weight, and what undoes it exactly: (for DoRA) the row norm used, or
+/// (for a full copy) the weight it replaced.
 struct Merged<B: Backend> {
     name: String,
     dora_norm: Option<Tensor<B>>,
+    replaced: Option<Tensor<B>>,
 }
 
 pub struct LoraLayer<B: Backend> {
     adapters: BTreeMap<String, LoraWeights<B>>,
+    /// modules_to_save: per adapter, a trainable full copy (out, in) of the weight.
+    copies: BTreeMap<String, Var<B>>,
     active: Option<String>,
     disabled: bool,
     merged: Option<Merged<B>>,
@@ -27,6 +35,7 @@ impl<B: Backend> Default for LoraLayer<B> {
     fn default() -> Self {
         LoraLayer {
             adapters: BTreeMap::new(),
+            copies: BTreeMap::new(),
             active: None,
             disabled: false,
             merged: None,
@@ -36,7 +45,18 @@ impl<B: Backend> Default for LoraLayer<B> {
 
 impl<B: Backend> LoraLayer<B> {
     pub fn names(&self) -> Vec<String> {
-        self.adapters.keys().cloned().collect()
+        let names: std::collections::BTreeSet<&String> =
+            self.adapters.keys().chain(self.copies.keys()).collect();
+        names.into_iter().cloned().collect()
+    }
+
+    /// Adapter `name`'s full copy of the weight, if this layer is one of its `modules_to_save`.
+    pub fn copy(&self, name: &str) -> Option<&Var<B>> {
+        self.copies.get(name)
+    }
+
+    pub fn insert_copy(&mut self, name: &str, weight: Var<B>) {
+        self.copies.insert(name.to_string(), weight);
     }
 
     pub fn get(&self, name: &str) -> Option<&LoraWeights<B>> {
@@ -51,13 +71,21 @@ impl<B: Backend> LoraLayer<B> {
         if self.active.as_deref() == Some(name) {
             self.active = None;
         }
+        self.copies.remove(name);
         self.adapters.remove(name)
     }
 
     /// Makes `name` the adapter used in forward (if this layer has it; otherwise the layer acts as base),
     /// and the only one whose parameters train.
     pub fn set_active(&mut self, name: &str) {
-        self.active = self.adapters.contains_key(name).then(|| name.to_string());
+        self.active = self
+            .names()
+            .iter()
+            .any(|n| n == name)
+            .then(|| name.to_string());
+        for (n, copy) in &self.copies {
+            copy.set_requires_grad(n == name);
+        }
         for (n, w) in &self.adapters {
             let on = n == name;
             w.a.set_requires_grad(on);
@@ -88,7 +116,19 @@ impl<B: Backend> LoraLayer<B> {
         let Some(name) = self.active.clone() else {
             return Ok(());
         };
-        let w = &self.adapters[&name];
+        if let Some(copy) = self.copies.get(&name) {
+            let replaced = Some(weight.value());
+            weight.set_value(copy.value());
+            self.merged = Some(Merged {
+                name,
+                dora_norm: None,
+                replaced,
+            });
+            return Ok(());
+        }
+        let Some(w) = self.adapters.get(&name) else {
+            return Ok(());
+        };
         if w.bias.is_some() {
             // s b would have to join the base layer's bias, and lowrank's Linear layers have none
             return Err(LoraError::CannotMerge {
@@ -108,7 +148,11 @@ impl<B: Backend> LoraLayer<B> {
                 Some(norm)
             }
         };
-        self.merged = Some(Merged { name, dora_norm });
+        self.merged = Some(Merged {
+            name,
+            dora_norm,
+            replaced: None,
+        });
         Ok(())
     }
 
@@ -117,6 +161,10 @@ impl<B: Backend> LoraLayer<B> {
         let Some(merged) = self.merged.take() else {
             return;
         };
+        if let Some(original) = merged.replaced {
+            weight.set_value(original);
+            return;
+        }
         let w = &self.adapters[&merged.name];
         let delta = w.delta_weight();
         let restored = match (&w.magnitude, &merged.dora_norm) {
@@ -134,7 +182,17 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
         if self.disabled || self.merged.is_some() {
             return base_out; // disabled: the base exactly; merged: the base weight already holds the update
         }
-        match self.active.as_ref().and_then(|n| self.adapters.get(n)) {
+        let Some(active) = &self.active else {
+            return base_out;
+        };
+        if let Some(copy) = self.copies.get(active) {
+            // the copy replaces the weight: x W'^T, shaped as the base output
+            let dims = x.dims();
+            let rows = x.numel() / dims[dims.len() - 1];
+            let y = x.reshape([rows, dims[dims.len() - 1]]).matmul(&copy.t()); // (rows, out)
+            return y.reshape(base_out.dims());
+        }
+        match self.adapters.get(active) {
             Some(w) => w.forward(x, base_weight, base_out),
             None => base_out,
         }
@@ -151,6 +209,12 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
             if let Some(b) = &w.bias {
                 f(&join(prefix, &format!("lora_B.{name}.bias")), b);
             }
+        }
+        for (name, copy) in &self.copies {
+            f(
+                &join(prefix, &format!("modules_to_save.{name}.weight")),
+                copy,
+            );
         }
     }
 

@@ -84,6 +84,16 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(e) = bad {
             return Err(e);
         }
+        if let Some(m) = config
+            .modules_to_save
+            .iter()
+            .find(|m| !paths.iter().any(|p| p.ends_with(m.as_str())))
+        {
+            return Err(LoraError::InvalidConfig(format!(
+                "modules_to_save `{m}` names no Linear layer (lowrank keeps full copies of Linear layers \
+                 only, e.g. lm_head)"
+            )));
+        }
         // every listed name must name some Linear: a typo is an error, not a silently smaller adapter
         let unmatched: Vec<String> = match &config.targets {
             Targets::AllLinear | Targets::Regex(_) => Vec::new(),
@@ -125,6 +135,17 @@ pub trait LoraModel<B: Backend>: Module<B> {
         self.set_trainable(false);
         let mut i = 0;
         self.visit_linears("", &mut |path, linear| {
+            if config.saves(path) {
+                // modules_to_save: a trainable full copy of the weight, for this adapter only
+                let copy = Var::param(linear.weight().value().copy());
+                if lora_layer(linear).is_none() {
+                    linear.set_adapter(Box::new(LoraLayer::<B>::default()));
+                }
+                lora_layer(linear)
+                    .expect("just attached")
+                    .insert_copy(name, copy);
+                return;
+            }
             if !config.selects(path) {
                 return;
             }

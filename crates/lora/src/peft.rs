@@ -29,6 +29,10 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
 ) -> Vec<(String, lowrank_autograd::Var<B>)> {
     let mut out = Vec::new();
     model.for_each_lora_layer(&mut |path, _, layer| {
+        if let Some(copy) = layer.copy(name) {
+            // modules_to_save: PEFT stores the copy under the module's own name
+            out.push((key(path, "weight"), copy.clone()));
+        }
         if let Some(w) = layer.get(name) {
             out.push((key(path, "lora_A.weight"), w.a.clone()));
             out.push((key(path, "lora_B.weight"), w.b.clone()));

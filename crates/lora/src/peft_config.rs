@@ -45,6 +45,9 @@ pub struct PeftConfig {
     /// A string or a list of strings.
     #[serde(default)]
     pub layers_pattern: Value,
+    /// Null or a list of module names.
+    #[serde(default)]
+    pub modules_to_save: Value,
     #[serde(default)]
     pub rank_pattern: Map<String, Value>,
     #[serde(default)]
@@ -141,7 +144,6 @@ impl LoraConfig {
         let mut other = Map::new();
         other.insert("task_type".into(), json!("CAUSAL_LM"));
         other.insert("inference_mode".into(), json!(true));
-        other.insert("modules_to_save".into(), Value::Null);
         other.insert(
             "base_model_name_or_path".into(),
             self.base_model.as_ref().map_or(Value::Null, |b| json!(b)),
@@ -161,6 +163,10 @@ impl LoraConfig {
                 [] => Value::Null,
                 [one] => json!(one),
                 many => json!(many),
+            },
+            modules_to_save: match self.modules_to_save.as_slice() {
+                [] => Value::Null,
+                names => json!(names),
             },
             rank_pattern: self
                 .rank_pattern
@@ -255,6 +261,7 @@ impl LoraConfig {
             exclude: targets("exclude_modules", &p.exclude_modules)?,
             layers_to_transform,
             layers_pattern: strings("layers_pattern", &p.layers_pattern)?,
+            modules_to_save: strings("modules_to_save", &p.modules_to_save)?,
             rank_pattern: pattern("rank_pattern", &p.rank_pattern, |v| {
                 v.as_u64().map(|r| r as usize)
             })?,
