@@ -15,8 +15,8 @@ use clap::{Parser, ValueEnum};
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{
     corpus::{self, PirateTask},
-    evaluate, exact_match, generate, train, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig,
-    TrainConfig, TrainReport,
+    evaluate, exact_match, generate, load_validation_text, save_validation_text, train,
+    ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
     load_adapter, quantize_base, save_adapter, Init, LoraConfig, LoraModel, QuantConfig,
@@ -234,6 +234,18 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let general = Dataset::new(tok.encode(&corpus::general_corpus(400_000, args.seed)));
     let (general_train, general_val) = general.split(0.1);
     let mut model = base_model(args, &general_train, &general_val, dev)?;
+    // forgetting is measured on the base's own held-out text, when its checkpoint keeps one
+    let general_val = match load_validation_text(&args.base) {
+        Some(text) if text.len() > 10 * (model.config.max_seq_len + 1) => {
+            println!(
+                "general-corpus loss: on {} ({} bytes)",
+                args.base.join(lowrank::gpt::VALIDATION_TEXT_FILE).display(),
+                text.len()
+            );
+            text
+        }
+        _ => general_val,
+    };
     let config = model.config.clone();
     let lora_config = args.lora_config();
     if args.method != Method::Full {
@@ -425,6 +437,7 @@ fn base_model<B: Backend>(
         report.seconds, last.val_loss
     );
     model.save(&args.base)?;
+    save_validation_text(&args.base, val)?;
     println!("saved base checkpoint to {}", args.base.display());
     Ok(model)
 }

@@ -5,7 +5,8 @@
 
 use clap::Parser;
 use lowrank::gpt::{
-    corpus, generate, train, ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig, TrainConfig,
+    corpus, generate, save_validation_text, train, ByteTokenizer, Dataset, GenerateConfig, Gpt,
+    GptConfig, TrainConfig,
 };
 use lowrank::nn::Module;
 use lowrank::tensor::Backend;
@@ -120,6 +121,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         last.val_loss
     );
     model.save(&args.out_dir)?;
+    save_validation_text(&args.out_dir, &val_set)?; // fine-tuning measures forgetting on it
     println!("saved {}", args.out_dir.display());
     let curve = args.out_dir.join("loss_curve");
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();

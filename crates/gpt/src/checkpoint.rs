@@ -3,13 +3,35 @@
 //! the old checkpoint or the new one, never new weights with an old config. Loading checks the config,
 //! then every tensor's name, shape and dtype.
 
-use crate::{Gpt, GptConfig};
+use crate::{ByteTokenizer, Gpt, GptConfig};
 use lowrank_nn::{load_module, save_dir_atomic, save_module, write_atomic, NnError, TensorFile};
 use lowrank_tensor::Backend;
 use std::path::Path;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
+/// Held-out bytes of the text a base was trained on, kept beside its checkpoint (Hugging Face tools ignore
+/// it) so that fine-tuning measures forgetting on the base's own kind of text.
+pub const VALIDATION_TEXT_FILE: &str = "validation.txt";
+
+/// Writes `val` (byte tokens) as the checkpoint's validation text; at most 256 KiB of it.
+pub fn save_validation_text(dir: &Path, val: &crate::Dataset) -> Result<(), NnError> {
+    let bytes: Vec<u8> = val
+        .tokens
+        .iter()
+        .take(256 << 10)
+        .map(|&t| ByteTokenizer.byte(t))
+        .collect();
+    write_atomic(&dir.join(VALIDATION_TEXT_FILE), &bytes)
+}
+
+/// The checkpoint's validation text as byte tokens, if it has one.
+pub fn load_validation_text(dir: &Path) -> Option<crate::Dataset> {
+    let bytes = std::fs::read(dir.join(VALIDATION_TEXT_FILE)).ok()?;
+    Some(crate::Dataset::new(
+        bytes.into_iter().map(u32::from).collect(),
+    ))
+}
 
 impl<B: Backend> Gpt<B> {
     pub fn save(&self, dir: &Path) -> Result<(), NnError> {

@@ -26,7 +26,9 @@ mod train;
 
 pub use attention::Attention;
 pub use block::Block;
-pub use checkpoint::{CONFIG_FILE, WEIGHTS_FILE};
+pub use checkpoint::{
+    load_validation_text, save_validation_text, CONFIG_FILE, VALIDATION_TEXT_FILE, WEIGHTS_FILE,
+};
 pub use config::{GptConfig, HfLlamaConfig};
 pub use data::{Batch, Dataset};
 pub use mlp::Mlp;
