@@ -102,15 +102,8 @@ struct Args {
     /// Where the base checkpoint lives (pretrained and saved there if missing).
     #[arg(long, default_value = "runs/base")]
     base: PathBuf,
-    /// Where the adapter (or with --method full the model) and the loss curve are written [default: runs/adapter, or runs/adapter-N if that holds earlier results].
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Let --out replace the files of an earlier run.
-    #[arg(long)]
-    overwrite: bool,
-    /// The folder results go to: --out, or a free default (set in main).
-    #[arg(skip)]
-    out_dir: PathBuf,
+    #[command(flatten)]
+    output: flags::Output,
     /// Pretraining steps when no base checkpoint exists.
     #[arg(long, default_value_t = 700)]
     pretrain_steps: usize,
@@ -189,8 +182,7 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(data) = &args.data {
         flags::readable_file("--data", data)?;
     }
-    args.out_dir = flags::output_dir(args.out.as_deref(), "runs/adapter", args.overwrite)?;
-    flags::writable_dir("--out", &args.out_dir)?;
+    args.output.choose("runs/adapter")?;
     // --base: a checkpoint to load, or a folder to pretrain into; never a folder of other files
     let base = &args.base;
     if base.exists() && !base.join(lowrank::gpt::CONFIG_FILE).exists() {
@@ -384,10 +376,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     if args.method != Method::Full {
         check_save_reload_merge(&mut model, args, dev)?;
     } else {
-        model.save(&args.out_dir)?;
-        println!("fine-tuned model saved to {}", args.out_dir.display());
+        model.save(&args.output.dir)?;
+        println!("fine-tuned model saved to {}", args.output.dir.display());
     }
-    let curve = args.out_dir.join("loss_curve");
+    let curve = args.output.dir.join("loss_curve");
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
     let title = format!("fine-tuning ({:?})", args.method);
     plot::loss_curves(&curve, &title, &report.losses, &val)?;
@@ -566,10 +558,10 @@ fn check_save_reload_merge<B: Backend>(
     args: &Args,
     dev: &B,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    save_adapter(model, "default", &args.out_dir)?;
+    save_adapter(model, "default", &args.output.dir)?;
     println!(
         "adapter saved to {} (adapter_config.json + adapter_model.safetensors)",
-        args.out_dir.display()
+        args.output.dir.display()
     );
     let batch = 16;
     let seq = model.config.max_seq_len;
@@ -592,7 +584,7 @@ fn check_save_reload_merge<B: Backend>(
     if args.method == Method::Qlora {
         quantize_base(&mut fresh, &args.quant_config())?; // the same codes: quantization is deterministic
     }
-    load_adapter(&mut fresh, &args.out_dir, "default")?;
+    load_adapter(&mut fresh, &args.output.dir, "default")?;
     let diff = max_diff(&unmerged, &logits(&fresh));
     println!("reloaded adapter vs trained model: max |logit diff| = {diff:.2e}");
     if diff.is_nan() || diff > 1e-4 {

@@ -30,15 +30,8 @@ struct Args {
     /// Sequences per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// Where the checkpoint is written (model.safetensors + config.json) [default: runs/base, or runs/base-N if that holds earlier results].
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Let --out replace the files of an earlier run.
-    #[arg(long)]
-    overwrite: bool,
-    /// The folder results go to: --out, or a free default (set in main).
-    #[arg(skip)]
-    out_dir: PathBuf,
+    #[command(flatten)]
+    output: flags::Output,
     /// Seed of the corpus, the initial weights and the batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -71,8 +64,7 @@ fn main() {
         if let Some(data) = &args.data {
             flags::readable_file("--data", data)?;
         }
-        args.out_dir = flags::output_dir(args.out.as_deref(), "runs/base", args.overwrite)?;
-        flags::writable_dir("--out", &args.out_dir)?;
+        args.output.choose("runs/base")?;
         with_device!(args.device, |dev| run(&args, &dev))
     })());
 }
@@ -120,10 +112,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         last.train_loss,
         last.val_loss
     );
-    model.save(&args.out_dir)?;
-    save_validation_text(&args.out_dir, &val_set)?; // fine-tuning measures forgetting on it
-    println!("saved {}", args.out_dir.display());
-    let curve = args.out_dir.join("loss_curve");
+    model.save(&args.output.dir)?;
+    save_validation_text(&args.output.dir, &val_set)?; // fine-tuning measures forgetting on it
+    println!("saved {}", args.output.dir.display());
+    let curve = args.output.dir.join("loss_curve");
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
     plot::loss_curves(&curve, "pretraining", &report.losses, &val)?;
     println!(

@@ -10,8 +10,6 @@ use lowrank::lora::{
 use lowrank::tensor::Cpu;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 type Dev = Cpu<f32>;
@@ -21,47 +19,8 @@ type Dev = Cpu<f32>;
 /// that believed a size from a file would ask for gigabytes.
 const BOUND: isize = 32 << 20;
 
-struct Counting;
-
-thread_local! {
-    /// Bytes this thread has allocated minus freed, and the highest that has been since the last reset.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        live.set(live.get() + delta);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > 4 * BOUND as usize {
-            return std::ptr::null_mut(); // refused: the process aborts, naming the size, and the test fails
-        }
-        count(layout.size() as isize);
-        // SAFETY: forwarded unchanged to the system allocator, under GlobalAlloc's own contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Runs `f` and returns the most bytes it had allocated at once on this thread.
-fn peak_of(f: impl FnOnce()) -> isize {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(start));
-    f();
-    PEAK.with(Cell::get) - start
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 /// The valid files the mutations start from: (config.json, model.safetensors, adapter_config.json,
 /// adapter_model.safetensors).
@@ -277,12 +236,13 @@ fn load_all(dir: &Path, files: [Option<Vec<u8>>; 4]) -> isize {
     for ((path, file), original) in paths.iter().zip(files).zip(originals()) {
         std::fs::write(path, file.as_ref().unwrap_or(original)).unwrap();
     }
-    peak_of(|| {
+    let ((), peak) = counting_alloc::peak_of(|| {
         // Ok or Err are both fine; what matters is that neither panics nor allocates without bound
         if let Ok(mut model) = Gpt::load(&base, &Dev::new()) {
             let _ = load_adapter(&mut model, &adapter, "default");
         }
-    })
+    });
+    peak
 }
 
 proptest! {

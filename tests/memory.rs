@@ -8,42 +8,15 @@
 
 use lowrank::autograd::Var;
 use lowrank::tensor::{rng, Cpu, Tensor};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
-struct Counting;
-
-thread_local! {
-    /// Bytes this thread has allocated minus bytes it has freed.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    // `try_with`: a thread being torn down has no counter left, and needs none.
-    let _ = LIVE.try_with(|live| live.set(live.get() + delta));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: forwarded unchanged to the system allocator, under GlobalAlloc's own contract.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 /// Bytes still allocated by this thread after `f` returns (what its result keeps alive).
 fn kept_by<R>(f: impl FnOnce() -> R) -> (R, isize) {
-    let before = LIVE.with(Cell::get);
+    let before = counting_alloc::live();
     let r = f();
-    (r, LIVE.with(Cell::get) - before)
+    (r, counting_alloc::live() - before)
 }
 
 #[test]

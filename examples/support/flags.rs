@@ -62,39 +62,56 @@ pub fn writable_dir(flag: &str, path: &std::path::Path) -> Result<(), Box<dyn st
     Ok(())
 }
 
-/// Where an example writes its results. With `--out` given: that folder, but one that already holds files
-/// is refused unless `--overwrite` (nothing is replaced by surprise). Without it: `default`, or if that
-/// holds earlier results, the first free `default-2`, `default-3`, ... (said on stdout).
-pub fn output_dir(
-    given: Option<&std::path::Path>,
-    default: &str,
+/// Where an example writes its results: `--out`, `--overwrite`, and the folder chosen from them.
+#[derive(clap::Args, Debug)]
+pub struct Output {
+    /// Where the results are written [default: runs/base for pretrain, runs/adapter for finetune_gpt; or
+    /// that name with -2, -3, ... when it holds earlier results].
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Let --out replace the files of an earlier run.
+    #[arg(long)]
     overwrite: bool,
-) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
-    let occupied =
-        |p: &std::path::Path| p.is_file() || p.read_dir().is_ok_and(|mut d| d.next().is_some());
-    if let Some(dir) = given {
-        if occupied(dir) && !overwrite {
-            return Err(format!(
-                "--out {}: holds earlier results; pass --overwrite to replace them, or another --out",
-                dir.display()
-            )
-            .into());
-        }
-        return Ok(dir.to_path_buf());
+    /// The folder results go to, once `choose` has run.
+    #[arg(skip)]
+    pub dir: std::path::PathBuf,
+}
+
+impl Output {
+    /// Picks the folder. With `--out`: that folder, but one that already holds files is refused unless
+    /// `--overwrite` (nothing is replaced by surprise). Without it: `default`, or if that holds earlier
+    /// results, the first free `default-2`, `default-3`, ... (said on stdout). Then checks it is writable.
+    pub fn choose(&mut self, default: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let occupied =
+            |p: &std::path::Path| p.is_file() || p.read_dir().is_ok_and(|mut d| d.next().is_some());
+        self.dir = match &self.out {
+            Some(dir) if occupied(dir) && !self.overwrite => {
+                return Err(format!(
+                    "--out {}: holds earlier results; pass --overwrite to replace them, or another --out",
+                    dir.display()
+                )
+                .into())
+            }
+            Some(dir) => dir.clone(),
+            None => {
+                let default = std::path::PathBuf::from(default);
+                if self.overwrite || !occupied(&default) {
+                    default
+                } else {
+                    let free = (2..)
+                        .map(|n| std::path::PathBuf::from(format!("{}-{n}", default.display())))
+                        .find(|p| !occupied(p))
+                        .expect("some numbered folder is free");
+                    println!(
+                        "{} holds earlier results: writing to {} (--out {} --overwrite replaces them)",
+                        default.display(),
+                        free.display(),
+                        default.display()
+                    );
+                    free
+                }
+            }
+        };
+        writable_dir("--out", &self.dir)
     }
-    let default = std::path::PathBuf::from(default);
-    if overwrite || !occupied(&default) {
-        return Ok(default);
-    }
-    let free = (2..)
-        .map(|n| std::path::PathBuf::from(format!("{}-{n}", default.display())))
-        .find(|p| !occupied(p))
-        .expect("some numbered folder is free");
-    println!(
-        "{} holds earlier results: writing to {} (--out {} --overwrite replaces them)",
-        default.display(),
-        free.display(),
-        default.display()
-    );
-    Ok(free)
 }
