@@ -18,7 +18,7 @@ use crate::{Element, Layout};
 use rayon::prelude::*;
 
 /// Rows (queries) per GEMM in the causal case: smaller blocks skip more of the masked triangle, larger ones
-/// make longer GEMMs. A multiple of the GEMM micro-tile (16 rows).
+/// make longer GEMMs. A multiple of matrixmultiply's f32 micro-tile (8 rows with AVX2, 16 with AVX-512).
 const BLOCK: usize = 32;
 
 /// One (T, D) matrix of a (B, H, T, D) tensor: a pointer to its first element and its row / column strides.
