@@ -9,10 +9,9 @@
 //! input's shape here, in this one place, so no op has to think about broadcasting. Leaves that require a
 //! gradient keep theirs in `grad()`. Nodes are freed as they are used, unless the graph is retained.
 
-use crate::var::GradMeta;
-use crate::{AutogradError, Var};
-use lowrank_tensor::{Backend, Tensor};
-use std::cell::Cell;
+use crate::AutogradError;
+use lowrank_tensor::{Backend, Shape, Tensor};
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -45,72 +44,93 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-impl<B: Backend> Var<B> {
-    /// Backpropagates from a one-element Var (a loss): fills `grad()` of every leaf that requires one.
-    pub fn backward(&self) -> Result<(), AutogradError> {
-        if self.numel() != 1 {
-            return Err(AutogradError::NonScalar {
-                shape: self.shape(),
-            });
-        }
-        self.backward_with(Tensor::ones(self.shape(), &self.backend()))
+/// A Var as the backward pass sees it: everything but the value.
+pub(crate) struct GradMeta<B: Backend> {
+    /// A leaf that requires a gradient, or an op result with at least one such input.
+    pub(crate) requires_grad: Cell<bool>,
+    /// The accumulated gradient (leaves only).
+    pub(crate) grad: RefCell<Option<Tensor<B>>>,
+    /// How this Var was computed; `None` for leaves, untracked results, and after the graph is freed.
+    pub(crate) node: RefCell<Option<Node<B>>>,
+    /// The op that produced it ("leaf" for leaves), for error messages.
+    pub(crate) op: &'static str,
+    /// The value's shape: a gradient broadcast in the forward pass is summed back to it.
+    pub(crate) shape: Shape,
+}
+
+impl<B: Backend> GradMeta<B> {
+    /// True if gradients flow to or through this Var (and grad mode is on).
+    pub(crate) fn requires_grad(&self) -> bool {
+        self.requires_grad.get() && grad_enabled()
     }
 
-    /// Backpropagates a given output gradient (the seed), for non-scalar outputs.
-    pub fn backward_with(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
-        self.run_backward(seed, false)
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.op == "leaf"
     }
 
-    /// Like `backward_with`, but keeps the graph so that backward can run through it again.
-    pub fn backward_retain_graph(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
-        self.run_backward(seed, true)
+    /// Adds `g` to the accumulated gradient: gradients from every use of a value sum up.
+    pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
+        let mut slot = self.grad.borrow_mut();
+        *slot = Some(match slot.take() {
+            Some(acc) => &acc + &g,
+            None => g.contiguous(),
+        });
     }
 
-    fn run_backward(&self, seed: Tensor<B>, retain: bool) -> Result<(), AutogradError> {
-        if !self.requires_grad() {
-            return Err(AutogradError::NothingRequiresGrad { op: self.op() });
+    /// A stable identity while it lives (used to key gradients during backward).
+    pub(crate) fn id(self: &Rc<Self>) -> usize {
+        Rc::as_ptr(self) as *const () as usize
+    }
+}
+
+/// The backward pass from `root` with output gradient `seed`; `retain` keeps the nodes for another pass.
+pub(crate) fn backward<B: Backend>(
+    root: &Rc<GradMeta<B>>,
+    seed: Tensor<B>,
+    retain: bool,
+) -> Result<(), AutogradError> {
+    if !root.requires_grad() {
+        return Err(AutogradError::NothingRequiresGrad { op: root.op });
+    }
+    if seed.shape() != &root.shape {
+        return Err(AutogradError::SeedShape {
+            seed: seed.shape().clone(),
+            output: root.shape.clone(),
+        });
+    }
+    let order = topological_order(root);
+    let mut grads: HashMap<usize, Tensor<B>> = HashMap::from([(root.id(), seed)]);
+    for var in order.iter().rev() {
+        let Some(g) = grads.remove(&var.id()) else {
+            continue;
+        };
+        if var.is_leaf() {
+            var.accumulate_grad(g);
+            continue;
         }
-        if seed.shape() != &self.shape() {
-            return Err(AutogradError::SeedShape {
-                seed: seed.shape().clone(),
-                output: self.shape(),
-            });
-        }
-        let root = &self.0.meta;
-        let order = topological_order(root);
-        let mut grads: HashMap<usize, Tensor<B>> = HashMap::from([(root.id(), seed)]);
-        for var in order.iter().rev() {
-            let Some(g) = grads.remove(&var.id()) else {
-                continue;
-            };
-            if var.is_leaf() {
-                var.accumulate_grad(g);
+        let node = if retain {
+            None
+        } else {
+            var.node.borrow_mut().take()
+        };
+        let guard = var.node.borrow();
+        let node = match (&node, guard.as_ref()) {
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => return Err(AutogradError::GraphFreed { op: var.op }),
+        };
+        let input_grads = (node.backward)(&g);
+        for (input, ig) in node.inputs.iter().zip(input_grads) {
+            let Some(ig) = ig else { continue };
+            if !input.requires_grad() {
                 continue;
             }
-            let node = if retain {
-                None
-            } else {
-                var.node.borrow_mut().take()
-            };
-            let guard = var.node.borrow();
-            let node = match (&node, guard.as_ref()) {
-                (Some(n), _) | (None, Some(n)) => n,
-                (None, None) => return Err(AutogradError::GraphFreed { op: var.op }),
-            };
-            let input_grads = (node.backward)(&g);
-            for (input, ig) in node.inputs.iter().zip(input_grads) {
-                let Some(ig) = ig else { continue };
-                if !input.requires_grad() {
-                    continue;
-                }
-                // The one place broadcasting is undone: sum the gradient back to the input's shape.
-                let ig = ig.sum_to(&input.shape);
-                let slot = grads.entry(input.id());
-                slot.and_modify(|acc| *acc = &*acc + &ig).or_insert(ig);
-            }
+            // The one place broadcasting is undone: sum the gradient back to the input's shape.
+            let ig = ig.sum_to(&input.shape);
+            let slot = grads.entry(input.id());
+            slot.and_modify(|acc| *acc = &*acc + &ig).or_insert(ig);
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Every tracked Var reachable from `root`, each after all of its inputs (iterative depth-first search).

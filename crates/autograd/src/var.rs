@@ -9,7 +9,8 @@
 //! the Var itself. So an intermediate value lives only as long as a handle to it or a backward rule that
 //! saved it: the graph alone keeps no activation alive (as in PyTorch, where the graph holds `grad_fn`s).
 
-use crate::graph::{grad_enabled, Node};
+use crate::graph::{self, GradMeta, Node};
+use crate::AutogradError;
 use lowrank_tensor::{Backend, Shape, Tensor};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -21,42 +22,29 @@ pub(crate) struct VarInner<B: Backend> {
     pub(crate) meta: Rc<GradMeta<B>>,
 }
 
-/// A Var as the backward pass sees it: everything but the value.
-pub(crate) struct GradMeta<B: Backend> {
-    /// A leaf that requires a gradient, or an op result with at least one such input.
-    requires_grad: Cell<bool>,
-    /// The accumulated gradient (leaves only).
-    grad: RefCell<Option<Tensor<B>>>,
-    /// How this Var was computed; `None` for leaves, untracked results, and after the graph is freed.
-    pub(crate) node: RefCell<Option<Node<B>>>,
-    /// The op that produced it ("leaf" for leaves), for error messages.
-    pub(crate) op: &'static str,
-    /// The value's shape: a gradient broadcast in the forward pass is summed back to it.
-    pub(crate) shape: Shape,
-}
-
-impl<B: Backend> GradMeta<B> {
-    /// True if gradients flow to or through this Var (and grad mode is on).
-    pub(crate) fn requires_grad(&self) -> bool {
-        self.requires_grad.get() && grad_enabled()
+impl<B: Backend> Var<B> {
+    /// Backpropagates from a one-element Var (a loss): fills `grad()` of every leaf that requires one.
+    pub fn backward(&self) -> Result<(), AutogradError> {
+        if self.numel() != 1 {
+            return Err(AutogradError::NonScalar {
+                shape: self.shape(),
+            });
+        }
+        self.backward_with(Tensor::ones(self.shape(), &self.backend()))
     }
 
-    pub(crate) fn is_leaf(&self) -> bool {
-        self.op == "leaf"
+    /// Backpropagates a given output gradient (the seed), for non-scalar outputs.
+    pub fn backward_with(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
+        self.run_backward(seed, false)
     }
 
-    /// Adds `g` to the accumulated gradient: gradients from every use of a value sum up.
-    pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
-        let mut slot = self.grad.borrow_mut();
-        *slot = Some(match slot.take() {
-            Some(acc) => &acc + &g,
-            None => g.contiguous(),
-        });
+    /// Like `backward_with`, but keeps the graph so that backward can run through it again.
+    pub fn backward_retain_graph(&self, seed: Tensor<B>) -> Result<(), AutogradError> {
+        self.run_backward(seed, true)
     }
 
-    /// A stable identity while it lives (used to key gradients during backward).
-    pub(crate) fn id(self: &Rc<Self>) -> usize {
-        Rc::as_ptr(self) as *const () as usize
+    fn run_backward(&self, seed: Tensor<B>, retain: bool) -> Result<(), AutogradError> {
+        graph::backward(&self.0.meta, seed, retain)
     }
 }
 
@@ -121,7 +109,7 @@ impl<B: Backend> Var<B> {
     where
         F: Fn(&Tensor<B>) -> Vec<Option<Tensor<B>>> + 'static,
     {
-        let tracked = grad_enabled() && inputs.iter().any(|v| v.requires_grad());
+        let tracked = graph::grad_enabled() && inputs.iter().any(|v| v.requires_grad());
         let node = tracked.then(|| Node {
             inputs: inputs.iter().map(|v| v.0.meta.clone()).collect(),
             backward: Box::new(make_backward()),

@@ -1,8 +1,10 @@
 //! Training batches: random windows of a token stream, inputs and next-token targets side by side.
 
-use crate::model::IGNORE;
 use lowrank_tensor::StdRng;
 use rand_distr::{Distribution, Uniform};
+
+/// Target id that contributes no loss (prompt positions in fine-tuning data).
+pub const IGNORE: u32 = u32::MAX;
 
 /// A batch of `batch` sequences of `seq` tokens, row-major; `targets[i]` is the token after `inputs[i]`.
 #[derive(Clone, Debug, PartialEq)]

@@ -30,9 +30,9 @@ pub use checkpoint::{
     load_validation_text, save_validation_text, CONFIG_FILE, VALIDATION_TEXT_FILE, WEIGHTS_FILE,
 };
 pub use config::{GptConfig, HfLlamaConfig};
-pub use data::{Batch, Dataset};
+pub use data::{Batch, Dataset, IGNORE};
 pub use mlp::Mlp;
-pub use model::{Gpt, IGNORE};
+pub use model::Gpt;
 pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,

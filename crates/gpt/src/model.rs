@@ -3,15 +3,13 @@
 
 use crate::attention::Attention;
 use crate::block::Block;
+use crate::data::IGNORE;
 use crate::mlp::Mlp;
 use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
 use lowrank_nn::{cross_entropy, join, Embedding, Linear, Module, RmsNorm};
 use lowrank_tensor::Backend;
-
-/// Target id that contributes no loss (prompt positions in fine-tuning data).
-pub const IGNORE: u32 = u32::MAX;
 
 pub struct Gpt<B: Backend> {
     pub config: GptConfig,

@@ -2,7 +2,7 @@
 //!
 //! - [`Module`]: named parameters (Hugging Face style dotted paths) and a way to reach every [`Linear`].
 //! - Layers: [`Linear`] (with an [`Adapter`] slot that LoRA fills), [`Embedding`], [`RmsNorm`].
-//! - [`cross_entropy`] for language modelling, [`silu`] / [`gelu`].
+//! - [`cross_entropy`] for language modelling.
 //! - Optimizers [`AdamW`] and [`Sgd`] (state only for trainable parameters), gradient clipping by global
 //!   norm, and the [`WarmupCosine`] learning-rate schedule.
 //! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks.
@@ -23,7 +23,7 @@ pub use checkpoint::{
 pub use embedding::Embedding;
 pub use error::NnError;
 pub use linear::{Adapter, CompressedWeight, Linear};
-pub use loss::{cross_entropy, gelu, silu};
+pub use loss::cross_entropy;
 pub use module::{join, Module};
 pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;

@@ -1,4 +1,4 @@
-//! Losses and activations for language models.
+//! The language-modelling loss: mean next-token cross-entropy over every position.
 
 use lowrank_autograd::Var;
 use lowrank_tensor::Backend;
@@ -11,14 +11,4 @@ pub fn cross_entropy<B: Backend>(logits: &Var<B>, targets: &[u32], ignore: Optio
         .expect("cross_entropy: logits need a vocabulary axis");
     let rows = logits.numel() / vocab.max(1);
     logits.reshape([rows, vocab]).cross_entropy(targets, ignore)
-}
-
-/// `x * sigmoid(x)`, the gate activation of SwiGLU.
-pub fn silu<B: Backend>(x: &Var<B>) -> Var<B> {
-    x.silu()
-}
-
-/// GELU (tanh approximation), GPT-2's activation.
-pub fn gelu<B: Backend>(x: &Var<B>) -> Var<B> {
-    x.gelu()
 }
