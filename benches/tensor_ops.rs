@@ -185,7 +185,7 @@ fn wgpu_kernels(c: &mut Criterion) {
         bench.iter(|| black_box(finish(&x.rms_norm(&w, 1e-5))))
     });
     g.bench_function("rms_norm_backward", |bench| {
-        bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5).0)))
+        bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5, true).0)))
     });
     let logits = randn(&[b * t, 256], 5);
     let targets: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();

@@ -430,3 +430,35 @@ fn frozen_weight_costs_nothing_in_backward() {
     assert!(!c.requires_grad());
     assert_eq!(stats::read(), stats::Stats::default());
 }
+
+#[test]
+fn a_frozen_rms_norm_gain_costs_no_weight_reduction() {
+    let dev = F64::new();
+    let mut r = rng(4);
+    let x = Var::param(Tensor::randn([6, 8], 0.0, 1.0, &mut r, &dev));
+    let gain = |trainable| Var::leaf(Tensor::randn([8], 1.0, 0.1, &mut rng(5), &dev), trainable);
+    let (frozen, trained) = (gain(false), gain(true));
+
+    // A LoRA model's norms are frozen: backward computes dx only, no sum of g * xhat over the rows.
+    stats::reset();
+    x.rms_norm(&frozen, 1e-5)
+        .tanh()
+        .sum_all()
+        .backward()
+        .unwrap();
+    assert_eq!(stats::read().weight_reductions, 0);
+    assert!(frozen.grad().is_none());
+    let dx_frozen = x.grad().unwrap();
+
+    // A trainable gain gets its reduction, and x the same gradient either way.
+    x.zero_grad();
+    stats::reset();
+    x.rms_norm(&trained, 1e-5)
+        .tanh()
+        .sum_all()
+        .backward()
+        .unwrap();
+    assert_eq!(stats::read().weight_reductions, 1);
+    assert!(trained.grad().is_some());
+    assert_eq!(x.grad().unwrap().to_vec(), dx_frozen.to_vec());
+}

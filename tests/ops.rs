@@ -585,7 +585,11 @@ fn backward_outputs<D: Backend>(
         dev,
     );
     let w = make(&Nd::from_fn(&[n], |i| 0.5 + i[0] as f64 * 0.25), 0, dev);
-    let (dx, dw) = t.rms_norm_backward(&w, &g, 1e-5);
+    let (dx, dw) = t.rms_norm_backward(&w, &g, 1e-5, true);
+    let dw = dw.expect("dw was asked for");
+    // a frozen gain: the same dx, and no dw computed at all
+    let (dx_frozen, no_dw) = t.rms_norm_backward(&w, &g, 1e-5, false);
+    assert!(no_dw.is_none());
     let rows = nd.data.len() / n;
     let tg = row_targets(rows, n, targets);
     let row_grads = Tensor::full([rows], 0.3, dev).add_scalar(0.1); // row-major, unlike a broadcast scalar
@@ -615,6 +619,7 @@ fn backward_outputs<D: Backend>(
         ),
         ("rms_norm_backward dx", dx),
         ("rms_norm_backward dw", dw),
+        ("rms_norm_backward dx, frozen gain", dx_frozen),
         (
             "cross_entropy_backward",
             logits.cross_entropy_backward(&tg, Some(999), &row_grads),

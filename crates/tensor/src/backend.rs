@@ -237,14 +237,17 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         w_layout: &Layout,
         eps: f64,
     ) -> Self::Storage;
-    /// Gradients `(dx, dw)` of rms-norm, from the input x, the weight w and the upstream gradient g.
+    /// Gradients `(dx, dw)` of rms-norm, from the input x, the weight w and the upstream gradient g; `dw`
+    /// only `with_dw` (a frozen gain costs no reduction over the rows). The math is in
+    /// `lowrank_autograd`'s `Var::rms_norm`.
     fn rms_norm_backward(
         &self,
         x: (&Self::Storage, &Layout),
         w: (&Self::Storage, &Layout),
         g: (&Self::Storage, &Layout),
         eps: f64,
-    ) -> (Self::Storage, Self::Storage);
+        with_dw: bool,
+    ) -> (Self::Storage, Option<Self::Storage>);
     /// Rotary position embedding over the last axis of x (.., T, d), rotate-half convention:
     /// `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]` over x's last axis; the
     /// tables come as views broadcast to x's shape (one row per position, repeated across the other axes).

@@ -207,8 +207,9 @@ impl Backend for Wgpu {
         w: (&GpuStorage, &Layout),
         g: (&GpuStorage, &Layout),
         eps: f64,
-    ) -> (GpuStorage, GpuStorage) {
-        fused::rms_norm_backward(self, x, w, g, eps)
+        with_dw: bool,
+    ) -> (GpuStorage, Option<GpuStorage>) {
+        fused::rms_norm_backward(self, x, w, g, eps, with_dw)
     }
 
     fn rope(

@@ -1,5 +1,6 @@
 //! Fused row ops — softmax, log-softmax, rms-norm, cross-entropy — each with a fused backward kernel.
 
+use crate::stats;
 use crate::var::saved;
 use crate::Var;
 use lowrank_tensor::{Backend, Tensor};
@@ -40,12 +41,18 @@ impl<B: Backend> Var<B> {
     pub fn rms_norm(&self, w: &Self, eps: f64) -> Self {
         let (x, wv) = (self.value(), w.value());
         let y = x.rms_norm(&wv, eps);
-        // dw = sum_rows(g * xhat);  dx = r (g w - xhat mean(g w xhat)),  r = 1/rms(x), xhat = x r
+        // The one statement of rms-norm's backward (the CPU and GPU kernels implement it):
+        //   y = xhat w,  xhat = x r,  r = 1 / sqrt(mean(x^2) + eps)   (per row)
+        //   dw = sum_rows(g xhat)                  (a reduction over every row: skipped for a frozen gain)
+        //   dx = r (g w - xhat mean(g w xhat))
         self.binary_rule(w, "rms_norm", y, move |need_x, need_w| {
             let (x, wv) = (saved(x), saved(wv));
             move |g: &Tensor<B>| {
-                let (dx, dw) = x.rms_norm_backward(&wv, g, eps);
-                (need_x.then_some(dx), need_w.then_some(dw))
+                let (dx, dw) = x.rms_norm_backward(&wv, g, eps, need_w);
+                if need_w {
+                    stats::record_weight_reduction();
+                }
+                (need_x.then_some(dx), dw)
             }
         })
     }

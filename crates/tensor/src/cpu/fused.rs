@@ -144,14 +144,15 @@ pub fn rms_norm<E: Element>(x: &[E], lx: &Layout, w: &[E], lw: &Layout, eps: f64
     out
 }
 
-/// With `xhat = x * inv` and `y = xhat * w`: `dw = sum_rows(g * xhat)`,
-/// `dx = inv * (g*w - xhat * mean(g*w * xhat))`.
+/// The backward of `rms_norm` (the math is in `Var::rms_norm`): dx per row and, `with_dw`, dw summed over
+/// the rows.
 pub fn rms_norm_backward<E: Element>(
     x: (&[E], &Layout),
     w: (&[E], &Layout),
     g: (&[E], &Layout),
     eps: f64,
-) -> (Vec<E>, Vec<E>) {
+    with_dw: bool,
+) -> (Vec<E>, Option<Vec<E>>) {
     let (rows, n) = rows_of(x.1.shape());
     let (x, w, g) = (
         contiguous_slice(x.0, x.1),
@@ -166,16 +167,19 @@ pub fn rms_norm_backward<E: Element>(
         .par_chunks_mut((block * n).max(1))
         .enumerate()
         .map(|(b, dxb)| {
-            let mut dw = vec![E::zero(); n];
+            let mut dw = vec![E::zero(); if with_dw { n } else { 0 }];
             for (i, dxr) in dxb.chunks_mut(n).enumerate() {
                 let r = b * block + i;
                 let (xr, gr) = (&x[r * n..][..n], &g[r * n..][..n]);
                 let inv = inv_rms(xr, eps);
                 let mut dot = E::zero();
                 for j in 0..n {
-                    let xhat = xr[j] * inv;
-                    dw[j] += gr[j] * xhat;
-                    dot += gr[j] * w[j] * xhat;
+                    dot += gr[j] * w[j] * xr[j] * inv;
+                }
+                if with_dw {
+                    for j in 0..n {
+                        dw[j] += gr[j] * xr[j] * inv;
+                    }
                 }
                 let mean = dot / E::from_f64(n as f64);
                 for j in 0..n {
@@ -185,12 +189,15 @@ pub fn rms_norm_backward<E: Element>(
             dw
         })
         .collect();
+    debug_assert!(rows == 0 || dx.len() == rows * n);
+    if !with_dw {
+        return (dx, None);
+    }
     let mut dw = vec![E::zero(); n];
     for p in partial {
         dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
-    debug_assert!(rows == 0 || dx.len() == rows * n);
-    (dx, dw)
+    (dx, Some(dw))
 }
 
 /// RoPE with `cos` and `sin` given as views broadcast to x's shape (any layout whose last axis has stride 1).

@@ -121,8 +121,9 @@ impl<E: Element> Backend for Cpu<E> {
         w: (&Vec<E>, &Layout),
         g: (&Vec<E>, &Layout),
         eps: f64,
-    ) -> (Vec<E>, Vec<E>) {
-        fused::rms_norm_backward((x.0, x.1), (w.0, w.1), (g.0, g.1), eps)
+        with_dw: bool,
+    ) -> (Vec<E>, Option<Vec<E>>) {
+        fused::rms_norm_backward((x.0, x.1), (w.0, w.1), (g.0, g.1), eps, with_dw)
     }
 
     fn rope(

@@ -65,17 +65,25 @@ impl<B: Backend> Tensor<B> {
         Self::from_storage(out, self.shape(), self.backend())
     }
 
-    /// Gradients `(dx, dw)` of rms-norm for input `self`, weight `w` and upstream gradient `g`.
-    pub fn rms_norm_backward(&self, w: &Self, g: &Self, eps: f64) -> (Self, Self) {
+    /// Gradients `(dx, dw)` of rms-norm for input `self`, weight `w` and upstream gradient `g`; `dw` only
+    /// `with_dw`.
+    pub fn rms_norm_backward(
+        &self,
+        w: &Self,
+        g: &Self,
+        eps: f64,
+        with_dw: bool,
+    ) -> (Self, Option<Self>) {
         let (dx, dw) = self.backend().rms_norm_backward(
             (self.storage(), self.layout()),
             (w.storage(), w.layout()),
             (g.storage(), g.layout()),
             eps,
+            with_dw,
         );
         (
             Self::from_storage(dx, self.shape(), self.backend()),
-            Self::from_storage(dw, w.shape(), self.backend()),
+            dw.map(|dw| Self::from_storage(dw, w.shape(), self.backend())),
         )
     }
 

@@ -88,21 +88,23 @@ pub fn rms_norm(
     out
 }
 
-/// `(dx, dw)`: a row pass computes dx and each row's 1 / rms, a column pass sums dw over the rows.
+/// `(dx, dw)`: a row pass computes dx and each row's 1 / rms, and (`with_dw`) a column pass sums dw over
+/// the rows.
 pub fn rms_norm_backward(
     dev: &Wgpu,
     x: (&GpuStorage, &Layout),
     w: (&GpuStorage, &Layout),
     g: (&GpuStorage, &Layout),
     eps: f64,
-) -> (GpuStorage, GpuStorage) {
+    with_dw: bool,
+) -> (GpuStorage, Option<GpuStorage>) {
     let (rows, n) = rows_of(x.1);
     let (x, w, g) = (
         dev.dense(x.0, x.1),
         dev.dense(w.0, w.1),
         dev.dense(g.0, g.1),
     );
-    let (dx, dw, inv) = (dev.output(rows * n), dev.output(n), dev.output(rows));
+    let (dx, inv) = (dev.output(rows * n), dev.output(rows));
     let params = [
         rows as u32,
         n as u32,
@@ -126,6 +128,10 @@ pub fn rms_norm_backward(
         &buffers,
         grid(rows * (n > 0) as usize),
     );
+    if !with_dw {
+        return (dx, None);
+    }
+    let dw = dev.output(n);
     let buffers = [
         (1, dw.buffer()),
         (2, x.buffer()),
@@ -139,7 +145,7 @@ pub fn rms_norm_backward(
         &buffers,
         [n.div_ceil(64) as u32, 1, 1],
     );
-    (dx, dw)
+    (dx, Some(dw))
 }
 
 pub fn rope(
