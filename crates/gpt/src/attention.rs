@@ -5,7 +5,7 @@
 use crate::rope::Rope;
 use lowrank_autograd::Var;
 use lowrank_nn::{join, Linear, Module};
-use lowrank_tensor::Backend;
+use lowrank_tensor::{Backend, Element, Tensor};
 
 pub struct Attention<B: Backend> {
     pub q_proj: Linear<B>,
@@ -49,4 +49,40 @@ impl<B: Backend> Module<B> for Attention<B> {
             ("o_proj".into(), &mut self.o_proj),
         ]
     }
+}
+
+/// `Var::attention` as the formula reads, for q, k, v (B, H, T, hd): `softmax(mask(q k^T scale)) v`, each step an
+/// elementary op. The fused kernel computes the same (tests/plain_vs_fused.rs) without materialising the
+/// masked half of the scores or copying heads.
+pub fn attention_plain<B: Backend>(
+    q: &Var<B>,
+    k: &Var<B>,
+    v: &Var<B>,
+    scale: f64,
+    causal: bool,
+) -> Var<B> {
+    let t = q.dims()[2];
+    let scores = q.matmul(&k.transpose(-1, -2)).mul_scalar(scale); // (B, H, T, T)
+    let scores = if causal {
+        // key j > query i is the future: -inf before the softmax, weight 0 after it
+        let future = Tensor::from_vec(
+            (0..t * t)
+                .map(|i| B::Elem::from_f64(f64::from(u8::from(i % t > i / t))))
+                .collect(),
+            [t, t],
+            &q.backend(),
+        )
+        .expect("a (T, T) mask fits the device");
+        scores.masked_fill(&future, f64::NEG_INFINITY)
+    } else {
+        scores
+    };
+    softmax_plain(&scores).matmul(v) // (B, H, T, hd)
+}
+
+/// Softmax over the last axis from elementary ops: `exp(x - max) / sum(exp(x - max))` (subtracting the
+/// row max changes nothing but keeps exp from overflowing).
+pub fn softmax_plain<B: Backend>(x: &Var<B>) -> Var<B> {
+    let e = (x - &Var::constant(x.value().max(-1, true))).exp(); // (.., N)
+    &e / &e.sum(-1, true)
 }

@@ -24,14 +24,14 @@ mod sample;
 mod tokenizer;
 mod train;
 
-pub use attention::Attention;
+pub use attention::{attention_plain, softmax_plain, Attention};
 pub use block::Block;
 pub use checkpoint::{
     load_validation_text, save_validation_text, CONFIG_FILE, VALIDATION_TEXT_FILE, WEIGHTS_FILE,
 };
 pub use config::{GptConfig, HfLlamaConfig};
 pub use data::{Batch, Dataset, IGNORE};
-pub use mlp::Mlp;
+pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
 pub use rope::Rope;
 pub use sample::{

@@ -34,3 +34,8 @@ impl<B: Backend> Module<B> for Mlp<B> {
         ]
     }
 }
+
+/// `Var::swiglu` as the formula reads: `silu(gate) * up`, with `silu(x) = x sigmoid(x)`.
+pub fn swiglu_plain<B: Backend>(gate: &Var<B>, up: &Var<B>) -> Var<B> {
+    &(gate * &gate.sigmoid()) * up
+}

@@ -48,17 +48,30 @@ impl<B: Backend> Rope<B> {
             self.cos.dims()[0],
             self.cos.dims()[1]
         );
-        let (t, hd) = (dims[1], dims[3]);
-        // (T, 1, hd): one row per position, shared by the heads
-        let (cos, sin) = (
-            self.cos.narrow(0, 0, t).reshape([t, 1, hd]),
-            self.sin.narrow(0, 0, t).reshape([t, 1, hd]),
-        );
+        let (cos, sin) = self.tables(dims[1]);
         let y = x.value().rope(&cos, &sin); // one fused pass
                                             // d rope(x) = rope^T(g): rotate back, by -angle
         x.unary_rule("rope", y, move || {
             let (cos, neg_sin) = (saved(cos), saved(sin.neg()));
             move |g: &Tensor<B>| g.rope(&cos, &neg_sin)
         })
+    }
+
+    /// `apply` as the formula reads, from elementary ops: `x cos + rotate_half(x) sin`.
+    pub fn apply_plain(&self, x: &Var<B>) -> Var<B> {
+        let hd = x.dims()[3];
+        let (cos, sin) = self.tables(x.dims()[1]);
+        let (x1, x2) = (x.narrow(3, 0, hd / 2), x.narrow(3, hd / 2, hd / 2)); // (B, T, H, hd/2) each
+        let rotated = Var::concat(&[&x2.neg(), &x1], 3); // rotate_half(x) = [-x2, x1]: (B, T, H, hd)
+        &(x * &Var::constant(cos)) + &(&rotated * &Var::constant(sin))
+    }
+
+    /// The (T, 1, hd) tables of positions 0..t: one row per position, shared by the heads.
+    fn tables(&self, t: usize) -> (Tensor<B>, Tensor<B>) {
+        let hd = self.cos.dims()[1];
+        (
+            self.cos.narrow(0, 0, t).reshape([t, 1, hd]),
+            self.sin.narrow(0, 0, t).reshape([t, 1, hd]),
+        )
     }
 }

@@ -23,7 +23,7 @@ pub use checkpoint::{
 pub use embedding::Embedding;
 pub use error::NnError;
 pub use linear::{Adapter, CompressedWeight, Linear};
-pub use loss::cross_entropy;
+pub use loss::{cross_entropy, cross_entropy_plain};
 pub use module::{join, Module};
 pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;

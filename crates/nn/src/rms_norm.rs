@@ -19,8 +19,15 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
+    /// One fused kernel (forward and backward); equal to `forward_plain`, tested in tests/plain_vs_fused.rs.
     pub fn forward(&self, x: &Var<B>) -> Var<B> {
         x.rms_norm(&self.weight, self.eps)
+    }
+
+    /// The textbook composition of elementary ops, which autograd differentiates step by step.
+    pub fn forward_plain(&self, x: &Var<B>) -> Var<B> {
+        let r = x.sqr().mean(-1, true).add_scalar(self.eps).rsqrt(); // (.., 1): 1 / rms of each row
+        &(x * &r) * &self.weight // (.., C): x / rms(x) * g
     }
 }
 
