@@ -40,6 +40,9 @@ struct Args {
     /// Untimed steps first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Fused kernels, or the plain compositions they optimise: the difference is what fusion buys.
+    #[arg(long, value_enum, default_value_t = flags::Kernels::Fused)]
+    kernels: flags::Kernels,
     /// Where to run the steps.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
@@ -77,6 +80,7 @@ fn child<B: Backend>(
     dev: &B,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Workload::new(config, variant, dev);
+    w.model.kernels = args.kernels.into();
     let (steps, warmup) = (args.steps, args.warmup);
     for _ in 0..warmup {
         w.step();
@@ -112,6 +116,7 @@ fn child<B: Backend>(
             "tokens_per_s": (w.tokens() as f64 / ms * 1e3).round(), "params_total": total,
             "params_trainable": trainable, "weights_grads_optimizer_mib": state_bytes as f64 / (1 << 20) as f64,
             "peak_rss_mib": peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
+            "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
             "readbacks_per_step": per_step(2)
         })
@@ -149,6 +154,7 @@ fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let exe = std::env::current_exe()?;
     let device = args.device.to_possible_value().expect("a listed device");
+    let kernels = args.kernels.to_possible_value().expect("a listed kind");
     for config in &configs {
         for variant in &variants {
             let status = std::process::Command::new(&exe)
@@ -156,6 +162,7 @@ fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .args(["--steps", &args.steps.to_string()])
                 .args(["--warmup", &args.warmup.to_string()])
                 .args(["--device", device.get_name()])
+                .args(["--kernels", kernels.get_name()])
                 .status()?;
             if !status.success() {
                 return Err(format!("benchmark {config}/{variant} failed ({status})").into());

@@ -119,6 +119,9 @@ struct Args {
     /// Keep AdamW's state in host memory and page it to the GPU per parameter (with --device wgpu).
     #[arg(long)]
     paged_optimizer: bool,
+    /// Fused kernels, or the plain compositions they optimise (same results, slower).
+    #[arg(long, value_enum, default_value_t = flags::Kernels::Fused)]
+    kernels: flags::Kernels,
     /// Where to train and evaluate.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
@@ -226,6 +229,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     let general = Dataset::new(tok.encode(&corpus::general_corpus(400_000, args.seed)));
     let (general_train, general_val) = general.split(0.1);
     let mut model = base_model(args, &general_train, &general_val, dev)?;
+    model.kernels = args.kernels.into();
     // forgetting is measured on the base's own held-out text, when its checkpoint keeps one
     let general_val = match load_validation_text(&args.base) {
         Some(text) if text.len() > 10 * (model.config.max_seq_len + 1) => {

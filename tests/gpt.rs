@@ -4,7 +4,7 @@
 use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
 use lowrank::gpt::{
     corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, GenerateError, Gpt,
-    GptConfig, Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
+    GptConfig, Kernels, Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -105,7 +105,10 @@ fn attention_gradients_with_causal_mask() {
     let x = randn(&[2, 5, 8], 11);
     let mut params = vec![x.clone()];
     params.extend(attn.named_params().into_iter().map(|(_, p)| p));
-    check(|| weighted(&attn.forward(&x, &rope), 12), &params);
+    check(
+        || weighted(&attn.forward(&x, &rope, Kernels::Fused), 12),
+        &params,
+    );
 }
 
 #[test]
@@ -118,7 +121,7 @@ fn swiglu_mlp_gradients() {
     let x = randn(&[3, 4], 4);
     let mut params = vec![x.clone()];
     params.extend(mlp.named_params().into_iter().map(|(_, p)| p));
-    check(|| weighted(&mlp.forward(&x), 5), &params);
+    check(|| weighted(&mlp.forward(&x, Kernels::Fused), 5), &params);
 }
 
 fn tiny_batch() -> (Vec<u32>, Vec<u32>) {

@@ -115,3 +115,38 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn the_whole_model_computes_the_same_loss_and_gradients_either_way() {
+    use lowrank::gpt::{Gpt, GptConfig, Kernels};
+    use lowrank::nn::Module;
+    let mut model = Gpt::new(GptConfig::tiny(), 3, &dev());
+    let ids: Vec<u32> = (0..16).map(|i| (i * 37 % 256) as u32).collect();
+    let targets: Vec<u32> = (0..16)
+        .map(|i| {
+            if i % 5 == 4 {
+                u32::MAX
+            } else {
+                (i * 11 % 256) as u32
+            }
+        })
+        .collect();
+    let mut run = |kernels| {
+        model.kernels = kernels;
+        model.zero_grad();
+        let loss = model.loss(&ids, &targets, 2, 8);
+        loss.backward().unwrap();
+        let grads: Vec<Vec<f64>> = model
+            .trainable_params()
+            .iter()
+            .map(|p| p.grad().unwrap().to_vec())
+            .collect();
+        (loss.value().to_vec()[0], grads)
+    };
+    let (fused, gf) = run(Kernels::Fused);
+    let (plain, gp) = run(Kernels::Plain);
+    assert!((fused - plain).abs() < 1e-12, "loss {fused} vs {plain}");
+    for (a, b) in gf.iter().zip(&gp) {
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-10));
+    }
+}

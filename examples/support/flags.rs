@@ -115,3 +115,21 @@ impl Output {
         writable_dir("--out", &self.dir)
     }
 }
+
+/// `--kernels fused|plain`: the fused kernels, or the plain compositions they optimise (same results).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernels {
+    /// One kernel per op (attention, RMSNorm, RoPE, SwiGLU, cross-entropy), forward and backward.
+    Fused,
+    /// Each op composed from elementary ops, as the formulas read: slower, easier to step through.
+    Plain,
+}
+
+impl From<Kernels> for lowrank::gpt::Kernels {
+    fn from(k: Kernels) -> Self {
+        match k {
+            Kernels::Fused => lowrank::gpt::Kernels::Fused,
+            Kernels::Plain => lowrank::gpt::Kernels::Plain,
+        }
+    }
+}

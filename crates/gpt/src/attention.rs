@@ -2,6 +2,7 @@
 //!
 //! `attn(x) = o_proj(concat_h(softmax_causal(q_h k_h^T / sqrt(d_h)) v_h))`, q and k rotated by RoPE.
 
+use crate::model::Kernels;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
 use lowrank_nn::{join, Linear, Module};
@@ -17,17 +18,25 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// x (B, T, C) -> (B, T, C)
-    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>, kernels: Kernels) -> Var<B> {
         let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let (h, hd) = (self.n_heads, c / self.n_heads);
         let split = |y: Var<B>| y.reshape([b, t, h, hd]); // (B, T, C) -> (B, T, H, hd), a view
         let heads = |y: Var<B>| y.permute(&[0, 2, 1, 3]); // -> (B, H, T, hd): heads become a batch axis, a view
-        let q = rope.apply(&split(self.q_proj.forward(x))); // (B, T, H, hd)
-        let k = rope.apply(&split(self.k_proj.forward(x))); // (B, T, H, hd)
+        let rotate = |y: &Var<B>| match kernels {
+            Kernels::Fused => rope.apply(y),
+            Kernels::Plain => rope.apply_plain(y),
+        };
+        let q = rotate(&split(self.q_proj.forward(x))); // (B, T, H, hd)
+        let k = rotate(&split(self.k_proj.forward(x))); // (B, T, H, hd)
         let v = split(self.v_proj.forward(x)); // (B, T, H, hd)
                                                // softmax(q k^T / sqrt(hd)) v per head, key j > query i masked; one fused op (see docs/gpt.md)
         let scale = 1.0 / (hd as f64).sqrt();
-        let y = Var::attention(&heads(q), &heads(k), &heads(v), scale, true); // (B, H, T, hd)
+        let (q, k, v) = (heads(q), heads(k), heads(v));
+        let y = match kernels {
+            Kernels::Fused => Var::attention(&q, &k, &v, scale, true), // (B, H, T, hd)
+            Kernels::Plain => attention_plain(&q, &k, &v, scale, true), // (B, H, T, hd)
+        };
         let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C), a view: y's memory is (B, T, H, hd)
         self.o_proj.forward(&y)
     }

@@ -2,6 +2,7 @@
 
 use crate::attention::Attention;
 use crate::mlp::Mlp;
+use crate::model::{norm, Kernels};
 use crate::rope::Rope;
 use lowrank_autograd::Var;
 use lowrank_nn::{join, Module, RmsNorm};
@@ -16,11 +17,11 @@ pub struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     /// x (B, T, C) -> (B, T, C)
-    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
-        let h = x + &self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x), rope); // (B, T, C)
-        &h + &self.mlp.forward(&self.post_attention_layernorm.forward(&h)) // (B, T, C)
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>, kernels: Kernels) -> Var<B> {
+        let attn_in = norm(&self.input_layernorm, x, kernels); // (B, T, C)
+        let h = x + &self.self_attn.forward(&attn_in, rope, kernels); // (B, T, C)
+        let mlp_in = norm(&self.post_attention_layernorm, &h, kernels); // (B, T, C)
+        &h + &self.mlp.forward(&mlp_in, kernels) // (B, T, C)
     }
 }
 

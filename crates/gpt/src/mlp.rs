@@ -1,5 +1,6 @@
 //! The SwiGLU feed-forward block: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
 
+use crate::model::Kernels;
 use lowrank_autograd::Var;
 use lowrank_nn::{join, Linear, Module};
 use lowrank_tensor::Backend;
@@ -12,10 +13,14 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// x (B, T, C) -> (B, T, C) through a (B, T, d_ff) hidden layer
-    pub fn forward(&self, x: &Var<B>) -> Var<B> {
+    pub fn forward(&self, x: &Var<B>, kernels: Kernels) -> Var<B> {
         let gate = self.gate_proj.forward(x); // (B, T, d_ff)
         let up = self.up_proj.forward(x); // (B, T, d_ff)
-        self.down_proj.forward(&Var::swiglu(&gate, &up)) // silu(gate) * up: (B, T, d_ff) -> (B, T, C)
+        let hidden = match kernels {
+            Kernels::Fused => Var::swiglu(&gate, &up), // silu(gate) * up, one pass: (B, T, d_ff)
+            Kernels::Plain => swiglu_plain(&gate, &up),
+        };
+        self.down_proj.forward(&hidden) // (B, T, C)
     }
 }
 

@@ -8,11 +8,23 @@ use crate::mlp::Mlp;
 use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
-use lowrank_nn::{cross_entropy, join, Embedding, Linear, Module, RmsNorm};
+use lowrank_nn::{cross_entropy, cross_entropy_plain, join, Embedding, Linear, Module, RmsNorm};
 use lowrank_tensor::Backend;
+
+/// Which form of each fused op the forward pass runs: the fused kernels (fast), or their plain compositions
+/// from elementary ops (`RmsNorm::forward_plain`, `Rope::apply_plain`, `attention_plain`, `swiglu_plain`,
+/// `cross_entropy_plain`: readable, and slower). Both compute the same function (tests/plain_vs_fused.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    #[default]
+    Fused,
+    Plain,
+}
 
 pub struct Gpt<B: Backend> {
     pub config: GptConfig,
+    /// Fused kernels or plain compositions in `forward` and `loss` (not saved: it changes no weight).
+    pub kernels: Kernels,
     pub embed_tokens: Embedding<B>,
     pub layers: Vec<Block<B>>,
     pub norm: RmsNorm<B>,
@@ -55,6 +67,7 @@ impl<B: Backend> Gpt<B> {
             .collect();
         let lm_head = (!config.tie_embeddings).then(|| linear(c, config.vocab_size, std));
         Gpt {
+            kernels: Kernels::Fused,
             embed_tokens: Embedding::new(config.vocab_size, c, std, seed, backend),
             layers,
             norm: RmsNorm::new(c, config.norm_eps, backend),
@@ -84,9 +97,9 @@ impl<B: Backend> Gpt<B> {
         );
         let mut x = self.embed_tokens.forward(ids, &[batch, seq]); // (B, T, C)
         for layer in &self.layers {
-            x = layer.forward(&x, &self.rope); // (B, T, C)
+            x = layer.forward(&x, &self.rope, self.kernels); // (B, T, C)
         }
-        let x = self.norm.forward(&x); // (B, T, C)
+        let x = norm(&self.norm, &x, self.kernels); // (B, T, C)
         match &self.lm_head {
             Some(head) => head.forward(&x),                  // (B, T, V)
             None => x.matmul(&self.embed_tokens.weight.t()), // (B, T, V), tied weights
@@ -95,7 +108,14 @@ impl<B: Backend> Gpt<B> {
 
     /// Mean next-token cross-entropy; targets equal to [`IGNORE`] do not count.
     pub fn loss(&self, ids: &[u32], targets: &[u32], batch: usize, seq: usize) -> Var<B> {
-        cross_entropy(&self.forward(ids, batch, seq), targets, Some(IGNORE))
+        let logits = self.forward(ids, batch, seq); // (B, T, V)
+        match self.kernels {
+            Kernels::Fused => cross_entropy(&logits, targets, Some(IGNORE)),
+            Kernels::Plain => {
+                let vocab = self.config.vocab_size;
+                cross_entropy_plain(&logits.reshape([batch * seq, vocab]), targets, Some(IGNORE))
+            }
+        }
     }
 }
 
@@ -124,5 +144,13 @@ impl<B: Backend> Module<B> for Gpt<B> {
             out.push(("lm_head".into(), head));
         }
         out
+    }
+}
+
+/// RMSNorm in the chosen form.
+pub(crate) fn norm<B: Backend>(n: &RmsNorm<B>, x: &Var<B>, kernels: Kernels) -> Var<B> {
+    match kernels {
+        Kernels::Fused => n.forward(x),
+        Kernels::Plain => n.forward_plain(x),
     }
 }
