@@ -56,12 +56,11 @@ impl<B: Backend> Gpt<B> {
         // shapes, a config asking for far more than the file holds is refused before allocating.
         const SLACK: u128 = 1 << 20;
         let stored = file.num_elements();
-        let rope = 2 * config.max_seq_len as u128 * config.head_dim() as u128;
         for (what, wanted) in [
             ("a model of", config.num_params_estimate()),
             (
                 "rotary tables (max_position_embeddings x head_dim x 2) of",
-                rope,
+                config.rope_values(),
             ),
         ] {
             if wanted > stored + SLACK {

@@ -80,6 +80,12 @@ impl GptConfig {
             .saturating_add(head)
     }
 
+    /// Values in the rotary tables (cos and sin, max_seq_len x head_dim each), saturating like
+    /// `num_params_estimate`. Call after checking n_heads > 0.
+    pub fn rope_values(&self) -> u128 {
+        (2 * self.max_seq_len as u128).saturating_mul((self.d_model / self.n_heads) as u128)
+    }
+
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
     }
@@ -107,8 +113,7 @@ impl GptConfig {
         }
         // Checked before anything is allocated: a config file cannot ask for an absurd model. The rotary
         // tables (cos and sin, max_seq_len x head_dim each) count too.
-        let rope =
-            (2 * self.max_seq_len as u128).saturating_mul((self.d_model / self.n_heads) as u128);
+        let rope = self.rope_values();
         let values = self.num_params_estimate().saturating_add(rope);
         if values > MAX_PARAMS {
             return Err(format!(

@@ -4,6 +4,7 @@
 //! leaves a half-written checkpoint. Loading into a module checks every name, shape and dtype, and reports
 //! missing and unexpected tensors by name.
 
+use crate::save_dir::{parent_and_name, remove_leftovers};
 use crate::{Module, NnError};
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, DType, Element, Shape, Tensor};
@@ -14,23 +15,9 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` via a temporary file and a rename: readers see the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), NnError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| NnError::io(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    // temporary files of earlier writes that were killed before their rename
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if temp_file_of(&entry.file_name().to_string_lossy()) == Some(&*name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    let (dir, name) = parent_and_name(path)?;
+    // temporary files of earlier writes of this file that were killed before their rename
+    remove_leftovers(&dir, |entry| temp_file_of(entry) == Some(name.as_str()));
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;

@@ -20,17 +20,10 @@ pub fn save_dir_atomic(
     dir: &Path,
     write: impl FnOnce(&Path) -> Result<(), NnError>,
 ) -> Result<(), NnError> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| NnError::io(parent, e))?;
-    let name = dir
-        .file_name()
-        .ok_or_else(|| NnError::io(dir, std::io::Error::other("not a folder name")))?
-        .to_string_lossy()
-        .into_owned();
-    remove_leftovers(parent, &name);
+    let (parent, name) = parent_and_name(dir)?;
+    // staging folders of earlier saves of this folder that were killed before they finished
+    let prefix = format!(".{name}.staging-");
+    remove_leftovers(&parent, |entry| entry.starts_with(&prefix));
     let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir(&staging).map_err(|e| NnError::io(&staging, e))?;
@@ -41,15 +34,31 @@ pub fn save_dir_atomic(
     result
 }
 
-/// Staging folders of earlier saves of `name` that were killed before they finished.
-fn remove_leftovers(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.staging-");
-    let Ok(entries) = std::fs::read_dir(parent) else {
+/// The folder `path` lives in (created if missing) and its own name: where an atomic write stages it.
+pub(crate) fn parent_and_name(path: &Path) -> Result<(PathBuf, String), NnError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| NnError::io(parent, e))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| NnError::io(path, std::io::Error::other("not a file or folder name")))?
+        .to_string_lossy()
+        .into_owned();
+    Ok((parent.to_path_buf(), name))
+}
+
+/// Removes the entries of `dir` (files or folders) whose names `is_leftover` picks: what killed writes
+/// left behind. Best effort: a leftover that cannot be removed stays.
+pub(crate) fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if is_leftover(&entry.file_name().to_string_lossy()) {
+            let path = entry.path();
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
         }
     }
 }
