@@ -82,12 +82,12 @@ fn version_on_disk(root: &Path, bases: &[Gpt<Dev>], adapters: &mut [Gpt<Dev>]) -
 
 /// The child: saves both versions of both folders in turn until it is killed.
 fn save_forever(root: &Path) -> ! {
-    let (bases, mut adapters) = ([base(0), base(1)], [adapted(0), adapted(1)]);
+    let (bases, adapters) = ([base(0), base(1)], [adapted(0), adapted(1)]);
     println!("ready");
     loop {
         for v in 0..2 {
             bases[v].save(&root.join("base")).unwrap();
-            save_adapter(&mut adapters[v], "default", &root.join("adapter")).unwrap();
+            save_adapter(&adapters[v], "default", &root.join("adapter")).unwrap();
         }
     }
 }
@@ -102,7 +102,7 @@ fn a_save_killed_at_any_instant_leaves_the_old_or_the_new_folder() {
     std::fs::create_dir_all(&root).unwrap();
     let (bases, mut adapters) = ([base(0), base(1)], [adapted(0), adapted(1)]);
     bases[0].save(&root.join("base")).unwrap();
-    save_adapter(&mut adapters[0], "default", &root.join("adapter")).unwrap();
+    save_adapter(&adapters[0], "default", &root.join("adapter")).unwrap();
 
     let mut r = rng(7);
     let mut seen = [[0; 2]; 2];
@@ -141,7 +141,7 @@ fn a_save_killed_at_any_instant_leaves_the_old_or_the_new_folder() {
 
     // the next save removes what the killed ones left (staging folders, temporary files)
     bases[1].save(&root.join("base")).unwrap();
-    save_adapter(&mut adapters[1], "default", &root.join("adapter")).unwrap();
+    save_adapter(&adapters[1], "default", &root.join("adapter")).unwrap();
     assert_eq!(version_on_disk(&root, &bases, &mut adapters), (1, 1));
     let mut names: Vec<String> = std::fs::read_dir(&root)
         .unwrap()

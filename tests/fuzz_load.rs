@@ -36,7 +36,7 @@ fn originals() -> &'static [Vec<u8>; 4] {
             ..LoraConfig::default()
         };
         model.add_adapter("default", &config, 2).unwrap();
-        save_adapter(&mut model, "default", &dir.join("adapter")).unwrap();
+        save_adapter(&model, "default", &dir.join("adapter")).unwrap();
         let read = |p: PathBuf| std::fs::read(p).unwrap();
         let files = [
             read(dir.join("base").join(CONFIG_FILE)),

@@ -171,12 +171,13 @@ fn sub_modules_are_found_and_visited_by_path() {
         names.push((name.to_string(), p.dims().to_vec()))
     });
     assert_eq!(names, [("weight".to_string(), vec![8, 8])]);
-    assert!(q.as_linear_mut().is_some());
+    assert!(q.as_any().downcast_ref::<Linear<F64>>().is_some());
 
     let mlp = model
         .find_module("model.layers.10.mlp")
         .expect("layer 10's MLP");
-    assert_eq!(mlp.children_mut().len(), 3);
+    let names: Vec<String> = mlp.children().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["gate_proj", "up_proj", "down_proj"]);
     for missing in [
         "model.layers.11",
         "model.layers.1.self",
@@ -191,6 +192,38 @@ fn sub_modules_are_found_and_visited_by_path() {
     let mut linears = 0;
     model.visit_linears("", &mut |_, _| linears += 1);
     assert_eq!(linears, 11 * 7 + usize::from(!model.config.tie_embeddings));
+}
+
+/// Parameters, Linear layers and sub-modules all come from one `children!` list per module: every weight
+/// of the Llama layout is listed exactly once, under its Hugging Face name, and the count matches the
+/// config's formula. A layer left out of a list would be missing here (and from every checkpoint).
+#[test]
+fn every_weight_is_listed_once_under_its_hugging_face_name() {
+    let config = GptConfig {
+        tie_embeddings: false,
+        ..GptConfig::tiny()
+    };
+    let model = Gpt::new(config.clone(), 0, &dev());
+    let mut expected = vec!["model.embed_tokens.weight".to_string()];
+    for i in 0..config.n_layers {
+        for part in [
+            "input_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "post_attention_layernorm",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ] {
+            expected.push(format!("model.layers.{i}.{part}.weight"));
+        }
+    }
+    expected.extend(["model.norm.weight".into(), "lm_head.weight".into()]);
+    let names: Vec<String> = model.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, expected);
+    assert_eq!(model.num_params() as u128, config.num_params_estimate());
 }
 
 #[test]

@@ -10,8 +10,8 @@ use lowrank::lora::{
     load_adapter, load_adapter_with, save_adapter, LoadOptions, LoraConfig, LoraError, LoraLayer,
     LoraModel, Targets, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
-use lowrank::nn::{AdamW, AdamWConfig, Linear, Module};
-use lowrank::tensor::{rng, Cpu, Tensor};
+use lowrank::nn::{children, AdamW, AdamWConfig, Linear, Module};
+use lowrank::tensor::{rng, Backend, Cpu, Tensor};
 
 fn dev() -> F64 {
     F64::new()
@@ -53,15 +53,12 @@ fn adapter_params<B: lowrank::tensor::Backend, M: Module<B>>(model: &M) -> Vec<V
 }
 
 /// A lone Linear layer named `q_proj` inside a tiny module, so adapters can target it.
-struct One(Linear<F64>);
+struct One<B: Backend> {
+    q_proj: Linear<B>,
+}
 
-impl Module<F64> for One {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<F64>)) {
-        self.0.visit_params(&lowrank::nn::join(prefix, "q_proj"), f);
-    }
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<F64>)) {
-        f(&lowrank::nn::join(prefix, "q_proj"), &mut self.0);
-    }
+impl<B: Backend> Module<B> for One<B> {
+    children! { "q_proj" => q_proj }
 }
 
 /// DoRA's backward treats the norm as a constant; finite differences must too (a no-op for plain LoRA).
@@ -84,7 +81,9 @@ fn weighted(y: &Var<F64>) -> Var<F64> {
 /// Gradients of one adapted Linear w.r.t. its input and every adapter parameter: A, B, and DoRA's m or
 /// lora_bias's b when the config has them.
 fn layer_gradcheck(config: LoraConfig) {
-    let mut m = One(Linear::new(5, 4, 0.5, 1, &dev()));
+    let mut m = One {
+        q_proj: Linear::new(5, 4, 0.5, 1, &dev()),
+    };
     let config = LoraConfig {
         targets: Targets::Names(vec!["q_proj".into()]), // the one layer there is
         ..config
@@ -97,8 +96,14 @@ fn layer_gradcheck(config: LoraConfig) {
     params.extend(adapter_params(&m));
     let extra = usize::from(config.use_dora) + usize::from(config.lora_bias);
     assert_eq!(params.len(), 3 + extra); // x, A, B (, m or b)
-    gradcheck_params(|| weighted(&m.0.forward(&x)), &params, 1e-6, 1e-7, 1e-5)
-        .unwrap_or_else(|e| panic!("{e}"));
+    gradcheck_params(
+        || weighted(&m.q_proj.forward(&x)),
+        &params,
+        1e-6,
+        1e-7,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -440,7 +445,7 @@ fn peft_files_round_trip_bit_exact() {
         model.add_adapter("default", &config(use_dora), 2).unwrap();
         randomize(&model, 4);
         let dir = temp_dir(&format!("rt{use_dora}"));
-        save_adapter(&mut model, "default", &dir).unwrap();
+        save_adapter(&model, "default", &dir).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(ADAPTER_CONFIG_FILE)).unwrap())
                 .unwrap();
@@ -484,7 +489,7 @@ fn bad_adapter_files_give_clear_errors_and_change_nothing() {
     model.add_adapter("default", &config(false), 2).unwrap();
     randomize(&model, 4);
     let dir = temp_dir("bad");
-    save_adapter(&mut model, "default", &dir).unwrap();
+    save_adapter(&model, "default", &dir).unwrap();
 
     // An adapter for another shape: a base with d_model 12.
     let mut other = Gpt::new(

@@ -79,7 +79,7 @@ fn check(case: &str, adapted_layers: usize) {
     );
 
     let out = std::env::temp_dir().join(format!("lowrank-peft-{case}-{}", std::process::id()));
-    save_adapter(&mut model, "peft", &out).unwrap();
+    save_adapter(&model, "peft", &out).unwrap();
     assert_eq!(
         load_adapter_config(&out).unwrap(),
         load_adapter_config(&dir).unwrap(),
@@ -219,7 +219,7 @@ fn an_adapter_saved_on_one_base_is_refused_on_another() {
     let mut model = base();
     load_adapter(&mut model, &fixtures().join("alpha_pattern"), "a").unwrap();
     let dir = std::env::temp_dir().join(format!("lowrank-peft-wrong-base-{}", std::process::id()));
-    save_adapter(&mut model, "a", &dir).unwrap();
+    save_adapter(&model, "a", &dir).unwrap();
     let text = std::fs::read_to_string(dir.join("adapter_config.json")).unwrap();
     assert!(
         text.contains("\"lowrank_base_fingerprint\": \"fnv1a64:"),

@@ -8,8 +8,8 @@ use lowrank::lora::{
     load_adapter, quantize_base, save_adapter, LoraConfig, LoraError, LoraModel, QuantConfig,
     QuantType, Targets,
 };
-use lowrank::nn::{AdamW, AdamWConfig, Linear, Module};
-use lowrank::tensor::{rng, Cpu, Tensor};
+use lowrank::nn::{children, AdamW, AdamWConfig, Linear, Module};
+use lowrank::tensor::{rng, Backend, Cpu, Tensor};
 use proptest::prelude::*;
 use rand_distr::{Distribution, StandardNormal};
 
@@ -220,15 +220,12 @@ fn for_normal_weights_nf4_beats_fp4_beats_int4() {
 }
 
 /// A lone Linear named `q_proj`, so adapters can target it.
-struct One(Linear<F64>);
+struct One<B: Backend> {
+    q_proj: Linear<B>,
+}
 
-impl Module<F64> for One {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<F64>)) {
-        self.0.visit_params(&lowrank::nn::join(prefix, "q_proj"), f);
-    }
-    fn visit_linears(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Linear<F64>)) {
-        f(&lowrank::nn::join(prefix, "q_proj"), &mut self.0);
-    }
+impl<B: Backend> Module<B> for One<B> {
+    children! { "q_proj" => q_proj }
 }
 
 fn lora(use_dora: bool) -> LoraConfig {
@@ -245,7 +242,9 @@ fn lora(use_dora: bool) -> LoraConfig {
 fn qlora_layer_gradients_wrt_x_a_b_and_no_weight_gradient() {
     for use_dora in [false, true] {
         let dev = F64::new();
-        let mut m = One(Linear::new(70, 6, 0.5, 1, &dev)); // 420 values: 7 blocks, the last one partial
+        let mut m = One {
+            q_proj: Linear::new(70, 6, 0.5, 1, &dev),
+        }; // 420 values: 7 blocks, the last one partial
         let report = quantize_base(&mut m, &QuantConfig::default()).unwrap();
         assert_eq!(report.layers, vec!["q_proj".to_string()]);
         m.add_adapter("a", &lora(use_dora), 2).unwrap();
@@ -265,7 +264,7 @@ fn qlora_layer_gradients_wrt_x_a_b_and_no_weight_gradient() {
         let mut params = vec![x.clone()];
         params.extend(m.named_params().into_iter().map(|(_, p)| p));
         gradcheck_params(
-            || (&m.0.forward(&x) * &r).sum_all(),
+            || (&m.q_proj.forward(&x) * &r).sum_all(),
             &params,
             1e-6,
             1e-7,
@@ -355,7 +354,7 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
     assert!(losses[29] < losses[0] - 0.3, "the loss falls: {losses:?}");
 
     let dir = std::env::temp_dir().join(format!("lowrank-qlora-test-{}", std::process::id()));
-    save_adapter(&mut model, "default", &dir).unwrap();
+    save_adapter(&model, "default", &dir).unwrap();
     let mut f32_base = Gpt::new(config, 7, &dev);
     load_adapter(&mut f32_base, &dir, "default").unwrap();
     std::fs::remove_dir_all(&dir).ok();

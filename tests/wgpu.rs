@@ -147,8 +147,7 @@ fn trains_the_same_on_both_devices(method: Method) {
         std::process::id(),
         method as u8
     ));
-    let mut on_gpu = on_gpu;
-    save_adapter(&mut on_gpu, "default", &dir).expect("save");
+    save_adapter(&on_gpu, "default", &dir).expect("save");
     let mut reloaded = Gpt::new(config(), 3, &cpu);
     if method == Method::Qlora {
         quantize_base(&mut reloaded, &QuantConfig::default()).expect("finite weights");

@@ -5,7 +5,7 @@
 use crate::model::Kernels;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Linear, Module};
+use lowrank_nn::{children, Linear, Module};
 use lowrank_tensor::{Backend, Element, Tensor};
 
 pub struct Attention<B: Backend> {
@@ -43,21 +43,7 @@ impl<B: Backend> Attention<B> {
 }
 
 impl<B: Backend> Module<B> for Attention<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        self.q_proj.visit_params(&join(prefix, "q_proj"), f);
-        self.k_proj.visit_params(&join(prefix, "k_proj"), f);
-        self.v_proj.visit_params(&join(prefix, "v_proj"), f);
-        self.o_proj.visit_params(&join(prefix, "o_proj"), f);
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
-        vec![
-            ("q_proj".into(), &mut self.q_proj),
-            ("k_proj".into(), &mut self.k_proj),
-            ("v_proj".into(), &mut self.v_proj),
-            ("o_proj".into(), &mut self.o_proj),
-        ]
-    }
+    children! { "q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj }
 }
 
 /// `Var::attention` as the formula reads, for q, k, v (B, H, T, hd): `softmax(mask(q k^T scale)) v`, each step an

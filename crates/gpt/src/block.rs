@@ -5,7 +5,7 @@ use crate::mlp::Mlp;
 use crate::model::{norm, Kernels};
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Module, RmsNorm};
+use lowrank_nn::{children, Module, RmsNorm};
 use lowrank_tensor::Backend;
 
 pub struct Block<B: Backend> {
@@ -26,24 +26,10 @@ impl<B: Backend> Block<B> {
 }
 
 impl<B: Backend> Module<B> for Block<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        self.input_layernorm
-            .visit_params(&join(prefix, "input_layernorm"), f);
-        self.self_attn.visit_params(&join(prefix, "self_attn"), f);
-        self.post_attention_layernorm
-            .visit_params(&join(prefix, "post_attention_layernorm"), f);
-        self.mlp.visit_params(&join(prefix, "mlp"), f);
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
-        vec![
-            ("input_layernorm".into(), &mut self.input_layernorm),
-            ("self_attn".into(), &mut self.self_attn),
-            (
-                "post_attention_layernorm".into(),
-                &mut self.post_attention_layernorm,
-            ),
-            ("mlp".into(), &mut self.mlp),
-        ]
+    children! {
+        "input_layernorm" => input_layernorm,
+        "self_attn" => self_attn,
+        "post_attention_layernorm" => post_attention_layernorm,
+        "mlp" => mlp,
     }
 }

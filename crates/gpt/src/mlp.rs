@@ -2,7 +2,7 @@
 
 use crate::model::Kernels;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Linear, Module};
+use lowrank_nn::{children, Linear, Module};
 use lowrank_tensor::Backend;
 
 pub struct Mlp<B: Backend> {
@@ -25,19 +25,7 @@ impl<B: Backend> Mlp<B> {
 }
 
 impl<B: Backend> Module<B> for Mlp<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        self.gate_proj.visit_params(&join(prefix, "gate_proj"), f);
-        self.up_proj.visit_params(&join(prefix, "up_proj"), f);
-        self.down_proj.visit_params(&join(prefix, "down_proj"), f);
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
-        vec![
-            ("gate_proj".into(), &mut self.gate_proj),
-            ("up_proj".into(), &mut self.up_proj),
-            ("down_proj".into(), &mut self.down_proj),
-        ]
-    }
+    children! { "gate_proj" => gate_proj, "up_proj" => up_proj, "down_proj" => down_proj }
 }
 
 /// `Var::swiglu` as the formula reads: `silu(gate) * up`, with `silu(x) = x sigmoid(x)`.

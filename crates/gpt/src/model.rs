@@ -8,7 +8,9 @@ use crate::mlp::Mlp;
 use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
-use lowrank_nn::{cross_entropy, cross_entropy_plain, join, Embedding, Linear, Module, RmsNorm};
+use lowrank_nn::{
+    children, cross_entropy, cross_entropy_plain, Embedding, Linear, Module, RmsNorm,
+};
 use lowrank_tensor::Backend;
 
 /// Which form of each fused op the forward pass runs: the fused kernels (fast), or their plain compositions
@@ -120,30 +122,11 @@ impl<B: Backend> Gpt<B> {
 }
 
 impl<B: Backend> Module<B> for Gpt<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        let model = join(prefix, "model");
-        self.embed_tokens
-            .visit_params(&join(&model, "embed_tokens"), f);
-        for (i, layer) in self.layers.iter().enumerate() {
-            layer.visit_params(&join(&model, &format!("layers.{i}")), f);
-        }
-        self.norm.visit_params(&join(&model, "norm"), f);
-        if let Some(head) = &self.lm_head {
-            head.visit_params(&join(prefix, "lm_head"), f);
-        }
-    }
-
-    fn children_mut(&mut self) -> Vec<(String, &mut dyn Module<B>)> {
-        let mut out: Vec<(String, &mut dyn Module<B>)> =
-            vec![("model.embed_tokens".into(), &mut self.embed_tokens)];
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            out.push((format!("model.layers.{i}"), layer));
-        }
-        out.push(("model.norm".into(), &mut self.norm));
-        if let Some(head) = &mut self.lm_head {
-            out.push(("lm_head".into(), head));
-        }
-        out
+    children! {
+        "model.embed_tokens" => embed_tokens,
+        "model.layers" => layers[],
+        "model.norm" => norm,
+        "lm_head" => lm_head?,
     }
 }
 

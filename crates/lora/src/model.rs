@@ -33,21 +33,39 @@ impl fmt::Display for AdapterReport {
 }
 
 /// The `LoraLayer` in a Linear's slot, if any.
-fn lora_layer<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
+fn lora_layer<B: Backend>(linear: &Linear<B>) -> Option<&LoraLayer<B>> {
+    linear
+        .adapter()
+        .and_then(|a| a.as_any().downcast_ref::<LoraLayer<B>>())
+}
+
+/// `lora_layer`, mutable.
+fn lora_layer_mut<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
     linear
         .adapter_mut()
         .and_then(|a| a.as_any_mut().downcast_mut::<LoraLayer<B>>())
 }
 
 /// A callback given each adapted layer: its path, its base weight and its `LoraLayer`.
-pub type LayerVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &mut LoraLayer<B>) + 'a;
+pub type LayerVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &LoraLayer<B>) + 'a;
+/// `LayerVisitor` with mutable access to the layer.
+pub type LayerVisitorMut<'a, B> = dyn FnMut(&str, &Var<B>, &mut LoraLayer<B>) + 'a;
 
 pub trait LoraModel<B: Backend>: Module<B> {
     /// Calls `f(path, base_weight, layer)` for every Linear that holds LoRA adapters.
-    fn for_each_lora_layer(&mut self, f: &mut LayerVisitor<'_, B>) {
+    fn for_each_lora_layer(&self, f: &mut LayerVisitor<'_, B>) {
         self.visit_linears("", &mut |path, linear| {
-            let weight = linear.weight();
             if let Some(layer) = lora_layer(linear) {
+                f(path, &linear.weight(), layer);
+            }
+        });
+    }
+
+    /// `for_each_lora_layer` with mutable access to each layer.
+    fn for_each_lora_layer_mut(&mut self, f: &mut LayerVisitorMut<'_, B>) {
+        self.visit_linears_mut("", &mut |path, linear| {
+            let weight = linear.weight();
+            if let Some(layer) = lora_layer_mut(linear) {
                 f(path, &weight, layer);
             }
         });
@@ -56,7 +74,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// Checks `config` against this model without changing it: the config is valid, every target name
     /// matches at least one Linear, and `r` fits each matched layer. Returns the matched layers' paths.
     /// `add_adapter` runs it first; a caller can run it before any long work.
-    fn check_adapter(&mut self, config: &LoraConfig) -> Result<Vec<String>, LoraError> {
+    fn check_adapter(&self, config: &LoraConfig) -> Result<Vec<String>, LoraError> {
         config.validate()?;
         let (mut matched, mut paths, mut bad) = (Vec::new(), Vec::new(), None);
         self.visit_linears("", &mut |path, linear| {
@@ -134,14 +152,14 @@ pub trait LoraModel<B: Backend>: Module<B> {
         }
         self.set_trainable(false);
         let mut i = 0;
-        self.visit_linears("", &mut |path, linear| {
+        self.visit_linears_mut("", &mut |path, linear| {
             if config.saves(path) {
                 // modules_to_save: a trainable full copy of the weight, for this adapter only
                 let copy = Var::param(linear.weight().value().copy());
-                if lora_layer(linear).is_none() {
+                if lora_layer_mut(linear).is_none() {
                     linear.set_adapter(Box::new(LoraLayer::<B>::default()));
                 }
-                lora_layer(linear)
+                lora_layer_mut(linear)
                     .expect("just attached")
                     .insert_copy(name, copy);
                 return;
@@ -155,14 +173,14 @@ pub trait LoraModel<B: Backend>: Module<B> {
             if let Some(moved) = &weights.moved_from_base {
                 linear.weight().set_value(w0.sub(moved)); // PiSSA / OLoRA: the base keeps the residual
             }
-            if lora_layer(linear).is_none() {
+            if lora_layer_mut(linear).is_none() {
                 linear.set_adapter(Box::new(LoraLayer::<B>::default()));
             }
-            lora_layer(linear)
+            lora_layer_mut(linear)
                 .expect("just attached")
                 .insert(name, weights);
         });
-        self.for_each_lora_layer(&mut |_, _, layer| layer.set_active(name));
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_active(name));
         // 4-bit base weights (QLoRA) are not parameters, but they are the model's weights all the same
         let mut compressed = 0;
         self.visit_linears("", &mut |_, linear| {
@@ -178,13 +196,13 @@ pub trait LoraModel<B: Backend>: Module<B> {
     }
 
     /// All adapter names on the model.
-    fn adapter_names(&mut self) -> Vec<String> {
+    fn adapter_names(&self) -> Vec<String> {
         let mut names = BTreeSet::new();
         self.for_each_lora_layer(&mut |_, _, layer| names.extend(layer.names()));
         names.into_iter().collect()
     }
 
-    fn check_exists(&mut self, name: &str) -> Result<(), LoraError> {
+    fn check_exists(&self, name: &str) -> Result<(), LoraError> {
         let existing = self.adapter_names();
         if existing.iter().any(|n| n == name) {
             Ok(())
@@ -202,11 +220,11 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(merged) = self.merged_adapter() {
             return Err(LoraError::Merged(merged));
         }
-        self.for_each_lora_layer(&mut |_, _, layer| layer.set_active(name));
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_active(name));
         Ok(())
     }
 
-    fn active_adapter(&mut self) -> Option<String> {
+    fn active_adapter(&self) -> Option<String> {
         let mut active = None;
         self.for_each_lora_layer(&mut |_, _, layer| {
             active = active.take().or(layer.active().map(String::from));
@@ -214,7 +232,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
         active
     }
 
-    fn merged_adapter(&mut self) -> Option<String> {
+    fn merged_adapter(&self) -> Option<String> {
         let mut merged = None;
         self.for_each_lora_layer(&mut |_, _, layer| {
             merged = merged.take().or(layer.merged().map(String::from));
@@ -225,11 +243,11 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// Runs the base model exactly (unmerging first if an adapter is merged).
     fn disable_adapters(&mut self) {
         self.unmerge_adapter();
-        self.for_each_lora_layer(&mut |_, _, layer| layer.set_disabled(true));
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_disabled(true));
     }
 
     fn enable_adapters(&mut self) {
-        self.for_each_lora_layer(&mut |_, _, layer| layer.set_disabled(false));
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_disabled(false));
     }
 
     /// Removes adapter `name` everywhere (unmerging it first if needed); empty slots are cleared.
@@ -238,7 +256,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if self.merged_adapter().as_deref() == Some(name) {
             self.unmerge_adapter();
         }
-        self.visit_linears("", &mut |_, linear| {
+        self.visit_linears_mut("", &mut |_, linear| {
             // PiSSA / OLoRA took their start out of the base weight: give it back
             let moved = lora_layer(linear)
                 .and_then(|layer| layer.get(name))
@@ -247,7 +265,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 let weight = linear.weight();
                 weight.set_value(weight.value().add(&moved));
             }
-            if let Some(layer) = lora_layer(linear) {
+            if let Some(layer) = lora_layer_mut(linear) {
                 layer.remove(name);
                 if layer.names().is_empty() {
                     linear.take_adapter();
@@ -260,13 +278,13 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// Folds the active adapter into the base weights: inference then costs exactly the base model. A
     /// compressed (4-bit) base is expanded to full precision first, as PEFT's merge of a QLoRA model does.
     fn merge_adapter(&mut self) -> Result<(), LoraError> {
-        self.visit_linears("", &mut |_, linear| {
+        self.visit_linears_mut("", &mut |_, linear| {
             if lora_layer(linear).is_some() {
                 linear.decompress_weight();
             }
         });
         let mut result = Ok(());
-        self.for_each_lora_layer(&mut |_, weight, layer| {
+        self.for_each_lora_layer_mut(&mut |_, weight, layer| {
             if result.is_ok() {
                 result = layer.merge(weight);
             }
@@ -276,13 +294,13 @@ pub trait LoraModel<B: Backend>: Module<B> {
 
     /// Takes a merged adapter back out of the base weights.
     fn unmerge_adapter(&mut self) {
-        self.for_each_lora_layer(&mut |_, weight, layer| layer.unmerge(weight));
+        self.for_each_lora_layer_mut(&mut |_, weight, layer| layer.unmerge(weight));
     }
 
     /// Merges the active adapter and removes every adapter: a plain model with updated weights.
     fn merge_and_unload(&mut self) -> Result<(), LoraError> {
         self.merge_adapter()?;
-        self.visit_linears("", &mut |_, linear| {
+        self.visit_linears_mut("", &mut |_, linear| {
             if lora_layer(linear).is_some() {
                 linear.take_adapter();
             }
@@ -291,7 +309,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
     }
 
     /// The configuration adapter `name` was created with.
-    fn adapter_config(&mut self, name: &str) -> Option<LoraConfig> {
+    fn adapter_config(&self, name: &str) -> Option<LoraConfig> {
         let mut config = None;
         self.for_each_lora_layer(&mut |_, _, layer| {
             if config.is_none() {

@@ -24,7 +24,7 @@ fn key(path: &str, part: &str) -> String {
 
 /// (key, tensor handle) of every tensor of adapter `name`, in PEFT naming.
 fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
-    model: &mut M,
+    model: &M,
     name: &str,
 ) -> Vec<(String, lowrank_autograd::Var<B>)> {
     let mut out = Vec::new();
@@ -49,7 +49,7 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
 
 /// Writes adapter `name` to `dir`, the folder as one unit (`save_dir_atomic`).
 pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
-    model: &mut M,
+    model: &M,
     name: &str,
     dir: &Path,
 ) -> Result<(), LoraError> {
@@ -85,7 +85,7 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
 /// of the values of the base parameters that are not Linear weights (embeddings, norms). Those values
 /// are what neither merging an adapter nor quantizing to 4 bits changes, so a QLoRA adapter matches its
 /// f32 base and a merged model still matches; a differently trained base does not.
-pub fn base_fingerprint<B: Backend, M: LoraModel<B> + ?Sized>(model: &mut M) -> String {
+pub fn base_fingerprint<B: Backend, M: LoraModel<B> + ?Sized>(model: &M) -> String {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut feed = |bytes: &[u8]| {
         for &b in bytes {

@@ -165,7 +165,7 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
     let mut report = QuantReport::default();
     let mut by_path: std::collections::BTreeMap<String, Quantized> =
         quantized.into_iter().collect();
-    model.visit_linears("", &mut |path, linear| {
+    model.visit_linears_mut("", &mut |path, linear| {
         if let Some(q) = by_path.remove(path) {
             report.f32_bytes += 4 * q.numel();
             report.quantized_bytes += q.size_in_bytes();

@@ -1,6 +1,6 @@
 //! `Embedding`: a table of vectors, one row per token id; the forward pass is a row lookup.
 
-use crate::module::{join, Module};
+use crate::module::Module;
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 
@@ -27,7 +27,7 @@ impl<B: Backend> Embedding<B> {
 }
 
 impl<B: Backend> Module<B> for Embedding<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        f(&join(prefix, "weight"), &self.weight);
+    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
+        f("weight", &self.weight);
     }
 }

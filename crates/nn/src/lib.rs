@@ -24,7 +24,7 @@ pub use embedding::Embedding;
 pub use error::NnError;
 pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain};
-pub use module::{join, Module};
+pub use module::{join, AsAny, Children, ChildrenMut, Module};
 pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;

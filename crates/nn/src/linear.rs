@@ -7,7 +7,7 @@
 //! to full precision when the layer runs, used, and dropped; backward expands it again for the input
 //! gradient, so no full-precision copy outlives a forward or backward pass, and it never gets a gradient.
 
-use crate::module::{join, Module};
+use crate::module::Module;
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 use std::any::Any;
@@ -184,16 +184,12 @@ fn compressed_matmul<B: Backend>(
 
 impl<B: Backend> Module<B> for Linear<B> {
     /// The weight is a parameter only when dense: a compressed weight is frozen data, not a parameter.
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
+    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
         if let Weight::Dense(w) = &self.weight {
-            f(&join(prefix, "weight"), w);
+            f("weight", w);
         }
         if let Some(adapter) = &self.adapter {
-            adapter.visit_params(prefix, f);
+            adapter.visit_params("", f);
         }
-    }
-
-    fn as_linear_mut(&mut self) -> Option<&mut Linear<B>> {
-        Some(self)
     }
 }

@@ -1,7 +1,7 @@
 //! `RmsNorm`: `y = x / sqrt(mean(x^2) + eps) * g` over the last axis (Llama's normalisation: no mean
 //! subtraction, no bias). One fused kernel forward, one backward.
 
-use crate::module::{join, Module};
+use crate::module::Module;
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Tensor};
 
@@ -32,7 +32,7 @@ impl<B: Backend> RmsNorm<B> {
 }
 
 impl<B: Backend> Module<B> for RmsNorm<B> {
-    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>)) {
-        f(&join(prefix, "weight"), &self.weight);
+    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
+        f("weight", &self.weight);
     }
 }
