@@ -123,7 +123,12 @@ fn attention(c: &mut Criterion) {
         let need = [true, true, true];
         bench.iter(|| {
             black_box(Tensor::attention_backward(
-                &q, &k, &v, &probs, &dy, scale, true, need,
+                [Some(&q), Some(&k), Some(&v)],
+                &probs,
+                &dy,
+                scale,
+                true,
+                need,
             ))
         })
     });
@@ -204,7 +209,14 @@ fn wgpu_kernels(c: &mut Criterion) {
     let (_, probs) = Tensor::attention(&q, &k, &v, scale, true);
     g.bench_function("attention_backward", |bench| {
         bench.iter(|| {
-            let grads = Tensor::attention_backward(&q, &k, &v, &probs, &dy, scale, true, [true; 3]);
+            let grads = Tensor::attention_backward(
+                [Some(&q), Some(&k), Some(&v)],
+                &probs,
+                &dy,
+                scale,
+                true,
+                [true; 3],
+            );
             black_box(grads.map(|g| g.map(|g| finish(&g))))
         })
     });

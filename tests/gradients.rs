@@ -431,6 +431,49 @@ fn frozen_weight_costs_nothing_in_backward() {
     assert_eq!(stats::read(), stats::Stats::default());
 }
 
+/// Fused attention keeps P always and q, k, v only for the gradients that read them: v for dq and dk, k for
+/// dq, q for dk. Each case gets the same gradients as when all three are tracked.
+#[test]
+fn attention_saves_only_what_its_tracked_inputs_need() {
+    let dev = F64::new();
+    let (b, h, t, d) = (2, 2, 5, 3);
+    let input = |seed, trainable| {
+        Var::leaf(
+            Tensor::randn([b, h, t, d], 0.0, 1.0, &mut rng(seed), &dev),
+            trainable,
+        )
+    };
+    let (qkv, probs) = (b * h * t * d * 8, b * h * t * t * 8); // bytes of one input, of P
+    let full = {
+        let [q, k, v] = [10, 11, 12].map(|s| input(s, true));
+        Var::attention(&q, &k, &v, 0.5, true)
+            .tanh()
+            .sum_all()
+            .backward()
+            .unwrap();
+        [q, k, v].map(|x| x.grad().unwrap().to_vec())
+    };
+    for (need, saved) in [
+        ([false, false, true], probs),           // dv = P^T g
+        ([true, false, false], probs + 2 * qkv), // dq reads k and v
+        ([false, true, false], probs + 2 * qkv), // dk reads q and v
+        ([true, false, true], probs + 2 * qkv),  // LoRA on q and v: q itself is not kept
+        ([true, true, true], probs + 3 * qkv),
+    ] {
+        let [q, k, v] = [(10, need[0]), (11, need[1]), (12, need[2])].map(|(s, n)| input(s, n));
+        stats::reset();
+        let y = Var::attention(&q, &k, &v, 0.5, true);
+        assert_eq!(stats::read().saved_bytes, saved, "need {need:?}");
+        y.tanh().sum_all().backward().unwrap();
+        for (i, x) in [q, k, v].iter().enumerate() {
+            assert_eq!(
+                x.grad().map(|g| g.to_vec()),
+                need[i].then(|| full[i].clone())
+            );
+        }
+    }
+}
+
 #[test]
 fn a_frozen_rms_norm_gain_costs_no_weight_reduction() {
     let dev = F64::new();

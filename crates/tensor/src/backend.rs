@@ -271,11 +271,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         causal: bool,
     ) -> (Self::Storage, Self::Storage);
     /// Gradients of `attention` w.r.t. q, k and v given the upstream gradient `g` (B, H, T, D), each laid out
-    /// as (B, T, H, D); only those that `need` asks for are computed.
-    #[allow(clippy::too_many_arguments)]
+    /// as (B, T, H, D); only those that `need` asks for are computed. An input is `None` when no requested
+    /// gradient reads it (the tensor op has checked: k is given for dq, q for dk, v for either).
     fn attention_backward(
         &self,
-        qkv: [(&Self::Storage, &Layout); 3],
+        qkv: [Option<(&Self::Storage, &Layout)>; 3],
         probs: &Self::Storage,
         g: (&Self::Storage, &Layout),
         scale: f64,

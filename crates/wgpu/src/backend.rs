@@ -234,7 +234,7 @@ impl Backend for Wgpu {
 
     fn attention_backward(
         &self,
-        qkv: [(&GpuStorage, &Layout); 3],
+        qkv: [Option<(&GpuStorage, &Layout)>; 3],
         probs: &GpuStorage,
         g: (&GpuStorage, &Layout),
         scale: f64,

@@ -10,12 +10,16 @@ impl<B: Backend> Var<B> {
     pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> Self {
         let (qv, kv, vv) = (q.value(), k.value(), v.value());
         let (out, probs) = Tensor::attention(&qv, &kv, &vv, scale, causal);
-        let need = [q.requires_grad(), k.requires_grad(), v.requires_grad()];
+        let need @ [dq, dk, _] = [q.requires_grad(), k.requires_grad(), v.requires_grad()];
         // dv = P^T g;  dS = P * (g v^T - rowsum(P * g v^T));  dq = scale dS k;  dk = scale dS^T q
+        // so P is always kept, v only for dS (dq or dk), k only for dq, q only for dk.
         Var::from_op("attention", out, &[q, k, v], move || {
-            let (qv, kv, vv, probs) = (saved(qv), saved(kv), saved(vv), saved(probs));
+            let keep = |t: Tensor<B>, wanted: bool| wanted.then(|| saved(t));
+            let (qv, kv, vv) = (keep(qv, dk), keep(kv, dq), keep(vv, dq || dk));
+            let probs = saved(probs);
             move |g: &Tensor<B>| {
-                Tensor::attention_backward(&qv, &kv, &vv, &probs, g, scale, causal, need).into()
+                let [q, k, v] = [&qv, &kv, &vv].map(Option::as_ref);
+                Tensor::attention_backward([q, k, v], &probs, g, scale, causal, need).into()
             }
         })
     }

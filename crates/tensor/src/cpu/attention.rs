@@ -87,7 +87,7 @@ impl Heads {
         assert_eq!(
             dims.len(),
             4,
-            "attention: q must be (B, H, T, D), got {}",
+            "attention: q and g must be (B, H, T, D), got {}",
             q.shape()
         );
         Heads {
@@ -261,16 +261,14 @@ pub fn attention<E: Element>(
 /// Gradients w.r.t. (q, k, v), each laid out as (B, T, H, D); `None` where `need` says it is not wanted.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward<E: Element>(
-    q: (&[E], &Layout),
-    k: (&[E], &Layout),
-    v: (&[E], &Layout),
+    [q, k, v]: [Option<(&[E], &Layout)>; 3],
     probs: &[E],
     g: (&[E], &Layout),
     scale: f64,
     causal: bool,
     need: [bool; 3],
 ) -> [Option<Vec<E>>; 3] {
-    let hs = Heads::of(q.1);
+    let hs = Heads::of(g.1);
     let (t, d) = (hs.t, hs.d);
     let n = hs.b * hs.h;
     let len = n * t * d;
@@ -284,12 +282,9 @@ pub fn attention_backward<E: Element>(
     let scale = E::from_f64(scale);
     let row_stride = hs.h * d;
     (0..n).into_par_iter().for_each(|i| {
-        let (qm, km, vm, gm) = (
-            hs.mat(q.0, q.1, i),
-            hs.mat(k.0, k.1, i),
-            hs.mat(v.0, v.1, i),
-            hs.mat(g.0, g.1, i),
-        );
+        // q, k, v are given when a requested gradient reads them (checked by the tensor op)
+        let mat = |x: Option<(&[E], &Layout)>| x.map(|(data, layout)| hs.mat(data, layout, i));
+        let (qm, km, vm, gm) = (mat(q), mat(k), mat(v), hs.mat(g.0, g.1, i));
         let p = &probs[i * t * t..][..t * t];
         let pm = Mat::row_major(p.as_ptr(), t);
         let at = |ptr: &Option<OutPtr<E>>| ptr.as_ref().map(|o| o.at(hs.out_offset(i)));
@@ -319,6 +314,7 @@ pub fn attention_backward<E: Element>(
             return;
         }
         // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
+        let vm = vm.expect("v is given for dq and dk");
         let ((_gbuf, gc), (_vbuf, vc)) = (col_major(gm, t, d), col_major(vm, t, d));
         let mut ds = vec![E::zero(); t * t];
         for (r0, r1, keys) in hs.row_blocks(causal) {
@@ -356,7 +352,7 @@ pub fn attention_backward<E: Element>(
                         d,
                         scale,
                         dsm.down(r0),
-                        km,
+                        km.expect("k is given for dq"),
                         dq.add(r0 * row_stride),
                         row_stride,
                     )
@@ -374,7 +370,7 @@ pub fn attention_backward<E: Element>(
                         d,
                         scale,
                         dsm.down(from).t().down(r0),
-                        qm.down(from),
+                        qm.expect("q is given for dk").down(from),
                         dk.add(r0 * row_stride),
                         row_stride,
                     )

@@ -148,24 +148,15 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn attention_backward(
         &self,
-        qkv: [(&Vec<E>, &Layout); 3],
+        qkv: [Option<(&Vec<E>, &Layout)>; 3],
         probs: &Vec<E>,
         g: (&Vec<E>, &Layout),
         scale: f64,
         causal: bool,
         need: [bool; 3],
     ) -> [Option<Vec<E>>; 3] {
-        let [q, k, v] = qkv;
-        attention::attention_backward(
-            (q.0, q.1),
-            (k.0, k.1),
-            (v.0, v.1),
-            probs,
-            (g.0, g.1),
-            scale,
-            causal,
-            need,
-        )
+        let qkv = qkv.map(|x| x.map(|(s, l)| (s.as_slice(), l)));
+        attention::attention_backward(qkv, probs, (g.0, g.1), scale, causal, need)
     }
 
     fn cross_entropy(

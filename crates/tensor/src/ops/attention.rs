@@ -28,42 +28,45 @@ impl<B: Backend> Tensor<B> {
     }
 
     /// Gradients of `attention` w.r.t. (q, k, v) given its probabilities and the upstream gradient g; only
-    /// those that `need` asks for are computed.
-    #[allow(clippy::too_many_arguments)]
+    /// those that `need` asks for are computed, and only the inputs they read must be given: k for dq, q
+    /// for dk, v for either (dv = P^T g reads P alone).
     pub fn attention_backward(
-        q: &Self,
-        k: &Self,
-        v: &Self,
+        [q, k, v]: [Option<&Self>; 3],
         probs: &Self,
         g: &Self,
         scale: f64,
         causal: bool,
         need: [bool; 3],
     ) -> [Option<Self>; 3] {
-        check_shapes(q, k, v);
+        let d = g.dims();
         assert!(
-            g.dims() == q.dims()
-                && probs.dims() == [&q.dims()[..3], &[q.dims()[2]]].concat()
+            g.rank() == 4
+                && [q, k, v].iter().flatten().all(|x| x.dims() == d)
+                && probs.dims() == [&d[..3], &[d[2]]].concat()
                 && probs.layout().is_contiguous(),
-            "attention_backward: g {} must match q {} and probs {} be a contiguous (B, H, T, T)",
+            "attention_backward: q, k, v {:?} must match g {} and probs {} be a contiguous (B, H, T, T)",
+            [q, k, v].map(|x| x.map(|x| x.shape().to_string())),
             g.shape(),
-            q.shape(),
             probs.shape()
         );
-        q.backend()
+        let [dq, dk, _] = need;
+        assert!(
+            (!dq || k.is_some()) && (!dk || q.is_some()) && (!(dq || dk) || v.is_some()),
+            "attention_backward: dq needs k, dk needs q, both need v (need {need:?}, given q {}, k {}, v {})",
+            q.is_some(),
+            k.is_some(),
+            v.is_some()
+        );
+        g.backend()
             .attention_backward(
-                [
-                    (q.storage(), q.layout()),
-                    (k.storage(), k.layout()),
-                    (v.storage(), v.layout()),
-                ],
+                [q, k, v].map(|x| x.map(|x| (x.storage(), x.layout()))),
                 probs.storage(),
                 (g.storage(), g.layout()),
                 scale,
                 causal,
                 need,
             )
-            .map(|s| s.map(|s| heads_view(s, q)))
+            .map(|s| s.map(|s| heads_view(s, g)))
     }
 }
 

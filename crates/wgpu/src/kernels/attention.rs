@@ -15,7 +15,7 @@ fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<
     let d = ops[0].dims();
     assert!(
         d.len() == 4,
-        "attention: q must be (B, H, T, D), got {}",
+        "attention: q and g must be (B, H, T, D), got {}",
         ops[0].shape()
     );
     let (b, h, t, dh) = (d[0], d[1], d[2], d[3]);
@@ -72,18 +72,21 @@ pub fn attention(
 
 pub fn attention_backward(
     dev: &Wgpu,
-    [q, k, v]: [(&GpuStorage, &Layout); 3],
+    qkv: [Option<(&GpuStorage, &Layout)>; 3],
     probs: &GpuStorage,
     g: (&GpuStorage, &Layout),
     scale: f64,
     causal: bool,
     need: [bool; 3],
 ) -> [Option<GpuStorage>; 3] {
-    let d = q.1.dims();
-    let n = q.1.shape().numel();
-    let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
-    // An output nobody asked for is not written; its binding gets a one-value placeholder.
+    let d = g.1.dims();
+    let n = g.1.shape().numel();
+    // An output nobody asked for is not written, and an input no requested gradient reads was not kept:
+    // their bindings get a one-value placeholder (and the input g's layout, never read).
     let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
+    let placeholder = out(false);
+    let [q, k, v] = qkv.map(|x| x.unwrap_or((&placeholder, g.1)));
+    let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
     let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
     let ds = dev.output(if need[0] || need[1] {
         d[0] * d[1] * d[2] * d[2]
