@@ -81,6 +81,7 @@ fn child<B: Backend>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = Workload::new(config, variant, dev);
     w.model.kernels = args.kernels.into();
+    w.opt.kernels = args.kernels.into();
     let (steps, warmup) = (args.steps, args.warmup);
     for _ in 0..warmup {
         w.step();

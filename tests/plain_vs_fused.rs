@@ -1,12 +1,12 @@
 //! Each fused op equals its textbook composition from elementary ops (written beside it in the model code),
 //! in values and in the gradients autograd computes through each, in f64 on random shapes: RMSNorm, RoPE,
-//! SwiGLU, softmax, attention (causal and not), cross-entropy. The plain form is what a reader can step
-//! through; the fused one is an optimisation of it.
+//! SwiGLU, softmax, attention (causal and not), cross-entropy; and the AdamW step (f64 and f32). The plain
+//! form is what a reader can step through; the fused one is an optimisation of it.
 
 use lowrank::autograd::{Var, F64};
 use lowrank::gpt::{attention_plain, softmax_plain, swiglu_plain, Rope};
-use lowrank::nn::{cross_entropy, cross_entropy_plain, RmsNorm};
-use lowrank::tensor::{rng, Tensor};
+use lowrank::nn::{adamw_step_plain, cross_entropy, cross_entropy_plain, RmsNorm};
+use lowrank::tensor::{rng, AdamwStep, Backend, Cpu, Element, Tensor};
 use proptest::prelude::*;
 
 fn dev() -> F64 {
@@ -114,6 +114,83 @@ proptest! {
             &[&logits],
         );
     }
+}
+
+/// `steps` AdamW updates of one random parameter (random gradients each step), fused and plain, on device
+/// `dev`; the largest difference relative to the parameter's size.
+fn adamw_gap<B: Backend>(
+    n: usize,
+    steps: i32,
+    wd: f64,
+    grad_scale: f64,
+    seed: u64,
+    dev: &B,
+) -> f64 {
+    let randn = |s| Tensor::randn([n], 0.0, 1.0, &mut rng(seed + s), dev);
+    let (mut fused, mut plain) = (
+        (randn(0), randn(1), randn(1)),
+        (randn(0), randn(1), randn(1)),
+    );
+    fused.2 = fused.2.sqr(); // v starts non-negative, as it always is
+    plain.2 = plain.2.sqr();
+    for t in 1..=steps {
+        let g = randn(10 + t as u64);
+        let step = AdamwStep {
+            lr: 0.05,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: wd,
+            bias_correction1: 1.0 - 0.9f64.powi(t),
+            bias_correction2: 1.0 - 0.99f64.powi(t),
+            grad_scale,
+        };
+        fused = Tensor::adamw_step(fused.0, fused.1, fused.2, &g, &step);
+        plain = adamw_step_plain(&plain.0, &plain.1, &plain.2, &g, &step);
+    }
+    let (a, b) = (fused.0.to_vec(), plain.0.to_vec());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x.to_f64() - y.to_f64()).abs() / (1.0 + x.to_f64().abs()))
+        .fold(0.0, f64::max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn adamw_step(n in 1usize..300, steps in 1i32..5, wd in 0.0f64..0.1, clip in 0.1f64..1.0, seed in 0u64..1000) {
+        let gap64 = adamw_gap(n, steps, wd, clip, seed, &dev());
+        prop_assert!(gap64 < 1e-12, "f64: fused and plain differ by {gap64}");
+        let gap32 = adamw_gap(n, steps, wd, clip, seed, &Cpu::<f32>::new());
+        prop_assert!(gap32 < 1e-5, "f32: fused and plain differ by {gap32}");
+    }
+}
+
+/// `AdamW::kernels` switches the optimizer itself: two optimizers, one of each, take a tiny model to the
+/// same weights.
+#[test]
+fn an_adamw_with_plain_kernels_trains_to_the_same_weights() {
+    use lowrank::gpt::{Gpt, GptConfig, Kernels};
+    use lowrank::nn::{AdamW, AdamWConfig, Module};
+    let ids: Vec<u32> = (0..16).map(|i| (i * 37 % 256) as u32).collect();
+    let run = |kernels| {
+        let model = Gpt::new(GptConfig::tiny(), 3, &dev());
+        let mut opt = AdamW::new(model.trainable_params(), AdamWConfig::default());
+        opt.kernels = kernels;
+        for _ in 0..3 {
+            opt.zero_grad();
+            model.loss(&ids[..14], &ids[2..], 2, 7).backward().unwrap();
+            opt.step_scaled(0.7);
+        }
+        model
+            .named_params()
+            .into_iter()
+            .flat_map(|(_, p)| p.value().to_vec())
+            .collect::<Vec<f64>>()
+    };
+    let (fused, plain) = (run(Kernels::Fused), run(Kernels::Plain));
+    assert!(fused.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-12));
 }
 
 #[test]

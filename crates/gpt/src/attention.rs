@@ -2,10 +2,9 @@
 //!
 //! `attn(x) = o_proj(concat_h(softmax_causal(q_h k_h^T / sqrt(d_h)) v_h))`, q and k rotated by RoPE.
 
-use crate::model::Kernels;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{children, Linear, Module};
+use lowrank_nn::{children, Kernels, Linear, Module};
 use lowrank_tensor::{Backend, Element, Tensor};
 
 pub struct Attention<B: Backend> {

@@ -2,10 +2,10 @@
 
 use crate::attention::Attention;
 use crate::mlp::Mlp;
-use crate::model::{norm, Kernels};
+use crate::model::norm;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{children, Module, RmsNorm};
+use lowrank_nn::{children, Kernels, Module, RmsNorm};
 use lowrank_tensor::Backend;
 
 pub struct Block<B: Backend> {

@@ -31,8 +31,9 @@ pub use checkpoint::{
 };
 pub use config::{GptConfig, HfLlamaConfig};
 pub use data::{Batch, Dataset, IGNORE};
+pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
-pub use model::{Gpt, Kernels};
+pub use model::Gpt;
 pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,

@@ -1,8 +1,7 @@
 //! The SwiGLU feed-forward block: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
 
-use crate::model::Kernels;
 use lowrank_autograd::Var;
-use lowrank_nn::{children, Linear, Module};
+use lowrank_nn::{children, Kernels, Linear, Module};
 use lowrank_tensor::Backend;
 
 pub struct Mlp<B: Backend> {

@@ -9,19 +9,9 @@ use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
 use lowrank_nn::{
-    children, cross_entropy, cross_entropy_plain, Embedding, Linear, Module, RmsNorm,
+    children, cross_entropy, cross_entropy_plain, Embedding, Kernels, Linear, Module, RmsNorm,
 };
 use lowrank_tensor::Backend;
-
-/// Which form of each fused op the forward pass runs: the fused kernels (fast), or their plain compositions
-/// from elementary ops (`RmsNorm::forward_plain`, `Rope::apply_plain`, `attention_plain`, `swiglu_plain`,
-/// `cross_entropy_plain`: readable, and slower). Both compute the same function (tests/plain_vs_fused.rs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Kernels {
-    #[default]
-    Fused,
-    Plain,
-}
 
 pub struct Gpt<B: Backend> {
     pub config: GptConfig,

@@ -128,6 +128,7 @@ pub fn train<B: Backend>(
     if cfg.paged_optimizer {
         opt = opt.paged();
     }
+    opt.kernels = model.kernels; // plain model, plain optimizer step
     let schedule = WarmupCosine {
         max_lr: cfg.lr,
         min_lr: cfg.min_lr,

@@ -3,6 +3,7 @@
 //! - [`Module`]: named parameters (Hugging Face style dotted paths) and a way to reach every [`Linear`].
 //! - Layers: [`Linear`] (with an [`Adapter`] slot that LoRA fills), [`Embedding`], [`RmsNorm`].
 //! - [`cross_entropy`] for language modelling.
+//! - [`Kernels`]: the fused ops or their plain compositions (`forward_plain`, `adamw_step_plain`, ...).
 //! - Optimizers [`AdamW`] and [`Sgd`] (state only for trainable parameters), gradient clipping by global
 //!   norm, and the [`WarmupCosine`] learning-rate schedule.
 //! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks.
@@ -10,6 +11,7 @@
 mod checkpoint;
 mod embedding;
 mod error;
+mod kernels;
 mod linear;
 mod loss;
 mod module;
@@ -22,9 +24,10 @@ pub use checkpoint::{
 };
 pub use embedding::Embedding;
 pub use error::NnError;
+pub use kernels::Kernels;
 pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain};
 pub use module::{join, AsAny, Children, ChildrenMut, Module};
-pub use optim::{clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
+pub use optim::{adamw_step_plain, clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;

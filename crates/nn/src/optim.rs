@@ -1,6 +1,7 @@
 //! Optimizers: AdamW and SGD. They update only trainable parameters and keep state only for them, so a
 //! frozen base model costs no optimizer memory — the point of LoRA.
 
+use crate::Kernels;
 use lowrank_autograd::Var;
 use lowrank_tensor::{AdamwStep, Backend, Tensor};
 
@@ -65,6 +66,8 @@ pub struct AdamW<B: Backend> {
     moments: Vec<Option<Moments<B>>>,
     step: usize,
     pub config: AdamWConfig,
+    /// The fused one-pass update (default) or `adamw_step_plain`; both give the same parameters.
+    pub kernels: Kernels,
     paged: bool,
 }
 
@@ -78,6 +81,7 @@ impl<B: Backend> AdamW<B> {
             moments,
             step: 0,
             config,
+            kernels: Kernels::Fused,
             paged: false,
         }
     }
@@ -128,7 +132,10 @@ impl<B: Backend> AdamW<B> {
                 Some(Moments::Host(m, v)) => (page_in(m), page_in(v)),
             };
             p.update_value(|value| {
-                let (value, m, v) = Tensor::adamw_step(value, m, v, &g, &step);
+                let (value, m, v) = match self.kernels {
+                    Kernels::Fused => Tensor::adamw_step(value, m, v, &g, &step),
+                    Kernels::Plain => adamw_step_plain(&value, &m, &v, &g, &step),
+                };
                 *state = Some(if self.paged {
                     Moments::Host(m.to_vec(), v.to_vec()) // page out
                 } else {
@@ -173,6 +180,26 @@ impl<B: Backend> AdamW<B> {
     pub fn zero_grad(&self) {
         self.params.iter().for_each(|p| p.zero_grad());
     }
+}
+
+/// The AdamW update as the formula reads, one elementary op per line; returns the new `(param, m, v)`.
+/// `Tensor::adamw_step` computes the same in one pass over the four tensors, where this makes ten passes
+/// and eight temporaries (tests/plain_vs_fused.rs checks they agree).
+pub fn adamw_step_plain<B: Backend>(
+    param: &Tensor<B>,
+    m: &Tensor<B>,
+    v: &Tensor<B>,
+    grad: &Tensor<B>,
+    s: &AdamwStep,
+) -> (Tensor<B>, Tensor<B>, Tensor<B>) {
+    let g = grad * s.grad_scale; // the clipped gradient
+    let m = &(m * s.beta1) + &(&g * (1.0 - s.beta1)); // first moment: running mean of g
+    let v = &(v * s.beta2) + &(&g.sqr() * (1.0 - s.beta2)); // second moment: running mean of g^2
+    let m_hat = &m * (1.0 / s.bias_correction1); // bias correction: the moments start at 0
+    let v_hat = &v * (1.0 / s.bias_correction2);
+    let adam = &m_hat / &v_hat.sqrt().add_scalar(s.eps); // per-coordinate step direction
+    let decayed = param * (1.0 - s.lr * s.weight_decay); // decoupled weight decay
+    (&decayed - &(&adam * s.lr), m, v)
 }
 
 /// Plain stochastic gradient descent with decoupled weight decay: `p -= lr (g + wd p)`. No state.
