@@ -1,6 +1,6 @@
 //! Each fused op equals its textbook composition from elementary ops (written beside it in the model code),
-//! in values and in the gradients autograd computes through each, in f64 on random shapes: RMSNorm, RoPE,
-//! SwiGLU, softmax, attention (causal and not), cross-entropy; and the AdamW step (f64 and f32). The plain
+//! in values and in the gradients autograd computes through each, in f64 and f32 on random shapes: RMSNorm,
+//! RoPE, SwiGLU, softmax, attention (causal and not), cross-entropy, and the AdamW step. The plain
 //! form is what a reader can step through; the fused one is an optimisation of it.
 
 use lowrank::autograd::{Var, F64};
@@ -13,48 +13,131 @@ fn dev() -> F64 {
     F64::new()
 }
 
-fn param(dims: &[usize], seed: u64) -> Var<F64> {
-    Var::param(Tensor::randn(
-        dims.to_vec(),
-        0.0,
-        1.0,
-        &mut rng(seed),
-        &dev(),
-    ))
+fn param<B: Backend>(dims: &[usize], seed: u64, dev: &B) -> Var<B> {
+    Var::param(Tensor::randn(dims.to_vec(), 0.0, 1.0, &mut rng(seed), dev))
 }
 
 /// Values and the gradients w.r.t. `inputs` of `sum(f() * r)` for a fixed random r: every output element
 /// matters.
-fn outputs_and_grads(f: impl Fn() -> Var<F64>, inputs: &[&Var<F64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
+fn outputs_and_grads<B: Backend>(
+    f: impl Fn() -> Var<B>,
+    inputs: &[&Var<B>],
+) -> (Vec<f64>, Vec<Vec<f64>>) {
     inputs.iter().for_each(|x| x.zero_grad());
     let y = f();
-    let r = Var::constant(Tensor::randn(y.shape(), 0.0, 1.0, &mut rng(99), &dev()));
+    let dev = y.value().backend().clone();
+    let r = Var::constant(Tensor::randn(y.shape(), 0.0, 1.0, &mut rng(99), &dev));
     (&y * &r).sum_all().backward().unwrap();
+    let f64s = |t: Tensor<B>| t.to_vec().iter().map(|v| v.to_f64()).collect();
     let grads = inputs
         .iter()
-        .map(|x| x.grad().expect("a gradient").to_vec())
+        .map(|x| f64s(x.grad().expect("a gradient")))
         .collect();
-    (y.value().to_vec(), grads)
+    (f64s(y.value()), grads)
 }
 
-fn assert_same(
+/// Fused and plain agree in values and gradients: to 1e-9 in f64, to 2e-4 in f32 (relative to 1 + |x|;
+/// the two round differently, and f32 keeps 7 digits).
+fn assert_same<B: Backend>(
     what: &str,
-    fused: impl Fn() -> Var<F64>,
-    plain: impl Fn() -> Var<F64>,
-    inputs: &[&Var<F64>],
+    fused: impl Fn() -> Var<B>,
+    plain: impl Fn() -> Var<B>,
+    inputs: &[&Var<B>],
 ) {
+    let tol = if std::mem::size_of::<B::Elem>() == 8 {
+        1e-9
+    } else {
+        2e-4
+    };
     let (yf, gf) = outputs_and_grads(fused, inputs);
     let (yp, gp) = outputs_and_grads(plain, inputs);
     let close = |a: &[f64], b: &[f64]| {
         a.len() == b.len()
             && a.iter()
                 .zip(b)
-                .all(|(x, y)| (x - y).abs() <= 1e-9 * (1.0 + x.abs()))
+                .all(|(x, y)| (x - y).abs() <= tol * (1.0 + x.abs()))
     };
-    assert!(close(&yf, &yp), "{what}: values differ");
+    let dtype = std::any::type_name::<B::Elem>();
+    assert!(close(&yf, &yp), "{what} ({dtype}): values differ");
     for (i, (a, b)) in gf.iter().zip(&gp).enumerate() {
-        assert!(close(a, b), "{what}: gradients of input {i} differ");
+        assert!(
+            close(a, b),
+            "{what} ({dtype}): gradients of input {i} differ"
+        );
     }
+}
+
+fn rms_norm_case<B: Backend>(dev: &B, rows: usize, c: usize, seed: u64) {
+    let x = param(&[rows, c], seed, dev);
+    let mut norm = RmsNorm::new(c, 1e-5, dev);
+    norm.weight = param(&[c], seed + 1, dev);
+    let inputs = [&x, &norm.weight];
+    assert_same(
+        "rms_norm",
+        || norm.forward(&x),
+        || norm.forward_plain(&x),
+        &inputs,
+    );
+}
+
+fn rope_case<B: Backend>(dev: &B, dims: [usize; 4], seed: u64) {
+    let rope = Rope::new(dims[3], 8, 10000.0, dev);
+    let x = param(&dims, seed, dev);
+    assert_same("rope", || rope.apply(&x), || rope.apply_plain(&x), &[&x]);
+}
+
+fn swiglu_case<B: Backend>(dev: &B, rows: usize, c: usize, seed: u64) {
+    let (gate, up) = (
+        param(&[rows, c], seed, dev),
+        param(&[rows, c], seed + 1, dev),
+    );
+    let (fused, plain) = (|| Var::swiglu(&gate, &up), || swiglu_plain(&gate, &up));
+    assert_same("swiglu", fused, plain, &[&gate, &up]);
+}
+
+fn softmax_case<B: Backend>(dev: &B, rows: usize, c: usize, seed: u64) {
+    let x = param(&[rows, c], seed, dev);
+    assert_same("softmax", || x.softmax(), || softmax_plain(&x), &[&x]);
+}
+
+fn attention_case<B: Backend>(dev: &B, dims: [usize; 4], causal: bool, seed: u64) {
+    let [q, k, v] = [0, 1, 2].map(|i| param(&dims, seed + i, dev));
+    let scale = 1.0 / (dims[3] as f64).sqrt();
+    assert_same(
+        "attention",
+        || Var::attention(&q, &k, &v, scale, causal),
+        || attention_plain(&q, &k, &v, scale, causal),
+        &[&q, &k, &v],
+    );
+}
+
+fn cross_entropy_case<B: Backend>(dev: &B, rows: usize, vocab: usize, seed: u64) {
+    let logits = param(&[rows, vocab], seed, dev);
+    // every third row ignored, the others aim at some class
+    let targets: Vec<u32> = (0..rows)
+        .map(|i| {
+            if i % 3 == 2 {
+                u32::MAX
+            } else {
+                ((i * 7 + seed as usize) % vocab) as u32
+            }
+        })
+        .collect();
+    let ignore = Some(u32::MAX);
+    assert_same(
+        "cross_entropy",
+        || cross_entropy(&logits, &targets, ignore),
+        || cross_entropy_plain(&logits, &targets, ignore),
+        &[&logits],
+    );
+}
+
+/// Runs a case in f64 and in f32.
+macro_rules! in_f64_and_f32 {
+    ($case:ident($($arg:expr),*)) => {{
+        $case(&dev(), $($arg),*);
+        $case(&Cpu::<f32>::new(), $($arg),*);
+    }};
 }
 
 proptest! {
@@ -62,57 +145,32 @@ proptest! {
 
     #[test]
     fn rms_norm(rows in 1usize..5, c in 1usize..9, seed in 0u64..1000) {
-        let x = param(&[rows, c], seed);
-        let mut norm = RmsNorm::new(c, 1e-5, &dev());
-        norm.weight = param(&[c], seed + 1);
-        assert_same("rms_norm", || norm.forward(&x), || norm.forward_plain(&x), &[&x, &norm.weight]);
+        in_f64_and_f32!(rms_norm_case(rows, c, seed));
     }
 
     #[test]
     fn rope(b in 1usize..3, t in 1usize..6, h in 1usize..3, half in 1usize..4, seed in 0u64..1000) {
-        let rope = Rope::new(2 * half, 8, 10000.0, &dev());
-        let x = param(&[b, t, h, 2 * half], seed);
-        assert_same("rope", || rope.apply(&x), || rope.apply_plain(&x), &[&x]);
+        in_f64_and_f32!(rope_case([b, t, h, 2 * half], seed));
     }
 
     #[test]
     fn swiglu(rows in 1usize..5, c in 1usize..9, seed in 0u64..1000) {
-        let (gate, up) = (param(&[rows, c], seed), param(&[rows, c], seed + 1));
-        assert_same("swiglu", || Var::swiglu(&gate, &up), || swiglu_plain(&gate, &up), &[&gate, &up]);
+        in_f64_and_f32!(swiglu_case(rows, c, seed));
     }
 
     #[test]
     fn softmax(rows in 1usize..5, c in 1usize..9, seed in 0u64..1000) {
-        let x = param(&[rows, c], seed);
-        assert_same("softmax", || x.softmax(), || softmax_plain(&x), &[&x]);
+        in_f64_and_f32!(softmax_case(rows, c, seed));
     }
 
     #[test]
     fn attention(b in 1usize..3, h in 1usize..3, t in 1usize..40, d in 1usize..5, causal: bool, seed in 0u64..1000) {
-        let (q, k, v) = (param(&[b, h, t, d], seed), param(&[b, h, t, d], seed + 1), param(&[b, h, t, d], seed + 2));
-        let scale = 1.0 / (d as f64).sqrt();
-        assert_same(
-            "attention",
-            || Var::attention(&q, &k, &v, scale, causal),
-            || attention_plain(&q, &k, &v, scale, causal),
-            &[&q, &k, &v],
-        );
+        in_f64_and_f32!(attention_case([b, h, t, d], causal, seed));
     }
 
     #[test]
     fn cross_entropy_with_ignored_rows(rows in 1usize..6, vocab in 2usize..9, seed in 0u64..1000) {
-        let logits = param(&[rows, vocab], seed);
-        // every third row ignored, the others aim at some class
-        let targets: Vec<u32> = (0..rows)
-            .map(|i| if i % 3 == 2 { u32::MAX } else { ((i * 7 + seed as usize) % vocab) as u32 })
-            .collect();
-        let ignore = Some(u32::MAX);
-        assert_same(
-            "cross_entropy",
-            || cross_entropy(&logits, &targets, ignore),
-            || cross_entropy_plain(&logits, &targets, ignore),
-            &[&logits],
-        );
+        in_f64_and_f32!(cross_entropy_case(rows, vocab, seed));
     }
 }
 
