@@ -22,18 +22,20 @@ fn key(path: &str, part: &str) -> String {
     format!("base_model.model.{path}.{part}")
 }
 
-/// (key, tensor handle) of every tensor of adapter `name`, in PEFT naming.
+/// Adapter `name`'s config (`None` if no layer has the adapter) and (key, tensor handle) of each of its
+/// tensors in PEFT naming, in one walk over the model.
 fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
     model: &M,
     name: &str,
-) -> Vec<(String, lowrank_autograd::Var<B>)> {
-    let mut out = Vec::new();
+) -> (Option<LoraConfig>, Vec<(String, lowrank_autograd::Var<B>)>) {
+    let (mut config, mut out) = (None, Vec::new());
     model.for_each_lora_layer(&mut |path, _, layer| {
         if let Some(copy) = layer.copy(name) {
             // modules_to_save: PEFT stores the copy under the module's own name
             out.push((key(path, "weight"), copy.clone()));
         }
         if let Some(w) = layer.get(name) {
+            config.get_or_insert_with(|| w.config.clone());
             out.push((key(path, "lora_A.weight"), w.a.clone()));
             out.push((key(path, "lora_B.weight"), w.b.clone()));
             if let Some(m) = &w.magnitude {
@@ -44,7 +46,7 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
             }
         }
     });
-    out
+    (config, out)
 }
 
 /// Writes adapter `name` to `dir`, the folder as one unit (`save_dir_atomic`).
@@ -53,14 +55,15 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     name: &str,
     dir: &Path,
 ) -> Result<(), LoraError> {
-    model.check_exists(name)?;
-    let config = model
-        .adapter_config(name)
-        .expect("an existing adapter has a config");
-    let tensors: Vec<(String, Tensor<B>)> = adapter_tensors(model, name)
-        .into_iter()
-        .map(|(k, v)| (k, v.value()))
-        .collect();
+    let (config, tensors) = adapter_tensors(model, name);
+    let Some(config) = config else {
+        return Err(LoraError::UnknownAdapter {
+            name: name.into(),
+            existing: model.adapter_names(),
+        });
+    };
+    let tensors: Vec<(String, Tensor<B>)> =
+        tensors.into_iter().map(|(k, v)| (k, v.value())).collect();
     let peft = PeftConfig {
         lowrank_base_fingerprint: Some(base_fingerprint(model)),
         ..config.to_peft()
@@ -189,7 +192,7 @@ pub fn load_adapter_with<B: Backend, M: LoraModel<B> + ?Sized>(
         })
         .collect();
     let report = model.add_adapter(name, &config, 0)?;
-    let expected = adapter_tensors(model, name);
+    let (_, expected) = adapter_tensors(model, name);
     let loaded = expected
         .iter()
         .map(|(k, v)| file.tensor(k, Some(&v.shape()), &v.backend()))
