@@ -9,6 +9,7 @@
 
 use clap::{Parser, ValueEnum};
 use lowrank::bench::{Variant, Workload};
+use lowrank::flops::fma_peak_gflops;
 use lowrank::nn::Module;
 use lowrank::tensor::Backend;
 use std::time::Instant;
@@ -86,6 +87,10 @@ fn child<B: Backend>(
     for _ in 0..warmup {
         w.step();
     }
+    // the step's matrix-product FLOPs, as issued (docs: src/flops.rs; equal to its formula, tests/flops.rs)
+    lowrank::tensor::flops::reset();
+    w.step();
+    let gflop = lowrank::tensor::flops::read() as f64 / 1e9;
     let before = gpu_counters(args.device);
     let mut times: Vec<f64> = (0..steps)
         .map(|_| {
@@ -110,6 +115,10 @@ fn child<B: Backend>(
     // weights + gradients + AdamW moments
     let state_bytes = 4 * total + compressed + 4 * trainable + w.opt.state_bytes();
     let total = total + compressed_params;
+    let gflops = gflop / ms * 1e3;
+    // % of the CPU's measured FMA peak (for the CPU backend; a GPU's peak is not probed)
+    let peak = matches!(args.device, device::Device::Cpu).then(|| fma_peak_gflops(0.5));
+    let round1 = |x: f64| (x * 10.0).round() / 10.0;
     println!(
         "{}",
         serde_json::json!({
@@ -119,7 +128,9 @@ fn child<B: Backend>(
             "peak_rss_mib": peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
             "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
-            "readbacks_per_step": per_step(2)
+            "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,
+            "gflops": round1(gflops), "fma_peak_gflops": peak.map(round1),
+            "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p))
         })
     );
     Ok(())

@@ -11,3 +11,4 @@ pub use lowrank_tensor as tensor;
 pub use lowrank_wgpu as wgpu;
 
 pub mod bench;
+pub mod flops;

@@ -22,6 +22,7 @@ mod backend;
 mod cpu;
 mod element;
 mod error;
+pub mod flops;
 mod layout;
 mod ops;
 mod shape;

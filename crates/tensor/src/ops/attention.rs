@@ -15,6 +15,7 @@ impl<B: Backend> Tensor<B> {
     /// `attention_backward` needs.
     pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> (Self, Self) {
         check_shapes(q, k, v);
+        crate::flops::record(2 * crate::flops::attention_product(q.dims(), causal)); // q k^T, P v
         let (out, probs) = q.backend().attention(
             (q.storage(), q.layout()),
             (k.storage(), k.layout()),
@@ -49,7 +50,10 @@ impl<B: Backend> Tensor<B> {
             g.shape(),
             probs.shape()
         );
-        let [dq, dk, _] = need;
+        let [dq, dk, dv] = need;
+        // dv = P^T g;  dP = g v^T (for dq or dk);  dq = dS k;  dk = dS^T q
+        let products = [dv, dq || dk, dq, dk].iter().filter(|&&x| x).count() as u64;
+        crate::flops::record(products * crate::flops::attention_product(d, causal));
         assert!(
             (!dq || k.is_some()) && (!dk || q.is_some()) && (!(dq || dk) || v.is_some()),
             "attention_backward: dq needs k, dk needs q, both need v (need {need:?}, given q {}, k {}, v {})",

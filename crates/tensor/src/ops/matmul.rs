@@ -28,6 +28,7 @@ impl<B: Backend> Tensor<B> {
         let with = |tail: [usize; 2]| Shape::new([batch.dims(), &tail].concat());
         let la = self.layout().broadcast_to(&with([m, k]));
         let lb = rhs.layout().broadcast_to(&with([k, n]));
+        crate::flops::record(crate::flops::gemm(batch.numel(), m, n, k));
         let out = self
             .backend()
             .matmul(self.storage(), &la, rhs.storage(), &lb);

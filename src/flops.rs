@@ -1,0 +1,154 @@
+//! How much arithmetic a training step is, and how much the machine can do: the numbers behind
+//! `bench_train`'s "% of peak".
+//!
+//! **The step's FLOPs** (`train_step_flops`) are those of its matrix products, `2 m n k` each; everything
+//! else (norms, RoPE, softmax, the loss, AdamW) is a few operations per value, not per product term, and
+//! left out, as model-FLOP-utilisation figures do. With N = batch * seq tokens, a Linear (in, out) costs
+//!
+//! ```text
+//! forward                         2 N in out
+//! dx = g W      (input tracked)   2 N in out
+//! dW = g^T x    (W trained)       2 N in out
+//! LoRA, rank r: forward 2 N r (in + out); dB and d(xA^T): 2 x 2 N r out; dA: 2 N r in;
+//!               dx through A (input tracked): 2 N r in
+//! ```
+//!
+//! and causal attention 2 D per visible score per product (T (T + 1) / 2 scores per head): two products
+//! forward, and backward dv = P^T g (v tracked), dP = g v^T (q or k tracked), dq = dS k, dk = dS^T q. Which
+//! inputs are tracked follows the graph: the residual stream needs a gradient from the first layer that
+//! trains anything (from the start when the embeddings train), so a LoRA model's first layer computes
+//! no dx for q, k and v. `tests/flops.rs` checks the formula against the products the model issues
+//! (`lowrank::tensor::flops`).
+//!
+//! **The machine's peak** (`fma_peak_gflops`) is measured, not looked up: every rayon thread runs
+//! independent fused multiply-add chains, as wide as the CPU's vectors, for a fixed time.
+
+use crate::gpt::GptConfig;
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// How one Linear layer trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearTraining {
+    Frozen,
+    /// A LoRA adapter of rank r on a frozen weight.
+    Lora {
+        r: usize,
+    },
+    /// The weight itself trains (full fine-tuning).
+    Full,
+}
+
+/// The matrix-product FLOPs of one forward + backward pass of a `config` model on `batch` x `seq` tokens,
+/// each Linear training as `linear(name)` says (`"q_proj"`, ..., `"lm_head"`), the token embedding trained
+/// or not. With every Linear frozen and the embedding too, this is the forward pass alone.
+pub fn train_step_flops(
+    config: &GptConfig,
+    batch: usize,
+    seq: usize,
+    linear: impl Fn(&str) -> LinearTraining,
+    embeddings_train: bool,
+) -> u64 {
+    let n = (batch * seq) as u64;
+    let (c, f, v) = (config.d_model, config.d_ff, config.vocab_size);
+    let mut total = 0u64;
+    // Adds one Linear's products; returns whether its output needs a gradient.
+    let mut layer = |name: &str, d_in: usize, d_out: usize, input_tracked: bool| {
+        let (d_in, d_out) = (d_in as u64, d_out as u64);
+        let dense = 2 * n * d_in * d_out;
+        total += dense + if input_tracked { dense } else { 0 }; // forward, dx
+        match linear(name) {
+            LinearTraining::Frozen => input_tracked,
+            LinearTraining::Full => {
+                total += dense; // dW
+                true
+            }
+            LinearTraining::Lora { r } => {
+                let r = r as u64;
+                total += 2 * n * r * (d_in + d_out) // forward: (x A^T) B^T
+                    + 2 * (2 * n * r * d_out) // dB, d(x A^T)
+                    + 2 * n * r * d_in // dA
+                    + if input_tracked { 2 * n * r * d_in } else { 0 }; // dx through A
+                true
+            }
+        }
+    };
+    let t = seq as u64;
+    // one attention product over the visible scores: 2 D per score, H heads of D = C / H
+    let attention = 2 * batch as u64 * c as u64 * (t * (t + 1) / 2);
+    let mut attn_total = 0u64;
+    let mut stream = embeddings_train; // does the residual stream need a gradient?
+    for _ in 0..config.n_layers {
+        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|name| layer(name, c, c, stream));
+        attn_total += 2 * attention; // q k^T, P v
+        let backward = [v, q || k, q, k]; // dv, dP, dq, dk
+        attn_total += backward.iter().filter(|&&x| x).count() as u64 * attention;
+        let o = layer("o_proj", c, c, q || k || v);
+        stream |= o;
+        let (gate, up) = (
+            layer("gate_proj", c, f, stream),
+            layer("up_proj", c, f, stream),
+        );
+        stream |= layer("down_proj", f, c, gate || up);
+    }
+    if config.tie_embeddings {
+        // logits = x E^T: dx when the stream is tracked, dE when the embedding trains
+        let dense = 2 * n * (c * v) as u64;
+        total += dense * (1 + stream as u64 + embeddings_train as u64);
+    } else {
+        layer("lm_head", c, v, stream);
+    }
+    total + attn_total
+}
+
+/// The machine's f32 multiply-add peak in GFLOP/s over all rayon threads, measured by running independent
+/// FMA chains on each thread for about `seconds` (an FMA counts as two FLOPs).
+pub fn fma_peak_gflops(seconds: f64) -> f64 {
+    let threads = rayon::current_num_threads();
+    let iters = 1 << 16;
+    // calibrate on one round, then run as many rounds as fit in the time
+    let start = Instant::now();
+    black_box(fma_chains(black_box(iters)));
+    let rounds = (seconds / start.elapsed().as_secs_f64().max(1e-6)).clamp(1.0, 1e4) as u64;
+    let start = Instant::now();
+    (0..threads).into_par_iter().for_each(|_| {
+        for _ in 0..rounds {
+            black_box(fma_chains(black_box(iters)));
+        }
+    });
+    let flops = (threads as u64 * rounds * iters * CHAINS as u64 * 2) as f64;
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Independent accumulators: enough to keep every FMA unit busy despite each FMA's latency (12 AVX
+/// registers of 8 lanes), few enough to stay in registers.
+const CHAINS: usize = 96;
+
+/// `iters` rounds of `acc = acc * b + c` on every chain, with the CPU's FMA instructions where it has them.
+fn fma_chains(iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for (checked just above).
+        return unsafe { fma_chains_avx2(iters) };
+    }
+    chains(iters)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(iters: u64) -> f32 {
+    chains(iters)
+}
+
+#[inline(always)]
+fn chains(iters: u64) -> f32 {
+    let mut acc = [1.0f32; CHAINS];
+    let (b, c) = (black_box(0.999_999f32), black_box(1e-7f32));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(b, c);
+        }
+    }
+    acc.iter().sum()
+}

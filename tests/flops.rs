@@ -1,0 +1,107 @@
+//! The documented FLOP formula (`lowrank::flops::train_step_flops`) equals the matrix-product FLOPs the
+//! model actually issues (counted by `lowrank::tensor::flops` in `Tensor::matmul` and attention), for
+//! LoRA on some or all layers, LoRA on a layer whose inputs need no gradient, full fine-tuning, tied and
+//! untied heads, and the forward pass alone.
+
+use lowrank::autograd::{no_grad, F64};
+use lowrank::flops::{train_step_flops, LinearTraining};
+use lowrank::gpt::{Gpt, GptConfig};
+use lowrank::lora::{LoraConfig, LoraModel, Targets};
+use lowrank::nn::Module;
+use lowrank::tensor::flops;
+
+const BATCH: usize = 2;
+const SEQ: usize = 7;
+
+/// FLOPs counted over one forward + backward pass (or the forward alone).
+fn counted(model: &Gpt<F64>, backward: bool) -> u64 {
+    let ids: Vec<u32> = (0..BATCH * SEQ).map(|i| (i * 37 % 256) as u32).collect();
+    let targets: Vec<u32> = ids.iter().map(|i| (i + 1) % 256).collect();
+    flops::reset();
+    if backward {
+        model.loss(&ids, &targets, BATCH, SEQ).backward().unwrap();
+    } else {
+        no_grad(|| model.loss(&ids, &targets, BATCH, SEQ));
+    }
+    flops::read()
+}
+
+fn config(tie_embeddings: bool) -> GptConfig {
+    GptConfig {
+        tie_embeddings,
+        d_ff: 24, // != d_model, so in and out cannot be swapped unnoticed
+        ..GptConfig::tiny()
+    }
+}
+
+fn lora_case(tie: bool, targets: &[&str], r: usize) {
+    let cfg = config(tie);
+    let mut model = Gpt::new(cfg.clone(), 1, &F64::new());
+    let lora = LoraConfig {
+        r,
+        alpha: 3.0,
+        targets: Targets::Names(targets.iter().map(|t| t.to_string()).collect()),
+        ..LoraConfig::default()
+    };
+    model.add_adapter("a", &lora, 2).unwrap();
+    let formula = train_step_flops(
+        &cfg,
+        BATCH,
+        SEQ,
+        |name| match targets.contains(&name) {
+            true => LinearTraining::Lora { r },
+            false => LinearTraining::Frozen,
+        },
+        false,
+    );
+    assert_eq!(
+        counted(&model, true),
+        formula,
+        "LoRA on {targets:?}, tied {tie}"
+    );
+}
+
+#[test]
+fn lora_on_q_and_v() {
+    lora_case(false, &["q_proj", "v_proj"], 2);
+    lora_case(true, &["q_proj", "v_proj"], 3);
+}
+
+#[test]
+fn lora_on_every_linear() {
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    lora_case(false, &all, 2);
+}
+
+/// LoRA on o_proj / down_proj alone: the first layer's attention needs no backward at all.
+#[test]
+fn lora_after_attention_only() {
+    lora_case(false, &["o_proj"], 2);
+    lora_case(true, &["down_proj"], 1);
+}
+
+#[test]
+fn full_fine_tuning_and_the_forward_pass() {
+    for tie in [false, true] {
+        let cfg = config(tie);
+        let model = Gpt::new(cfg.clone(), 1, &F64::new());
+        let full = train_step_flops(&cfg, BATCH, SEQ, |_| LinearTraining::Full, true);
+        assert_eq!(counted(&model, true), full, "full, tied {tie}");
+        model.set_trainable(false);
+        let forward = train_step_flops(&cfg, BATCH, SEQ, |_| LinearTraining::Frozen, false);
+        assert_eq!(counted(&model, false), forward, "forward, tied {tie}");
+        assert_eq!(
+            counted(&model, false) * 3,
+            full,
+            "a full step is 3 forwards here"
+        );
+    }
+}
