@@ -81,7 +81,7 @@ struct Args {
     /// The adapter's alpha: its update is scaled by alpha / r.
     #[arg(long, default_value_t = 16.0)]
     alpha: f64,
-    /// Comma-separated Linear layers to train as full copies saved with the adapter (e.g. lm_head).
+    /// Comma-separated layers to train as full copies saved with the adapter (e.g. lm_head,embed_tokens).
     #[arg(long, default_value = "")]
     modules_to_save: String,
     /// How the adapter starts.

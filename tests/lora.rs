@@ -685,57 +685,111 @@ fn pissa_and_olora_start_from_the_base_and_give_it_back() {
     }
 }
 
+/// PEFT's modules_to_save on every kind of layer with a weight: the head, the token embedding (also as a
+/// tied head), the final norm and (by suffix, as PEFT matches) every block's input norm. The copy trains
+/// (gradcheck), the original stays frozen, disabling gives the base exactly, files round-trip, merging
+/// equals not merging, and unmerging / deleting gives every base weight back.
 #[test]
 fn modules_to_save_trains_a_full_copy_that_merges_and_goes_away() {
-    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
-    let base = logits(&model);
-    let w0 = model.lm_head.as_ref().unwrap().weight().value().to_vec();
-    let cfg = LoraConfig {
-        modules_to_save: vec!["lm_head".into()],
-        ..config(false)
-    };
-    model.add_adapter("m", &cfg, 2).unwrap();
-    randomize(&model, 3);
-    let copy = model
-        .named_params()
-        .into_iter()
-        .find(|(n, _)| n == "lm_head.modules_to_save.m.weight")
-        .map(|(_, p)| p)
-        .expect("a trainable copy of lm_head");
-    assert!(copy.requires_grad() && !model.lm_head.as_ref().unwrap().weight().requires_grad());
-    copy.set_value(&copy.value() + &Tensor::randn(copy.shape(), 0.0, 0.1, &mut rng(5), &dev()));
-    // the whole loss's gradient w.r.t. the copy, and the adapter's A and B
-    let (ids, targets): (Vec<u32>, Vec<u32>) = ((0..8).collect(), (1..9).collect());
-    let params: Vec<Var<F64>> = model
-        .named_params()
-        .into_iter()
-        .filter(|(_, p)| p.requires_grad())
-        .map(|(_, p)| p)
-        .collect();
-    gradcheck_params(
-        || model.loss(&ids, &targets, 1, 8),
-        &params,
-        1e-6,
-        1e-6,
-        1e-5,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let adapted = logits(&model);
-    model.merge_adapter().unwrap();
-    assert!(
-        max_diff(&adapted, &logits(&model)) < 1e-10,
-        "merged = unmerged"
-    );
-    model.unmerge_adapter();
-    assert!(
-        max_diff(
-            &model.lm_head.as_ref().unwrap().weight().value().to_vec(),
-            &w0
-        ) < 1e-12
-    );
-    model.delete_adapter("m").unwrap();
-    assert!(
-        max_diff(&base, &logits(&model)) < 1e-12,
-        "deleted: the base again"
-    );
+    for (module, tie, copies) in [
+        ("lm_head", false, 1),
+        ("embed_tokens", false, 1),
+        ("embed_tokens", true, 1),
+        ("model.norm", false, 1),
+        ("input_layernorm", false, GptConfig::tiny().n_layers),
+    ] {
+        let what = format!("{module} (tied {tie})");
+        let gpt = GptConfig {
+            tie_embeddings: tie,
+            ..GptConfig::tiny()
+        };
+        let mut model = Gpt::new(gpt.clone(), 1, &dev());
+        let base = logits(&model);
+        let values = |m: &Gpt<F64>| -> Vec<(String, Vec<f64>)> {
+            let named = m.named_params().into_iter();
+            named.map(|(n, p)| (n, p.value().to_vec())).collect()
+        };
+        let base_values = values(&model);
+        let cfg = LoraConfig {
+            modules_to_save: vec![module.into()],
+            ..config(false)
+        };
+        model.add_adapter("m", &cfg, 2).unwrap();
+        randomize(&model, 3);
+        let saved: Vec<(String, Var<F64>)> = model
+            .named_params()
+            .into_iter()
+            .filter(|(n, _)| n.contains(".modules_to_save.m.weight"))
+            .collect();
+        assert_eq!(
+            saved.len(),
+            copies,
+            "{what}: {saved:?}",
+            saved = saved.iter().map(|s| &s.0).collect::<Vec<_>>()
+        );
+        for (i, (name, copy)) in saved.iter().enumerate() {
+            let original = name.replace(".modules_to_save.m", "");
+            let frozen = model
+                .named_params()
+                .into_iter()
+                .find(|(n, _)| *n == original);
+            assert!(
+                copy.requires_grad() && !frozen.expect("the original").1.requires_grad(),
+                "{what}"
+            );
+            let noise = Tensor::randn(copy.shape(), 0.0, 0.1, &mut rng(5 + i as u64), &dev());
+            copy.set_value(&copy.value() + &noise);
+        }
+        let adapted = logits(&model);
+        assert!(max_diff(&adapted, &base) > 1e-4, "{what}: the copy is used");
+        // the whole loss's gradient w.r.t. the copies, and the adapter's A and B
+        let (ids, targets): (Vec<u32>, Vec<u32>) = ((0..8).collect(), (1..9).collect());
+        gradcheck_params(
+            || model.loss(&ids, &targets, 1, 8),
+            &model.trainable_params(),
+            1e-6,
+            1e-6,
+            1e-5,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+
+        model.disable_adapters();
+        assert!(
+            max_diff(&base, &logits(&model)) < 1e-12,
+            "{what}: disabled is the base"
+        );
+        model.enable_adapters();
+
+        let dir = temp_dir(&format!("save-{}-{tie}", module.replace('.', "-")));
+        save_adapter(&model, "m", &dir).unwrap();
+        let mut reloaded = Gpt::new(gpt, 1, &dev());
+        load_adapter(&mut reloaded, &dir, "m").unwrap();
+        assert!(
+            max_diff(&adapted, &logits(&reloaded)) < 1e-12,
+            "{what}: reloaded"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+
+        model.merge_adapter().unwrap();
+        assert!(
+            max_diff(&adapted, &logits(&model)) < 1e-10,
+            "{what}: merged = unmerged"
+        );
+        model.unmerge_adapter();
+        model.delete_adapter("m").unwrap();
+        let restored = values(&model);
+        let names = |v: &[(String, Vec<f64>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&restored),
+            names(&base_values),
+            "{what}: no copy left"
+        );
+        for ((name, now), (_, before)) in restored.iter().zip(&base_values) {
+            assert!(max_diff(now, before) < 1e-12, "{what}: {name} back"); // LoRA's q, v: W0 + d - d
+        }
+        assert!(
+            max_diff(&base, &logits(&model)) < 1e-12,
+            "{what}: deleted is the base"
+        );
+    }
 }

@@ -200,11 +200,14 @@ fn unsupported_peft_features_are_errors_naming_the_field() {
         err.contains("field `loftq_config`") && err.contains("adapter_config.json"),
         "{err}"
     );
-    let err = load_with("modules_to_save", serde_json::json!(["embed_tokens"])).unwrap_err();
+    let err = load_with("modules_to_save", serde_json::json!(["rotary_emb"])).unwrap_err();
     assert!(
-        err.contains("modules_to_save `embed_tokens` names no Linear"),
+        err.contains("modules_to_save `rotary_emb` names no layer with a weight"),
         "{err}"
     );
+    // a copy the file does not hold: named, and nothing changes
+    let err = load_with("modules_to_save", serde_json::json!(["embed_tokens"])).unwrap_err();
+    assert!(err.contains("model.embed_tokens.weight"), "{err}");
     // a field PEFT does not even have: an error too, unless it is off
     load_with("future_feature", serde_json::json!(null))
         .expect("a feature that is off changes nothing");

@@ -93,8 +93,8 @@ impl<B: Backend> Gpt<B> {
         }
         let x = norm(&self.norm, &x, self.kernels); // (B, T, C)
         match &self.lm_head {
-            Some(head) => head.forward(&x),                  // (B, T, V)
-            None => x.matmul(&self.embed_tokens.weight.t()), // (B, T, V), tied weights
+            Some(head) => head.forward(&x),                           // (B, T, V)
+            None => x.matmul(&self.embed_tokens.weight_in_use().t()), // (B, T, V), tied weights
         }
     }
 

@@ -118,8 +118,8 @@ pub struct LoraConfig {
     pub layers_to_transform: Option<Vec<usize>>,
     /// The path part before the layer index, e.g. `layers` (PEFT's `layers_pattern`); empty: any.
     pub layers_pattern: Vec<String>,
-    /// Layers trained as full copies instead of low-rank updates (PEFT's `modules_to_save`): a Linear whose
-    /// path ends with one of these names, e.g. `lm_head`.
+    /// Layers trained as full copies instead of low-rank updates (PEFT's `modules_to_save`): a layer with a
+    /// weight (Linear, Embedding, RmsNorm) whose path ends with one of these names, e.g. `lm_head`.
     pub modules_to_save: Vec<String>,
     /// Per-layer ranks: (key pattern, r), first match wins.
     pub rank_pattern: Vec<(String, usize)>,
@@ -190,7 +190,7 @@ impl LoraConfig {
         )
     }
 
-    /// Is the Linear at `path` one of `modules_to_save` (PEFT's `_set_trainable`: the path ends with it)?
+    /// Is the layer at `path` one of `modules_to_save` (PEFT's `_set_trainable`: the path ends with it)?
     pub fn saves(&self, path: &str) -> bool {
         self.modules_to_save
             .iter()

@@ -1,9 +1,7 @@
-//! `LoraLayer`: what sits in a `Linear`'s adapter slot — any number of named adapters, one active (or none,
-//! when disabled), and whether one is merged into the base weight.
-//!
-//! An adapter is either low-rank weights (`LoraWeights`: `h = W0 x + s B A x`) or, for a layer named in
-//! PEFT's `modules_to_save`, a trainable full copy W' of the weight that replaces it (`h = W' x`) while the
-//! adapter is active, the frozen W0 staying for the other adapters and the base.
+//! `LoraLayer`: what sits in a `Linear`'s adapter slot — any number of named low-rank adapters
+//! (`LoraWeights`: `h = W0 x + s B A x`), one active (or none, when disabled), and whether one is merged
+//! into the base weight. (A layer named in PEFT's `modules_to_save` gets a full copy instead, kept by the
+//! layer itself: `lowrank_nn::WeightCopies`.)
 
 use crate::dora;
 use crate::lora::LoraWeights;
@@ -14,18 +12,14 @@ use lowrank_tensor::{Backend, Tensor};
 use std::any::Any;
 use std::collections::BTreeMap;
 
-/// The adapter merged into the base weight, and what undoes it exactly: (for DoRA) the row norm used, or
-/// (for a full copy) the weight it replaced.
+/// The adapter merged into the base weight, and (for DoRA) the row norm used, which undoes it exactly.
 struct Merged<B: Backend> {
     name: String,
     dora_norm: Option<Tensor<B>>,
-    replaced: Option<Tensor<B>>,
 }
 
 pub struct LoraLayer<B: Backend> {
     adapters: BTreeMap<String, LoraWeights<B>>,
-    /// modules_to_save: per adapter, a trainable full copy (out, in) of the weight.
-    copies: BTreeMap<String, Var<B>>,
     active: Option<String>,
     disabled: bool,
     merged: Option<Merged<B>>,
@@ -35,7 +29,6 @@ impl<B: Backend> Default for LoraLayer<B> {
     fn default() -> Self {
         LoraLayer {
             adapters: BTreeMap::new(),
-            copies: BTreeMap::new(),
             active: None,
             disabled: false,
             merged: None,
@@ -45,18 +38,7 @@ impl<B: Backend> Default for LoraLayer<B> {
 
 impl<B: Backend> LoraLayer<B> {
     pub fn names(&self) -> Vec<String> {
-        let names: std::collections::BTreeSet<&String> =
-            self.adapters.keys().chain(self.copies.keys()).collect();
-        names.into_iter().cloned().collect()
-    }
-
-    /// Adapter `name`'s full copy of the weight, if this layer is one of its `modules_to_save`.
-    pub fn copy(&self, name: &str) -> Option<&Var<B>> {
-        self.copies.get(name)
-    }
-
-    pub fn insert_copy(&mut self, name: &str, weight: Var<B>) {
-        self.copies.insert(name.to_string(), weight);
+        self.adapters.keys().cloned().collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&LoraWeights<B>> {
@@ -71,7 +53,6 @@ impl<B: Backend> LoraLayer<B> {
         if self.active.as_deref() == Some(name) {
             self.active = None;
         }
-        self.copies.remove(name);
         self.adapters.remove(name)
     }
 
@@ -83,9 +64,6 @@ impl<B: Backend> LoraLayer<B> {
             .iter()
             .any(|n| n == name)
             .then(|| name.to_string());
-        for (n, copy) in &self.copies {
-            copy.set_requires_grad(n == name);
-        }
         for (n, w) in &self.adapters {
             let on = n == name;
             w.a.set_requires_grad(on);
@@ -116,16 +94,6 @@ impl<B: Backend> LoraLayer<B> {
         let Some(name) = self.active.clone() else {
             return Ok(());
         };
-        if let Some(copy) = self.copies.get(&name) {
-            let replaced = Some(weight.value());
-            weight.set_value(copy.value());
-            self.merged = Some(Merged {
-                name,
-                dora_norm: None,
-                replaced,
-            });
-            return Ok(());
-        }
         let Some(w) = self.adapters.get(&name) else {
             return Ok(());
         };
@@ -148,11 +116,7 @@ impl<B: Backend> LoraLayer<B> {
                 Some(norm)
             }
         };
-        self.merged = Some(Merged {
-            name,
-            dora_norm,
-            replaced: None,
-        });
+        self.merged = Some(Merged { name, dora_norm });
         Ok(())
     }
 
@@ -161,10 +125,6 @@ impl<B: Backend> LoraLayer<B> {
         let Some(merged) = self.merged.take() else {
             return;
         };
-        if let Some(original) = merged.replaced {
-            weight.set_value(original);
-            return;
-        }
         let w = &self.adapters[&merged.name];
         let delta = w.delta_weight();
         let restored = match (&w.magnitude, &merged.dora_norm) {
@@ -185,13 +145,6 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
         let Some(active) = &self.active else {
             return base_out;
         };
-        if let Some(copy) = self.copies.get(active) {
-            // the copy replaces the weight: x W'^T, shaped as the base output
-            let dims = x.dims();
-            let rows = x.numel() / dims[dims.len() - 1];
-            let y = x.reshape([rows, dims[dims.len() - 1]]).matmul(&copy.t()); // (rows, out)
-            return y.reshape(base_out.dims());
-        }
         match self.adapters.get(active) {
             Some(w) => w.forward(x, base_weight, base_out),
             None => base_out,
@@ -209,12 +162,6 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
             if let Some(b) = &w.bias {
                 f(&join(prefix, &format!("lora_B.{name}.bias")), b);
             }
-        }
-        for (name, copy) in &self.copies {
-            f(
-                &join(prefix, &format!("modules_to_save.{name}.weight")),
-                copy,
-            );
         }
     }
 

@@ -1,13 +1,14 @@
 //! `LoraModel`: adapters on any `Module`, by target name — add, switch, disable, delete, merge, unload.
 //!
 //! Implemented once for every module: it walks the module's Linear layers (`visit_linears`) and works on
-//! the `LoraLayer` in each one's adapter slot.
+//! the `LoraLayer` in each one's adapter slot, and (for `modules_to_save`) on the `WeightCopies` of every
+//! layer with a weight (`visit_weight_copies`).
 
 use crate::layer::LoraLayer;
 use crate::lora::LoraWeights;
 use crate::{LoraConfig, LoraError, Targets};
 use lowrank_autograd::Var;
-use lowrank_nn::{Linear, Module};
+use lowrank_nn::{Linear, Module, WeightCopies};
 use lowrank_tensor::Backend;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -102,14 +103,16 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(e) = bad {
             return Err(e);
         }
+        let mut saveable = Vec::new();
+        self.visit_weight_copies("", &mut |path, _, _| saveable.push(path.to_string()));
         if let Some(m) = config
             .modules_to_save
             .iter()
-            .find(|m| !paths.iter().any(|p| p.ends_with(m.as_str())))
+            .find(|m| !saveable.iter().any(|p| p.ends_with(m.as_str())))
         {
             return Err(LoraError::InvalidConfig(format!(
-                "modules_to_save `{m}` names no Linear layer (lowrank keeps full copies of Linear layers \
-                 only, e.g. lm_head)"
+                "modules_to_save `{m}` names no layer with a weight (a Linear, Embedding or RmsNorm, \
+                 e.g. lm_head, embed_tokens, norm)"
             )));
         }
         // every listed name must name some Linear: a typo is an error, not a silently smaller adapter
@@ -152,18 +155,13 @@ pub trait LoraModel<B: Backend>: Module<B> {
         }
         self.set_trainable(false);
         let mut i = 0;
-        self.visit_linears_mut("", &mut |path, linear| {
+        self.visit_weight_copies_mut("", &mut |path, weight, copies| {
             if config.saves(path) {
                 // modules_to_save: a trainable full copy of the weight, for this adapter only
-                let copy = Var::param(linear.weight().value().copy());
-                if lora_layer_mut(linear).is_none() {
-                    linear.set_adapter(Box::new(LoraLayer::<B>::default()));
-                }
-                lora_layer_mut(linear)
-                    .expect("just attached")
-                    .insert_copy(name, copy);
-                return;
+                copies.insert(name, Var::param(weight.value().copy()));
             }
+        });
+        self.visit_linears_mut("", &mut |path, linear| {
             if !config.selects(path) {
                 return;
             }
@@ -180,7 +178,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 .expect("just attached")
                 .insert(name, weights);
         });
-        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_active(name));
+        self.activate(name);
         // 4-bit base weights (QLoRA) are not parameters, but they are the model's weights all the same
         let mut compressed = 0;
         self.visit_linears("", &mut |_, linear| {
@@ -199,6 +197,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
     fn adapter_names(&self) -> Vec<String> {
         let mut names = BTreeSet::new();
         self.for_each_lora_layer(&mut |_, _, layer| names.extend(layer.names()));
+        self.visit_weight_copies("", &mut |_, _, copies| names.extend(copies.names()));
         names.into_iter().collect()
     }
 
@@ -220,8 +219,14 @@ pub trait LoraModel<B: Backend>: Module<B> {
         if let Some(merged) = self.merged_adapter() {
             return Err(LoraError::Merged(merged));
         }
-        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_active(name));
+        self.activate(name);
         Ok(())
+    }
+
+    /// Makes `name` active in every adapter slot and every layer's copies.
+    fn activate(&mut self, name: &str) {
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_active(name));
+        self.visit_weight_copies_mut("", &mut |_, _, copies| copies.set_active(name));
     }
 
     fn active_adapter(&self) -> Option<String> {
@@ -237,17 +242,26 @@ pub trait LoraModel<B: Backend>: Module<B> {
         self.for_each_lora_layer(&mut |_, _, layer| {
             merged = merged.take().or(layer.merged().map(String::from));
         });
+        self.visit_weight_copies("", &mut |_, _, copies| {
+            merged = merged.take().or(copies.merged().map(String::from));
+        });
         merged
     }
 
     /// Runs the base model exactly (unmerging first if an adapter is merged).
     fn disable_adapters(&mut self) {
         self.unmerge_adapter();
-        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_disabled(true));
+        self.set_disabled(true);
     }
 
     fn enable_adapters(&mut self) {
-        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_disabled(false));
+        self.set_disabled(false);
+    }
+
+    /// Turns every adapter slot and every layer's copies off (the base runs) or on.
+    fn set_disabled(&mut self, disabled: bool) {
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_disabled(disabled));
+        self.visit_weight_copies_mut("", &mut |_, _, copies| copies.set_disabled(disabled));
     }
 
     /// Removes adapter `name` everywhere (unmerging it first if needed); empty slots are cleared.
@@ -272,6 +286,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 }
             }
         });
+        self.visit_weight_copies_mut("", &mut |_, _, copies| {
+            copies.remove(name);
+        });
         Ok(())
     }
 
@@ -279,7 +296,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// compressed (4-bit) base is expanded to full precision first, as PEFT's merge of a QLoRA model does.
     fn merge_adapter(&mut self) -> Result<(), LoraError> {
         self.visit_linears_mut("", &mut |_, linear| {
-            if lora_layer(linear).is_some() {
+            if lora_layer(linear).is_some() || !linear.copies.names().is_empty() {
                 linear.decompress_weight();
             }
         });
@@ -289,12 +306,18 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 result = layer.merge(weight);
             }
         });
+        self.visit_weight_copies_mut("", &mut |_, weight, copies| {
+            if result.is_ok() {
+                result = copies.merge(weight).map_err(LoraError::Merged);
+            }
+        });
         result
     }
 
     /// Takes a merged adapter back out of the base weights.
     fn unmerge_adapter(&mut self) {
         self.for_each_lora_layer_mut(&mut |_, weight, layer| layer.unmerge(weight));
+        self.visit_weight_copies_mut("", &mut |_, weight, copies| copies.unmerge(weight));
     }
 
     /// Merges the active adapter and removes every adapter: a plain model with updated weights.
@@ -305,6 +328,7 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 linear.take_adapter();
             }
         });
+        self.visit_weight_copies_mut("", &mut |_, _, copies| *copies = WeightCopies::default());
         Ok(())
     }
 

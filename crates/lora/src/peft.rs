@@ -29,11 +29,13 @@ fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
     name: &str,
 ) -> (Option<LoraConfig>, Vec<(String, lowrank_autograd::Var<B>)>) {
     let (mut config, mut out) = (None, Vec::new());
-    model.for_each_lora_layer(&mut |path, _, layer| {
-        if let Some(copy) = layer.copy(name) {
+    model.visit_weight_copies("", &mut |path, _, copies| {
+        if let Some(copy) = copies.get(name) {
             // modules_to_save: PEFT stores the copy under the module's own name
             out.push((key(path, "weight"), copy.clone()));
         }
+    });
+    model.for_each_lora_layer(&mut |path, _, layer| {
         if let Some(w) = layer.get(name) {
             config.get_or_insert_with(|| w.config.clone());
             out.push((key(path, "lora_A.weight"), w.a.clone()));
@@ -106,19 +108,15 @@ pub fn base_fingerprint<B: Backend, M: LoraModel<B> + ?Sized>(model: &M) -> Stri
     for (path, dims) in &linears {
         feed(format!("{path}{dims:?};").as_bytes());
     }
-    let in_linear = |name: &str| {
-        linears
-            .iter()
-            .any(|(p, _)| name.starts_with(&format!("{p}.")))
-    };
-    for (name, p) in model.named_params() {
-        if !in_linear(&name) {
-            feed(format!("{name}{:?};", p.dims()).as_bytes());
-            for v in p.value().to_vec() {
+    // the other layers' own weights (not adapters' copies of them)
+    model.visit_weight_copies("", &mut |path, weight, _| {
+        if !linears.iter().any(|(p, _)| p == path) {
+            feed(format!("{path}.weight{:?};", weight.dims()).as_bytes());
+            for v in weight.value().to_vec() {
                 feed(&(v.to_f64() as f32).to_bits().to_le_bytes());
             }
         }
-    }
+    });
     format!("fnv1a64:{hash:016x}")
 }
 

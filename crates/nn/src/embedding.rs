@@ -1,12 +1,15 @@
 //! `Embedding`: a table of vectors, one row per token id; the forward pass is a row lookup.
 
 use crate::module::Module;
+use crate::WeightCopies;
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 
 pub struct Embedding<B: Backend> {
     /// (vocab, dim)
     pub weight: Var<B>,
+    /// Adapters' trainable copies of the table (`modules_to_save`), used in its place while active.
+    pub copies: WeightCopies<B>,
 }
 
 impl<B: Backend> Embedding<B> {
@@ -14,20 +17,34 @@ impl<B: Backend> Embedding<B> {
         let w = Tensor::randn([vocab, dim], 0.0, std, &mut rng(seed), backend);
         Embedding {
             weight: Var::param(w),
+            copies: WeightCopies::default(),
         }
     }
 
     /// ids of shape `dims` (e.g. (B, T)) -> vectors (B, T, dim). Its gradient is a scatter-add into the rows.
     pub fn forward(&self, ids: &[u32], dims: &[usize]) -> Var<B> {
-        let dim = self.weight.dims()[1];
-        self.weight
-            .index_select(0, ids)
-            .reshape([dims, &[dim]].concat())
+        let table = self.weight_in_use();
+        let dim = table.dims()[1];
+        table.index_select(0, ids).reshape([dims, &[dim]].concat())
+    }
+
+    /// The table lookups use: an active adapter's copy, or the weight itself.
+    pub fn weight_in_use(&self) -> &Var<B> {
+        self.copies.in_use().unwrap_or(&self.weight)
     }
 }
 
 impl<B: Backend> Module<B> for Embedding<B> {
     fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
         f("weight", &self.weight);
+        self.copies.visit_params(f);
+    }
+
+    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+        Some((self.weight.clone(), &self.copies))
+    }
+
+    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
+        Some((self.weight.clone(), &mut self.copies))
     }
 }

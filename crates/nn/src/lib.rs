@@ -18,6 +18,7 @@ mod module;
 mod optim;
 mod rms_norm;
 mod save_dir;
+mod weight_copies;
 
 pub use checkpoint::{
     load_module, load_params, save_module, save_tensors, write_atomic, TensorFile,
@@ -27,7 +28,8 @@ pub use error::NnError;
 pub use kernels::Kernels;
 pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain};
-pub use module::{join, AsAny, Children, ChildrenMut, Module};
+pub use module::{join, AsAny, Children, ChildrenMut, CopiesVisitor, CopiesVisitorMut, Module};
 pub use optim::{adamw_step_plain, clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;
+pub use weight_copies::WeightCopies;

@@ -8,6 +8,7 @@
 //! gradient, so no full-precision copy outlives a forward or backward pass, and it never gets a gradient.
 
 use crate::module::Module;
+use crate::WeightCopies;
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 use std::any::Any;
@@ -43,6 +44,8 @@ pub struct Linear<B: Backend> {
     /// (out_features, in_features), as PyTorch and Hugging Face store it.
     weight: Weight<B>,
     adapter: Option<Box<dyn Adapter<B>>>,
+    /// Adapters' trainable full copies of the weight (`modules_to_save`), used in its place while active.
+    pub copies: WeightCopies<B>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -68,6 +71,7 @@ impl<B: Backend> Linear<B> {
         Linear {
             weight: Weight::Dense(weight),
             adapter: None,
+            copies: WeightCopies::default(),
         }
     }
 
@@ -120,8 +124,12 @@ impl<B: Backend> Linear<B> {
         self.dims()[0]
     }
 
-    /// `x W^T` for x (.., in) -> (.., out), then the adapter if one is attached.
+    /// `x W^T` for x (.., in) -> (.., out), then the adapter if one is attached; or `x W'^T` while an
+    /// adapter's full copy W' is in use.
     pub fn forward(&self, x: &Var<B>) -> Var<B> {
+        if let Some(copy) = self.copies.in_use() {
+            return matmul_rows(x, copy);
+        }
         let base = self.base_forward(x);
         match &self.adapter {
             Some(adapter) => adapter.forward(x, &self.weight(), base),
@@ -131,23 +139,14 @@ impl<B: Backend> Linear<B> {
 
     /// `x W0^T` alone, ignoring the adapter.
     pub fn base_forward(&self, x: &Var<B>) -> Var<B> {
-        let dims = x.dims();
-        let (lead, d_in) = dims.split_at(dims.len() - 1);
-        assert_eq!(
-            d_in,
-            &[self.in_features()],
-            "linear: input {} does not fit weight {:?}",
-            x.shape(),
-            self.dims()
-        );
-        let rows: usize = lead.iter().product();
-        // Flatten to one (rows, in) matrix so the product is one large GEMM (and dW one GEMM, not a batch).
-        let x2 = x.reshape([rows, d_in[0]]);
-        let y = match &self.weight {
-            Weight::Dense(w) => x2.matmul(&w.t()), // (rows, out); W^T is a view
-            Weight::Compressed(c, backend) => compressed_matmul(&x2, c, backend),
-        };
-        y.reshape([lead, &[self.out_features()]].concat())
+        match &self.weight {
+            Weight::Dense(w) => matmul_rows(x, w),
+            Weight::Compressed(c, backend) => {
+                let x2 = rows_of(x, self.dims()); // (rows, in)
+                let y = compressed_matmul(&x2, c, backend); // (rows, out)
+                y.reshape([&x.dims()[..x.rank() - 1], &[self.out_features()]].concat())
+            }
+        }
     }
 
     pub fn adapter(&self) -> Option<&dyn Adapter<B>> {
@@ -166,6 +165,25 @@ impl<B: Backend> Linear<B> {
     pub fn take_adapter(&mut self) -> Option<Box<dyn Adapter<B>>> {
         self.adapter.take()
     }
+}
+
+/// x (.., in) as one (rows, in) matrix (a view), so the product is one large GEMM (and dW one GEMM, not a
+/// batch); panics if `in` does not fit the weight's (out, in).
+fn rows_of<B: Backend>(x: &Var<B>, [out, d_in]: [usize; 2]) -> Var<B> {
+    assert_eq!(
+        x.dims().last(),
+        Some(&d_in),
+        "linear: input {} does not fit weight ({out}, {d_in})",
+        x.shape()
+    );
+    x.reshape([x.numel() / d_in.max(1), d_in])
+}
+
+/// `x W^T` for x (.., in) and W (out, in) -> (.., out).
+fn matmul_rows<B: Backend>(x: &Var<B>, w: &Var<B>) -> Var<B> {
+    let dims = [w.dims()[0], w.dims()[1]];
+    let y = rows_of(x, dims).matmul(&w.t()); // (rows, out); W^T is a view
+    y.reshape([&x.dims()[..x.rank() - 1], &[dims[0]]].concat())
 }
 
 /// `y = x W^T` (rows, out) with W expanded from its compressed form for the product only. The backward rule
@@ -191,5 +209,14 @@ impl<B: Backend> Module<B> for Linear<B> {
         if let Some(adapter) = &self.adapter {
             adapter.visit_params("", f);
         }
+        self.copies.visit_params(f);
+    }
+
+    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+        Some((self.weight(), &self.copies))
+    }
+
+    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
+        Some((self.weight(), &mut self.copies))
     }
 }

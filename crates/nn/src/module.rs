@@ -7,7 +7,7 @@
 //! into, `find_module`) is derived from those two, so a layer left out of the list is left out of
 //! everything at once, not silently missing from one walk.
 
-use crate::Linear;
+use crate::{Linear, WeightCopies};
 use lowrank_autograd::Var;
 use lowrank_tensor::Backend;
 use std::any::Any;
@@ -40,6 +40,10 @@ impl<T: Any> AsAny for T {
 pub type Children<'a, B> = Vec<(String, &'a dyn Module<B>)>;
 /// `Children` with mutable access.
 pub type ChildrenMut<'a, B> = Vec<(String, &'a mut dyn Module<B>)>;
+/// A callback given each layer with a weight: its path, its weight and its `modules_to_save` copies.
+pub type CopiesVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &WeightCopies<B>) + 'a;
+/// `CopiesVisitor` with the copies mutable.
+pub type CopiesVisitorMut<'a, B> = dyn FnMut(&str, &Var<B>, &mut WeightCopies<B>) + 'a;
 
 pub trait Module<B: Backend>: AsAny {
     /// Calls `f(name, param)` for this module's own parameters, named relative to it (`"weight"`). Only
@@ -55,6 +59,17 @@ pub trait Module<B: Backend>: AsAny {
     /// The same list as `children`, mutable (also written by `children!`).
     fn children_mut(&mut self) -> ChildrenMut<'_, B> {
         Vec::new()
+    }
+
+    /// For a layer with one weight (Linear, Embedding, RmsNorm): that weight and its `modules_to_save`
+    /// copies. `None` for every other module.
+    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+        None
+    }
+
+    /// `weight_copies` with the copies mutable.
+    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
+        None
     }
 
     /// Calls `f(name, param)` for every parameter (trainable or frozen), named under `prefix`.
@@ -82,6 +97,26 @@ pub trait Module<B: Backend>: AsAny {
         }
         for (name, child) in self.children_mut() {
             child.visit_linears_mut(&join(prefix, &name), f);
+        }
+    }
+
+    /// Calls `f(path, weight, copies)` for every layer that has `weight_copies`, parents before children.
+    fn visit_weight_copies(&self, prefix: &str, f: &mut CopiesVisitor<'_, B>) {
+        if let Some((weight, copies)) = self.weight_copies() {
+            f(prefix, &weight, copies);
+        }
+        for (name, child) in self.children() {
+            child.visit_weight_copies(&join(prefix, &name), f);
+        }
+    }
+
+    /// `visit_weight_copies` with the copies mutable.
+    fn visit_weight_copies_mut(&mut self, prefix: &str, f: &mut CopiesVisitorMut<'_, B>) {
+        if let Some((weight, copies)) = self.weight_copies_mut() {
+            f(prefix, &weight, copies);
+        }
+        for (name, child) in self.children_mut() {
+            child.visit_weight_copies_mut(&join(prefix, &name), f);
         }
     }
 

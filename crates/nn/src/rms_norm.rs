@@ -2,6 +2,7 @@
 //! subtraction, no bias). One fused kernel forward, one backward.
 
 use crate::module::Module;
+use crate::WeightCopies;
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Tensor};
 
@@ -9,6 +10,8 @@ pub struct RmsNorm<B: Backend> {
     /// The gain g, (dim,), initialised to 1.
     pub weight: Var<B>,
     pub eps: f64,
+    /// Adapters' trainable copies of the gain (`modules_to_save`), used in its place while active.
+    pub copies: WeightCopies<B>,
 }
 
 impl<B: Backend> RmsNorm<B> {
@@ -16,23 +19,38 @@ impl<B: Backend> RmsNorm<B> {
         RmsNorm {
             weight: Var::param(Tensor::ones([dim], backend)),
             eps,
+            copies: WeightCopies::default(),
         }
     }
 
     /// One fused kernel (forward and backward); equal to `forward_plain`, tested in tests/plain_vs_fused.rs.
     pub fn forward(&self, x: &Var<B>) -> Var<B> {
-        x.rms_norm(&self.weight, self.eps)
+        x.rms_norm(self.gain(), self.eps)
     }
 
     /// The textbook composition of elementary ops, which autograd differentiates step by step.
     pub fn forward_plain(&self, x: &Var<B>) -> Var<B> {
         let r = x.sqr().mean(-1, true).add_scalar(self.eps).rsqrt(); // (.., 1): 1 / rms of each row
-        &(x * &r) * &self.weight // (.., C): x / rms(x) * g
+        &(x * &r) * self.gain() // (.., C): x / rms(x) * g
+    }
+
+    /// The gain in use: an active adapter's copy, or the weight itself.
+    fn gain(&self) -> &Var<B> {
+        self.copies.in_use().unwrap_or(&self.weight)
     }
 }
 
 impl<B: Backend> Module<B> for RmsNorm<B> {
     fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
         f("weight", &self.weight);
+        self.copies.visit_params(f);
+    }
+
+    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+        Some((self.weight.clone(), &self.copies))
+    }
+
+    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
+        Some((self.weight.clone(), &mut self.copies))
     }
 }
