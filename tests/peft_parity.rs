@@ -1,7 +1,7 @@
 //! Adapters saved by PEFT itself (tests/fixtures/peft, written by tests/fixtures/make_peft_adapters.py) load
 //! in lowrank and give PEFT's logits: alpha_pattern, rank_pattern, layers_to_transform + layers_pattern,
 //! exclude_modules, a regex target_modules, rsLoRA + DoRA. Each round-trips through lowrank's own save.
-//! lora_bias, modules_to_save (lm_head), PiSSA and OLoRA too. A feature lowrank lacks is an error naming the field. An adapter saved on
+//! lora_bias, modules_to_save (lm_head; embed_tokens and model.norm), PiSSA and OLoRA too. A feature lowrank lacks is an error naming the field. An adapter saved on
 //! one base is refused on another.
 
 use lowrank::autograd::no_grad;
@@ -164,6 +164,31 @@ fn modules_to_save_trains_a_full_copy_of_lm_head() {
     assert!(
         names.contains(&"lm_head.modules_to_save.m.weight".to_string()),
         "{names:?}"
+    );
+}
+
+#[test]
+fn modules_to_save_trains_full_copies_of_the_embedding_and_the_final_norm() {
+    check("modules_to_save_embed_norm", 3); // LoRA on v_proj in 3 layers; embed_tokens and model.norm whole
+    let mut model = base();
+    load_adapter(
+        &mut model,
+        &fixtures().join("modules_to_save_embed_norm"),
+        "m",
+    )
+    .unwrap();
+    let copies: Vec<String> = model
+        .named_params()
+        .into_iter()
+        .filter(|(n, p)| p.requires_grad() && n.contains("modules_to_save"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            "model.embed_tokens.modules_to_save.m.weight",
+            "model.norm.modules_to_save.m.weight"
+        ]
     );
 }
 
