@@ -21,7 +21,8 @@
 //! (`lowrank::tensor::flops`).
 //!
 //! **The machine's peak** (`fma_peak_gflops`) is measured, not looked up: every rayon thread runs
-//! independent fused multiply-add chains, as wide as the CPU's vectors, for a fixed time.
+//! independent fused multiply-add chains in vector registers, as wide as the CPU's widest FMA (AVX-512 or
+//! AVX2 on x86-64, detected at run time), for a fixed time.
 
 use crate::gpt::GptConfig;
 use rayon::prelude::*;
@@ -118,43 +119,88 @@ fn fma_run(seconds: f64) -> f64 {
     black_box(fma_chains(black_box(iters)));
     let rounds = (seconds / start.elapsed().as_secs_f64().max(1e-6)).clamp(1.0, 1e4) as u64;
     let start = Instant::now();
-    (0..threads).into_par_iter().for_each(|_| {
-        for _ in 0..rounds {
-            black_box(fma_chains(black_box(iters)));
-        }
-    });
-    let flops = (threads as u64 * rounds * iters * CHAINS as u64 * 2) as f64;
-    flops / start.elapsed().as_secs_f64() / 1e9
+    let flops: u64 = (0..threads)
+        .into_par_iter()
+        .map(|_| {
+            (0..rounds)
+                .map(|_| black_box(fma_chains(black_box(iters))).0)
+                .sum::<u64>()
+        })
+        .sum();
+    flops as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
-/// Independent accumulators: enough to keep every FMA unit busy despite each FMA's latency (12 AVX
-/// registers of 8 lanes), few enough to stay in registers.
-const CHAINS: usize = 96;
+/// Independent accumulators per thread: enough to keep every FMA unit busy despite each FMA's latency,
+/// few enough to stay in vector registers.
+const CHAINS: usize = 12;
 
-/// `iters` rounds of `acc = acc * b + c` on every chain, with the CPU's FMA instructions where it has them.
-fn fma_chains(iters: u64) -> f32 {
+/// `iters` rounds of `acc = acc * b + c` on every chain with the widest FMA instructions the CPU has
+/// (AVX-512, else AVX2; GEMM kernels use the same widths). Returns the FLOPs done and a checksum.
+fn fma_chains(iters: u64) -> (u64, f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for (checked just above).
-        return unsafe { fma_chains_avx2(iters) };
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return (iters * (CHAINS * 16 * 2) as u64, unsafe {
+                x86::avx512(iters)
+            });
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return (iters * (CHAINS * 8 * 2) as u64, unsafe { x86::avx2(iters) });
+        }
     }
-    chains(iters)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains_avx2(iters: u64) -> f32 {
-    chains(iters)
-}
-
-#[inline(always)]
-fn chains(iters: u64) -> f32 {
+    // elsewhere: scalar chains (the compiler may vectorise them; the figure is then a lower bound)
     let mut acc = [1.0f32; CHAINS];
     let (b, c) = (black_box(0.999_999f32), black_box(1e-7f32));
     for _ in 0..iters {
         for a in acc.iter_mut() {
-            *a = a.mul_add(b, c);
+            *a = *a * b + c;
         }
     }
-    acc.iter().sum()
+    (iters * (CHAINS * 2) as u64, acc.iter().sum())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::CHAINS;
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(iters: u64) -> f32 {
+        let (b, c) = (
+            _mm512_set1_ps(black_box(0.999_999)),
+            _mm512_set1_ps(black_box(1e-7)),
+        );
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, b, c);
+            }
+        }
+        acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(iters: u64) -> f32 {
+        let (b, c) = (
+            _mm256_set1_ps(black_box(0.999_999)),
+            _mm256_set1_ps(black_box(1e-7)),
+        );
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, b, c);
+            }
+        }
+        let mut lanes = [0.0f32; 8];
+        acc.iter()
+            .map(|&a| {
+                _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
 }
