@@ -25,82 +25,76 @@
 //! AVX2 on x86-64, detected at run time), for a fixed time.
 
 use crate::gpt::GptConfig;
+use crate::plan::{walk, LinearTraining, ModelShape, Site};
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
 
-/// How one Linear layer trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinearTraining {
-    Frozen,
-    /// A LoRA adapter of rank r on a frozen weight.
-    Lora {
-        r: usize,
-    },
-    /// The weight itself trains (full fine-tuning).
-    Full,
-}
-
 /// The matrix-product FLOPs of one forward + backward pass of a `config` model on `batch` x `seq` tokens,
-/// each Linear training as `linear(name)` says (`"q_proj"`, ..., `"lm_head"`), the token embedding trained
-/// or not. With every Linear frozen and the embedding too, this is the forward pass alone.
+/// each Linear training as `linear(name)` says (`"q_proj"`, ..., `"lm_head"`), everything training with
+/// `full` (fine-tuning in full: embedding and norms too). With every Linear frozen and `full` off, this is
+/// the forward pass alone.
 pub fn train_step_flops(
     config: &GptConfig,
     batch: usize,
     seq: usize,
     linear: impl Fn(&str) -> LinearTraining,
-    embeddings_train: bool,
+    full: bool,
 ) -> u64 {
+    let shape = ModelShape::from(config);
     let n = (batch * seq) as u64;
-    let (c, f, v) = (config.d_model, config.d_ff, config.vocab_size);
-    let mut total = 0u64;
-    // Adds one Linear's products; returns whether its output needs a gradient.
-    let mut layer = |name: &str, d_in: usize, d_out: usize, input_tracked: bool| {
-        let (d_in, d_out) = (d_in as u64, d_out as u64);
-        let dense = 2 * n * d_in * d_out;
-        total += dense + if input_tracked { dense } else { 0 }; // forward, dx
-        match linear(name) {
-            LinearTraining::Frozen => input_tracked,
-            LinearTraining::Full => {
-                total += dense; // dW
-                true
-            }
-            LinearTraining::Lora { r } => {
-                let r = r as u64;
-                total += 2 * n * r * (d_in + d_out) // forward: (x A^T) B^T
-                    + 2 * (2 * n * r * d_out) // dB, d(x A^T)
-                    + 2 * n * r * d_in // dA
-                    + if input_tracked { 2 * n * r * d_in } else { 0 }; // dx through A
-                true
-            }
-        }
-    };
     let t = seq as u64;
     // one attention product over the visible scores: 2 D per score, H heads of D = C / H
-    let attention = 2 * batch as u64 * c as u64 * (t * (t + 1) / 2);
-    let mut attn_total = 0u64;
-    let mut stream = embeddings_train; // does the residual stream need a gradient?
-    for _ in 0..config.n_layers {
-        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|name| layer(name, c, c, stream));
-        attn_total += 2 * attention; // q k^T, P v
-        let backward = [v, q || k, q, k]; // dv, dP, dq, dk
-        attn_total += backward.iter().filter(|&&x| x).count() as u64 * attention;
-        let o = layer("o_proj", c, c, q || k || v);
-        stream |= o;
-        let (gate, up) = (
-            layer("gate_proj", c, f, stream),
-            layer("up_proj", c, f, stream),
-        );
-        stream |= layer("down_proj", f, c, gate || up);
-    }
-    if config.tie_embeddings {
-        // logits = x E^T: dx when the stream is tracked, dE when the embedding trains
-        let dense = 2 * n * (c * v) as u64;
-        total += dense * (1 + stream as u64 + embeddings_train as u64);
-    } else {
-        layer("lm_head", c, v, stream);
-    }
-    total + attn_total
+    let attention = 2 * batch as u64 * shape.d_model as u64 * (t * (t + 1) / 2);
+    let mut total = 0u64;
+    walk(&shape, linear, full, &mut |site| {
+        total += match site {
+            Site::Linear {
+                d_in,
+                d_out,
+                input_tracked,
+                training,
+                ..
+            } => linear_flops(n, d_in, d_out, input_tracked, training),
+            Site::Head {
+                input_tracked,
+                training,
+            } => linear_flops(n, shape.d_model, shape.vocab, input_tracked, training),
+            Site::Attention { q, k, v } => {
+                // q k^T and P v forward; dv, dP, dq, dk as needed
+                let backward = [v, q || k, q, k].iter().filter(|&&x| x).count() as u64;
+                (2 + backward) * attention
+            }
+            Site::Block | Site::BlockEnd | Site::Norm { .. } | Site::Swiglu { .. } => 0,
+        }
+    });
+    total
+}
+
+/// One Linear's products over `n` rows (see the module docs).
+fn linear_flops(
+    n: u64,
+    d_in: usize,
+    d_out: usize,
+    input_tracked: bool,
+    training: LinearTraining,
+) -> u64 {
+    let (d_in, d_out) = (d_in as u64, d_out as u64);
+    let dense = 2 * n * d_in * d_out;
+    let dx = |flops: u64| if input_tracked { flops } else { 0 };
+    dense
+        + dx(dense)
+        + match training {
+            LinearTraining::Frozen => 0,
+            LinearTraining::Full => dense, // dW
+            LinearTraining::Lora { r } => {
+                let r = r as u64;
+                2 * n * r * (d_in + d_out) // forward: (x A^T) B^T
+                    + 2 * (2 * n * r * d_out) // dB, d(x A^T)
+                    + 2 * n * r * d_in // dA
+                    + dx(2 * n * r * d_in) // dx through A
+            }
+        }
 }
 
 /// The machine's f32 multiply-add peak in GFLOP/s over all rayon threads: the best of five runs of

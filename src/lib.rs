@@ -12,3 +12,5 @@ pub use lowrank_wgpu as wgpu;
 
 pub mod bench;
 pub mod flops;
+pub mod memory;
+pub mod plan;

@@ -237,3 +237,51 @@ fn an_unknown_target_fails_before_training_and_keeps_the_old_adapter() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_memory_calculator_reads_presets_and_configs_and_names_what_is_wrong() {
+    let ok = example("memory")
+        .args(["--preset", "llama-2-7b", "--seq", "2048"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{table}");
+    assert!(
+        table.contains("| full fine-tuning | 6738415616 |"),
+        "{table}"
+    );
+    rejects(
+        "memory",
+        &["--preset", "gpt-5"],
+        "--preset: unknown model `gpt-5`",
+    );
+    rejects(
+        "memory",
+        &["--targets", "q_proj,qq_proj"],
+        "--targets: unknown layer `qq_proj`",
+    );
+    rejects(
+        "memory",
+        &["--batch", "0"],
+        "--batch, --seq and --r must be at least 1",
+    );
+    // a config.json without a field, or with a bad value, names the file and the field
+    let dir = std::env::temp_dir().join(format!("lowrank-cli-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}"#).unwrap();
+    let (code, out) = run("memory", &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("config.json: `num_attention_heads` must be a whole number"),
+        "{out}"
+    );
+    std::fs::write(&config, r#"{"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 3}"#).unwrap();
+    let (code, out) = run("memory", &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("must split into num_attention_heads 3 heads"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

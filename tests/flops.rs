@@ -4,10 +4,11 @@
 //! untied heads, and the forward pass alone.
 
 use lowrank::autograd::{no_grad, F64};
-use lowrank::flops::{train_step_flops, LinearTraining};
+use lowrank::flops::train_step_flops;
 use lowrank::gpt::{Gpt, GptConfig};
 use lowrank::lora::{LoraConfig, LoraModel, Targets};
 use lowrank::nn::Module;
+use lowrank::plan::LinearTraining;
 use lowrank::tensor::flops;
 
 const BATCH: usize = 2;

@@ -1,0 +1,227 @@
+//! How much memory fine-tuning a model takes — full, LoRA, QLoRA — by part: weights, gradients, AdamW
+//! state, activations. For a Hugging Face `config.json` (Llama layout) or a preset; the accounting is
+//! `lowrank::memory`, which matches the trainer's own figures at toy scale (tests/memory_model.rs).
+//!
+//! ```text
+//! cargo run --release --example memory -- --preset llama-2-7b --batch 1 --seq 2048
+//! cargo run --release --example memory -- --config runs/base/config.json --r 8 --targets q_proj,v_proj
+//! ```
+
+use clap::Parser;
+use lowrank::gpt::GptConfig;
+use lowrank::memory::{estimate, Memory, Method, Workload};
+use lowrank::plan::ModelShape;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[path = "support/cli.rs"]
+mod cli;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Memory of full fine-tuning, LoRA and QLoRA, by part, for any Llama-layout model"
+)]
+struct Args {
+    /// A Hugging Face config.json (hidden_size, intermediate_size, num_hidden_layers, ...).
+    #[arg(long, conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// A model size: tiny, small, medium (lowrank's toys), llama-2-7b, llama-2-13b, llama-2-70b.
+    #[arg(long, default_value = "llama-2-7b")]
+    preset: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    r: usize,
+    /// Comma-separated Linear layers that get adapters, or all-linear.
+    #[arg(long, default_value = "q_proj,v_proj")]
+    targets: String,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    seq: usize,
+    /// Keep only each block's input and recompute its activations in backward.
+    #[arg(long)]
+    checkpointing: bool,
+}
+
+const LINEARS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// A preset's sizes: lowrank's toy configs, or Llama 2's published shapes.
+fn preset(name: &str) -> Result<ModelShape, String> {
+    let llama = |d_model, d_ff, n_layers, n_heads, n_kv_heads| ModelShape {
+        vocab: 32000,
+        d_model,
+        d_ff,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        tie_embeddings: false,
+    };
+    Ok(match name {
+        "tiny" => ModelShape::from(&GptConfig::tiny()),
+        "small" => ModelShape::from(&GptConfig::small()),
+        "medium" => ModelShape::from(&GptConfig::medium()),
+        "llama-2-7b" => llama(4096, 11008, 32, 32, 32),
+        "llama-2-13b" => llama(5120, 13824, 40, 40, 40),
+        "llama-2-70b" => llama(8192, 28672, 80, 64, 8),
+        _ => {
+            return Err(format!(
+                "--preset: unknown model `{name}` (tiny, small, medium, llama-2-7b, llama-2-13b, llama-2-70b)"
+            ))
+        }
+    })
+}
+
+/// The sizes in a Hugging Face config.json; errors name the file and the field.
+fn from_config(path: &Path) -> Result<ModelShape, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let size = |field: &str| -> Result<usize, String> {
+        json.get(field)
+            .and_then(Value::as_u64)
+            .filter(|&v| v > 0 && v <= 1 << 24)
+            .map(|v| v as usize)
+            .ok_or_else(|| {
+                format!(
+                    "{}: `{field}` must be a whole number from 1 to 2^24",
+                    path.display()
+                )
+            })
+    };
+    let n_heads = size("num_attention_heads")?;
+    let shape = ModelShape {
+        vocab: size("vocab_size")?,
+        d_model: size("hidden_size")?,
+        d_ff: size("intermediate_size")?,
+        n_layers: size("num_hidden_layers")?,
+        n_heads,
+        n_kv_heads: json
+            .get("num_key_value_heads")
+            .map_or(Ok(n_heads), |_| size("num_key_value_heads"))?,
+        tie_embeddings: json
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    if !shape.d_model.is_multiple_of(shape.n_heads)
+        || !shape.n_heads.is_multiple_of(shape.n_kv_heads)
+    {
+        return Err(format!(
+            "{}: hidden_size {} must split into num_attention_heads {} heads, and those into \
+             num_key_value_heads {} groups",
+            path.display(),
+            shape.d_model,
+            shape.n_heads,
+            shape.n_kv_heads
+        ));
+    }
+    Ok(shape)
+}
+
+/// Bytes as GiB, MiB or KiB, whichever reads best.
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let shape = match &args.config {
+        Some(path) => from_config(path)?,
+        None => preset(&args.preset)?,
+    };
+    if args.batch == 0 || args.seq == 0 || args.r == 0 {
+        return Err("--batch, --seq and --r must be at least 1".into());
+    }
+    let targets: Vec<String> = match args.targets.as_str() {
+        "all-linear" => LINEARS.iter().map(|t| t.to_string()).collect(),
+        list => list.split(',').map(|t| t.trim().to_string()).collect(),
+    };
+    if let Some(bad) = targets.iter().find(|t| !LINEARS.contains(&t.as_str())) {
+        return Err(format!(
+            "--targets: unknown layer `{bad}` (one of {}, or all-linear)",
+            LINEARS.join(", ")
+        )
+        .into());
+    }
+    let work = Workload {
+        batch: args.batch,
+        seq: args.seq,
+        checkpointing: args.checkpointing,
+    };
+    let (r, t) = (args.r, targets.clone());
+    let methods = [
+        ("full fine-tuning".to_string(), Method::Full),
+        (
+            format!("LoRA r={r} ({})", args.targets),
+            Method::Lora {
+                r,
+                targets: t.clone(),
+            },
+        ),
+        (
+            "QLoRA, NF4 + double quant".to_string(),
+            Method::Qlora {
+                r,
+                targets: t.clone(),
+                double_quant: true,
+            },
+        ),
+        (
+            "QLoRA, NF4".to_string(),
+            Method::Qlora {
+                r,
+                targets: t,
+                double_quant: false,
+            },
+        ),
+    ];
+    println!(
+        "{} parameters; batch {} x seq {}, f32, AdamW{}\n",
+        shape.num_params(),
+        args.batch,
+        args.seq,
+        if args.checkpointing {
+            ", activation checkpointing"
+        } else {
+            ""
+        }
+    );
+    println!("| method | trainable | weights | gradients | optimizer | activations | total |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, method) in methods {
+        let m: Memory = estimate(&shape, &method, work);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            m.trainable_params,
+            human(m.weights),
+            human(m.gradients),
+            human(m.optimizer),
+            human(m.activations),
+            human(m.total())
+        );
+    }
+    println!(
+        "\nActivations are what lowrank's graph keeps for backward, attention probabilities (batch x heads x \
+         seq^2) included; an engine with flash attention keeps less."
+    );
+    Ok(())
+}
+
+fn main() {
+    cli::exit_on_error(run(&Args::parse()));
+}
