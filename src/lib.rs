@@ -14,3 +14,4 @@ pub mod bench;
 pub mod flops;
 pub mod memory;
 pub mod plan;
+pub mod study;

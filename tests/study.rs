@@ -1,0 +1,128 @@
+//! The study's grid logic on a tiny model, in seconds: fine-tunes of each kind run and report sane numbers,
+//! the budget ranks and statistics have known answers, and the adapter matrices the analyses read are the
+//! adapter's.
+
+use lowrank::gpt::{corpus, ByteTokenizer, Dataset, Gpt, GptConfig};
+use lowrank::lora::linalg::matmul;
+use lowrank::plan::ModelShape;
+use lowrank::study::{
+    adapter_matrices, base_general_loss, fine_tune, mean_std, rank_for_budget, tokens_per_second,
+    Dev, Kind, Spec, Task,
+};
+use std::path::PathBuf;
+
+fn tiny_base(name: &str) -> (PathBuf, Task) {
+    let dir = std::env::temp_dir().join(format!("lowrank-study-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Gpt::new(GptConfig::tiny(), 1, &Dev::new())
+        .save(&dir)
+        .unwrap();
+    let general = Dataset::new(ByteTokenizer.encode(&corpus::general_corpus(4096, 3)));
+    (dir, Task::new(8192, 12, general))
+}
+
+#[test]
+fn every_kind_of_fine_tune_runs_and_reports() {
+    let (base, task) = tiny_base("kinds");
+    let config = GptConfig::tiny();
+    let before = base_general_loss(&base, &task).unwrap();
+    assert!(before.is_finite() && before > 0.0);
+    for kind in [Kind::Lora, Kind::Dora, Kind::Qlora, Kind::Full] {
+        let spec = Spec {
+            kind,
+            ..Spec::lora(&["q_proj", "v_proj"], 2, 5)
+        };
+        let (model, out) = fine_tune(&base, &spec, &task, 3, 4).unwrap();
+        assert!((0.0..=1.0).contains(&out.accuracy), "{kind:?}: {out:?}");
+        assert!(out.task_loss.is_finite() && out.general_loss.is_finite() && out.ms_per_step > 0.0);
+        let adapter = config.n_layers * 2 * 2 * (2 * config.d_model); // layers x (q, v) x r (in + out)
+        let expected = match kind {
+            Kind::Full => config.num_params_estimate() as usize,
+            Kind::Dora => adapter + config.n_layers * 2 * config.d_model, // + magnitudes
+            _ => adapter,
+        };
+        assert_eq!(out.trainable, expected, "{kind:?}");
+        assert_eq!(out.optimizer_bytes, 8 * expected, "{kind:?}");
+        if kind == Kind::Lora {
+            // the analyses read the adapter's own A and s B A
+            let m = adapter_matrices(&model, "model.layers.1.self_attn.v_proj").unwrap();
+            assert_eq!((m.r, m.d_in, m.d_out), (2, config.d_model, config.d_model));
+            assert_eq!(m.a.len(), 2 * config.d_model);
+            assert!(m.delta.iter().any(|&d| d != 0.0), "a trained B is not zero");
+            assert!(adapter_matrices(&model, "model.layers.1.self_attn.k_proj").is_none());
+            assert!(tokens_per_second(&model, 2, 4, 3, 1) > 0.0);
+        }
+    }
+    std::fs::remove_dir_all(&base).ok();
+}
+
+#[test]
+fn the_update_lies_in_the_row_space_of_a() {
+    let (base, task) = tiny_base("update");
+    let (model, _) = fine_tune(&base, &Spec::lora(&["q_proj"], 4, 1), &task, 2, 2).unwrap();
+    let m = adapter_matrices(&model, "model.layers.0.self_attn.q_proj").unwrap();
+    // dW = s B A has its rows in A's row space: projecting onto it, (dW A^T)(A A^T)^-1 A, changes nothing
+    let (r, d) = (m.r, m.d_in);
+    let at: Vec<f64> = (0..d)
+        .flat_map(|j| (0..r).map(move |i| (i, j)))
+        .map(|(i, j)| m.a[i * d + j])
+        .collect();
+    let gram = matmul(&m.a, &at, r, d, r); // (r, r)
+    let inv = invert(&gram, r);
+    let coef = matmul(&matmul(&m.delta, &at, m.d_out, d, r), &inv, m.d_out, r, r); // (out, r)
+    let back = matmul(&coef, &m.a, m.d_out, r, d);
+    let err = back
+        .iter()
+        .zip(&m.delta)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-4, "dW leaves A's row space by {err}");
+    std::fs::remove_dir_all(&base).ok();
+}
+
+/// Gauss-Jordan inverse of a small well-conditioned matrix.
+fn invert(m: &[f64], n: usize) -> Vec<f64> {
+    let mut a: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            let mut row = m[i * n..(i + 1) * n].to_vec();
+            row.extend((0..n).map(|j| f64::from(i == j)));
+            row
+        })
+        .collect();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))
+            .unwrap();
+        a.swap(c, p);
+        let d = a[c][c];
+        a[c].iter_mut().for_each(|x| *x /= d);
+        for r in 0..n {
+            if r != c {
+                let f = a[r][c];
+                let pivot = a[c].clone();
+                a[r].iter_mut().zip(&pivot).for_each(|(x, p)| *x -= f * p);
+            }
+        }
+    }
+    a.into_iter().flat_map(|row| row[n..].to_vec()).collect()
+}
+
+#[test]
+fn budget_ranks_and_statistics() {
+    let shape = ModelShape::from(&GptConfig::small()); // d 128, d_ff 512
+    let budget = 8 * 2 * 128; // r = 8 on one (128, 128) matrix, per block
+    assert_eq!(rank_for_budget(&shape, &["q_proj"], budget), 8);
+    assert_eq!(rank_for_budget(&shape, &["q_proj", "v_proj"], budget), 4);
+    assert_eq!(
+        rank_for_budget(&shape, &["q_proj", "k_proj", "v_proj", "o_proj"], budget),
+        2
+    );
+    // gate, up, down: 3 x (128 + 512) per rank: 2048 / 1920 rounds to 1
+    assert_eq!(
+        rank_for_budget(&shape, &["gate_proj", "up_proj", "down_proj"], budget),
+        1
+    );
+    assert_eq!(mean_std(&[2.0]), (2.0, 0.0));
+    let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+    assert!((m - 2.0).abs() < 1e-12 && (s - 1.0).abs() < 1e-12);
+}
