@@ -15,8 +15,8 @@ use clap::{Parser, ValueEnum};
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{
     corpus::{self, PirateTask},
-    evaluate, exact_match, generate, load_validation_text, save_validation_text, train,
-    ByteTokenizer, Dataset, GenerateConfig, Gpt, GptConfig, TrainConfig, TrainReport,
+    evaluate, exact_match, generate, load_validation_text, train, ByteTokenizer, Dataset,
+    GenerateConfig, Gpt, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
     load_adapter, quantize_base, save_adapter, Init, LoraConfig, LoraModel, QuantConfig,
@@ -29,6 +29,8 @@ use std::time::Instant;
 
 #[path = "support/alloc.rs"]
 mod alloc;
+#[path = "support/base.rs"]
+mod base;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
@@ -228,7 +230,13 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     // 1. The base model.
     let general = Dataset::new(tok.encode(&corpus::general_corpus(400_000, args.seed)));
     let (general_train, general_val) = general.split(0.1);
-    let mut model = base_model(args, &general_train, &general_val, dev)?;
+    let mut model = base::load_or_pretrain(
+        &args.base,
+        args.pretrain_steps,
+        args.seed,
+        (&general_train, &general_val),
+        dev,
+    )?;
     model.kernels = args.kernels.into();
     // forgetting is measured on the base's own held-out text, when its checkpoint keeps one
     let general_val = match load_validation_text(&args.base) {
@@ -394,48 +402,6 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     );
     println!("total wall time: {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Loads the base checkpoint, or pretrains one and saves it.
-fn base_model<B: Backend>(
-    args: &Args,
-    train_set: &Dataset,
-    val: &Dataset,
-    dev: &B,
-) -> Result<Gpt<B>, Box<dyn std::error::Error>> {
-    if args.base.join(lowrank::gpt::CONFIG_FILE).exists() {
-        let model = Gpt::load(&args.base, dev)?;
-        println!(
-            "base model: loaded {} ({} parameters)",
-            args.base.display(),
-            model.num_params()
-        );
-        return Ok(model);
-    }
-    let config = GptConfig::small();
-    println!(
-        "base model: none at {}, pretraining one ({} steps)",
-        args.base.display(),
-        args.pretrain_steps
-    );
-    let model = Gpt::new(config.clone(), args.seed, dev);
-    let cfg = TrainConfig {
-        steps: args.pretrain_steps,
-        seq: config.max_seq_len,
-        eval_every: 0,
-        seed: args.seed,
-        ..TrainConfig::default()
-    };
-    let report = train(&model, train_set, Some(val), &cfg)?;
-    let last = report.evals.last().expect("train evaluates at the end");
-    println!(
-        "pretrained in {:.1}s: val loss {:.3}",
-        report.seconds, last.val_loss
-    );
-    model.save(&args.base)?;
-    save_validation_text(&args.base, val)?;
-    println!("saved base checkpoint to {}", args.base.display());
-    Ok(model)
 }
 
 fn sample<B: Backend>(model: &Gpt<B>, prompt: &str) -> String {

@@ -36,7 +36,7 @@ impl Task {
 }
 
 /// How a fine-tune adapts the base.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Full,
     Lora,
@@ -47,7 +47,7 @@ pub enum Kind {
 
 /// One fine-tune: how, on which Linear layers (short names; unused for `Full`), at which rank, with
 /// which seed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Spec {
     pub kind: Kind,
     pub targets: Vec<String>,

@@ -1,6 +1,9 @@
-//! Loss curves as pictures: training loss per step and validation loss at each evaluation, with labelled
-//! axes, drawn by `plotters` as SVG and PNG. The PNG's text uses a font shipped in `assets/` (DejaVu Sans,
-//! cut to ASCII), so no system font is needed.
+//! Pictures drawn by `plotters`: loss curves (training loss per step and validation loss at each
+//! evaluation) as SVG and PNG, and the study's heat maps, line charts and scatter plots as PNG. Text uses a
+//! font shipped in `assets/` (DejaVu Sans, cut to ASCII), so no system font is needed.
+
+// Each example includes this file and uses the charts it needs.
+#![allow(dead_code)]
 
 use image::ImageEncoder;
 use lowrank::nn::write_atomic;
@@ -29,13 +32,22 @@ pub fn loss_curves(
         val,
     )?;
     write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
+    write_png(&stem.with_extension("png"), |area| {
+        draw(area, title, train, val)
+    })
+}
+
+type Bitmap<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// Draws with `draw` into a bitmap and writes it to `path` as PNG, atomically.
+fn write_png(
+    path: &Path,
+    draw: impl FnOnce(&Bitmap) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "the bundled font could not be read")?;
     let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw(
-        &BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(),
-        title,
-        train,
-        val,
-    )?;
+    draw(&BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area())?;
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png).write_image(
         &rgb,
@@ -43,8 +55,108 @@ pub fn loss_curves(
         SIZE.1,
         image::ColorType::Rgb8,
     )?;
-    write_atomic(&stem.with_extension("png"), &png)?;
+    write_atomic(path, &png)?;
     Ok(())
+}
+
+/// A heat map of `values[i][j]` in [0, 1] (row i + 1 on the y axis, column j + 1 on the x axis), white to
+/// dark blue, as PNG.
+pub fn heatmap(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    values: &[Vec<f64>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (rows, cols) = (values.len(), values.first().map_or(0, Vec::len));
+    write_png(path, |area| {
+        area.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(48)
+            .build_cartesian_2d(1..cols + 1, 1..rows + 1)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        chart.draw_series(values.iter().enumerate().flat_map(|(i, row)| {
+            row.iter().enumerate().map(move |(j, &v)| {
+                let v = v.clamp(0.0, 1.0);
+                let shade = |full: f64| (255.0 - v * (255.0 - full)) as u8;
+                let color = RGBColor(shade(8.0), shade(48.0), shade(107.0));
+                Rectangle::new([(j + 1, i + 1), (j + 2, i + 2)], color.filled())
+            })
+        }))?;
+        area.present()?;
+        Ok(())
+    })
+}
+
+/// One named series of (x, y) points per line (`lines`) or point cloud (`scatter`), as PNG.
+pub type Series = (String, Vec<(f64, f64)>);
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(70, 130, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// Lines through each series' points (with markers), or markers alone when `joined` is false.
+pub fn chart(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    joined: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let points = || series.iter().flat_map(|(_, p)| p.iter().copied());
+    let range = |pick: fn((f64, f64)) -> f64| {
+        let (lo, hi) = points()
+            .map(pick)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        (lo - pad)..(hi + pad)
+    };
+    let (xs, ys) = (range(|p| p.0), range(|p| p.1));
+    write_png(path, |area| {
+        area.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(xs, ys)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        for ((name, pts), &color) in series.iter().zip(PALETTE.iter().cycle()) {
+            if joined {
+                chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
+            }
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?
+                .label(name.as_str())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+        area.present()?;
+        Ok(())
+    })
 }
 
 fn draw<DB: DrawingBackend>(

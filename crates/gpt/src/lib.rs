@@ -34,6 +34,7 @@ pub use data::{Batch, Dataset, IGNORE};
 pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
+pub use progress::Progress;
 pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,

@@ -23,7 +23,8 @@ enum Mode {
 }
 
 impl Progress {
-    /// Progress over `total` steps of `tokens_per_step` tokens each; `shown = false` prints nothing.
+    /// Progress over `total` steps of `tokens_per_step` tokens each (0: no speed shown); `shown = false`
+    /// prints nothing.
     pub fn new(label: &str, total: usize, tokens_per_step: usize, shown: bool) -> Self {
         let mode = if !shown {
             Mode::Silent
@@ -61,11 +62,13 @@ impl Progress {
             Mode::Plain { last } if last.elapsed() >= PLAIN_EVERY || done == self.total => {
                 *last = Instant::now();
                 let secs = self.start.elapsed().as_secs_f64();
-                let tokens_per_s = (done * self.tokens_per_step) as f64 / secs.max(1e-9);
+                let speed = match self.tokens_per_step {
+                    0 => String::new(), // steps that are not batches of tokens (a grid of runs)
+                    n => format!(", {:.0} tokens/s", (done * n) as f64 / secs.max(1e-9)),
+                };
                 let eta = secs / done as f64 * (self.total - done) as f64;
                 println!(
-                    "step {done}/{}: loss {loss:.4}, {tokens_per_s:.0} tokens/s, {secs:.0}s elapsed, \
-                     ~{eta:.0}s left",
+                    "step {done}/{}: loss {loss:.4}{speed}, {secs:.0}s elapsed, ~{eta:.0}s left",
                     self.total
                 );
             }

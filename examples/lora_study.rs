@@ -1,0 +1,530 @@
+//! The LoRA paper's findings, shown on the toy model by lowrank's own code: which weights to adapt at a
+//! fixed budget (the paper's Table 5), which rank (Table 6), how two adapters' subspaces overlap (Figure
+//! 3), how the update amplifies directions the base did not stress (Section 7.3), what an adapter costs at
+//! inference (Table 1), how LoRA compares with full fine-tuning, DoRA and QLoRA, forgetting included, and
+//! where each method's update moves magnitude and direction (DoRA's Figure 2). Every run fine-tunes the
+//! same pretrained base on the pirate task; writes `runs/study/report.md` and PNG charts.
+//!
+//! ```text
+//! cargo run --release --example lora_study -- --quick   # one seed, shorter runs: a few minutes on 2 cores
+//! cargo run --release --example lora_study              # three seeds, every rank: about half an hour
+//! ```
+//! What each table shows and how it compares with the papers: docs/study.md.
+
+use clap::Parser;
+use lowrank::gpt::{corpus, load_validation_text, ByteTokenizer, Dataset, Gpt, Progress};
+use lowrank::lora::analysis::{amplification, magnitude_direction_change, subspace_similarity};
+use lowrank::lora::LoraModel;
+use lowrank::nn::write_atomic;
+use lowrank::plan::ModelShape;
+use lowrank::study::{
+    adapter_matrices, base_general_loss, fine_tune, mean_std, rank_for_budget, tokens_per_second,
+    Dev, Kind, Outcome, Spec, Task, ALPHA,
+};
+use lowrank::tensor::Element;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[path = "support/alloc.rs"]
+mod alloc;
+#[path = "support/base.rs"]
+mod base;
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/flags.rs"]
+mod flags;
+#[path = "support/plot.rs"]
+mod plot;
+
+#[derive(Parser, Debug)]
+#[command(about = "Reproduce the LoRA paper's findings on the toy model")]
+struct Args {
+    /// One seed, fewer ranks, shorter runs (a few minutes on 2 cores).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds per configuration [default: 3, or 1 with --quick].
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Training steps per fine-tune [default: 300, or 150 with --quick].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Base checkpoint folder (pretrained and saved there if missing).
+    #[arg(long, default_value = "runs/base")]
+    base: PathBuf,
+    /// Steps to pretrain a base when --base holds none.
+    #[arg(long, default_value_t = 700)]
+    pretrain_steps: usize,
+    #[command(flatten)]
+    output: flags::Output,
+}
+
+const ALL: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+const QV: [&str; 2] = ["q_proj", "v_proj"];
+
+fn main() {
+    alloc::keep_freed_memory();
+    let mut args = Args::parse();
+    cli::exit_on_error(run(&mut args));
+}
+
+/// The grid's fine-tunes, each once, with what they gave; and the models the analyses read.
+struct Runs {
+    outcomes: BTreeMap<Spec, Outcome>,
+    models: BTreeMap<Spec, Gpt<Dev>>,
+}
+
+impl Runs {
+    /// Accuracy (%) and task loss over `seeds` of a spec, as "mean ± std".
+    fn cell(&self, spec: &Spec, seeds: usize, pick: fn(&Outcome) -> f64) -> String {
+        let values: Vec<f64> = (0..seeds as u64)
+            .filter_map(|s| {
+                self.outcomes.get(&Spec {
+                    seed: s,
+                    ..spec.clone()
+                })
+            })
+            .map(pick)
+            .collect();
+        let (m, s) = mean_std(&values);
+        if values.len() > 1 {
+            format!("{m:.3} ± {s:.3}")
+        } else {
+            format!("{m:.3}")
+        }
+    }
+}
+
+fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
+    flags::at_least_one("--pretrain-steps", args.pretrain_steps)?;
+    let seeds = args.seeds.unwrap_or(if args.quick { 1 } else { 3 });
+    let steps = args.steps.unwrap_or(if args.quick { 150 } else { 300 });
+    flags::at_least_one("--seeds", seeds)?;
+    flags::at_least_one("--steps", steps)?;
+    args.output.choose("runs/study")?;
+    let out = args.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let start = Instant::now();
+
+    // The base, and the data every fine-tune shares.
+    let tok = ByteTokenizer;
+    let general = Dataset::new(tok.encode(&corpus::general_corpus(400_000, 0)));
+    let (general_train, general_val) = general.split(0.1);
+    let dev = Dev::new();
+    let base = base::load_or_pretrain(
+        &args.base,
+        args.pretrain_steps,
+        0,
+        (&general_train, &general_val),
+        &dev,
+    )?;
+    let general_val = match load_validation_text(&args.base) {
+        Some(text) if text.len() > 10 * (base.config.max_seq_len + 1) => text,
+        _ => general_val,
+    };
+    let shape = ModelShape::from(&base.config);
+    let task = Task::new(
+        if args.quick { 200_000 } else { 400_000 },
+        if args.quick { 100 } else { 200 },
+        general_val,
+    );
+    let general_before = base_general_loss(&args.base, &task)?;
+
+    // The grid: every spec once, whichever tables share it.
+    let budget = 8 * 2 * shape.d_model; // r = 8 on one (d, d) matrix, per block
+    let weight_sets: Vec<(&str, Vec<&str>)> = vec![
+        ("Wq", vec!["q_proj"]),
+        ("Wk", vec!["k_proj"]),
+        ("Wv", vec!["v_proj"]),
+        ("Wo", vec!["o_proj"]),
+        ("Wq, Wk", vec!["q_proj", "k_proj"]),
+        ("Wq, Wv", QV.to_vec()),
+        (
+            "Wq, Wk, Wv, Wo",
+            vec!["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+        (
+            "MLP: gate, up, down",
+            vec!["gate_proj", "up_proj", "down_proj"],
+        ),
+    ];
+    let ranks: Vec<usize> = if args.quick {
+        vec![1, 4, 16]
+    } else {
+        vec![1, 2, 4, 8, 16, 64]
+    };
+    let rank_sets: Vec<(&str, Vec<&str>)> = vec![
+        ("Wq", vec!["q_proj"]),
+        ("Wq, Wv", QV.to_vec()),
+        ("all linear", ALL.to_vec()),
+    ];
+    let method = |kind| Spec {
+        kind,
+        ..Spec::lora(&QV, 8, 0)
+    };
+    let (qv8, qv8_seed1, qv64) = (
+        Spec::lora(&QV, 8, 0),
+        Spec::lora(&QV, 8, 1),
+        Spec::lora(&QV, 64, 0),
+    );
+    let methods = [Kind::Full, Kind::Lora, Kind::Dora, Kind::Qlora];
+    let kept: Vec<Spec> = [qv8.clone(), qv8_seed1.clone(), qv64.clone()]
+        .into_iter()
+        .chain(methods.map(method))
+        .collect();
+    let mut grid: Vec<Spec> = Vec::new();
+    for seed in 0..seeds as u64 {
+        for (_, targets) in &weight_sets {
+            grid.push(Spec::lora(
+                targets,
+                rank_for_budget(&shape, targets, budget),
+                seed,
+            ));
+        }
+        for (_, targets) in &rank_sets {
+            grid.extend(ranks.iter().map(|&r| Spec::lora(targets, r, seed)));
+        }
+        grid.extend(methods.map(|kind| Spec {
+            seed,
+            ..method(kind)
+        }));
+    }
+    grid.extend(kept.iter().cloned());
+    grid.sort();
+    grid.dedup();
+
+    println!(
+        "{} fine-tunes of {steps} steps ({seeds} seed{}), writing to {}",
+        grid.len(),
+        if seeds > 1 { "s" } else { "" },
+        out.display()
+    );
+    let mut progress = Progress::new("study", grid.len(), 0, true);
+    let mut runs = Runs {
+        outcomes: BTreeMap::new(),
+        models: BTreeMap::new(),
+    };
+    for (i, spec) in grid.iter().enumerate() {
+        let (model, outcome) = fine_tune(&args.base, spec, &task, steps, 16)?;
+        let what = match spec.kind {
+            Kind::Full => "full fine-tuning".to_string(),
+            kind => format!("{kind:?} {} r={}", spec.targets.join("+"), spec.r),
+        };
+        progress.println(&format!(
+            "{what}, seed {}: accuracy {:.3}, task loss {:.3}",
+            spec.seed, outcome.accuracy, outcome.task_loss
+        ));
+        progress.step(i + 1, outcome.task_loss);
+        runs.outcomes.insert(spec.clone(), outcome);
+        if kept.contains(spec) {
+            runs.models.insert(spec.clone(), model);
+        }
+    }
+    progress.finish();
+
+    // The report.
+    let mut md = String::new();
+    let accuracy = |o: &Outcome| o.accuracy;
+    let task_loss = |o: &Outcome| o.task_loss;
+    writeln!(
+        md,
+        "# The LoRA paper's findings on the toy model\n\nBase: `{}` ({} parameters: d {}, {} layers, \
+         d_ff {}). Task: the pirate style, accuracy = exact match of the next pirate word on {} held-out \
+         stories. Each fine-tune: {steps} steps of 16 x {} tokens, AdamW (lr 1e-2 for adapters, 1e-3 \
+         full), alpha = {ALPHA} fixed as r varies (as the paper). {seeds} seed(s); mean ± std where \
+         more than one. Generated by `cargo run --release --example lora_study{}` in {:.0} s.\n",
+        args.base.display(),
+        shape.num_params(),
+        shape.d_model,
+        shape.n_layers,
+        shape.d_ff,
+        task.held_out.len(),
+        base.config.max_seq_len,
+        if args.quick { " -- --quick" } else { "" },
+        start.elapsed().as_secs_f64(),
+    )?;
+
+    // 1. Which weights, at a fixed budget.
+    writeln!(
+        md,
+        "## 1. Which weights to adapt, at a fixed budget (paper: Table 5)\n\n{budget} trainable \
+         parameters per block (r = 8 on one d x d matrix), spread over more weight types at a smaller \
+         rank.\n\n| weights | r | trainable | accuracy | task loss |\n|---|---:|---:|---:|---:|"
+    )?;
+    for (name, targets) in &weight_sets {
+        let spec = Spec::lora(targets, rank_for_budget(&shape, targets, budget), 0);
+        writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} |",
+            spec.r,
+            runs.outcomes[&spec].trainable,
+            runs.cell(&spec, seeds, accuracy),
+            runs.cell(&spec, seeds, task_loss)
+        )?;
+    }
+
+    // 2. Rank.
+    writeln!(
+        md,
+        "\n## 2. Rank (paper: Table 6)\n\nAccuracy by rank; task loss in brackets.\n\n| r | {} |\n|---:|{}",
+        rank_sets.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" | "),
+        "---:|".repeat(rank_sets.len())
+    )?;
+    for &r in &ranks {
+        let cells: Vec<String> = rank_sets
+            .iter()
+            .map(|(_, t)| {
+                let spec = Spec::lora(t, r, 0);
+                format!(
+                    "{} ({})",
+                    runs.cell(&spec, seeds, accuracy),
+                    runs.cell(&spec, seeds, task_loss)
+                )
+            })
+            .collect();
+        writeln!(md, "| {r} | {} |", cells.join(" | "))?;
+    }
+    let series: Vec<plot::Series> = rank_sets
+        .iter()
+        .map(|(name, t)| {
+            let points = ranks
+                .iter()
+                .map(|&r| {
+                    let (m, _) = mean_std(
+                        &(0..seeds as u64)
+                            .map(|s| runs.outcomes[&Spec::lora(t, r, s)].accuracy)
+                            .collect::<Vec<_>>(),
+                    );
+                    ((r as f64).log2(), m)
+                })
+                .collect();
+            (name.to_string(), points)
+        })
+        .collect();
+    plot::chart(
+        &out.join("rank.png"),
+        "Accuracy by rank",
+        ("log2 r", "accuracy"),
+        &series,
+        true,
+    )?;
+    writeln!(md, "\n![accuracy by rank](rank.png)")?;
+
+    // 3. Subspace similarity.
+    let last = shape.n_layers - 1;
+    writeln!(
+        md,
+        "\n## 3. Subspace similarity (paper: Figure 3)\n\nphi(i, j) = ||U_i^T V_j||_F^2 / min(i, j) between \
+         the top-i right-singular vectors of one adapter's A and the top-j of another's, layer {last}.\n\n\
+         | layer | A_r=8 vs A_r=64: phi(1, 1) | mean phi, i <= 8, j <= 64 | seed 0 vs seed 1 (r = 8): phi(1, 1) | mean phi |\n\
+         |---|---:|---:|---:|---:|"
+    )?;
+    let mut images = String::new();
+    for proj in QV {
+        let path = format!("model.layers.{last}.self_attn.{proj}");
+        let a =
+            |spec: &Spec| adapter_matrices(&runs.models[spec], &path).expect("an adapted layer");
+        let (a8, a64, a8b) = (a(&qv8), a(&qv64), a(&qv8_seed1));
+        let by_rank = subspace_similarity(&a8.a, 8, &a64.a, 64, a8.d_in);
+        let by_seed = subspace_similarity(&a8.a, 8, &a8b.a, 8, a8.d_in);
+        let mean = |phi: &[Vec<f64>]| {
+            phi.iter().flatten().sum::<f64>() / phi.iter().flatten().count() as f64
+        };
+        writeln!(
+            md,
+            "| {proj} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            by_rank[0][0],
+            mean(&by_rank),
+            by_seed[0][0],
+            mean(&by_seed)
+        )?;
+        let x = ("j (A_r=64)", "i (A_r=8)");
+        plot::heatmap(
+            &out.join(format!("subspace_{proj}_r8_r64.png")),
+            &format!("{proj}: r = 8 vs r = 64"),
+            x,
+            &by_rank,
+        )?;
+        let x = ("j (seed 1)", "i (seed 0)");
+        plot::heatmap(
+            &out.join(format!("subspace_{proj}_seeds.png")),
+            &format!("{proj}: two seeds, r = 8"),
+            x,
+            &by_seed,
+        )?;
+        writeln!(
+            images,
+            "![{proj} r8 vs r64](subspace_{proj}_r8_r64.png) ![{proj} seeds](subspace_{proj}_seeds.png)\n"
+        )?;
+    }
+    writeln!(md, "\n{images}")?;
+
+    // 4. Amplification.
+    writeln!(
+        md,
+        "\n## 4. Amplification (paper: Section 7.3, Table 7)\n\n||U^T W V||_F for U, V the top-r singular \
+         directions of the update dW (r = the adapter's rank), against random directions of the same \
+         rank; factor = ||dW||_F / ||U^T W V||_F.\n\n| layer | r | ‖dW‖ | ‖W‖ | ‖UᵀWV‖, dW's directions | ‖UᵀWV‖, random | factor |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (spec, r) in [(&qv8, 8), (&qv64, 64)] {
+        for layer in 0..shape.n_layers {
+            for proj in QV {
+                let path = format!("model.layers.{layer}.self_attn.{proj}");
+                let m = adapter_matrices(&runs.models[spec], &path).expect("an adapted layer");
+                let a = amplification(&m.w0, &m.delta, m.d_out, m.d_in, r, layer as u64);
+                writeln!(
+                    md,
+                    "| {layer}.{proj} | {r} | {:.3} | {:.2} | {:.3} | {:.3} | {:.1} |",
+                    a.delta_norm,
+                    a.weight_norm,
+                    a.along_delta,
+                    a.along_random,
+                    a.factor()
+                )?;
+            }
+        }
+    }
+
+    // 5. Latency.
+    let (prompt, new) = (16, 32);
+    let base_model = Gpt::load(&args.base, &dev)?;
+    let speeds = |m: &Gpt<Dev>| [1, 16].map(|b| tokens_per_second(m, b, prompt, new, 3));
+    let base_speed = speeds(&base_model);
+    let lora_model = runs.models.get_mut(&qv8).expect("kept");
+    let unmerged = speeds(lora_model);
+    lora_model.merge_adapter()?;
+    let merged = speeds(lora_model);
+    lora_model.unmerge_adapter();
+    writeln!(
+        md,
+        "\n## 5. Inference latency (paper: Table 1)\n\nGreedy generation, {new} new tokens after a \
+         {prompt}-token prompt, tokens per second (best of 3).\n\n| model | batch 1 | batch 16 |\n|---|---:|---:|"
+    )?;
+    for (name, s) in [
+        ("base", base_speed),
+        ("LoRA q+v r=8, merged", merged),
+        ("LoRA q+v r=8, unmerged", unmerged),
+    ] {
+        writeln!(md, "| {name} | {:.0} | {:.0} |", s[0], s[1])?;
+    }
+    writeln!(
+        md,
+        "\nA merged adapter runs the base's exact computation. The bottleneck adapter-layer baseline \
+         (Houlsby et al.) is not implemented yet."
+    )?;
+
+    // 6. Methods.
+    writeln!(
+        md,
+        "\n## 6. Methods compared\n\nOn q + v at r = 8 (full fine-tuning: every weight). Forgetting: the \
+         loss on the base's held-out general text, {general_before:.3} before fine-tuning.\n\n\
+         | method | trainable | optimizer state | ms / step | accuracy | task loss | general loss after |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for kind in methods {
+        let spec = method(kind);
+        let o = runs.outcomes[&spec];
+        writeln!(
+            md,
+            "| {kind:?} | {} | {:.1} KiB | {:.1} | {} | {} | {} |",
+            o.trainable,
+            o.optimizer_bytes as f64 / 1024.0,
+            o.ms_per_step,
+            runs.cell(&spec, seeds, accuracy),
+            runs.cell(&spec, seeds, task_loss),
+            runs.cell(&spec, seeds, |o| o.general_loss)
+        )?;
+    }
+    writeln!(
+        md,
+        "\nAdapter layers and prompt tuning are not implemented yet."
+    )?;
+
+    // 7. Magnitude and direction.
+    writeln!(
+        md,
+        "\n## 7. Magnitude and direction of the update (DoRA paper: Figure 2)\n\nPer adapted layer (q and \
+         v of every block), the mean change of the per-output magnitude dM and of the direction dD (1 - \
+         cosine) from the base weight to the fine-tuned one, at the end of training (the paper plots \
+         every few steps).\n\n| method | mean dM | mean dD | correlation of dM and dD over layers |\n|---|---:|---:|---:|"
+    )?;
+    let mut scatter = Vec::new();
+    for kind in [Kind::Full, Kind::Lora, Kind::Dora] {
+        let model = runs.models.get_mut(&method(kind)).expect("kept");
+        if kind != Kind::Full {
+            model.merge_adapter()?;
+        }
+        let weight = |m: &Gpt<Dev>, layer: usize, proj: &str| -> Vec<f64> {
+            let attn = &m.layers[layer].self_attn;
+            let linear = if proj == "q_proj" {
+                &attn.q_proj
+            } else {
+                &attn.v_proj
+            };
+            linear
+                .weight()
+                .value()
+                .to_vec()
+                .iter()
+                .map(|v| v.to_f64())
+                .collect()
+        };
+        let c = shape.d_model;
+        let points: Vec<(f64, f64)> = (0..shape.n_layers)
+            .flat_map(|l| QV.map(|p| (l, p)))
+            .map(|(l, p)| {
+                magnitude_direction_change(&weight(&base_model, l, p), &weight(model, l, p), c, c)
+            })
+            .collect();
+        let (dm, dd): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+        writeln!(
+            md,
+            "| {kind:?} | {:.4} | {:.5} | {:+.2} |",
+            mean_std(&dm).0,
+            mean_std(&dd).0,
+            correlation(&dm, &dd)
+        )?;
+        scatter.push((format!("{kind:?}"), points));
+    }
+    plot::chart(
+        &out.join("magnitude_direction.png"),
+        "Update: magnitude vs direction",
+        ("dM", "dD"),
+        &scatter,
+        false,
+    )?;
+    writeln!(md, "\n![magnitude and direction](magnitude_direction.png)")?;
+
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    println!(
+        "report: {} ({:.0} s)",
+        out.join("report.md").display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Pearson correlation of two equally long samples (0 when either is constant).
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let (mx, my) = (mean_std(x).0, mean_std(y).0);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let (vx, vy): (f64, f64) = (
+        x.iter().map(|a| (a - mx).powi(2)).sum(),
+        y.iter().map(|b| (b - my).powi(2)).sum(),
+    );
+    if vx == 0.0 || vy == 0.0 {
+        0.0
+    } else {
+        cov / (vx * vy).sqrt()
+    }
+}
