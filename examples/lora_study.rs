@@ -60,15 +60,7 @@ struct Args {
     output: flags::Output,
 }
 
-const ALL: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+const ALL: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
 const QV: [&str; 2] = ["q_proj", "v_proj"];
 
 fn main() {
@@ -347,20 +339,23 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
             by_seed[0][0],
             mean(&by_seed)
         )?;
-        let x = ("j (A_r=64)", "i (A_r=8)");
-        plot::heatmap(
-            &out.join(format!("subspace_{proj}_r8_r64.png")),
-            &format!("{proj}: r = 8 vs r = 64"),
-            x,
-            &by_rank,
-        )?;
-        let x = ("j (seed 1)", "i (seed 0)");
-        plot::heatmap(
-            &out.join(format!("subspace_{proj}_seeds.png")),
-            &format!("{proj}: two seeds, r = 8"),
-            x,
-            &by_seed,
-        )?;
+        for (phi, file, title, axes) in [
+            (
+                &by_rank,
+                "r8_r64",
+                "r = 8 vs r = 64",
+                ("j (A_r=64)", "i (A_r=8)"),
+            ),
+            (
+                &by_seed,
+                "seeds",
+                "two seeds, r = 8",
+                ("j (seed 1)", "i (seed 0)"),
+            ),
+        ] {
+            let path = out.join(format!("subspace_{proj}_{file}.png"));
+            plot::heatmap(&path, &format!("{proj}: {title}"), axes, phi)?;
+        }
         writeln!(
             images,
             "![{proj} r8 vs r64](subspace_{proj}_r8_r64.png) ![{proj} seeds](subspace_{proj}_seeds.png)\n"

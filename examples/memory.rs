@@ -45,15 +45,7 @@ struct Args {
     checkpointing: bool,
 }
 
-const LINEARS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+const LINEARS: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
 
 /// A preset's sizes: lowrank's toy configs, or Llama 2's published shapes.
 fn preset(name: &str) -> Result<ModelShape, String> {

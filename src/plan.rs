@@ -35,20 +35,24 @@ impl From<&GptConfig> for ModelShape {
     }
 }
 
+/// The Linear layers of a block, in forward order (Hugging Face's names).
+pub const BLOCK_LINEARS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 impl ModelShape {
-    /// (name, in, out) of one block's Linear layers, in forward order.
+    /// (name, in, out) of one block's Linear layers, in forward order (`BLOCK_LINEARS`).
     pub fn block_linears(&self) -> [(&'static str, usize, usize); 7] {
         let (c, f) = (self.d_model, self.d_ff);
         let kv = self.n_kv_heads * (c / self.n_heads);
-        [
-            ("q_proj", c, c),
-            ("k_proj", c, kv),
-            ("v_proj", c, kv),
-            ("o_proj", c, c),
-            ("gate_proj", c, f),
-            ("up_proj", c, f),
-            ("down_proj", f, c),
-        ]
+        let dims = [(c, c), (c, kv), (c, kv), (c, c), (c, f), (c, f), (f, c)];
+        std::array::from_fn(|i| (BLOCK_LINEARS[i], dims[i].0, dims[i].1))
     }
 
     /// Every parameter: embedding, blocks (Linears and two norm gains each), final norm, head.

@@ -70,15 +70,7 @@ fn lora_on_q_and_v() {
 
 #[test]
 fn lora_on_every_linear() {
-    let all = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ];
+    let all = lowrank::plan::BLOCK_LINEARS;
     lora_case(false, &all, 2);
 }
 

@@ -14,15 +14,7 @@ use lowrank::tensor::Cpu;
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 
-const ALL: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+const ALL: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
 
 fn config() -> GptConfig {
     GptConfig {
