@@ -1,7 +1,7 @@
 //! `Embedding`: a table of vectors, one row per token id; the forward pass is a row lookup.
 
 use crate::module::Module;
-use crate::WeightCopies;
+use crate::weight_copies::{one_weight_module, WeightCopies};
 use lowrank_autograd::Var;
 use lowrank_tensor::{rng, Backend, Tensor};
 
@@ -35,16 +35,5 @@ impl<B: Backend> Embedding<B> {
 }
 
 impl<B: Backend> Module<B> for Embedding<B> {
-    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
-        f("weight", &self.weight);
-        self.copies.visit_params(f);
-    }
-
-    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
-        Some((self.weight.clone(), &self.copies))
-    }
-
-    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
-        Some((self.weight.clone(), &mut self.copies))
-    }
+    one_weight_module!();
 }

@@ -2,7 +2,7 @@
 //! subtraction, no bias). One fused kernel forward, one backward.
 
 use crate::module::Module;
-use crate::WeightCopies;
+use crate::weight_copies::{one_weight_module, WeightCopies};
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Tensor};
 
@@ -41,16 +41,5 @@ impl<B: Backend> RmsNorm<B> {
 }
 
 impl<B: Backend> Module<B> for RmsNorm<B> {
-    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
-        f("weight", &self.weight);
-        self.copies.visit_params(f);
-    }
-
-    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
-        Some((self.weight.clone(), &self.copies))
-    }
-
-    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
-        Some((self.weight.clone(), &mut self.copies))
-    }
+    one_weight_module!();
 }

@@ -106,3 +106,23 @@ impl<B: Backend> WeightCopies<B> {
         }
     }
 }
+
+/// The `Module` methods of a layer whose one parameter is `self.weight` and whose `modules_to_save` copies
+/// are `self.copies` (Embedding, RmsNorm).
+macro_rules! one_weight_module {
+    () => {
+        fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
+            f("weight", &self.weight);
+            self.copies.visit_params(f);
+        }
+
+        fn weight_copies(&self) -> Option<(Var<B>, &$crate::WeightCopies<B>)> {
+            Some((self.weight.clone(), &self.copies))
+        }
+
+        fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut $crate::WeightCopies<B>)> {
+            Some((self.weight.clone(), &mut self.copies))
+        }
+    };
+}
+pub(crate) use one_weight_module;
