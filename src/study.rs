@@ -4,6 +4,7 @@
 
 use crate::gpt::corpus::PirateTask;
 use crate::gpt::{evaluate, exact_match, greedy_batch, train, Dataset, Gpt, TrainConfig};
+use crate::lora::adapter_layer::add_bottleneck_adapters;
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
 use crate::nn::Module;
 use crate::plan::ModelShape;
@@ -43,6 +44,8 @@ pub enum Kind {
     Dora,
     /// LoRA over a 4-bit NF4 base (double-quantized).
     Qlora,
+    /// Bottleneck adapter layers (Houlsby) of width `r` after each target Linear.
+    AdapterLayer,
 }
 
 /// One fine-tune: how, on which Linear layers (short names; unused for `Full`), at which rank, with
@@ -94,7 +97,10 @@ pub fn fine_tune(
     if spec.kind == Kind::Qlora {
         quantize_base(&mut model, &QuantConfig::default())?;
     }
-    if spec.kind != Kind::Full {
+    if spec.kind == Kind::AdapterLayer {
+        let places: Vec<&str> = spec.targets.iter().map(String::as_str).collect();
+        add_bottleneck_adapters(&mut model, &places, spec.r, spec.seed)?;
+    } else if spec.kind != Kind::Full {
         let lora = LoraConfig {
             r: spec.r,
             alpha: ALPHA,

@@ -27,7 +27,13 @@ fn every_kind_of_fine_tune_runs_and_reports() {
     let config = GptConfig::tiny();
     let before = base_general_loss(&base, &task).unwrap();
     assert!(before.is_finite() && before > 0.0);
-    for kind in [Kind::Lora, Kind::Dora, Kind::Qlora, Kind::Full] {
+    for kind in [
+        Kind::Lora,
+        Kind::Dora,
+        Kind::Qlora,
+        Kind::AdapterLayer,
+        Kind::Full,
+    ] {
         let spec = Spec {
             kind,
             ..Spec::lora(&["q_proj", "v_proj"], 2, 5)
@@ -35,7 +41,8 @@ fn every_kind_of_fine_tune_runs_and_reports() {
         let (model, out) = fine_tune(&base, &spec, &task, 3, 4).unwrap();
         assert!((0.0..=1.0).contains(&out.accuracy), "{kind:?}: {out:?}");
         assert!(out.task_loss.is_finite() && out.general_loss.is_finite() && out.ms_per_step > 0.0);
-        let adapter = config.n_layers * 2 * 2 * (2 * config.d_model); // layers x (q, v) x r (in + out)
+        // layers x (q, v) x r (in + out); bottleneck adapters of width 2 after q and v: the same count
+        let adapter = config.n_layers * 2 * 2 * (2 * config.d_model);
         let expected = match kind {
             Kind::Full => config.num_params_estimate() as usize,
             Kind::Dora => adapter + config.n_layers * 2 * config.d_model, // + magnitudes

@@ -11,6 +11,7 @@
 //!   [`quantize_base`], which stores a base's Linear weights in 4 bits under the adapters.
 //! - [`save_adapter`] / [`load_adapter`]: the PEFT file layout.
 
+pub mod adapter_layer;
 pub mod analysis;
 pub mod config;
 pub mod dora;
