@@ -166,6 +166,11 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
             kind,
             ..Spec::lora(&["o_proj", "down_proj"], 8, 0)
         },
+        // as many virtual tokens as leave three quarters of the window to text
+        Kind::PromptTuning => Spec {
+            kind,
+            ..Spec::lora(&[], base.config.max_seq_len / 4, 0)
+        },
         _ => Spec {
             kind,
             ..Spec::lora(&QV, 8, 0)
@@ -182,6 +187,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         Kind::Dora,
         Kind::Qlora,
         Kind::AdapterLayer,
+        Kind::PromptTuning,
     ];
     let kept: Vec<Spec> = [qv8.clone(), qv8_seed1.clone(), qv64.clone()]
         .into_iter()
@@ -438,7 +444,8 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         md,
         "\n## 6. Methods compared\n\nOn q + v at r = 8 (full fine-tuning: every weight; adapter layers: \
-         width 8 after o_proj and down_proj, the same trainable count). Forgetting: the \
+         width 8 after o_proj and down_proj, the same trainable count; prompt tuning: virtual tokens). \
+         Forgetting: the \
          loss on the base's held-out general text, {general_before:.3} before fine-tuning.\n\n\
          | method | trainable | optimizer state | ms / step | accuracy | task loss | general loss after |\n\
          |---|---:|---:|---:|---:|---:|---:|"
@@ -457,7 +464,13 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
             runs.cell(&spec, seeds, |o| o.general_loss)
         )?;
     }
-    writeln!(md, "\nPrompt tuning is not implemented yet.")?;
+    writeln!(
+        md,
+        "\nPrompt tuning: {} virtual tokens, as many as leave three quarters of the {}-token window to \
+         text.",
+        method(Kind::PromptTuning).r,
+        base.config.max_seq_len
+    )?;
 
     // 7. Magnitude and direction.
     writeln!(

@@ -3,7 +3,9 @@
 //! same code on a tiny model in seconds.
 
 use crate::gpt::corpus::PirateTask;
-use crate::gpt::{evaluate, exact_match, greedy_batch, train, Dataset, Gpt, TrainConfig};
+use crate::gpt::{
+    evaluate, exact_match, greedy_batch, train, ByteTokenizer, Dataset, Gpt, TrainConfig,
+};
 use crate::lora::adapter_layer::add_bottleneck_adapters;
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
 use crate::nn::Module;
@@ -46,6 +48,8 @@ pub enum Kind {
     Qlora,
     /// Bottleneck adapter layers (Houlsby) of width `r` after each target Linear.
     AdapterLayer,
+    /// `r` trainable virtual tokens before every sequence (targets unused).
+    PromptTuning,
 }
 
 /// One fine-tune: how, on which Linear layers (short names; unused for `Full`), at which rank, with
@@ -97,7 +101,11 @@ pub fn fine_tune(
     if spec.kind == Kind::Qlora {
         quantize_base(&mut model, &QuantConfig::default())?;
     }
-    if spec.kind == Kind::AdapterLayer {
+    if spec.kind == Kind::PromptTuning {
+        // start from the words the task is about (Lester et al.: initialise from the vocabulary)
+        let init = ByteTokenizer.encode(" ahoy ye aboard");
+        model.add_prompt_tuning(spec.r, &init)?;
+    } else if spec.kind == Kind::AdapterLayer {
         let places: Vec<&str> = spec.targets.iter().map(String::as_str).collect();
         add_bottleneck_adapters(&mut model, &places, spec.r, spec.seed)?;
     } else if spec.kind != Kind::Full {
@@ -111,7 +119,7 @@ pub fn fine_tune(
         model.add_adapter("study", &lora, spec.seed)?;
     }
     let lr = if spec.kind == Kind::Full { 1e-3 } else { 1e-2 };
-    let seq = model.config.max_seq_len;
+    let seq = model.context_len();
     let config = TrainConfig {
         steps,
         batch,

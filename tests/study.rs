@@ -32,6 +32,7 @@ fn every_kind_of_fine_tune_runs_and_reports() {
         Kind::Dora,
         Kind::Qlora,
         Kind::AdapterLayer,
+        Kind::PromptTuning,
         Kind::Full,
     ] {
         let spec = Spec {
@@ -46,6 +47,7 @@ fn every_kind_of_fine_tune_runs_and_reports() {
         let expected = match kind {
             Kind::Full => config.num_params_estimate() as usize,
             Kind::Dora => adapter + config.n_layers * 2 * config.d_model, // + magnitudes
+            Kind::PromptTuning => 2 * config.d_model,                     // r = 2 virtual tokens
             _ => adapter,
         };
         assert_eq!(out.trainable, expected, "{kind:?}");

@@ -5,6 +5,7 @@ use crate::attention::Attention;
 use crate::block::Block;
 use crate::data::IGNORE;
 use crate::mlp::Mlp;
+use crate::prompt::PromptTuning;
 use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
@@ -22,6 +23,8 @@ pub struct Gpt<B: Backend> {
     pub norm: RmsNorm<B>,
     /// `None` when tied to the token embedding.
     pub lm_head: Option<Linear<B>>,
+    /// Prompt tuning's virtual tokens, put before every sequence (`add_prompt_tuning`).
+    pub prompt: Option<PromptTuning<B>>,
     rope: Rope<B>,
 }
 
@@ -64,6 +67,7 @@ impl<B: Backend> Gpt<B> {
             layers,
             norm: RmsNorm::new(c, config.norm_eps, backend),
             lm_head,
+            prompt: None,
             rope: Rope::new(
                 config.head_dim(),
                 config.max_seq_len,
@@ -83,19 +87,60 @@ impl<B: Backend> Gpt<B> {
             ids.len()
         );
         assert!(
-            seq <= self.config.max_seq_len,
-            "gpt: seq {seq} exceeds max_seq_len {}",
-            self.config.max_seq_len
+            seq <= self.context_len(),
+            "gpt: seq {seq} exceeds the context of {} tokens (max_seq_len {}, {} of them virtual)",
+            self.context_len(),
+            self.config.max_seq_len,
+            self.config.max_seq_len - self.context_len()
         );
         let mut x = self.embed_tokens.forward(ids, &[batch, seq]); // (B, T, C)
-        for layer in &self.layers {
-            x = layer.forward(&x, &self.rope, self.kernels); // (B, T, C)
+        if let Some(prompt) = &self.prompt {
+            x = prompt.prepend(&x); // (B, P + T, C)
         }
-        let x = norm(&self.norm, &x, self.kernels); // (B, T, C)
+        for layer in &self.layers {
+            x = layer.forward(&x, &self.rope, self.kernels); // (B, P + T, C)
+        }
+        let x = norm(&self.norm, &x, self.kernels); // (B, P + T, C)
+        let x = match &self.prompt {
+            Some(prompt) => x.narrow(1, prompt.len(), seq), // (B, T, C): the real tokens only, a view
+            None => x,
+        };
         match &self.lm_head {
             Some(head) => head.forward(&x),                           // (B, T, V)
             None => x.matmul(&self.embed_tokens.weight_in_use().t()), // (B, T, V), tied weights
         }
+    }
+
+    /// How many real tokens fit in one forward pass: `max_seq_len` less the virtual ones.
+    pub fn context_len(&self) -> usize {
+        self.config.max_seq_len - self.prompt.as_ref().map_or(0, PromptTuning::len)
+    }
+
+    /// Prompt tuning: freezes the model and puts `n` trainable virtual tokens before every sequence,
+    /// starting from the embeddings of the tokens `init` (cycled to `n`). Returns the trainable count.
+    /// Fails, changing nothing, when `n` is 0, leaves no room for real tokens, or the model has a prompt.
+    pub fn add_prompt_tuning(&mut self, n: usize, init: &[u32]) -> Result<usize, String> {
+        let max = self.config.max_seq_len;
+        let vocab = self.config.vocab_size as u32;
+        if n == 0
+            || n >= max
+            || self.prompt.is_some()
+            || init.is_empty()
+            || init.iter().any(|&t| t >= vocab)
+        {
+            return Err(format!(
+                "prompt tuning: {n} virtual tokens need 1 to {} (max_seq_len {max}), a model without \
+                 one, and initial tokens below {vocab}",
+                max - 1
+            ));
+        }
+        self.set_trainable(false);
+        let ids: Vec<u32> = init.iter().copied().cycle().take(n).collect();
+        self.prompt = Some(PromptTuning::from_tokens(
+            &self.embed_tokens.weight.value(),
+            &ids,
+        ));
+        Ok(self.num_trainable_params())
     }
 
     /// Mean next-token cross-entropy; targets equal to [`IGNORE`] do not count.
@@ -117,6 +162,7 @@ impl<B: Backend> Module<B> for Gpt<B> {
         "model.layers" => layers[],
         "model.norm" => norm,
         "lm_head" => lm_head?,
+        "prompt_encoder" => prompt?,
     }
 }
 

@@ -40,7 +40,7 @@ pub enum GenerateError {
     NotFinite { generated: usize },
 }
 
-/// Continues `prompt`, returning only the new tokens. The context is the last `max_seq_len` tokens.
+/// Continues `prompt`, returning only the new tokens. The context is the last `context_len()` tokens.
 pub fn generate<B: Backend>(
     model: &Gpt<B>,
     prompt: &[u32],
@@ -61,7 +61,7 @@ pub fn generate_streaming<B: Backend>(
     }
     let mut r = rng(cfg.seed);
     let mut tokens = prompt.to_vec();
-    let window = model.config.max_seq_len;
+    let window = model.context_len();
     no_grad(|| {
         for generated in 0..cfg.max_new_tokens {
             let ctx = &tokens[tokens.len().saturating_sub(window)..];
@@ -128,7 +128,7 @@ pub fn greedy_batch<B: Backend>(
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
     no_grad(|| {
         for step in 0..new_tokens {
-            let t = (len + step).min(model.config.max_seq_len);
+            let t = (len + step).min(model.context_len());
             let ids: Vec<u32> = seqs
                 .iter()
                 .flat_map(|s| s[s.len() - t..].iter().copied())

@@ -1,0 +1,49 @@
+//! Prompt tuning (Lester et al. 2021; PEFT's `PROMPT_TUNING`): P trainable "virtual token" embeddings
+//! placed before every sequence, the whole model frozen. The model reads `[v_1 .. v_P, x_1 .. x_T]` and
+//! the loss and logits cover the real tokens only; the virtual tokens steer it through attention alone.
+//! It trains `P d` parameters and leaves `max_seq_len - P` positions for real tokens.
+
+use lowrank_autograd::Var;
+use lowrank_nn::Module;
+use lowrank_tensor::{Backend, Tensor};
+
+/// The virtual tokens: an (P, d) table of trainable embeddings.
+pub struct PromptTuning<B: Backend> {
+    /// (P, d)
+    pub embedding: Var<B>,
+}
+
+impl<B: Backend> PromptTuning<B> {
+    /// Starts from the embeddings of the real tokens `init` (the vocabulary initialisation that works
+    /// better than random vectors), taken from the (vocab, d) table `token_embeddings`.
+    pub fn from_tokens(token_embeddings: &Tensor<B>, init: &[u32]) -> Self {
+        PromptTuning {
+            embedding: Var::param(token_embeddings.index_select(0, init).copy()),
+        }
+    }
+
+    /// P, the number of virtual tokens.
+    pub fn len(&self) -> usize {
+        self.embedding.dims()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The virtual tokens before every sequence of `x` (B, T, d) -> (B, P + T, d).
+    pub fn prepend(&self, x: &Var<B>) -> Var<B> {
+        let (b, d) = (x.dims()[0], x.dims()[2]);
+        let virtual_tokens =
+            self.embedding
+                .reshape([1, self.len(), d])
+                .broadcast_to([b, self.len(), d]); // (B, P, d), a view
+        Var::concat(&[&virtual_tokens, x], 1) // (B, P + T, d)
+    }
+}
+
+impl<B: Backend> Module<B> for PromptTuning<B> {
+    fn own_params(&self, f: &mut dyn FnMut(&str, &Var<B>)) {
+        f("embedding.weight", &self.embedding);
+    }
+}

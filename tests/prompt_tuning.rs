@@ -1,0 +1,103 @@
+//! Prompt tuning: virtual tokens that equal real tokens' embeddings give exactly the base model's logits
+//! on the longer sequence; gradients against finite differences; the base stays frozen; save / load
+//! round-trips; bad requests are errors that change nothing.
+
+use lowrank::autograd::{gradcheck_params, no_grad, F64};
+use lowrank::gpt::{Gpt, GptConfig};
+use lowrank::nn::{load_module, save_module, Module, TensorFile};
+use lowrank::tensor::{rng, Tensor};
+
+fn dev() -> F64 {
+    F64::new()
+}
+
+fn logits(model: &Gpt<F64>, ids: &[u32], batch: usize) -> Vec<f64> {
+    no_grad(|| model.forward(ids, batch, ids.len() / batch))
+        .value()
+        .to_vec()
+}
+
+/// Virtual tokens initialised from tokens u are the base reading `u ++ x`: same logits for x's positions.
+#[test]
+fn virtual_tokens_are_tokens_the_model_reads_first() {
+    let base = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let mut tuned = Gpt::new(GptConfig::tiny(), 1, &dev());
+    let virtual_ids = [7u32, 200, 31];
+    assert_eq!(
+        tuned.add_prompt_tuning(3, &virtual_ids).unwrap(),
+        3 * GptConfig::tiny().d_model
+    );
+    assert_eq!(tuned.context_len(), GptConfig::tiny().max_seq_len - 3);
+    let (x, y) = ([5u32, 80, 9, 41, 2], [60u32, 61, 62, 63, 64]);
+    let ours = logits(&tuned, &[x, y].concat(), 2); // (2, 5, V)
+    let vocab = GptConfig::tiny().vocab_size;
+    for (row, seq) in [x, y].iter().enumerate() {
+        let full = logits(&base, &[&virtual_ids[..], seq].concat(), 1); // (1, 8, V)
+        let want = &full[3 * vocab..]; // positions 3..8
+        let got = &ours[row * 5 * vocab..(row + 1) * 5 * vocab];
+        let diff = want
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-12, "row {row}: {diff}");
+    }
+}
+
+#[test]
+fn gradients_wrt_the_virtual_tokens_and_a_frozen_base() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    model.add_prompt_tuning(2, &[3, 4]).unwrap();
+    let p = &model.prompt.as_ref().unwrap().embedding;
+    p.set_value(Tensor::randn(p.shape(), 0.0, 0.5, &mut rng(3), &dev()));
+    let ids: Vec<u32> = vec![5, 80, 3, 200, 17, 9, 44, 120, 7, 1, 60, 2];
+    let targets: Vec<u32> = ids[1..].iter().copied().chain([0]).collect();
+    let params = model.trainable_params();
+    assert_eq!(params.len(), 1, "only the virtual tokens train");
+    gradcheck_params(
+        || model.loss(&ids, &targets, 2, 6),
+        &params,
+        1e-6,
+        1e-7,
+        1e-5,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(model
+        .named_params()
+        .iter()
+        .filter(|(n, _)| !n.starts_with("prompt_encoder."))
+        .all(|(_, p)| p.grad().is_none()));
+}
+
+#[test]
+fn saved_virtual_tokens_load_back_and_bad_requests_change_nothing() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    for (n, init) in [
+        (0, &[1u32][..]),
+        (8, &[1][..]),
+        (2, &[][..]),
+        (2, &[999][..]),
+    ] {
+        let err = model.add_prompt_tuning(n, init).unwrap_err();
+        assert!(err.contains("prompt tuning"), "{err}");
+        assert!(model.prompt.is_none() && model.num_trainable_params() == model.num_params());
+    }
+    model.add_prompt_tuning(2, &[9, 10]).unwrap();
+    assert!(
+        model.add_prompt_tuning(2, &[9]).is_err(),
+        "one prompt per model"
+    );
+    let p = &model.prompt.as_ref().unwrap().embedding;
+    p.set_value(Tensor::randn(p.shape(), 0.0, 0.5, &mut rng(4), &dev()));
+    let ids: Vec<u32> = (1..7).collect();
+    let before = logits(&model, &ids, 1);
+    let dir = std::env::temp_dir().join(format!("lowrank-prompt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("model.safetensors");
+    save_module(&model, &file, None).unwrap();
+    let mut reloaded = Gpt::new(GptConfig::tiny(), 2, &dev());
+    reloaded.add_prompt_tuning(2, &[0]).unwrap();
+    load_module(&reloaded, &TensorFile::open(&file).unwrap()).unwrap();
+    assert_eq!(logits(&reloaded, &ids, 1), before);
+    std::fs::remove_dir_all(&dir).ok();
+}
