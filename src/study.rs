@@ -118,7 +118,7 @@ pub fn fine_tune(
         };
         model.add_adapter("study", &lora, spec.seed)?;
     }
-    let lr = if spec.kind == Kind::Full { 1e-3 } else { 1e-2 };
+    let lr = learning_rate(spec.kind);
     let seq = model.context_len();
     let config = TrainConfig {
         steps,
@@ -144,6 +144,16 @@ pub fn fine_tune(
         ms_per_step: 1e3 * report.seconds / steps.max(1) as f64,
     };
     Ok((model, outcome))
+}
+
+/// AdamW's peak learning rate for each kind of fine-tune.
+pub fn learning_rate(kind: Kind) -> f64 {
+    match kind {
+        Kind::Full => 1e-3,
+        // virtual tokens need larger steps (Lester et al. use 0.3); at 1e-2 they barely move
+        Kind::PromptTuning => 1e-1,
+        _ => 1e-2,
+    }
 }
 
 /// The base's loss on its held-out general text, before any fine-tune.
