@@ -18,10 +18,9 @@ use lowrank::lora::LoraModel;
 use lowrank::nn::write_atomic;
 use lowrank::plan::ModelShape;
 use lowrank::study::{
-    adapter_matrices, base_general_loss, fine_tune, mean_std, rank_for_budget, tokens_per_second,
-    Dev, Kind, Outcome, Spec, Task, ALPHA,
+    adapter_matrices, base_general_loss, effective_weight, fine_tune_observed, mean_std,
+    rank_for_budget, tokens_per_second, Dev, Kind, Outcome, Spec, Task, ALPHA,
 };
-use lowrank::tensor::Element;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -225,8 +224,33 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         outcomes: BTreeMap::new(),
         models: BTreeMap::new(),
     };
+    // DoRA's Figure 2: (dD, dM) of q and v in every block, every `every` steps of these runs
+    let traced: Vec<Spec> = [Kind::Full, Kind::Lora, Kind::Dora].map(method).to_vec();
+    let traced_paths: Vec<String> = (0..shape.n_layers)
+        .flat_map(|l| QV.map(|p| format!("model.layers.{l}.self_attn.{p}")))
+        .collect();
+    let base_weights: Vec<Vec<f64>> = traced_paths
+        .iter()
+        .map(|p| effective_weight(&base, p).expect("a Linear"))
+        .collect();
+    let every = (steps / 10).max(1);
+    let mut trajectories: BTreeMap<Kind, Vec<(f64, f64)>> = BTreeMap::new();
     for (i, spec) in grid.iter().enumerate() {
-        let (model, outcome) = fine_tune(&args.base, spec, &task, steps, 16)?;
+        let mut points = Vec::new();
+        let mut observe = |m: &Gpt<Dev>, step: usize| {
+            if traced.contains(spec) && step.is_multiple_of(every) {
+                for (path, w0) in traced_paths.iter().zip(&base_weights) {
+                    let w = effective_weight(m, path).expect("a Linear");
+                    let (dm, dd) = magnitude_direction_change(w0, &w, shape.d_model, shape.d_model);
+                    points.push((dd, dm));
+                }
+            }
+        };
+        let (model, outcome) =
+            fine_tune_observed(&args.base, spec, &task, (steps, 16), &mut observe)?;
+        if !points.is_empty() {
+            trajectories.insert(spec.kind, points);
+        }
         let what = match spec.kind {
             Kind::Full => "full fine-tuning".to_string(),
             kind => format!("{kind:?} {} r={}", spec.targets.join("+"), spec.r),
@@ -413,7 +437,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     // 5. Latency.
     let (prompt, new) = (16, 32);
     let base_model = Gpt::load(&args.base, &dev)?;
-    let speeds = |m: &Gpt<Dev>| [1, 16].map(|b| tokens_per_second(m, b, prompt, new, 3));
+    let speeds = |m: &Gpt<Dev>| [1, 16].map(|b| tokens_per_second(m, b, prompt, new, 5));
     let base_speed = speeds(&base_model);
     let adapter_layers = speeds(&runs.models[&method(Kind::AdapterLayer)]);
     let lora_model = runs.models.get_mut(&qv8).expect("kept");
@@ -424,7 +448,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         md,
         "\n## 5. Inference latency (paper: Table 1)\n\nGreedy generation, {new} new tokens after a \
-         {prompt}-token prompt, tokens per second (best of 3).\n\n| model | batch 1 | batch 16 |\n|---|---:|---:|"
+         {prompt}-token prompt, tokens per second (best of 5).\n\n| model | batch 1 | batch 16 |\n|---|---:|---:|"
     )?;
     for (name, s) in [
         ("base", base_speed),
@@ -475,53 +499,30 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     // 7. Magnitude and direction.
     writeln!(
         md,
-        "\n## 7. Magnitude and direction of the update (DoRA paper: Figure 2)\n\nPer adapted layer (q and \
-         v of every block), the mean change of the per-output magnitude dM and of the direction dD (1 - \
-         cosine) from the base weight to the fine-tuned one, at the end of training (the paper plots \
-         every few steps).\n\n| method | mean dM | mean dD | correlation of dM and dD over layers |\n|---|---:|---:|---:|"
+        "\n## 7. Magnitude and direction of the update (DoRA paper: Figure 2)\n\nFor q and v of every \
+         block, every {every} steps: the mean change of the per-output magnitude dM and of the direction dD \
+         (1 - cosine) from the base weight to the weight the model computes with.\n\n\
+         | method | final mean dM | final mean dD | correlation of dM and dD over layers and steps |\n\
+         |---|---:|---:|---:|"
     )?;
     let mut scatter = Vec::new();
-    for kind in [Kind::Full, Kind::Lora, Kind::Dora] {
-        let model = runs.models.get_mut(&method(kind)).expect("kept");
-        if kind != Kind::Full {
-            model.merge_adapter()?;
-        }
-        let weight = |m: &Gpt<Dev>, layer: usize, proj: &str| -> Vec<f64> {
-            let attn = &m.layers[layer].self_attn;
-            let linear = if proj == "q_proj" {
-                &attn.q_proj
-            } else {
-                &attn.v_proj
-            };
-            linear
-                .weight()
-                .value()
-                .to_vec()
-                .iter()
-                .map(|v| v.to_f64())
-                .collect()
-        };
-        let c = shape.d_model;
-        let points: Vec<(f64, f64)> = (0..shape.n_layers)
-            .flat_map(|l| QV.map(|p| (l, p)))
-            .map(|(l, p)| {
-                magnitude_direction_change(&weight(&base_model, l, p), &weight(model, l, p), c, c)
-            })
-            .collect();
-        let (dm, dd): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    for (kind, points) in &trajectories {
+        let (dd, dm): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+        let last = &points[points.len() - traced_paths.len()..]; // the final step's layers
+        let (last_dd, last_dm): (Vec<f64>, Vec<f64>) = last.iter().copied().unzip();
         writeln!(
             md,
             "| {kind:?} | {:.4} | {:.5} | {:+.2} |",
-            mean_std(&dm).0,
-            mean_std(&dd).0,
+            mean_std(&last_dm).0,
+            mean_std(&last_dd).0,
             correlation(&dm, &dd)
         )?;
-        scatter.push((format!("{kind:?}"), points));
+        scatter.push((format!("{kind:?}"), points.clone()));
     }
     plot::chart(
         &out.join("magnitude_direction.png"),
-        "Update: magnitude vs direction",
-        ("dM", "dD"),
+        "Update: direction vs magnitude, every layer and checkpoint",
+        ("dD (1 - cosine)", "dM"),
         &scatter,
         false,
     )?;

@@ -4,7 +4,7 @@
 
 use crate::gpt::corpus::PirateTask;
 use crate::gpt::{
-    evaluate, exact_match, greedy_batch, train, ByteTokenizer, Dataset, Gpt, TrainConfig,
+    evaluate, exact_match, greedy_batch, train_observed, ByteTokenizer, Dataset, Gpt, TrainConfig,
 };
 use crate::lora::adapter_layer::add_bottleneck_adapters;
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
@@ -97,6 +97,17 @@ pub fn fine_tune(
     steps: usize,
     batch: usize,
 ) -> Result<(Gpt<Dev>, Outcome), Box<dyn std::error::Error>> {
+    fine_tune_observed(base, spec, task, (steps, batch), &mut |_, _| {})
+}
+
+/// `fine_tune`, calling `observe(model, steps_done)` after every training step.
+pub fn fine_tune_observed(
+    base: &Path,
+    spec: &Spec,
+    task: &Task,
+    (steps, batch): (usize, usize),
+    observe: &mut dyn FnMut(&Gpt<Dev>, usize),
+) -> Result<(Gpt<Dev>, Outcome), Box<dyn std::error::Error>> {
     let mut model = Gpt::load(base, &Dev::new())?;
     if spec.kind == Kind::Qlora {
         quantize_base(&mut model, &QuantConfig::default())?;
@@ -134,7 +145,9 @@ pub fn fine_tune(
         progress: false,
         ..TrainConfig::default()
     };
-    let report = train(&model, &task.train, Some(&task.val), &config)?;
+    let report = train_observed(&model, &task.train, Some(&task.val), &config, &mut |step| {
+        observe(&model, step)
+    })?;
     let outcome = Outcome {
         accuracy: exact_match(&model, &task.held_out),
         task_loss: evaluate(&model, &task.val, 4, 8, seq, 3),
@@ -214,8 +227,34 @@ pub fn adapter_matrices(model: &Gpt<Dev>, path: &str) -> Option<AdapterMatrices>
     found
 }
 
+/// The weight the Linear at `path` computes with, as f64 (out, in): its own for a fully fine-tuned model,
+/// the base weight with the study's adapter applied (`W0 + s B A`, or DoRA's `m (W0 + s B A) / ||.||`)
+/// for an adapted one.
+pub fn effective_weight(model: &Gpt<Dev>, path: &str) -> Option<Vec<f64>> {
+    let mut found = None;
+    model.visit_linears("", &mut |p, linear| {
+        if p != path {
+            return;
+        }
+        let w0 = linear.weight().value();
+        let layer = linear
+            .adapter()
+            .and_then(|a| a.as_any().downcast_ref::<crate::lora::LoraLayer<Dev>>())
+            .and_then(|l| l.get("study"));
+        let w = match layer {
+            None => w0,
+            Some(w) => match &w.magnitude {
+                None => w0.add(&w.delta_weight()),
+                Some(m) => crate::lora::dora::merged_weight(&m.value(), &w0, &w.delta_weight()).0,
+            },
+        };
+        found = Some(w.to_vec().iter().map(|v| v.to_f64()).collect());
+    });
+    found
+}
+
 /// Generation speed: tokens per second of greedy decoding for `batch` prompts of `prompt_len` tokens,
-/// `new_tokens` each (best of `repeats`).
+/// `new_tokens` each (best of `repeats`, after one untimed run that warms caches and allocator).
 pub fn tokens_per_second(
     model: &Gpt<Dev>,
     batch: usize,
@@ -230,6 +269,7 @@ pub fn tokens_per_second(
                 .collect()
         })
         .collect();
+    greedy_batch(model, &prompts, new_tokens);
     (0..repeats.max(1))
         .map(|_| {
             let start = Instant::now();

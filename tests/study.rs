@@ -135,3 +135,35 @@ fn budget_ranks_and_statistics() {
     let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
     assert!((m - 2.0).abs() < 1e-12 && (s - 1.0).abs() < 1e-12);
 }
+
+/// The observer sees every step, and the weight it reads is the one the model computes with: its own for
+/// the base, `W0 + dW` under LoRA.
+#[test]
+fn observed_fine_tunes_see_every_step_and_the_effective_weight() {
+    let (base, task) = tiny_base("observed");
+    let path = "model.layers.0.self_attn.v_proj";
+    let mut seen = Vec::new();
+    let (model, _) = fine_tune_observed(
+        &base,
+        &Spec::lora(&["v_proj"], 2, 3),
+        &task,
+        (4, 2),
+        &mut |m, step| seen.push((step, effective_weight(m, path).unwrap())),
+    )
+    .unwrap();
+    assert_eq!(
+        seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_ne!(
+        seen[0].1, seen[3].1,
+        "the adapter moves the effective weight"
+    );
+    let m = adapter_matrices(&model, path).unwrap();
+    let expected: Vec<f64> = m.w0.iter().zip(&m.delta).map(|(w, d)| w + d).collect();
+    let got = effective_weight(&model, path).unwrap();
+    assert!(got.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6));
+    let plain = Gpt::load(&base, &Dev::new()).unwrap();
+    assert_eq!(effective_weight(&plain, path).unwrap(), m.w0);
+    std::fs::remove_dir_all(&base).ok();
+}

@@ -42,4 +42,4 @@ pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,
 };
 pub use tokenizer::ByteTokenizer;
-pub use train::{evaluate, train, Diverged, Eval, TrainConfig, TrainReport};
+pub use train::{evaluate, train, train_observed, Diverged, Eval, TrainConfig, TrainReport};

@@ -115,6 +115,17 @@ pub fn train<B: Backend>(
     val: Option<&Dataset>,
     cfg: &TrainConfig,
 ) -> Result<TrainReport, Diverged> {
+    train_observed(model, data, val, cfg, &mut |_| {})
+}
+
+/// `train`, calling `after_step(steps_done)` after every optimizer step (to record how weights move).
+pub fn train_observed<B: Backend>(
+    model: &Gpt<B>,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &TrainConfig,
+    after_step: &mut dyn FnMut(usize),
+) -> Result<TrainReport, Diverged> {
     let start = Instant::now();
     let params = model.trainable_params();
     let mut opt = AdamW::new(
@@ -170,6 +181,7 @@ pub fn train<B: Backend>(
         opt.set_lr(schedule.lr(step));
         opt.step_scaled(scale);
         opt.zero_grad();
+        after_step(step + 1);
         report.losses.push(value);
         let last = step + 1 == cfg.steps;
         if let Some(val) =
