@@ -6,8 +6,8 @@ use lowrank::gpt::{corpus, ByteTokenizer, Dataset, Gpt, GptConfig};
 use lowrank::lora::linalg::matmul;
 use lowrank::plan::ModelShape;
 use lowrank::study::{
-    adapter_matrices, base_general_loss, fine_tune, mean_std, rank_for_budget, tokens_per_second,
-    Dev, Kind, Spec, Task,
+    adapter_matrices, base_general_loss, effective_weight, fine_tune, fine_tune_observed, mean_std,
+    rank_for_budget, tokens_per_second, Dev, Kind, Spec, Task,
 };
 use std::path::PathBuf;
 
