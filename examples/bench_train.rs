@@ -52,18 +52,6 @@ struct Args {
     child: Option<Vec<String>>,
 }
 
-/// Peak resident set size of this process in MiB (Linux: VmHWM in /proc/self/status).
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    kib / 1024
-}
-
 /// GPU work counters (dispatches, submits, read-backs) when the process has a GPU context, else zeros.
 fn gpu_counters(device: device::Device) -> [u64; 3] {
     match device {
@@ -125,7 +113,7 @@ fn child<B: Backend>(
             "config": config, "variant": variant.name(), "ms_per_step": (ms * 100.0).round() / 100.0,
             "tokens_per_s": (w.tokens() as f64 / ms * 1e3).round(), "params_total": total,
             "params_trainable": trainable, "weights_grads_optimizer_mib": state_bytes as f64 / (1 << 20) as f64,
-            "peak_rss_mib": peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
+            "peak_rss_mib": alloc::peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
             "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
             "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,

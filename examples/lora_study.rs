@@ -18,7 +18,7 @@ use lowrank::lora::LoraModel;
 use lowrank::nn::write_atomic;
 use lowrank::plan::ModelShape;
 use lowrank::study::{
-    adapter_matrices, base_general_loss, effective_weight, fine_tune_observed, mean_std,
+    adapter_matrices, base_general_loss, effective_weight, fine_tune, fine_tune_observed, mean_std,
     rank_for_budget, tokens_per_second, Dev, Kind, Outcome, Spec, Task, ALPHA,
 };
 use std::collections::BTreeMap;
@@ -57,6 +57,9 @@ struct Args {
     pretrain_steps: usize,
     #[command(flatten)]
     output: flags::Output,
+    /// Internal: run the method comparison's fine-tune number N and print its peak RSS.
+    #[arg(long, hide = true)]
+    child: Option<usize>,
 }
 
 const ALL: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
@@ -101,9 +104,6 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     let steps = args.steps.unwrap_or(if args.quick { 150 } else { 300 });
     flags::at_least_one("--seeds", seeds)?;
     flags::at_least_one("--steps", steps)?;
-    args.output.choose("runs/study")?;
-    let out = args.output.dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let start = Instant::now();
 
     // The base, and the data every fine-tune shares.
@@ -188,6 +188,24 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         Kind::AdapterLayer,
         Kind::PromptTuning,
     ];
+    // the method comparison's runs, each also run alone in a child process for its peak RSS
+    let method_runs: Vec<Spec> = (0..seeds as u64)
+        .flat_map(|seed| {
+            methods.map(|kind| Spec {
+                seed,
+                ..method(kind)
+            })
+        })
+        .collect();
+    if let Some(n) = args.child {
+        let spec = method_runs.get(n).ok_or("--child: no such run")?;
+        fine_tune(&args.base, spec, &task, steps, 16)?;
+        println!("peak_rss_mib {}", alloc::peak_rss_mib());
+        return Ok(());
+    }
+    args.output.choose("runs/study")?;
+    let out = args.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let kept: Vec<Spec> = [qv8.clone(), qv8_seed1.clone(), qv64.clone()]
         .into_iter()
         .chain(methods.map(method))
@@ -219,7 +237,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         if seeds > 1 { "s" } else { "" },
         out.display()
     );
-    let mut progress = Progress::new("study", grid.len(), 0, true);
+    let mut progress = Progress::new("study", grid.len() + method_runs.len(), 0, true);
     let mut runs = Runs {
         outcomes: BTreeMap::new(),
         models: BTreeMap::new(),
@@ -264,6 +282,39 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         if kept.contains(spec) {
             runs.models.insert(spec.clone(), model);
         }
+    }
+    // peak RSS: each method run alone in a process of its own (this one's peak is the largest run's)
+    let exe = std::env::current_exe()?;
+    let mut rss: BTreeMap<Spec, u64> = BTreeMap::new();
+    for (n, spec) in method_runs.iter().enumerate() {
+        let mut child = std::process::Command::new(&exe);
+        child
+            .args(["--child", &n.to_string(), "--steps", &steps.to_string()])
+            .args(["--seeds", &seeds.to_string(), "--base"])
+            .arg(&args.base);
+        if args.quick {
+            child.arg("--quick");
+        }
+        let output = child.output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let mib = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("peak_rss_mib "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "the child run of {:?} failed ({}): {}",
+                    spec.kind,
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })?;
+        progress.println(&format!(
+            "{:?}, seed {}: peak RSS {mib} MiB",
+            spec.kind, spec.seed
+        ));
+        progress.step(grid.len() + n + 1, runs.outcomes[spec].task_loss);
+        rss.insert(spec.clone(), mib);
     }
     progress.finish();
 
@@ -471,17 +522,18 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
          width 8 after o_proj and down_proj, the same trainable count; prompt tuning: virtual tokens). \
          Forgetting: the \
          loss on the base's held-out general text, {general_before:.3} before fine-tuning.\n\n\
-         | method | trainable | optimizer state | ms / step | accuracy | task loss | general loss after |\n\
-         |---|---:|---:|---:|---:|---:|---:|"
+         | method | trainable | optimizer state | peak RSS | ms / step | accuracy | task loss | general loss after |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for kind in methods {
         let spec = method(kind);
         let o = runs.outcomes[&spec];
         writeln!(
             md,
-            "| {kind:?} | {} | {:.1} KiB | {:.1} | {} | {} | {} |",
+            "| {kind:?} | {} | {:.1} KiB | {} MiB | {:.1} | {} | {} | {} |",
             o.trainable,
             o.optimizer_bytes as f64 / 1024.0,
+            rss[&spec],
             o.ms_per_step,
             runs.cell(&spec, seeds, accuracy),
             runs.cell(&spec, seeds, task_loss),
