@@ -78,7 +78,7 @@ struct Runs {
 }
 
 impl Runs {
-    /// Accuracy (%) and task loss over `seeds` of a spec, as "mean ± std".
+    /// One measure (`pick`) of a spec over `seeds`, as "mean ± std" (the mean alone for one seed).
     fn cell(&self, spec: &Spec, seeds: usize, pick: fn(&Outcome) -> f64) -> String {
         let values: Vec<f64> = (0..seeds as u64)
             .filter_map(|s| {

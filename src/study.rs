@@ -233,24 +233,16 @@ pub fn adapter_matrices(model: &Gpt<Dev>, path: &str) -> Option<AdapterMatrices>
 pub fn effective_weight(model: &Gpt<Dev>, path: &str) -> Option<Vec<f64>> {
     let mut found = None;
     model.visit_linears("", &mut |p, linear| {
-        if p != path {
-            return;
+        if p == path {
+            found = Some(linear.weight().value());
         }
-        let w0 = linear.weight().value();
-        let layer = linear
-            .adapter()
-            .and_then(|a| a.as_any().downcast_ref::<crate::lora::LoraLayer<Dev>>())
-            .and_then(|l| l.get("study"));
-        let w = match layer {
-            None => w0,
-            Some(w) => match &w.magnitude {
-                None => w0.add(&w.delta_weight()),
-                Some(m) => crate::lora::dora::merged_weight(&m.value(), &w0, &w.delta_weight()).0,
-            },
-        };
-        found = Some(w.to_vec().iter().map(|v| v.to_f64()).collect());
     });
-    found
+    model.for_each_lora_layer(&mut |p, w0, layer| {
+        if let (true, Some(w)) = (p == path, layer.get("study")) {
+            found = Some(w.merged_weight(&w0.value()).0);
+        }
+    });
+    found.map(|w| w.to_vec().iter().map(|v| v.to_f64()).collect())
 }
 
 /// Generation speed: tokens per second of greedy decoding for `batch` prompts of `prompt_len` tokens,

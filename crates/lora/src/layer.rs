@@ -104,18 +104,8 @@ impl<B: Backend> LoraLayer<B> {
                 why: "its lora_bias needs a bias on the base layer, which has none".into(),
             });
         }
-        let (w0, delta) = (weight.value(), w.delta_weight());
-        let dora_norm = match &w.magnitude {
-            None => {
-                weight.set_value(w0.add(&delta));
-                None
-            }
-            Some(m) => {
-                let (merged, norm) = dora::merged_weight(&m.value(), &w0, &delta);
-                weight.set_value(merged);
-                Some(norm)
-            }
-        };
+        let (merged, dora_norm) = w.merged_weight(&weight.value());
+        weight.set_value(merged);
         self.merged = Some(Merged { name, dora_norm });
         Ok(())
     }

@@ -112,6 +112,19 @@ impl<B: Backend> LoraWeights<B> {
             .mul_scalar(self.scaling())
     }
 
+    /// The weight this adapter makes of `w0`: `W0 + s B A`, or DoRA's `m (W0 + s B A) / ||W0 + s B A||_row`,
+    /// with (for DoRA) the row norm used, which undoes the merge exactly.
+    pub fn merged_weight(&self, w0: &Tensor<B>) -> (Tensor<B>, Option<Tensor<B>>) {
+        let delta = self.delta_weight();
+        match &self.magnitude {
+            None => (w0.add(&delta), None),
+            Some(m) => {
+                let (merged, norm) = dora::merged_weight(&m.value(), w0, &delta);
+                (merged, Some(norm))
+            }
+        }
+    }
+
     /// Inverted dropout while training (grad mode on): zero each input with probability p, scale the rest
     /// by 1 / (1 - p). Off under `no_grad`, so evaluation is deterministic.
     fn dropout(&self, x: &Var<B>) -> Var<B> {

@@ -65,6 +65,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// `for_each_lora_layer` with mutable access to each layer.
     fn for_each_lora_layer_mut(&mut self, f: &mut LayerVisitorMut<'_, B>) {
         self.visit_linears_mut("", &mut |path, linear| {
+            if lora_layer(linear).is_none() {
+                return; // and a 4-bit weight is not expanded for nothing
+            }
             let weight = linear.weight();
             if let Some(layer) = lora_layer_mut(linear) {
                 f(path, &weight, layer);

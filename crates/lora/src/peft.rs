@@ -23,7 +23,7 @@ fn key(path: &str, part: &str) -> String {
 }
 
 /// Adapter `name`'s config (`None` if no layer has the adapter) and (key, tensor handle) of each of its
-/// tensors in PEFT naming, in one walk over the model.
+/// tensors in PEFT naming: the layers' full copies, then the adapter slots.
 fn adapter_tensors<B: Backend, M: LoraModel<B> + ?Sized>(
     model: &M,
     name: &str,
