@@ -1,4 +1,5 @@
-//! Tensor-engine benchmarks: GEMM against a direct `matrixmultiply::sgemm` call on the same buffers
+//! Tensor-engine benchmarks: GEMM against a direct single-threaded `Element::gemm` call (the `gemm`
+//! crate) on the same buffers
 //! (FLOP/s, as criterion's "elements"/s), transposed operands, and memory-bound elementwise / reduction /
 //! softmax kernels against a plain copy of the same size (bytes/s).
 //!
@@ -9,7 +10,7 @@
 //! `cargo bench --bench tensor_ops` (`-- wgpu` for the GPU groups only)
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lowrank::tensor::{rng, Backend, Cpu, Tensor};
+use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
 use lowrank::wgpu::{wgpu::DeviceType, Wgpu};
 use std::hint::black_box;
 
@@ -39,7 +40,7 @@ fn matmul(c: &mut Criterion) {
         let mut out = vec![0f32; m * n];
         g.bench_function(BenchmarkId::new("direct_sgemm_1thread", &id), |bench| {
             bench.iter(|| unsafe {
-                matrixmultiply::sgemm(
+                f32::gemm(
                     m,
                     k,
                     n,

@@ -5,7 +5,7 @@ use clap::ValueEnum;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// The CPU backend (rayon + matrixmultiply), f32.
+    /// The CPU backend (rayon + the gemm crate), f32.
     Cpu,
     /// The GPU through wgpu (Vulkan, Metal or DX12), f32.
     Wgpu,

@@ -53,7 +53,12 @@ pub trait Element:
     /// the standard library's for f64 (gradient checks need every digit).
     fn fast_exp(self) -> Self;
 
-    /// `C = alpha * A B + beta * C` for an (m, k) A and (k, n) B, each with arbitrary row/column strides.
+    /// `C = alpha * A B + beta * C` for an (m, k) A and (k, n) B, each with arbitrary row/column strides,
+    /// on the calling thread (callers split work across threads themselves). With `beta == 0`, C is only
+    /// written, never read, so it may be uninitialised.
+    ///
+    /// The `gemm` crate runs it (AVX-512 / AVX2 / NEON kernels chosen at run time): measured at the
+    /// model's shapes against `matrixmultiply` and a GEMM of our own, docs/performance.md "The GEMM".
     ///
     /// # Safety
     /// The pointers must be valid for every element the dimensions and strides reach.
@@ -73,31 +78,33 @@ pub trait Element:
         c: *mut Self,
         rsc: isize,
         csc: isize,
-    );
-}
-
-/// Implements `Element::gemm` by calling the given `matrixmultiply` routine.
-macro_rules! gemm_via {
-    ($routine:ident) => {
-        unsafe fn gemm(
-            m: usize,
-            k: usize,
-            n: usize,
-            alpha: Self,
-            a: *const Self,
-            rsa: isize,
-            csa: isize,
-            b: *const Self,
-            rsb: isize,
-            csb: isize,
-            beta: Self,
-            c: *mut Self,
-            rsc: isize,
-            csc: isize,
-        ) {
-            matrixmultiply::$routine(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    ) {
+        // gemm's argument order: dst = alpha dst + beta (lhs rhs), column stride before row stride.
+        // SAFETY: the caller's contract.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c,
+                csc,
+                rsc,
+                beta != Self::zero(),
+                a,
+                csa,
+                rsa,
+                b,
+                csb,
+                rsb,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
-    };
+    }
 }
 
 impl Element for f32 {
@@ -139,8 +146,6 @@ impl Element for f32 {
             scaled
         }
     }
-
-    gemm_via!(sgemm);
 }
 
 impl Element for f64 {
@@ -157,8 +162,6 @@ impl Element for f64 {
     fn fast_exp(self) -> Self {
         self.exp()
     }
-
-    gemm_via!(dgemm);
 }
 
 #[cfg(test)]

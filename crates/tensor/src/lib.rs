@@ -3,7 +3,7 @@
 //! - [`Shape`] and [`Layout`] describe a tensor's extent and how it maps onto storage (strides, offset);
 //!   views (reshape, transpose, broadcast, narrow, ...) are new layouts over the same storage.
 //! - [`Backend`] is the short list of primitive kernels a device implements; [`Cpu`] implements it for f32
-//!   and f64 with rayon and `matrixmultiply`.
+//!   and f64 with rayon and the `gemm` crate.
 //! - [`Tensor`] composes the kernels into the familiar API: creation, elementwise math with broadcasting,
 //!   reductions, batched matmul, indexing, and fused softmax / rms-norm / cross-entropy.
 //!

@@ -18,7 +18,7 @@ use crate::{Element, Layout};
 use rayon::prelude::*;
 
 /// Rows (queries) per GEMM in the causal case: smaller blocks skip more of the masked triangle, larger ones
-/// make longer GEMMs. A multiple of matrixmultiply's f32 micro-tile (8 rows with AVX2, 16 with AVX-512).
+/// make longer GEMMs.
 const BLOCK: usize = 32;
 
 /// One (T, D) matrix of a (B, H, T, D) tensor: a pointer to its first element and its row / column strides.
@@ -54,23 +54,6 @@ impl<E> Mat<E> {
             ..self
         }
     }
-}
-
-/// A (rows, cols) matrix copied into column-major order, and a `Mat` over the copy.
-///
-/// `matrixmultiply` packs its left operand fast when that operand is column-major (`rs == 1`) and its right
-/// operand when row-major (`cs == 1`); otherwise it gathers element by element. One small copy per head
-/// puts q and dO in the good layout as left operands and k, v as transposed right operands (`.t()`).
-fn col_major<E: Element>(m: Mat<E>, rows: usize, cols: usize) -> (Vec<E>, Mat<E>) {
-    let mut data = Vec::with_capacity(rows * cols);
-    for c in 0..cols {
-        // SAFETY: the source matrix spans rows x cols elements at its strides.
-        data.extend(
-            (0..rows).map(|r| unsafe { *m.ptr.offset(r as isize * m.rs + c as isize * m.cs) }),
-        );
-    }
-    let mat = Mat::row_major(data.as_ptr(), rows).t();
-    (data, mat)
 }
 
 /// The sizes of one attention problem and where each (batch, head) matrix of an input starts.
@@ -205,7 +188,6 @@ pub fn attention<E: Element>(
                 hs.mat(k.0, k.1, i),
                 hs.mat(v.0, v.1, i),
             );
-            let ((_qbuf, qc), (_kbuf, kc)) = (col_major(qm, t, d), col_major(km, t, d));
             let om = o.at(hs.out_offset(i));
             let row_stride = hs.h * d;
             // This head's (T, T) block of P: every access below goes through this one pointer (no fresh
@@ -216,7 +198,7 @@ pub fn attention<E: Element>(
                 // SAFETY: q (rows r0..r1) and k (rows 0..keys) lie in this head's matrices; C is rows r0..r1
                 // of this head's block of P, which only this task writes.
                 unsafe {
-                    gemm(r1 - r0, d, keys, scale, qc.down(r0), kc.t(), pb, t); // S = scale q k^T
+                    gemm(r1 - r0, d, keys, scale, qm.down(r0), km.t(), pb, t); // S = scale q k^T
                 }
                 for r in r0..r1 {
                     // SAFETY: row r lies in this head's block. Its first `keys` entries were written by the
@@ -315,7 +297,6 @@ pub fn attention_backward<E: Element>(
         }
         // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
         let vm = vm.expect("v is given for dq and dk");
-        let ((_gbuf, gc), (_vbuf, vc)) = (col_major(gm, t, d), col_major(vm, t, d));
         let mut ds = vec![E::zero(); t * t];
         for (r0, r1, keys) in hs.row_blocks(causal) {
             // SAFETY: dO rows r0..r1 and v rows 0..keys lie in this head's copies; C is rows r0..r1 of this
@@ -326,8 +307,8 @@ pub fn attention_backward<E: Element>(
                     d,
                     keys,
                     E::one(),
-                    gc.down(r0),
-                    vc.t(),
+                    gm.down(r0),
+                    vm.t(),
                     ds[r0 * t..].as_mut_ptr(),
                     t,
                 )

@@ -1,4 +1,4 @@
-//! Batched matrix multiplication on the CPU through `matrixmultiply`'s GEMM.
+//! Batched matrix multiplication on the CPU through `Element::gemm` (the `gemm` crate).
 //!
 //! GEMM takes a row stride and a column stride for each operand, so a transposed view (`k.t()`) is passed
 //! as-is: no copy. Work is split with rayon across the batch when there are enough matrices, otherwise across
@@ -73,8 +73,8 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
             .enumerate()
             .for_each(|(i, &[oa, ob])| gemm(i * m * n, m, oa, ob));
     } else {
-        // Few large matrices: split each one's rows into blocks of a multiple of 8 rows (matrixmultiply's
-        // f32 micro-tile with AVX2; AVX-512's is 16, and a block edge inside a tile only costs a partial one).
+        // Few large matrices: split each one's rows into one block per thread, a multiple of 8 rows (so a
+        // block edge cuts few micro-kernel tiles; a cut tile only costs a partial one).
         let block = m.div_ceil(threads).next_multiple_of(8);
         for (i, &[oa, ob]) in batch_offsets.iter().enumerate() {
             (0..m.div_ceil(block)).into_par_iter().for_each(|j| {

@@ -1,5 +1,5 @@
 //! Batched matrix multiplication on the GPU: a tiled kernel (`matmul.wgsl`; the CPU twin is `cpu/matmul.rs`,
-//! which calls `matrixmultiply`). Like the CPU GEMM it takes a row and a column stride per operand, so a
+//! which calls the `gemm` crate). Like the CPU GEMM it takes a row and a column stride per operand, so a
 //! transposed view (`k.t()`) is multiplied as it is, without a copy.
 
 use crate::context::{Kernel, MAX_GROUPS};
