@@ -2,8 +2,10 @@
 //!
 //! Each op is a closure handed to one generic map, so the compiler builds a specialised loop per op (no
 //! dynamic dispatch per element). The inner loop is specialised again on the common stride patterns
-//! (both contiguous, one broadcast) so that it vectorises.
+//! (both contiguous, one broadcast) so that it vectorises, for the widest vector unit the CPU has
+//! (`simd::widest`: the loop sits directly inside it, so that it is inlined there).
 
+use super::simd::widest;
 use super::strided::{par_chunks, par_rows, Strided};
 use crate::{BinaryOp, Element, Layout, UnaryOp};
 use std::mem::MaybeUninit;
@@ -43,16 +45,21 @@ pub fn map1<E: Element>(x: &[E], layout: &Layout, f: impl Fn(E) -> E + Sync) -> 
     let it = Strided::new(layout.dims(), [layout.strides()], [layout.offset()]);
     let [s] = it.inner_strides;
     par_runs(&mut out.spare_capacity_mut()[..n], &it, |o, [off]| {
-        let len = o.len();
-        if s == 1 {
-            for (o, &v) in o.iter_mut().zip(&x[off..off + len]) {
-                o.write(f(v));
-            }
-        } else {
-            for (i, o) in o.iter_mut().enumerate() {
-                o.write(f(x[off + i * s]));
-            }
-        }
+        widest(
+            #[inline(always)]
+            || {
+                let len = o.len();
+                if s == 1 {
+                    for (o, &v) in o.iter_mut().zip(&x[off..off + len]) {
+                        o.write(f(v));
+                    }
+                } else {
+                    for (i, o) in o.iter_mut().enumerate() {
+                        o.write(f(x[off + i * s]));
+                    }
+                }
+            },
+        )
     });
     assume_init(out, n)
 }
@@ -74,32 +81,39 @@ pub fn map2<E: Element>(
     );
     let [sa, sb] = it.inner_strides;
     par_runs(&mut out.spare_capacity_mut()[..n], &it, |o, [oa, ob]| {
-        let len = o.len();
-        // Specialised on the common stride patterns, so that each loop vectorises.
-        match (sa, sb) {
-            (1, 1) => {
-                for ((o, &x), &y) in o.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                    o.write(f(x, y));
+        widest(
+            #[inline(always)]
+            || {
+                let len = o.len();
+                // Specialised on the common stride patterns, so that each loop vectorises.
+                match (sa, sb) {
+                    (1, 1) => {
+                        for ((o, &x), &y) in
+                            o.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len])
+                        {
+                            o.write(f(x, y));
+                        }
+                    }
+                    (1, 0) => {
+                        let y = b[ob];
+                        for (o, &x) in o.iter_mut().zip(&a[oa..oa + len]) {
+                            o.write(f(x, y));
+                        }
+                    }
+                    (0, 1) => {
+                        let x = a[oa];
+                        for (o, &y) in o.iter_mut().zip(&b[ob..ob + len]) {
+                            o.write(f(x, y));
+                        }
+                    }
+                    _ => {
+                        for (i, o) in o.iter_mut().enumerate() {
+                            o.write(f(a[oa + i * sa], b[ob + i * sb]));
+                        }
+                    }
                 }
-            }
-            (1, 0) => {
-                let y = b[ob];
-                for (o, &x) in o.iter_mut().zip(&a[oa..oa + len]) {
-                    o.write(f(x, y));
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (o, &y) in o.iter_mut().zip(&b[ob..ob + len]) {
-                    o.write(f(x, y));
-                }
-            }
-            _ => {
-                for (i, o) in o.iter_mut().enumerate() {
-                    o.write(f(a[oa + i * sa], b[ob + i * sb]));
-                }
-            }
-        }
+            },
+        )
     });
     assume_init(out, n)
 }

@@ -3,6 +3,7 @@
 //! the composed elementwise ops would make.
 
 use super::reduce::contiguous_slice;
+use super::simd::widest;
 use super::strided::{par_rows, Strided};
 use crate::{Element, Layout, Shape};
 use rayon::prelude::*;
@@ -167,26 +168,31 @@ pub fn rms_norm_backward<E: Element>(
         .par_chunks_mut((block * n).max(1))
         .enumerate()
         .map(|(b, dxb)| {
-            let mut dw = vec![E::zero(); if with_dw { n } else { 0 }];
-            for (i, dxr) in dxb.chunks_mut(n).enumerate() {
-                let r = b * block + i;
-                let (xr, gr) = (&x[r * n..][..n], &g[r * n..][..n]);
-                let inv = inv_rms(xr, eps);
-                let mut dot = E::zero();
-                for j in 0..n {
-                    dot += gr[j] * w[j] * xr[j] * inv;
-                }
-                if with_dw {
-                    for j in 0..n {
-                        dw[j] += gr[j] * xr[j] * inv;
+            widest(
+                #[inline(always)]
+                || {
+                    let mut dw = vec![E::zero(); if with_dw { n } else { 0 }];
+                    for (i, dxr) in dxb.chunks_mut(n).enumerate() {
+                        let r = b * block + i;
+                        let (xr, gr) = (&x[r * n..][..n], &g[r * n..][..n]);
+                        let inv = inv_rms(xr, eps);
+                        let mut dot = E::zero();
+                        for j in 0..n {
+                            dot += gr[j] * w[j] * xr[j] * inv;
+                        }
+                        if with_dw {
+                            for j in 0..n {
+                                dw[j] += gr[j] * xr[j] * inv;
+                            }
+                        }
+                        let mean = dot / E::from_f64(n as f64);
+                        for j in 0..n {
+                            dxr[j] = inv * (gr[j] * w[j] - xr[j] * inv * mean);
+                        }
                     }
-                }
-                let mean = dot / E::from_f64(n as f64);
-                for j in 0..n {
-                    dxr[j] = inv * (gr[j] * w[j] - xr[j] * inv * mean);
-                }
-            }
-            dw
+                    dw
+                },
+            )
         })
         .collect();
     debug_assert!(rows == 0 || dx.len() == rows * n);

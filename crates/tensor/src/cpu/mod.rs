@@ -11,6 +11,7 @@ mod matmul;
 mod optim;
 mod quant;
 mod reduce;
+mod simd;
 mod strided;
 
 use crate::{AdamwStep, Backend, BinaryOp, Element, Layout, Packed4bit, ReduceOp, Shape, UnaryOp};

@@ -5,6 +5,7 @@
 //! row, a transposed one a grid of rows, so the inner loop is as long and as regular as the data allows.
 //! Kernels then run a tight loop over each row's `inner` elements with per-operand inner strides.
 
+use super::simd::widest;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -92,7 +93,8 @@ impl<const K: usize> Strided<K> {
 }
 
 /// Runs `body(chunk, rows)` over a contiguous output of `rows` rows of `inner` elements, splitting the rows
-/// across rayon's threads when the output is large enough to pay for it.
+/// across rayon's threads when the output is large enough to pay for it. Each piece runs under
+/// `simd::widest`, so a loop written directly in `body` is vectorised for the CPU's widest unit.
 pub fn par_rows<E: Send>(
     out: &mut [E],
     rows: usize,
@@ -103,7 +105,10 @@ pub fn par_rows<E: Send>(
         return;
     }
     if rows * inner < PAR_MIN_ELEMS || rows == 1 {
-        return body(out, 0..rows);
+        return widest(
+            #[inline(always)]
+            || body(out, 0..rows),
+        );
     }
     let chunks = rayon::current_num_threads() * 4;
     let rows_per_chunk = rows
@@ -114,22 +119,32 @@ pub fn par_rows<E: Send>(
         .enumerate()
         .for_each(|(c, chunk)| {
             let start = c * rows_per_chunk;
-            body(chunk, start..start + chunk.len() / inner)
+            widest(
+                #[inline(always)]
+                || body(chunk, start..start + chunk.len() / inner),
+            )
         });
 }
 
-/// Splits one long row (a contiguous tensor) so that its elements, too, spread over threads.
+/// Splits one long row (a contiguous tensor) so that its elements, too, spread over threads (each piece
+/// under `simd::widest`, as in `par_rows`).
 pub fn par_chunks<E: Send>(out: &mut [E], body: impl Fn(&mut [E], usize) + Sync) {
     if out.len() < PAR_MIN_ELEMS {
-        return body(out, 0);
+        return widest(
+            #[inline(always)]
+            || body(out, 0),
+        );
     }
     let chunk = out
         .len()
         .div_ceil(rayon::current_num_threads() * 4)
         .max(PAR_MIN_ELEMS / 4);
-    out.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(c, part)| body(part, c * chunk));
+    out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
+        widest(
+            #[inline(always)]
+            || body(part, c * chunk),
+        )
+    });
 }
 
 #[cfg(test)]
