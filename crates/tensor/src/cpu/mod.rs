@@ -1,7 +1,8 @@
 //! `Cpu<E>`: the CPU backend, one generic implementation for f32 and f64.
 //!
 //! Storage is a plain `Vec<E>`. Parallel work goes through rayon (only above a size threshold), GEMM
-//! through the `gemm` crate (`Element::gemm`). The kernels live in one file per family; this file only wires them to the trait.
+//! through the `gemm` crate (`Element::gemm`), loops at the CPU's widest vector unit (`simd`). The
+//! kernels live in one file per family; this file only wires them to the trait.
 
 mod attention;
 mod elementwise;

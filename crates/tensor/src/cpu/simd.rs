@@ -8,10 +8,12 @@
 //! the choice: Rust never reassociates or fuses float operations, so each lane computes what the scalar
 //! code would.
 //!
-//! LLVM inlines `body` into the feature-enabled function reliably only when the closure is marked
-//! `#[inline(always)]` and holds the loop itself (one level of closures, not a call through several),
-//! so the kernels put `widest` right around their loops. Moving it one call further out left the
-//! elementwise loops at 4 lanes (checked in a profile: the map closures stayed separate SSE functions).
+//! LLVM inlines into the feature-enabled function only what it reaches in one step: the closure given
+//! here (marked `#[inline(always)]`) and the kernel closure that one calls, as in `par_rows` /
+//! `par_chunks`, whose `body` holds a row kernel's loop. One closure further down it stops: the
+//! elementwise maps reach their loop through `par_runs`' closure, and with only the strided helpers'
+//! `widest` their loops stayed separate 4-lane SSE functions in a profile, so `map1` / `map2` put
+//! `widest` right around their loops.
 
 /// Calls `body`, compiled for AVX-512 or AVX2 + FMA when the CPU has them.
 #[inline(always)]
