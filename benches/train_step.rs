@@ -33,6 +33,8 @@ fn steps_on<B: Backend>(c: &mut Criterion, device: &str, dev: &B) {
 
 fn steps(c: &mut Criterion) {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     steps_on(c, "", &Cpu::<f32>::new());
     match Wgpu::new() {
         Ok(gpu) => steps_on(c, "_wgpu", &gpu),

@@ -126,6 +126,8 @@ fn child<B: Backend>(
 
 fn main() {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     let args = Args::parse();
     cli::exit_on_error((|| {
         if let Some(c) = &args.child {

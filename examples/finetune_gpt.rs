@@ -168,6 +168,8 @@ impl Args {
 
 fn main() {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     let mut args = Args::parse();
     cli::exit_on_error((|| {
         check_flags(&mut args)?;

@@ -65,6 +65,8 @@ struct Args {
 
 fn main() {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     let args = Args::parse();
     cli::exit_on_error((|| {
         if !(args.temperature >= 0.0 && args.temperature.is_finite()) {

@@ -67,6 +67,8 @@ const QV: [&str; 2] = ["q_proj", "v_proj"];
 
 fn main() {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     let mut args = Args::parse();
     cli::exit_on_error(run(&mut args));
 }

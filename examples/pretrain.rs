@@ -56,6 +56,8 @@ mod plot;
 
 fn main() {
     alloc::keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
     let mut args = Args::parse();
     cli::exit_on_error((|| {
         flags::learning_rate("--lr", args.lr)?;

@@ -7,6 +7,9 @@
 //! - [`Tensor`] composes the kernels into the familiar API: creation, elementwise math with broadcasting,
 //!   reductions, batched matmul, indexing, and fused softmax / rms-norm / cross-entropy.
 //!
+//! - [`threads::use_calling_thread`] makes a program's main thread one of rayon's workers, so that it
+//!   does its share of each kernel instead of sleeping through it.
+//!
 //! Nothing here knows about gradients: that is `lowrank-autograd`, one layer up.
 //!
 //! ```
@@ -27,6 +30,7 @@ mod layout;
 mod ops;
 mod shape;
 mod tensor;
+pub mod threads;
 
 pub use backend::{AdamwStep, Backend, BinaryOp, Packed4bit, PackedAbsmax, ReduceOp, UnaryOp};
 pub use cpu::Cpu;
