@@ -271,6 +271,7 @@ fn check_binary<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
         let want = Nd::from_fn(&out, |i| f(a.0.at_broadcast(i), b.0.at_broadcast(i)));
         close(&got, &want, name);
     }
+    check_swiglu_backward(&ta, &tb, &a.0, &b.0);
     // where_cond and masked_fill with the comparison as the condition.
     let cond = ta.gt(&tb);
     let got = Tensor::where_cond(&cond, &ta, &tb);
@@ -755,6 +756,34 @@ fn t_rope<B: Backend>(x: &Tensor<B>, cos: &Nd, sin: &Nd, dev: &B) -> Tensor<B> {
 }
 
 /// The GPU, looked up once per test binary.
+/// `swiglu_backward` of a broadcast pair against silu's derivative, for each set of wanted gradients.
+fn check_swiglu_backward<B: Backend>(ta: &Tensor<B>, tb: &Tensor<B>, a: &Nd, b: &Nd) {
+    let out = broadcast(&a.shape, &b.shape);
+    let g = (ta * tb).add_scalar(0.3); // any upstream gradient of the output's shape
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let (av, bv) = (
+        |i: &[usize]| a.at_broadcast(i),
+        |i: &[usize]| b.at_broadcast(i),
+    );
+    let gv = |i: &[usize]| av(i) * bv(i) + 0.3;
+    let want_da = Nd::from_fn(&out, |i| {
+        let (x, s) = (av(i), sig(av(i)));
+        gv(i) * bv(i) * s * (1.0 + x * (1.0 - s))
+    });
+    let want_db = Nd::from_fn(&out, |i| gv(i) * av(i) * sig(av(i)));
+    for need in [[true, true], [true, false], [false, true]] {
+        let b_given = need[0].then_some(tb);
+        let [da, db] = ta.swiglu_backward(b_given, &g, need);
+        assert_eq!(
+            [da.is_some(), db.is_some()],
+            need,
+            "swiglu_backward: {need:?}"
+        );
+        da.inspect(|da| close(da, &want_da, "swiglu_backward da"));
+        db.inspect(|db| close(db, &want_db, "swiglu_backward db"));
+    }
+}
+
 fn gpu() -> Option<Wgpu> {
     static DEV: std::sync::OnceLock<Option<Wgpu>> = std::sync::OnceLock::new();
     DEV.get_or_init(test_device).clone()
@@ -872,6 +901,22 @@ fn large_tensors_take_parallel_paths_and_agree() {
     assert!((a.sum(0, false).to_vec()[0] - col0).abs() < 1e-10);
     let e = a.t().exp().to_vec();
     assert!((e[1] - va[700].exp()).abs() < 1e-12);
+    // SwiGLU's one-pass backward, split across threads, against the composed kernels.
+    let (x, y) = (a.reshape([700, 96]), b.mul_scalar(0.5));
+    let g = &x - &y;
+    let [da, db] = x
+        .swiglu_backward(Some(&y), &g, [true, true])
+        .map(Option::unwrap);
+    let silu_grad = x.binary(&g.mul(&y), BinaryOp::SiluBackward, "silu_grad");
+    let worst = |p: &Tensor<Cpu<f64>>, q: &Tensor<Cpu<f64>>| {
+        let (p, q) = (p.to_vec(), q.to_vec());
+        p.iter()
+            .zip(&q)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(worst(&da, &silu_grad) < 1e-12);
+    assert!(worst(&db, &x.silu_mul(&g)) < 1e-12);
 }
 
 // ---- errors --------------------------------------------------------------------------------------------------

@@ -175,10 +175,8 @@ impl<B: Backend> Var<B> {
         gate.binary_rule(value, "swiglu", a.silu_mul(&b), move |need_a, need_b| {
             let (a, b) = (saved(a), need_a.then(|| saved(b)));
             move |g: &Tensor<B>| {
-                let da = b
-                    .as_ref()
-                    .map(|b| a.binary(&g.mul(b), BinaryOp::SiluBackward, "swiglu"));
-                (da, need_b.then(|| a.silu_mul(g)))
+                let [da, db] = a.swiglu_backward(b.as_ref(), g, [need_a, need_b]);
+                (da, db)
             }
         })
     }

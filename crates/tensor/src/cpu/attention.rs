@@ -14,6 +14,7 @@
 
 use super::fused::{softmax_backward_in_place, softmax_in_place};
 use super::matmul::OutPtr;
+use super::simd::widest;
 use crate::{Element, Layout};
 use rayon::prelude::*;
 
@@ -183,54 +184,60 @@ pub fn attention<E: Element>(
         .par_chunks_mut(t * t)
         .enumerate()
         .for_each(|(i, p)| {
-            let (qm, km, vm) = (
-                hs.mat(q.0, q.1, i),
-                hs.mat(k.0, k.1, i),
-                hs.mat(v.0, v.1, i),
-            );
-            let om = o.at(hs.out_offset(i));
-            let row_stride = hs.h * d;
-            // This head's (T, T) block of P: every access below goes through this one pointer (no fresh
-            // borrow of `p` while pointers derived from it are in use).
-            let base = p.as_mut_ptr().cast::<E>();
-            for (r0, r1, keys) in hs.row_blocks(causal) {
-                let pb = base.wrapping_add(r0 * t);
-                // SAFETY: q (rows r0..r1) and k (rows 0..keys) lie in this head's matrices; C is rows r0..r1
-                // of this head's block of P, which only this task writes.
-                unsafe {
-                    gemm(r1 - r0, d, keys, scale, qm.down(r0), km.t(), pb, t); // S = scale q k^T
-                }
-                for r in r0..r1 {
-                    // SAFETY: row r lies in this head's block. Its first `keys` entries were written by the
-                    // GEMM above; the rest (keys past this block: masked, never computed) are written as
-                    // zeros here before the row is viewed as initialised values.
-                    let row = unsafe {
-                        let start = pb.add((r - r0) * t);
-                        for j in keys..t {
-                            start.add(j).write(E::zero());
+            widest(
+                #[inline(always)]
+                || {
+                    let (qm, km, vm) = (
+                        hs.mat(q.0, q.1, i),
+                        hs.mat(k.0, k.1, i),
+                        hs.mat(v.0, v.1, i),
+                    );
+                    let om = o.at(hs.out_offset(i));
+                    let row_stride = hs.h * d;
+                    // This head's (T, T) block of P: every access below goes through this one pointer (no fresh
+                    // borrow of `p` while pointers derived from it are in use).
+                    let base = p.as_mut_ptr().cast::<E>();
+                    for (r0, r1, keys) in hs.row_blocks(causal) {
+                        let pb = base.wrapping_add(r0 * t);
+                        // SAFETY: q (rows r0..r1) and k (rows 0..keys) lie in this head's matrices; C is rows r0..r1
+                        // of this head's block of P, which only this task writes.
+                        unsafe {
+                            gemm(r1 - r0, d, keys, scale, qm.down(r0), km.t(), pb, t);
+                            // S = scale q k^T
                         }
-                        std::slice::from_raw_parts_mut(start, t)
-                    };
-                    let vis = hs.visible(r, causal);
-                    softmax_in_place(&mut row[..vis]);
-                    row[vis..keys].iter_mut().for_each(|x| *x = E::zero());
-                }
-                let pm = Mat::row_major(pb.cast_const(), t);
-                // SAFETY: P rows r0..r1 (keys columns) were written above, v rows 0..keys lie in this
-                // head's matrix; C is rows r0..r1 of this head's (B, T, H, D) output block.
-                unsafe {
-                    gemm(
-                        r1 - r0,
-                        keys,
-                        d,
-                        E::one(),
-                        pm,
-                        vm,
-                        om.add(r0 * row_stride),
-                        row_stride,
-                    ); // O = P v
-                }
-            }
+                        for r in r0..r1 {
+                            // SAFETY: row r lies in this head's block. Its first `keys` entries were written by the
+                            // GEMM above; the rest (keys past this block: masked, never computed) are written as
+                            // zeros here before the row is viewed as initialised values.
+                            let row = unsafe {
+                                let start = pb.add((r - r0) * t);
+                                for j in keys..t {
+                                    start.add(j).write(E::zero());
+                                }
+                                std::slice::from_raw_parts_mut(start, t)
+                            };
+                            let vis = hs.visible(r, causal);
+                            softmax_in_place(&mut row[..vis]);
+                            row[vis..keys].iter_mut().for_each(|x| *x = E::zero());
+                        }
+                        let pm = Mat::row_major(pb.cast_const(), t);
+                        // SAFETY: P rows r0..r1 (keys columns) were written above, v rows 0..keys lie in this
+                        // head's matrix; C is rows r0..r1 of this head's (B, T, H, D) output block.
+                        unsafe {
+                            gemm(
+                                r1 - r0,
+                                keys,
+                                d,
+                                E::one(),
+                                pm,
+                                vm,
+                                om.add(r0 * row_stride),
+                                row_stride,
+                            ); // O = P v
+                        }
+                    }
+                },
+            )
         });
     // SAFETY: every (batch, head) task wrote its T x D block of the output and its T x T probabilities.
     unsafe {
@@ -264,100 +271,106 @@ pub fn attention_backward<E: Element>(
     let scale = E::from_f64(scale);
     let row_stride = hs.h * d;
     (0..n).into_par_iter().for_each(|i| {
-        // q, k, v are given when a requested gradient reads them (checked by the tensor op)
-        let mat = |x: Option<(&[E], &Layout)>| x.map(|(data, layout)| hs.mat(data, layout, i));
-        let (qm, km, vm, gm) = (mat(q), mat(k), mat(v), hs.mat(g.0, g.1, i));
-        let p = &probs[i * t * t..][..t * t];
-        let pm = Mat::row_major(p.as_ptr(), t);
-        let at = |ptr: &Option<OutPtr<E>>| ptr.as_ref().map(|o| o.at(hs.out_offset(i)));
-        let (dq, dk, dv) = (at(&ptrs[0]), at(&ptrs[1]), at(&ptrs[2]));
-        // dv = P^T dO, key rows c0..c1 over the queries that see them (with `causal`, P is zero above
-        // the diagonal, so queries before c0 contribute nothing)
-        if let Some(dv) = dv {
-            for (c0, c1, _) in hs.row_blocks(causal) {
-                let from = hs.first_query(c0, causal);
-                // SAFETY: P and dO rows from..T lie in this head's matrices; C is key rows c0..c1 of this
-                // head's block of dv, which only this task writes.
-                unsafe {
-                    gemm(
-                        c1 - c0,
-                        t - from,
-                        d,
-                        E::one(),
-                        pm.down(from).t().down(c0),
-                        gm.down(from),
-                        dv.add(c0 * row_stride),
-                        row_stride,
-                    )
-                };
-            }
-        }
-        if dq.is_none() && dk.is_none() {
-            return;
-        }
-        // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
-        let vm = vm.expect("v is given for dq and dk");
-        let mut ds = vec![E::zero(); t * t];
-        for (r0, r1, keys) in hs.row_blocks(causal) {
-            // SAFETY: dO rows r0..r1 and v rows 0..keys lie in this head's matrices; C is rows r0..r1 of this
-            // task's own `ds`, whose pointer is not used after the call.
-            unsafe {
-                gemm(
-                    r1 - r0,
-                    d,
-                    keys,
-                    E::one(),
-                    gm.down(r0),
-                    vm.t(),
-                    ds[r0 * t..].as_mut_ptr(),
-                    t,
-                )
-            };
-            for r in r0..r1 {
-                let vis = hs.visible(r, causal);
-                let row = &mut ds[r * t..][..keys];
-                softmax_backward_in_place(&p[r * t..][..vis], &mut row[..vis]);
-                row[vis..].iter_mut().for_each(|x| *x = E::zero());
-            }
-        }
-        let dsm = Mat::row_major(ds.as_ptr(), t);
-        for (r0, r1, keys) in hs.row_blocks(causal) {
-            if let Some(dq) = dq {
-                // dq = scale dS k, rows r0..r1 over the keys they see
-                // SAFETY: dS rows r0..r1 and k rows 0..keys are in bounds; C is rows r0..r1 of this head's
-                // block of dq, which only this task writes.
-                unsafe {
-                    gemm(
-                        r1 - r0,
-                        keys,
-                        d,
-                        scale,
-                        dsm.down(r0),
-                        km.expect("k is given for dq"),
-                        dq.add(r0 * row_stride),
-                        row_stride,
-                    )
-                };
-            }
-            if let Some(dk) = dk {
-                // dk = scale dS^T q, key rows r0..r1 over the queries that see them
-                let from = hs.first_query(r0, causal);
-                // SAFETY: dS and q rows from..T are in bounds; C is key rows r0..r1 of this head's block of
-                // dk, which only this task writes.
-                unsafe {
-                    gemm(
-                        r1 - r0,
-                        t - from,
-                        d,
-                        scale,
-                        dsm.down(from).t().down(r0),
-                        qm.expect("q is given for dk").down(from),
-                        dk.add(r0 * row_stride),
-                        row_stride,
-                    )
-                };
-            }
-        }
+        widest(
+            #[inline(always)]
+            || {
+                // q, k, v are given when a requested gradient reads them (checked by the tensor op)
+                let mat =
+                    |x: Option<(&[E], &Layout)>| x.map(|(data, layout)| hs.mat(data, layout, i));
+                let (qm, km, vm, gm) = (mat(q), mat(k), mat(v), hs.mat(g.0, g.1, i));
+                let p = &probs[i * t * t..][..t * t];
+                let pm = Mat::row_major(p.as_ptr(), t);
+                let at = |ptr: &Option<OutPtr<E>>| ptr.as_ref().map(|o| o.at(hs.out_offset(i)));
+                let (dq, dk, dv) = (at(&ptrs[0]), at(&ptrs[1]), at(&ptrs[2]));
+                // dv = P^T dO, key rows c0..c1 over the queries that see them (with `causal`, P is zero above
+                // the diagonal, so queries before c0 contribute nothing)
+                if let Some(dv) = dv {
+                    for (c0, c1, _) in hs.row_blocks(causal) {
+                        let from = hs.first_query(c0, causal);
+                        // SAFETY: P and dO rows from..T lie in this head's matrices; C is key rows c0..c1 of this
+                        // head's block of dv, which only this task writes.
+                        unsafe {
+                            gemm(
+                                c1 - c0,
+                                t - from,
+                                d,
+                                E::one(),
+                                pm.down(from).t().down(c0),
+                                gm.down(from),
+                                dv.add(c0 * row_stride),
+                                row_stride,
+                            )
+                        };
+                    }
+                }
+                if dq.is_none() && dk.is_none() {
+                    return;
+                }
+                // dS (T, T), built row block by row block from dP = dO v^T; zero where P is masked.
+                let vm = vm.expect("v is given for dq and dk");
+                let mut ds = vec![E::zero(); t * t];
+                for (r0, r1, keys) in hs.row_blocks(causal) {
+                    // SAFETY: dO rows r0..r1 and v rows 0..keys lie in this head's matrices; C is rows r0..r1 of this
+                    // task's own `ds`, whose pointer is not used after the call.
+                    unsafe {
+                        gemm(
+                            r1 - r0,
+                            d,
+                            keys,
+                            E::one(),
+                            gm.down(r0),
+                            vm.t(),
+                            ds[r0 * t..].as_mut_ptr(),
+                            t,
+                        )
+                    };
+                    for r in r0..r1 {
+                        let vis = hs.visible(r, causal);
+                        let row = &mut ds[r * t..][..keys];
+                        softmax_backward_in_place(&p[r * t..][..vis], &mut row[..vis]);
+                        row[vis..].iter_mut().for_each(|x| *x = E::zero());
+                    }
+                }
+                let dsm = Mat::row_major(ds.as_ptr(), t);
+                for (r0, r1, keys) in hs.row_blocks(causal) {
+                    if let Some(dq) = dq {
+                        // dq = scale dS k, rows r0..r1 over the keys they see
+                        // SAFETY: dS rows r0..r1 and k rows 0..keys are in bounds; C is rows r0..r1 of this head's
+                        // block of dq, which only this task writes.
+                        unsafe {
+                            gemm(
+                                r1 - r0,
+                                keys,
+                                d,
+                                scale,
+                                dsm.down(r0),
+                                km.expect("k is given for dq"),
+                                dq.add(r0 * row_stride),
+                                row_stride,
+                            )
+                        };
+                    }
+                    if let Some(dk) = dk {
+                        // dk = scale dS^T q, key rows r0..r1 over the queries that see them
+                        let from = hs.first_query(r0, causal);
+                        // SAFETY: dS and q rows from..T are in bounds; C is key rows r0..r1 of this head's block of
+                        // dk, which only this task writes.
+                        unsafe {
+                            gemm(
+                                r1 - r0,
+                                t - from,
+                                d,
+                                scale,
+                                dsm.down(from).t().down(r0),
+                                qm.expect("q is given for dk").down(from),
+                                dk.add(r0 * row_stride),
+                                row_stride,
+                            )
+                        };
+                    }
+                }
+            },
+        )
     });
     for g in grads.iter_mut().flatten() {
         // SAFETY: every (batch, head) task wrote its T x D block of each requested gradient.

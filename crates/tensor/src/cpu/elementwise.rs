@@ -5,9 +5,11 @@
 //! (both contiguous, one broadcast) so that it vectorises, for the widest vector unit the CPU has
 //! (`simd::widest`: the loop sits directly inside it, so that it is inlined there).
 
+use super::reduce::contiguous_slice;
 use super::simd::widest;
-use super::strided::{par_chunks, par_rows, Strided};
+use super::strided::{par_chunks, par_rows, piece_len, Strided};
 use crate::{BinaryOp, Element, Layout, UnaryOp};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Gathers the elements `layout` addresses into a new row-major vector.
@@ -175,6 +177,53 @@ pub fn copy_strided<E: Element>(src: &[E], ls: &Layout, dst: &mut [E], ld: &Layo
             dst[od + i * sd] = src[os + i * ss];
         }
     });
+}
+
+/// SwiGLU's backward in one pass (the math is in `Backend::swiglu_backward`): sigmoid(a) is computed once
+/// for both gradients and `g * b` is never stored. When da is asked for, db is computed alongside it (the
+/// model always needs both); only db is one `SiluMul` map.
+pub fn swiglu_backward<E: Element>(
+    a: (&[E], &Layout),
+    b: Option<(&[E], &Layout)>,
+    g: (&[E], &Layout),
+    need: [bool; 2],
+) -> [Option<Vec<E>>; 2] {
+    let Some(b) = b.filter(|_| need[0]) else {
+        let db = need[1].then(|| map2(a.0, a.1, g.0, g.1, |x, gv| x * sigmoid(x) * gv));
+        return [None, db];
+    };
+    let (a, b, g) = (
+        contiguous_slice(a.0, a.1),
+        contiguous_slice(b.0, b.1),
+        contiguous_slice(g.0, g.1),
+    );
+    let n = a.len();
+    let (mut da, mut db) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let piece = piece_len(n);
+    da.spare_capacity_mut()[..n]
+        .par_chunks_mut(piece)
+        .zip(db.spare_capacity_mut()[..n].par_chunks_mut(piece))
+        .enumerate()
+        .for_each(|(i, (da, db))| {
+            let r = i * piece..i * piece + da.len();
+            let (a, b, g) = (&a[r.clone()], &b[r.clone()], &g[r]);
+            widest(
+                #[inline(always)]
+                || {
+                    for ((((da, db), &x), &y), &gv) in da.iter_mut().zip(db).zip(a).zip(b).zip(g) {
+                        // silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
+                        let s = sigmoid(x);
+                        let gs = gv * s;
+                        da.write(gs * y * (E::one() + x * (E::one() - s)));
+                        db.write(gs * x);
+                    }
+                },
+            )
+        });
+    [
+        Some(assume_init(da, n)),
+        need[1].then(|| assume_init(db, n)),
+    ]
 }
 
 fn sigmoid<E: Element>(x: E) -> E {

@@ -3,7 +3,7 @@
 //! the composed elementwise ops would make.
 
 use super::reduce::contiguous_slice;
-use super::simd::widest;
+use super::simd::{self, widest};
 use super::strided::{par_rows, Strided};
 use crate::{Element, Layout, Shape};
 use rayon::prelude::*;
@@ -42,17 +42,18 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
 }
 
 /// Replaces a row of scores by their softmax.
+#[inline(always)]
 pub(super) fn softmax_in_place<E: Element>(row: &mut [E]) {
-    let max = row.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-    // Exponentiate in one pass and sum in another: a loop that does both cannot vectorise the exp.
+    let max = simd::max(row);
     row.iter_mut().for_each(|v| *v = (*v - max).fast_exp());
-    let inv = row.iter().fold(E::zero(), |s, &y| s + y).recip();
+    let inv = simd::sum([row], |[y]| y).recip();
     row.iter_mut().for_each(|y| *y *= inv);
 }
 
 /// Replaces the upstream gradient g of a softmax row by the gradient of its input: `y * (g - sum(g * y))`.
+#[inline(always)]
 pub(super) fn softmax_backward_in_place<E: Element>(y: &[E], g: &mut [E]) {
-    let dot = y.iter().zip(&*g).fold(E::zero(), |s, (&a, &b)| s + a * b);
+    let dot = simd::sum([y, g], |[a, b]| a * b);
     g.iter_mut()
         .zip(y)
         .for_each(|(d, &yv)| *d = yv * (*d - dot));
@@ -73,12 +74,10 @@ pub fn softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) -> V
 }
 
 /// `log(sum(exp(row)))`, computed stably around the row's maximum.
+#[inline(always)]
 fn logsumexp<E: Element>(row: &[E]) -> E {
-    let max = row.iter().fold(E::neg_infinity(), |m, &v| m.max(v));
-    max + row
-        .iter()
-        .fold(E::zero(), |s, &v| s + (v - max).fast_exp())
-        .ln()
+    let max = simd::max(row);
+    max + simd::sum([row], |[v]| (v - max).fast_exp()).ln()
 }
 
 pub fn log_softmax<E: Element>(x: &[E], layout: &Layout) -> Vec<E> {
@@ -104,7 +103,7 @@ pub fn log_softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) 
     par_rows(&mut out, rows, n, |chunk, range| {
         for r in range.clone() {
             let (yr, gr) = (&y[r * n..][..n], &g[r * n..][..n]);
-            let sum = gr.iter().fold(E::zero(), |s, &v| s + v);
+            let sum = simd::sum([gr], |[v]| v);
             for ((d, &yv), &gv) in chunk[(r - range.start) * n..][..n]
                 .iter_mut()
                 .zip(yr)
@@ -118,8 +117,9 @@ pub fn log_softmax_backward<E: Element>(y: (&[E], &Layout), g: (&[E], &Layout)) 
 }
 
 /// `1 / sqrt(mean(row^2) + eps)`
+#[inline(always)]
 fn inv_rms<E: Element>(row: &[E], eps: E) -> E {
-    let ms = row.iter().fold(E::zero(), |s, &v| s + v * v) / E::from_f64(row.len() as f64);
+    let ms = simd::sum([row], |[v]| v * v) / E::from_f64(row.len() as f64);
     (ms + eps).sqrt().recip()
 }
 
@@ -176,10 +176,7 @@ pub fn rms_norm_backward<E: Element>(
                         let r = b * block + i;
                         let (xr, gr) = (&x[r * n..][..n], &g[r * n..][..n]);
                         let inv = inv_rms(xr, eps);
-                        let mut dot = E::zero();
-                        for j in 0..n {
-                            dot += gr[j] * w[j] * xr[j] * inv;
-                        }
+                        let dot = simd::sum([gr, &w[..], xr], |[g, wj, x]| g * wj * x) * inv;
                         if with_dw {
                             for j in 0..n {
                                 dw[j] += gr[j] * xr[j] * inv;
@@ -279,7 +276,10 @@ pub fn cross_entropy<E: Element>(
                 return E::zero();
             }
             let xr = &x[r * n..][..n];
-            logsumexp(xr) - xr[t as usize]
+            widest(
+                #[inline(always)]
+                || logsumexp(xr),
+            ) - xr[t as usize]
         })
         .collect()
 }

@@ -97,6 +97,16 @@ impl<E: Element> Backend for Cpu<E> {
         index::index_add(dst, dst_shape, axis, ids, src, src_layout)
     }
 
+    fn swiglu_backward(
+        &self,
+        a: (&Vec<E>, &Layout),
+        b: Option<(&Vec<E>, &Layout)>,
+        g: (&Vec<E>, &Layout),
+        need: [bool; 2],
+    ) -> [Option<Vec<E>>; 2] {
+        elementwise::swiglu_backward((a.0, a.1), b.map(|(s, l)| (&s[..], l)), (g.0, g.1), need)
+    }
+
     fn softmax(&self, x: &Vec<E>, layout: &Layout, causal: bool) -> Vec<E> {
         fused::softmax(x, layout, causal)
     }

@@ -1,10 +1,11 @@
 //! Axis reductions on the CPU: sum, max, min, argmax, argmin.
 //!
 //! The input is viewed as (outer, len, inner) around the reduced axis. With `inner == 1` each output is a
-//! reduction of one contiguous run (eight independent accumulators so the loop vectorises); otherwise whole
+//! reduction of one contiguous run (independent accumulators so the loop vectorises); otherwise whole
 //! rows of `inner` values are combined at once, which reads memory in order.
 
 use super::elementwise::to_contiguous;
+use super::simd::{fold_lanes, widest};
 use super::strided::{par_chunks, par_rows, PAR_MIN_ELEMS};
 use crate::{Element, Layout, ReduceOp};
 use rayon::prelude::*;
@@ -73,22 +74,14 @@ fn fold<E: Element>(
     out
 }
 
-/// Reduces one contiguous run with eight accumulators (and in parallel pieces when it is long).
+/// Reduces one contiguous run with independent accumulators (`simd::fold_lanes`), in parallel pieces
+/// when it is long.
 fn fold_run<E: Element>(s: &[E], init: E, f: impl Fn(E, E) -> E + Send + Sync + Copy) -> E {
     let seq = |s: &[E]| {
-        let mut acc = [init; 8];
-        let chunks = s.chunks_exact(8);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for (a, &v) in acc.iter_mut().zip(c) {
-                *a = f(*a, v);
-            }
-        }
-        let mut r = tail.iter().fold(init, |a, &v| f(a, v));
-        for a in acc {
-            r = f(r, a);
-        }
-        r
+        widest(
+            #[inline(always)]
+            || fold_lanes([s], init, |[v]| v, f),
+        )
     };
     if s.len() >= 4 * PAR_MIN_ELEMS {
         s.par_chunks(PAR_MIN_ELEMS).map(seq).reduce(|| init, f)

@@ -126,6 +126,16 @@ pub fn par_rows<E: Send>(
         });
 }
 
+/// How long the pieces are that a long contiguous output of `len` elements is split into: four per
+/// thread, none shorter than `PAR_MIN_ELEMS / 4` (one piece when `len` is below `PAR_MIN_ELEMS`).
+pub fn piece_len(len: usize) -> usize {
+    if len < PAR_MIN_ELEMS {
+        return len.max(1);
+    }
+    len.div_ceil(rayon::current_num_threads() * 4)
+        .max(PAR_MIN_ELEMS / 4)
+}
+
 /// Splits one long row (a contiguous tensor) so that its elements, too, spread over threads (each piece
 /// under `simd::widest`, as in `par_rows`).
 pub fn par_chunks<E: Send>(out: &mut [E], body: impl Fn(&mut [E], usize) + Sync) {
@@ -135,10 +145,7 @@ pub fn par_chunks<E: Send>(out: &mut [E], body: impl Fn(&mut [E], usize) + Sync)
             || body(out, 0),
         );
     }
-    let chunk = out
-        .len()
-        .div_ceil(rayon::current_num_threads() * 4)
-        .max(PAR_MIN_ELEMS / 4);
+    let chunk = piece_len(out.len());
     out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
         widest(
             #[inline(always)]

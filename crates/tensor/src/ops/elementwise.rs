@@ -78,6 +78,35 @@ impl<B: Backend> Tensor<B> {
         silu_mul => BinaryOp::SiluMul;
     }
 
+    /// SwiGLU's backward for `h = silu(self) * b` and the upstream gradient `g` (of h's shape):
+    /// `[da, db] = [g b silu'(self), g silu(self)]`, each where `need` asks; `b` is only read for da.
+    pub fn swiglu_backward(
+        &self,
+        b: Option<&Self>,
+        g: &Self,
+        need: [bool; 2],
+    ) -> [Option<Self>; 2] {
+        let shape = g.shape();
+        assert!(
+            self.shape().broadcast(shape, "swiglu_backward") == *shape
+                && b.is_none_or(|b| b.shape().broadcast(shape, "swiglu_backward") == *shape)
+                && (b.is_some() || !need[0]),
+            "swiglu_backward: a {} and b {:?} must broadcast to g {}, and da needs b",
+            self.shape(),
+            b.map(|b| b.shape().to_string()),
+            shape
+        );
+        let la = self.layout().broadcast_to(shape);
+        let lb = b.map(|b| b.layout().broadcast_to(shape));
+        let grads = self.backend().swiglu_backward(
+            (self.storage(), &la),
+            b.zip(lb.as_ref()).map(|(b, lb)| (b.storage(), lb)),
+            (g.storage(), g.layout()),
+            need,
+        );
+        grads.map(|s| s.map(|s| Self::from_storage(s, shape, self.backend())))
+    }
+
     /// `x^p` for a scalar exponent.
     pub fn powf(&self, p: f64) -> Self {
         self.unary(UnaryOp::Powf(p))
