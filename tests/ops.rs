@@ -272,6 +272,20 @@ fn check_binary<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
         close(&got, &want, name);
     }
     check_swiglu_backward(&ta, &tb, &a.0, &b.0);
+    // add_assign: in place into a tensor of its own, into a new storage when a clone shares it
+    let want_sum = Nd::from_fn(&out, |i| {
+        let (x, y) = (a.0.at_broadcast(i), b.0.at_broadcast(i));
+        x + y + x * y
+    });
+    let mut own = &ta + &tb;
+    own.add_assign(&(&ta * &tb));
+    close(&own, &want_sum, "add_assign");
+    let mut shared = &ta + &tb;
+    let before = shared.clone();
+    shared.add_assign(&(&ta * &tb));
+    close(&shared, &want_sum, "add_assign (shared)");
+    let want_before = Nd::from_fn(&out, |i| a.0.at_broadcast(i) + b.0.at_broadcast(i));
+    close(&before, &want_before, "add_assign leaves a clone alone");
     // where_cond and masked_fill with the comparison as the condition.
     let cond = ta.gt(&tb);
     let got = Tensor::where_cond(&cond, &ta, &tb);
@@ -901,6 +915,14 @@ fn large_tensors_take_parallel_paths_and_agree() {
     assert!((a.sum(0, false).to_vec()[0] - col0).abs() < 1e-10);
     let e = a.t().exp().to_vec();
     assert!((e[1] - va[700].exp()).abs() < 1e-12);
+    // In-place accumulation, split across threads.
+    let mut acc = a.mul_scalar(2.0);
+    acc.add_assign(&a.t().t());
+    let tripled = acc.to_vec();
+    assert!(va
+        .iter()
+        .zip(&tripled)
+        .all(|(x, y)| (3.0 * x - y).abs() < 1e-12));
     // SwiGLU's one-pass backward, split across threads, against the composed kernels.
     let (x, y) = (a.reshape([700, 96]), b.mul_scalar(0.5));
     let g = &x - &y;

@@ -72,7 +72,10 @@ impl<B: Backend> GradMeta<B> {
     pub(crate) fn accumulate_grad(&self, g: Tensor<B>) {
         let mut slot = self.grad.borrow_mut();
         *slot = Some(match slot.take() {
-            Some(acc) => &acc + &g,
+            Some(mut acc) => {
+                acc.add_assign(&g);
+                acc
+            }
             None => g.contiguous(),
         });
     }
@@ -127,7 +130,7 @@ pub(crate) fn backward<B: Backend>(
             // The one place broadcasting is undone: sum the gradient back to the input's shape.
             let ig = ig.sum_to(&input.shape);
             let slot = grads.entry(input.id());
-            slot.and_modify(|acc| *acc = &*acc + &ig).or_insert(ig);
+            slot.and_modify(|acc| acc.add_assign(&ig)).or_insert(ig);
         }
     }
     Ok(())

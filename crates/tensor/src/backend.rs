@@ -171,6 +171,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         b: (&Self::Storage, &Layout),
     ) -> Self::Storage;
 
+    /// `dst += src`, `dst` row-major of `src_layout`'s shape: gradient accumulation. The default adds into
+    /// a new storage; the CPU backend overrides it to write into `dst`.
+    fn add_assign(&self, dst: &mut Self::Storage, src: &Self::Storage, src_layout: &Layout) {
+        let ld = Layout::contiguous(src_layout.shape().clone());
+        *dst = self.binary(BinaryOp::Add, dst, &ld, src, src_layout);
+    }
+
     /// SwiGLU's backward: for `h = silu(a) * b` and the upstream gradient g, all three of g's shape,
     /// `da = g b silu'(a)` (needs b) and `db = g silu(a)`, each where `need` asks.
     ///

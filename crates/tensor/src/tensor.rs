@@ -219,10 +219,7 @@ impl<B: Backend> Tensor<B> {
     /// The storage, for an in-place update: taken over when this tensor is its only, row-major owner
     /// (no copy), otherwise a fresh row-major copy.
     pub fn into_storage(self) -> B::Storage {
-        let compact = self.layout.is_contiguous()
-            && self.layout.offset() == 0
-            && self.backend.storage_len(&self.storage) == self.numel();
-        if compact {
+        if self.is_compact() {
             match Arc::try_unwrap(self.storage) {
                 Ok(storage) => return storage,
                 Err(shared) => {
@@ -235,6 +232,34 @@ impl<B: Backend> Tensor<B> {
             }
         }
         self.copy_storage()
+    }
+
+    /// True when this view is its whole storage, row-major from the start.
+    fn is_compact(&self) -> bool {
+        self.layout.is_contiguous()
+            && self.layout.offset() == 0
+            && self.backend.storage_len(&self.storage) == self.numel()
+    }
+
+    /// `self += other` for tensors of one shape (gradient accumulation). Written into this tensor's
+    /// storage when no other tensor shares it and it is compact, so no new buffer is allocated; into a new
+    /// storage otherwise (the tensors that share the old one keep their values).
+    pub fn add_assign(&mut self, other: &Self) {
+        assert_eq!(
+            self.shape(),
+            other.shape(),
+            "add_assign: {} += {}",
+            self.shape(),
+            other.shape()
+        );
+        if self.is_compact() {
+            if let Some(storage) = Arc::get_mut(&mut self.storage) {
+                return self
+                    .backend
+                    .add_assign(storage, &other.storage, &other.layout);
+            }
+        }
+        *self = &*self + other;
     }
 
     /// One fused AdamW step: returns the updated `(param, m, v)`; see `Backend::adamw_step`.

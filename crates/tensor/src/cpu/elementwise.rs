@@ -179,6 +179,16 @@ pub fn copy_strided<E: Element>(src: &[E], ls: &Layout, dst: &mut [E], ld: &Layo
     });
 }
 
+/// `dst += src` in place, `dst` row-major of `ls`'s shape.
+pub fn add_assign<E: Element>(dst: &mut [E], src: &[E], ls: &Layout) {
+    let src = contiguous_slice(src, ls);
+    par_chunks(dst, |part, first| {
+        for (d, &s) in part.iter_mut().zip(&src[first..]) {
+            *d += s;
+        }
+    });
+}
+
 /// SwiGLU's backward in one pass (the math is in `Backend::swiglu_backward`): sigmoid(a) is computed once
 /// for both gradients and `g * b` is never stored. When da is asked for, db is computed alongside it (the
 /// model always needs both); only db is one `SiluMul` map.

@@ -97,6 +97,10 @@ impl<E: Element> Backend for Cpu<E> {
         index::index_add(dst, dst_shape, axis, ids, src, src_layout)
     }
 
+    fn add_assign(&self, dst: &mut Vec<E>, src: &Vec<E>, src_layout: &Layout) {
+        elementwise::add_assign(dst, src, src_layout)
+    }
+
     fn swiglu_backward(
         &self,
         a: (&Vec<E>, &Layout),
