@@ -199,7 +199,7 @@ pub fn swiglu_backward<E: Element>(
     need: [bool; 2],
 ) -> [Option<Vec<E>>; 2] {
     let Some(b) = b.filter(|_| need[0]) else {
-        let db = need[1].then(|| map2(a.0, a.1, g.0, g.1, |x, gv| x * sigmoid(x) * gv));
+        let db = need[1].then(|| binary(BinaryOp::SiluMul, a.0, a.1, g.0, g.1));
         return [None, db];
     };
     let (a, b, g) = (
