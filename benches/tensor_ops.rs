@@ -84,6 +84,11 @@ fn memory_bound(c: &mut Criterion) {
     g.bench_function("rms_norm", |bench| {
         bench.iter(|| black_box(a.rms_norm(&row.reshape([cols]), 1e-5)))
     });
+    // RoPE on (B, T, H, d) = (8, 128, 32, 32), the (T, 1, d) tables broadcast across heads
+    let x = a.reshape([8, 128, 32, 32]);
+    let table = |seed| rand([128, 32], seed).reshape([128, 1, 32]);
+    let (cos, sin) = (table(7), table(8));
+    g.bench_function("rope", |bench| bench.iter(|| black_box(x.rope(&cos, &sin))));
     g.bench_function("transpose_contiguous", |bench| {
         bench.iter(|| black_box(a.t().contiguous()))
     });
