@@ -216,9 +216,10 @@ pub fn attention<E: Element>(
                                 }
                                 std::slice::from_raw_parts_mut(start, t)
                             };
-                            let vis = hs.visible(r, causal);
-                            softmax_in_place(&mut row[..vis]);
-                            row[vis..keys].iter_mut().for_each(|x| *x = E::zero());
+                            // The masked keys inside the block become -inf, so the softmax runs over the whole
+                            // block width (a multiple of the vector width: no scalar tail) and gives them 0.
+                            row[hs.visible(r, causal)..keys].fill(E::neg_infinity());
+                            softmax_in_place(&mut row[..keys]);
                         }
                         let pm = Mat::row_major(pb.cast_const(), t);
                         // SAFETY: P rows r0..r1 (keys columns) were written above, v rows 0..keys lie in this
@@ -325,10 +326,8 @@ pub fn attention_backward<E: Element>(
                         )
                     };
                     for r in r0..r1 {
-                        let vis = hs.visible(r, causal);
-                        let row = &mut ds[r * t..][..keys];
-                        softmax_backward_in_place(&p[r * t..][..vis], &mut row[..vis]);
-                        row[vis..].iter_mut().for_each(|x| *x = E::zero());
+                        // over the whole block width: where P is 0 (masked keys) dS = 0 * (dP - dot) = 0
+                        softmax_backward_in_place(&p[r * t..][..keys], &mut ds[r * t..][..keys]);
                     }
                 }
                 let dsm = Mat::row_major(ds.as_ptr(), t);

@@ -45,8 +45,7 @@ pub fn softmax<E: Element>(x: &[E], layout: &Layout, causal: bool) -> Vec<E> {
 #[inline(always)]
 pub(super) fn softmax_in_place<E: Element>(row: &mut [E]) {
     let max = simd::max(row);
-    row.iter_mut().for_each(|v| *v = (*v - max).fast_exp());
-    let inv = simd::sum([row], |[y]| y).recip();
+    let inv = simd::map_sum(row, |v| (v - max).fast_exp()).recip();
     row.iter_mut().for_each(|y| *y *= inv);
 }
 
