@@ -117,7 +117,7 @@ pub fn map_sum<E: Element>(xs: &mut [E], f: impl Fn(E) -> E) -> E {
     for chunk in &mut chunks {
         for (a, x) in acc.iter_mut().zip(chunk) {
             *x = f(*x);
-            *a = *a + *x;
+            *a += *x;
         }
     }
     let tail = chunks.into_remainder().iter_mut().fold(E::zero(), |s, x| {
