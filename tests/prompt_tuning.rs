@@ -3,7 +3,7 @@
 //! round-trips; bad requests are errors that change nothing.
 
 use lowrank::autograd::{no_grad, F64};
-use lowrank::gpt::{Gpt, GptConfig};
+use lowrank::gpt::{Gpt, GptConfig, PromptTuningError};
 use lowrank::nn::{load_module, save_module, Module, TensorFile};
 use lowrank::tensor::{rng, Tensor};
 
@@ -64,19 +64,34 @@ fn gradients_wrt_the_virtual_tokens_and_a_frozen_base() {
 #[test]
 fn saved_virtual_tokens_load_back_and_bad_requests_change_nothing() {
     let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
-    for (n, init) in [
-        (0, &[1u32][..]),
-        (8, &[1][..]),
-        (2, &[][..]),
-        (2, &[999][..]),
+    let max_seq_len = GptConfig::tiny().max_seq_len;
+    let length = |n| PromptTuningError::Length {
+        n,
+        most: max_seq_len - 1,
+        max_seq_len,
+    };
+    for (n, init, expected) in [
+        (0, &[1u32][..], length(0)),
+        (max_seq_len, &[1][..], length(max_seq_len)),
+        (2, &[][..], PromptTuningError::NoInitTokens),
+        (
+            2,
+            &[3, 999][..],
+            PromptTuningError::InitToken {
+                token: 999,
+                vocab: 256,
+            },
+        ),
     ] {
         let err = model.add_prompt_tuning(n, init).unwrap_err();
-        assert!(err.contains("prompt tuning"), "{err}");
+        assert_eq!(err, expected);
+        assert!(err.to_string().starts_with("prompt tuning: "), "{err}");
         assert!(model.prompt.is_none() && model.num_trainable_params() == model.num_params());
     }
     model.add_prompt_tuning(2, &[9, 10]).unwrap();
-    assert!(
-        model.add_prompt_tuning(2, &[9]).is_err(),
+    assert_eq!(
+        model.add_prompt_tuning(2, &[9]),
+        Err(PromptTuningError::AlreadyAdded(2)),
         "one prompt per model"
     );
     let p = &model.prompt.as_ref().unwrap().embedding;

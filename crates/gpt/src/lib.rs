@@ -36,7 +36,7 @@ pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
 pub use progress::Progress;
-pub use prompt::PromptTuning;
+pub use prompt::{PromptTuning, PromptTuningError};
 pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,

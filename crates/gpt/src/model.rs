@@ -5,7 +5,7 @@ use crate::attention::Attention;
 use crate::block::Block;
 use crate::data::IGNORE;
 use crate::mlp::Mlp;
-use crate::prompt::PromptTuning;
+use crate::prompt::{PromptTuning, PromptTuningError};
 use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
@@ -118,21 +118,30 @@ impl<B: Backend> Gpt<B> {
 
     /// Prompt tuning: freezes the model and puts `n` trainable virtual tokens before every sequence,
     /// starting from the embeddings of the tokens `init` (cycled to `n`). Returns the trainable count.
-    /// Fails, changing nothing, when `n` is 0, leaves no room for real tokens, or the model has a prompt.
-    pub fn add_prompt_tuning(&mut self, n: usize, init: &[u32]) -> Result<usize, String> {
-        let max = self.config.max_seq_len;
-        let vocab = self.config.vocab_size as u32;
-        if n == 0
-            || n >= max
-            || self.prompt.is_some()
-            || init.is_empty()
-            || init.iter().any(|&t| t >= vocab)
-        {
-            return Err(format!(
-                "prompt tuning: {n} virtual tokens need 1 to {} (max_seq_len {max}), a model without \
-                 one, and initial tokens below {vocab}",
-                max - 1
-            ));
+    /// Fails, changing nothing, when `n` is 0 or leaves no room for real tokens, the model has a prompt
+    /// already, or `init` is empty or holds a token outside the vocabulary.
+    pub fn add_prompt_tuning(
+        &mut self,
+        n: usize,
+        init: &[u32],
+    ) -> Result<usize, PromptTuningError> {
+        let max_seq_len = self.config.max_seq_len;
+        if n == 0 || n >= max_seq_len {
+            return Err(PromptTuningError::Length {
+                n,
+                most: max_seq_len.saturating_sub(1),
+                max_seq_len,
+            });
+        }
+        if let Some(prompt) = &self.prompt {
+            return Err(PromptTuningError::AlreadyAdded(prompt.len()));
+        }
+        let vocab = self.config.vocab_size;
+        if init.is_empty() {
+            return Err(PromptTuningError::NoInitTokens);
+        }
+        if let Some(&token) = init.iter().find(|&&t| t as usize >= vocab) {
+            return Err(PromptTuningError::InitToken { token, vocab });
         }
         self.set_trainable(false);
         let ids: Vec<u32> = init.iter().copied().cycle().take(n).collect();

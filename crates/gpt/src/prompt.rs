@@ -7,6 +7,28 @@ use lowrank_autograd::Var;
 use lowrank_nn::Module;
 use lowrank_tensor::{Backend, Tensor};
 
+/// Why `Gpt::add_prompt_tuning` refused (the model is left as it was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromptTuningError {
+    #[error(
+        "prompt tuning: {n} virtual tokens asked for; 1 to {most} leave room for real tokens \
+         (max_seq_len {max_seq_len})"
+    )]
+    Length {
+        n: usize,
+        most: usize,
+        max_seq_len: usize,
+    },
+    #[error("prompt tuning: the model already has {0} virtual tokens (one prompt per model)")]
+    AlreadyAdded(usize),
+    #[error(
+        "prompt tuning: no initial tokens given (the virtual tokens start from their embeddings)"
+    )]
+    NoInitTokens,
+    #[error("prompt tuning: initial token {token} is outside the vocabulary of {vocab}")]
+    InitToken { token: u32, vocab: usize },
+}
+
 /// The virtual tokens: an (P, d) table of trainable embeddings.
 pub struct PromptTuning<B: Backend> {
     /// (P, d)
