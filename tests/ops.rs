@@ -286,6 +286,11 @@ fn check_binary<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
     close(&shared, &want_sum, "add_assign (shared)");
     let want_before = Nd::from_fn(&out, |i| a.0.at_broadcast(i) + b.0.at_broadcast(i));
     close(&before, &want_before, "add_assign leaves a clone alone");
+    // a strided source: b broadcast to the output's shape (stride 0 on its size-1 axes)
+    let mut own = &ta + &tb;
+    own.add_assign(&tb.broadcast_to(out.clone()));
+    let want = Nd::from_fn(&out, |i| a.0.at_broadcast(i) + 2.0 * b.0.at_broadcast(i));
+    close(&own, &want, "add_assign of a broadcast view");
     // where_cond and masked_fill with the comparison as the condition.
     let cond = ta.gt(&tb);
     let got = Tensor::where_cond(&cond, &ta, &tb);

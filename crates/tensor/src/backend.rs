@@ -171,34 +171,20 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         b: (&Self::Storage, &Layout),
     ) -> Self::Storage;
 
-    /// `dst += src`, `dst` row-major of `src_layout`'s shape: gradient accumulation. The default adds into
-    /// a new storage; the CPU backend overrides it to write into `dst`.
-    fn add_assign(&self, dst: &mut Self::Storage, src: &Self::Storage, src_layout: &Layout) {
-        let ld = Layout::contiguous(src_layout.shape().clone());
-        *dst = self.binary(BinaryOp::Add, dst, &ld, src, src_layout);
-    }
+    /// `dst += src`, `dst` row-major of `src_layout`'s shape, in place: gradient accumulation
+    /// (`Tensor::add_assign` calls it only on a storage that no other tensor shares).
+    fn add_assign(&self, dst: &mut Self::Storage, src: &Self::Storage, src_layout: &Layout);
 
     /// SwiGLU's backward: for `h = silu(a) * b` and the upstream gradient g, all three of g's shape,
-    /// `da = g b silu'(a)` (needs b) and `db = g silu(a)`, each where `need` asks.
-    ///
-    /// This default composes `binary` kernels: three passes over memory, `g * b` stored in between and the
-    /// sigmoid computed twice. The CPU backend overrides it with one pass.
+    /// `da = g b silu'(a)` (needs b) and `db = g silu(a)`, each where `need` asks. One pass over memory
+    /// with the sigmoid computed once, where `binary` kernels would take three (`g * b` stored between).
     fn swiglu_backward(
         &self,
         a: (&Self::Storage, &Layout),
         b: Option<(&Self::Storage, &Layout)>,
         g: (&Self::Storage, &Layout),
         need: [bool; 2],
-    ) -> [Option<Self::Storage>; 2] {
-        let da = need[0].then(|| {
-            let b = b.expect("swiglu_backward: da needs b");
-            let gb = self.binary(BinaryOp::Mul, g.0, g.1, b.0, b.1);
-            let lgb = Layout::contiguous(g.1.shape().clone());
-            self.binary(BinaryOp::SiluBackward, a.0, a.1, &gb, &lgb)
-        });
-        let db = need[1].then(|| self.binary(BinaryOp::SiluMul, a.0, a.1, g.0, g.1));
-        [da, db]
-    }
+    ) -> [Option<Self::Storage>; 2];
 
     // ---- reductions and products --------------------------------------------------------------------------
     /// Reduces `axis`, which stays in the output with size 1.

@@ -131,6 +131,20 @@ impl Backend for Wgpu {
         elementwise::binary(self, op, (a, la), (b, lb))
     }
 
+    fn add_assign(&self, dst: &mut GpuStorage, src: &GpuStorage, src_layout: &Layout) {
+        elementwise::add_assign(self, dst, src, src_layout)
+    }
+
+    fn swiglu_backward(
+        &self,
+        a: (&GpuStorage, &Layout),
+        b: Option<(&GpuStorage, &Layout)>,
+        g: (&GpuStorage, &Layout),
+        need: [bool; 2],
+    ) -> [Option<GpuStorage>; 2] {
+        elementwise::swiglu_backward(self, a, b, g, need)
+    }
+
     fn where_cond(
         &self,
         c: (&GpuStorage, &Layout),

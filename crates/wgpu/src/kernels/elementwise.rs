@@ -1,5 +1,6 @@
-//! Elementwise kernels on the GPU: fill, strided copy, unary and binary maps, select-where
-//! (`elementwise.wgsl`, `unary.wgsl`, `binary.wgsl`; the CPU twin is `cpu/elementwise.rs`).
+//! Elementwise kernels on the GPU: fill, strided copy, unary and binary maps, select-where, in-place add and
+//! SwiGLU's backward (`elementwise.wgsl`, `unary.wgsl`, `binary.wgsl`; the CPU twin is
+//! `cpu/elementwise.rs`).
 //!
 //! Each op is a WGSL expression spliced into the map's source, as each CPU op is a closure handed to one
 //! generic map: every op gets its own compiled pipeline, with no branch on the op per element.
@@ -80,6 +81,60 @@ pub fn where_cond(
         groups(n),
     );
     out
+}
+
+/// `dst += src` in place, `dst` row-major of `src_layout`'s shape (`Backend::add_assign`): `dst` is the
+/// caller's alone, so no other buffer binding aliases it.
+pub fn add_assign(dev: &Wgpu, dst: &mut GpuStorage, src: &GpuStorage, src_layout: &Layout) {
+    let n = src_layout.shape().numel();
+    let params = strided_params([n as u32, 0, 0, 0], [src_layout]);
+    dev.ctx.dispatch(
+        &kernel!("elementwise.wgsl", "add_assign"),
+        &[],
+        &params,
+        &[(1, dst.buffer()), (2, src.buffer())],
+        groups(n),
+    );
+}
+
+/// SwiGLU's backward (`Backend::swiglu_backward`): `[da, db]` where `need` asks, in one pass when both are
+/// wanted (the sigmoid computed once), `db` alone by the `SiluMul` map.
+pub fn swiglu_backward(
+    dev: &Wgpu,
+    a: (&GpuStorage, &Layout),
+    b: Option<(&GpuStorage, &Layout)>,
+    g: (&GpuStorage, &Layout),
+    need: [bool; 2],
+) -> [Option<GpuStorage>; 2] {
+    if !need[0] {
+        return [None, need[1].then(|| binary(dev, BinaryOp::SiluMul, a, g))];
+    }
+    let b = b.expect("swiglu_backward: da needs b");
+    let n = g.1.shape().numel();
+    let params = strided_params([n as u32, 0, 0, 0], [a.1, b.1, g.1]);
+    let da = dev.output(n);
+    let db = need[1].then(|| dev.output(n));
+    let mut buffers = vec![
+        (1, da.buffer()),
+        (2, a.0.buffer()),
+        (3, b.0.buffer()),
+        (4, g.0.buffer()),
+    ];
+    let entry = match &db {
+        Some(db) => {
+            buffers.push((5, db.buffer()));
+            "swiglu_backward"
+        }
+        None => "swiglu_backward_da",
+    };
+    dev.ctx.dispatch(
+        &kernel!("elementwise.wgsl", entry),
+        &[],
+        &params,
+        &buffers,
+        groups(n),
+    );
+    [Some(da), db]
 }
 
 /// The WGSL expression of a unary op in `x` (and its scalar `c`), and that scalar.

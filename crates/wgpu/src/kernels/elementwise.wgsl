@@ -1,10 +1,12 @@
-// Elementwise kernels without an op: fill, strided copy, select-where. One invocation per output element;
-// p[0] = number of elements. Operands are strided (p[4..], see common.wgsl).
+// Elementwise kernels without an op: fill, strided copy, select-where, in-place add, SwiGLU's backward.
+// One invocation per output element; p[0] = number of elements. Operands are strided (p[4..], see
+// common.wgsl).
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
 
 // out[i] = p[1] (as f32)
 @compute @workgroup_size(256)
@@ -34,4 +36,40 @@ fn where_cond(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         return;
     }
     out[i] = select(c[strided_offset(i, 2u)], b[strided_offset(i, 1u)], a[strided_offset(i, 0u)] != 0.0);
+}
+
+// out[i] += a at layout 0: gradient accumulation into a buffer the tensor owns alone
+@compute @workgroup_size(256)
+fn add_assign(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p[0] {
+        return;
+    }
+    out[i] = out[i] + a[strided_offset(i, 0u)];
+}
+
+// SwiGLU's backward in one pass, for h = silu(a) * b and the upstream gradient g = c (a, b, c at layouts
+// 0, 1, 2): out = da = g b silu'(a), out2 = db = g silu(a), with silu'(x) = s (1 + x (1 - s)) and s the
+// sigmoid, computed once
+@compute @workgroup_size(256)
+fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p[0] {
+        return;
+    }
+    let x = a[strided_offset(i, 0u)];
+    let g = c[strided_offset(i, 2u)];
+    let s = sigmoid(x);
+    out[i] = g * b[strided_offset(i, 1u)] * (s * (1.0 + x * (1.0 - s)));
+    out2[i] = g * (x * s);
+}
+
+// da alone (db not wanted): out = g b silu'(a), a, b, c = g at layouts 0, 1, 2
+@compute @workgroup_size(256)
+fn swiglu_backward_da(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p[0] {
+        return;
+    }
+    out[i] = c[strided_offset(i, 2u)] * b[strided_offset(i, 1u)] * silu_grad(a[strided_offset(i, 0u)]);
 }
