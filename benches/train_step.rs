@@ -14,8 +14,8 @@ use lowrank::tensor::{Backend, Cpu};
 use lowrank::wgpu::Wgpu;
 use std::time::Duration;
 
-#[path = "../examples/support/alloc.rs"]
-mod alloc;
+#[path = "../examples/support/process.rs"]
+mod process;
 
 fn steps_on<B: Backend>(c: &mut Criterion, device: &str, dev: &B) {
     for config in ["small", "medium"] {
@@ -32,9 +32,7 @@ fn steps_on<B: Backend>(c: &mut Criterion, device: &str, dev: &B) {
 }
 
 fn steps(c: &mut Criterion) {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     steps_on(c, "", &Cpu::<f32>::new());
     match Wgpu::new() {
         Ok(gpu) => steps_on(c, "_wgpu", &gpu),

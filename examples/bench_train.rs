@@ -14,14 +14,14 @@ use lowrank::nn::Module;
 use lowrank::tensor::Backend;
 use std::time::Instant;
 
-#[path = "support/alloc.rs"]
-mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/process.rs"]
+mod process;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,7 +113,7 @@ fn child<B: Backend>(
             "config": config, "variant": variant.name(), "ms_per_step": (ms * 100.0).round() / 100.0,
             "tokens_per_s": (w.tokens() as f64 / ms * 1e3).round(), "params_total": total,
             "params_trainable": trainable, "weights_grads_optimizer_mib": state_bytes as f64 / (1 << 20) as f64,
-            "peak_rss_mib": alloc::peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
+            "peak_rss_mib": process::peak_rss_mib(), "engine": "lowrank", "device": dev.name(),
             "kernels": format!("{:?}", args.kernels).to_lowercase(),
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
             "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,
@@ -125,9 +125,7 @@ fn child<B: Backend>(
 }
 
 fn main() {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     let args = Args::parse();
     cli::exit_on_error((|| {
         if let Some(c) = &args.child {

@@ -27,8 +27,6 @@ use lowrank::tensor::{Backend, Element};
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[path = "support/alloc.rs"]
-mod alloc;
 #[path = "support/base.rs"]
 mod base;
 #[path = "support/cli.rs"]
@@ -39,6 +37,8 @@ mod device;
 mod flags;
 #[path = "support/plot.rs"]
 mod plot;
+#[path = "support/process.rs"]
+mod process;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -167,9 +167,7 @@ impl Args {
 }
 
 fn main() {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     let mut args = Args::parse();
     cli::exit_on_error((|| {
         check_flags(&mut args)?;

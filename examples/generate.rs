@@ -12,14 +12,14 @@ use lowrank::tensor::Backend;
 use std::io::Write;
 use std::path::PathBuf;
 
-#[path = "support/alloc.rs"]
-mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/process.rs"]
+mod process;
 
 /// The most tokens one run may ask for (each costs a forward pass over the context window).
 const MAX_TOKENS: usize = 100_000;
@@ -64,9 +64,7 @@ struct Args {
 }
 
 fn main() {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     let args = Args::parse();
     cli::exit_on_error((|| {
         if !(args.temperature >= 0.0 && args.temperature.is_finite()) {

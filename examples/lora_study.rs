@@ -26,8 +26,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[path = "support/alloc.rs"]
-mod alloc;
 #[path = "support/base.rs"]
 mod base;
 #[path = "support/cli.rs"]
@@ -36,6 +34,8 @@ mod cli;
 mod flags;
 #[path = "support/plot.rs"]
 mod plot;
+#[path = "support/process.rs"]
+mod process;
 
 #[derive(Parser, Debug)]
 #[command(about = "Reproduce the LoRA paper's findings on the toy model")]
@@ -66,9 +66,7 @@ const ALL: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
 const QV: [&str; 2] = ["q_proj", "v_proj"];
 
 fn main() {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     let mut args = Args::parse();
     cli::exit_on_error(run(&mut args));
 }
@@ -202,7 +200,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.child {
         let spec = method_runs.get(n).ok_or("--child: no such run")?;
         fine_tune(&args.base, spec, &task, steps, 16)?;
-        println!("peak_rss_mib {}", alloc::peak_rss_mib());
+        println!("peak_rss_mib {}", process::peak_rss_mib());
         return Ok(());
     }
     args.output.choose("runs/study")?;

@@ -43,8 +43,6 @@ struct Args {
     device: device::Device,
 }
 
-#[path = "support/alloc.rs"]
-mod alloc;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
@@ -53,11 +51,11 @@ mod device;
 mod flags;
 #[path = "support/plot.rs"]
 mod plot;
+#[path = "support/process.rs"]
+mod process;
 
 fn main() {
-    alloc::keep_freed_memory();
-    lowrank::tensor::threads::use_calling_thread()
-        .expect("rayon's pool is built here, before any kernel");
+    process::setup();
     let mut args = Args::parse();
     cli::exit_on_error((|| {
         flags::learning_rate("--lr", args.lr)?;

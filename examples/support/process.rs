@@ -1,4 +1,7 @@
-//! The allocator for the examples and benchmarks: mimalloc, told to keep freed memory.
+//! How the examples and benchmarks set up their process (`setup`, first thing in `main`): the allocator
+//! (mimalloc, told to keep freed memory) and rayon's pool with the calling thread as one of its workers
+//! (`lowrank::tensor::threads::use_calling_thread`: the model's thread works instead of waiting).
+//! Also the process's peak resident memory, for the reports.
 //!
 //! A training step allocates and frees many MB-sized tensors. The system allocator and mimalloc's defaults
 //! both hand such blocks back to the OS after they are freed, and the next step faults them back in
@@ -15,8 +18,15 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const OS_TAG: libmimalloc_sys::mi_option_t = 18;
 
+/// Keeps freed memory and builds rayon's pool around the calling thread: call it before any kernel runs.
+pub fn setup() {
+    keep_freed_memory();
+    lowrank::tensor::threads::use_calling_thread()
+        .expect("rayon's pool is built here, before any kernel");
+}
+
 /// Never return freed memory to the OS (the process keeps its peak footprint until it exits).
-pub fn keep_freed_memory() {
+fn keep_freed_memory() {
     // SAFETY: plain option getters / setters of the linked mimalloc. The os tag's documented default (100)
     // confirms the enum's numbering before the purge delay is changed, in case an update renumbers it.
     unsafe {
