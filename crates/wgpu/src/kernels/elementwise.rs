@@ -47,12 +47,23 @@ pub fn contiguous(dev: &Wgpu, x: &GpuStorage, layout: &Layout) -> GpuStorage {
 }
 
 pub fn copy_strided(dev: &Wgpu, src: &GpuStorage, ls: &Layout, dst: &mut GpuStorage, ld: &Layout) {
-    let n = ls.shape().numel();
-    let params = strided_params([n as u32, 0, 0, 0], [ls, ld]);
+    into_dst(dev, "copy", dst, src, [ls, ld]);
+}
+
+/// Runs the `elementwise.wgsl` entry `entry` over the elements of `layouts[0]`, which writes `dst`
+/// (binding 1) from `src` (binding 2) at those layouts.
+fn into_dst<const K: usize>(
+    dev: &Wgpu,
+    entry: &'static str,
+    dst: &mut GpuStorage,
+    src: &GpuStorage,
+    layouts: [&Layout; K],
+) {
+    let n = layouts[0].shape().numel();
     dev.ctx.dispatch(
-        &kernel!("elementwise.wgsl", "copy"),
+        &kernel!("elementwise.wgsl", entry),
         &[],
-        &params,
+        &strided_params([n as u32, 0, 0, 0], layouts),
         &[(1, dst.buffer()), (2, src.buffer())],
         groups(n),
     );
@@ -86,15 +97,7 @@ pub fn where_cond(
 /// `dst += src` in place, `dst` row-major of `src_layout`'s shape (`Backend::add_assign`): `dst` is the
 /// caller's alone, so no other buffer binding aliases it.
 pub fn add_assign(dev: &Wgpu, dst: &mut GpuStorage, src: &GpuStorage, src_layout: &Layout) {
-    let n = src_layout.shape().numel();
-    let params = strided_params([n as u32, 0, 0, 0], [src_layout]);
-    dev.ctx.dispatch(
-        &kernel!("elementwise.wgsl", "add_assign"),
-        &[],
-        &params,
-        &[(1, dst.buffer()), (2, src.buffer())],
-        groups(n),
-    );
+    into_dst(dev, "add_assign", dst, src, [src_layout]);
 }
 
 /// SwiGLU's backward (`Backend::swiglu_backward`): `[da, db]` where `need` asks, in one pass when both are
