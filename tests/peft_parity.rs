@@ -2,10 +2,11 @@
 //! in lowrank and give PEFT's logits: alpha_pattern, rank_pattern, layers_to_transform + layers_pattern,
 //! exclude_modules, a regex target_modules, rsLoRA + DoRA. Each round-trips through lowrank's own save.
 //! lora_bias, modules_to_save (lm_head; embed_tokens and model.norm), PiSSA and OLoRA too. A feature lowrank lacks is an error naming the field. An adapter saved on
-//! one base is refused on another.
+//! one base is refused on another. A prompt-tuning adapter (PROMPT_TUNING) saved by PEFT loads too, gives
+//! PEFT's logits for the real tokens, and round-trips through lowrank's save.
 
 use lowrank::autograd::no_grad;
-use lowrank::gpt::Gpt;
+use lowrank::gpt::{Gpt, PROMPT_CONFIG_FILE};
 use lowrank::lora::{
     load_adapter, load_adapter_config, load_adapter_with, save_adapter, LoadOptions, LoraError,
     LoraModel,
@@ -275,4 +276,65 @@ fn an_adapter_saved_on_one_base_is_refused_on_another() {
     merged.merge_and_unload().unwrap();
     load_adapter(&mut merged, &dir, "b").expect("a merged base is still the same base");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn prompt_tuning_from_peft_gives_its_logits_and_round_trips() {
+    let dir = fixtures().join("prompt_tuning");
+    let e = expected("prompt_tuning");
+    let mut model = base();
+    let plain = logits(&model, &e);
+    let trainable = model.load_prompt_tuning(&dir).unwrap();
+    assert_eq!(
+        trainable,
+        2 * 8,
+        "2 virtual tokens of width 8, the rest frozen"
+    );
+    let ours = logits(&model, &e);
+    let diff = max_diff(&ours, &e.logits);
+    assert!(diff < 2e-5, "logits differ from PEFT's by {diff}");
+    assert!(
+        max_diff(&plain, &e.logits) > 1e-2,
+        "the prompt changes nothing"
+    );
+
+    let out = std::env::temp_dir().join(format!("lowrank-peft-prompt-{}", std::process::id()));
+    model.save_prompt_tuning(&out).unwrap();
+    let config = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(PROMPT_CONFIG_FILE)).unwrap()).unwrap()
+    };
+    for key in [
+        "peft_type",
+        "task_type",
+        "num_virtual_tokens",
+        "token_dim",
+        "num_transformer_submodules",
+        "num_attention_heads",
+        "num_layers",
+    ] {
+        assert_eq!(config(&out)[key], config(&dir)[key], "{key}");
+    }
+    let mut again = base();
+    again.load_prompt_tuning(&out).unwrap();
+    assert_eq!(logits(&again, &e), ours, "a round trip changes the outputs");
+
+    // refused, the model left as it was: a second prompt, a LoRA adapter, a model without a prompt
+    let err = again.load_prompt_tuning(&out).unwrap_err().to_string();
+    assert!(err.contains("already has 2 virtual tokens"), "{err}");
+    assert_eq!(logits(&again, &e), ours);
+    let mut fresh = base();
+    let err = fresh
+        .load_prompt_tuning(&fixtures().join("alpha_pattern"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a prompt-tuning adapter"), "{err}");
+    assert!(fresh.prompt.is_none() && fresh.num_trainable_params() == fresh.num_params());
+    let err = fresh.save_prompt_tuning(&out).unwrap_err().to_string();
+    assert!(err.contains("no prompt tuning to save"), "{err}");
+    assert_eq!(
+        config(&out)["num_virtual_tokens"],
+        2,
+        "the saved folder is untouched"
+    );
+    std::fs::remove_dir_all(&out).ok();
 }

@@ -20,6 +20,7 @@ mod mlp;
 mod model;
 mod progress;
 mod prompt;
+mod prompt_file;
 mod rope;
 mod sample;
 mod tokenizer;
@@ -37,6 +38,7 @@ pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
 pub use progress::Progress;
 pub use prompt::{PromptTuning, PromptTuningError};
+pub use prompt_file::{PROMPT_CONFIG_FILE, PROMPT_WEIGHTS_FILE};
 pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,

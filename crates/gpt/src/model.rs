@@ -125,6 +125,21 @@ impl<B: Backend> Gpt<B> {
         n: usize,
         init: &[u32],
     ) -> Result<usize, PromptTuningError> {
+        self.check_prompt_room(n)?;
+        let vocab = self.config.vocab_size;
+        if init.is_empty() {
+            return Err(PromptTuningError::NoInitTokens);
+        }
+        if let Some(&token) = init.iter().find(|&&t| t as usize >= vocab) {
+            return Err(PromptTuningError::InitToken { token, vocab });
+        }
+        let ids: Vec<u32> = init.iter().copied().cycle().take(n).collect();
+        let prompt = PromptTuning::from_tokens(&self.embed_tokens.weight.value(), &ids);
+        Ok(self.set_prompt(prompt))
+    }
+
+    /// Whether `n` virtual tokens can be added: 1 to `max_seq_len - 1` of them, on a model without any.
+    pub(crate) fn check_prompt_room(&self, n: usize) -> Result<(), PromptTuningError> {
         let max_seq_len = self.config.max_seq_len;
         if n == 0 || n >= max_seq_len {
             return Err(PromptTuningError::Length {
@@ -133,23 +148,17 @@ impl<B: Backend> Gpt<B> {
                 max_seq_len,
             });
         }
-        if let Some(prompt) = &self.prompt {
-            return Err(PromptTuningError::AlreadyAdded(prompt.len()));
+        match &self.prompt {
+            Some(prompt) => Err(PromptTuningError::AlreadyAdded(prompt.len())),
+            None => Ok(()),
         }
-        let vocab = self.config.vocab_size;
-        if init.is_empty() {
-            return Err(PromptTuningError::NoInitTokens);
-        }
-        if let Some(&token) = init.iter().find(|&&t| t as usize >= vocab) {
-            return Err(PromptTuningError::InitToken { token, vocab });
-        }
+    }
+
+    /// Freezes the model and puts `prompt` before every sequence; returns the trainable count.
+    pub(crate) fn set_prompt(&mut self, prompt: PromptTuning<B>) -> usize {
         self.set_trainable(false);
-        let ids: Vec<u32> = init.iter().copied().cycle().take(n).collect();
-        self.prompt = Some(PromptTuning::from_tokens(
-            &self.embed_tokens.weight.value(),
-            &ids,
-        ));
-        Ok(self.num_trainable_params())
+        self.prompt = Some(prompt);
+        self.num_trainable_params()
     }
 
     /// Mean next-token cross-entropy; targets equal to [`IGNORE`] do not count.

@@ -44,6 +44,13 @@ impl<B: Backend> PromptTuning<B> {
         }
     }
 
+    /// The virtual tokens `embeddings` (P, d) as they are (a saved prompt), trainable.
+    pub fn from_embeddings(embeddings: Tensor<B>) -> Self {
+        PromptTuning {
+            embedding: Var::param(embeddings),
+        }
+    }
+
     /// P, the number of virtual tokens.
     pub fn len(&self) -> usize {
         self.embedding.dims()[0]
