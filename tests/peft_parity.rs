@@ -336,5 +336,31 @@ fn prompt_tuning_from_peft_gives_its_logits_and_round_trips() {
         2,
         "the saved folder is untouched"
     );
+    // a config for another width or another task, or too many tokens, is refused with the field named
+    let saved = config(&out);
+    for (key, value, says) in [
+        (
+            "token_dim",
+            serde_json::json!(16),
+            "token_dim is 16, but this model's d_model is 8",
+        ),
+        (
+            "task_type",
+            serde_json::json!("SEQ_CLS"),
+            "task_type is \"SEQ_CLS\"",
+        ),
+        (
+            "num_virtual_tokens",
+            serde_json::json!(8),
+            "8 virtual tokens asked for",
+        ),
+    ] {
+        let mut edited = saved.clone();
+        edited[key] = value;
+        std::fs::write(out.join(PROMPT_CONFIG_FILE), edited.to_string()).unwrap();
+        let err = fresh.load_prompt_tuning(&out).unwrap_err().to_string();
+        assert!(err.contains(says), "{key}: {err}");
+        assert!(fresh.prompt.is_none());
+    }
     std::fs::remove_dir_all(&out).ok();
 }

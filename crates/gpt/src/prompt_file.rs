@@ -93,20 +93,14 @@ impl<B: Backend> Gpt<B> {
         }
         let config: PeftPromptConfig = serde_json::from_value(json)
             .map_err(|e| refuse(format!("invalid prompt-tuning config: {e}")))?;
-        if config
-            .task_type
-            .as_deref()
-            .is_some_and(|t| t != "CAUSAL_LM")
-        {
+        if let Some(task) = config.task_type.as_deref().filter(|&t| t != "CAUSAL_LM") {
             return Err(refuse(format!(
-                "task_type is {:?}; lowrank's model is a causal LM (\"CAUSAL_LM\")",
-                config.task_type
+                "task_type is {task:?}; lowrank's model is a causal LM (\"CAUSAL_LM\")"
             )));
         }
-        if config.num_transformer_submodules.unwrap_or(1) != 1 {
+        if let Some(n) = config.num_transformer_submodules.filter(|&n| n != 1) {
             return Err(refuse(format!(
-                "num_transformer_submodules is {:?}; a decoder-only model has 1",
-                config.num_transformer_submodules
+                "num_transformer_submodules is {n}; a decoder-only model has 1"
             )));
         }
         if config.token_dim != self.config.d_model {
