@@ -57,6 +57,16 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
 }
 
+/// `ours` are PEFT's logits for `case` (within 2e-5) and differ from the base's (`plain`).
+fn assert_peft_logits(case: &str, plain: &[f64], ours: &[f64], e: &Expected) {
+    let diff = max_diff(ours, &e.logits);
+    assert!(diff < 2e-5, "{case}: logits differ from PEFT's by {diff}");
+    assert!(
+        max_diff(plain, &e.logits) > 1e-2,
+        "{case}: the adapter changes nothing"
+    );
+}
+
 /// Loads `case` onto the base, compares with PEFT's logits, saves it again with lowrank and reloads that.
 fn check(case: &str, adapted_layers: usize) {
     let dir = fixtures().join(case);
@@ -72,12 +82,7 @@ fn check(case: &str, adapted_layers: usize) {
         report.modules
     );
     let ours = logits(&model, &e);
-    let diff = max_diff(&ours, &e.logits);
-    assert!(diff < 2e-5, "{case}: logits differ from PEFT's by {diff}");
-    assert!(
-        max_diff(&plain, &e.logits) > 1e-2,
-        "{case}: the adapter changes nothing"
-    );
+    assert_peft_logits(case, &plain, &ours, &e);
 
     let out = std::env::temp_dir().join(format!("lowrank-peft-{case}-{}", std::process::id()));
     save_adapter(&model, "peft", &out).unwrap();
@@ -291,12 +296,7 @@ fn prompt_tuning_from_peft_gives_its_logits_and_round_trips() {
         "2 virtual tokens of width 8, the rest frozen"
     );
     let ours = logits(&model, &e);
-    let diff = max_diff(&ours, &e.logits);
-    assert!(diff < 2e-5, "logits differ from PEFT's by {diff}");
-    assert!(
-        max_diff(&plain, &e.logits) > 1e-2,
-        "the prompt changes nothing"
-    );
+    assert_peft_logits("prompt_tuning", &plain, &ours, &e);
 
     let out = std::env::temp_dir().join(format!("lowrank-peft-prompt-{}", std::process::id()));
     model.save_prompt_tuning(&out).unwrap();
