@@ -774,7 +774,6 @@ fn t_rope<B: Backend>(x: &Tensor<B>, cos: &Nd, sin: &Nd, dev: &B) -> Tensor<B> {
     x.rope(&make(cos, 0, dev), &make(sin, 1, dev))
 }
 
-/// The GPU, looked up once per test binary.
 /// `swiglu_backward` of a broadcast pair against silu's derivative, for each set of wanted gradients.
 fn check_swiglu_backward<B: Backend>(ta: &Tensor<B>, tb: &Tensor<B>, a: &Nd, b: &Nd) {
     let out = broadcast(&a.shape, &b.shape);
@@ -803,6 +802,7 @@ fn check_swiglu_backward<B: Backend>(ta: &Tensor<B>, tb: &Tensor<B>, a: &Nd, b: 
     }
 }
 
+/// The GPU, looked up once per test binary.
 fn gpu() -> Option<Wgpu> {
     static DEV: std::sync::OnceLock<Option<Wgpu>> = std::sync::OnceLock::new();
     DEV.get_or_init(test_device).clone()
