@@ -2,6 +2,11 @@
 //! two can be compared in one sitting: ms/step (median), tokens/s, parameters, the bytes held for weights +
 //! gradients + optimizer state, and peak RSS. Each variant runs in its own process so its peak RSS is its own.
 //!
+//! On the CPU each line also gives the step's matrix-product FLOPs against the machine's measured FMA peak
+//! (`pct_of_peak`), and where the time went (`time_in`, means per step): in `Tensor::matmul`, in the fused
+//! attention kernels, and the rest (norms, RoPE, SwiGLU, adds, the loss, the optimizer, the graph), with
+//! the % of peak the products reached while they ran.
+//!
 //! With `--device wgpu` the steps run on the GPU, and each line adds the GPU work of one step: compute
 //! dispatches, queue submits and read-backs (the loss is the one read-back a step needs).
 //!
@@ -11,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use lowrank::bench::{Variant, Workload};
 use lowrank::flops::fma_peak_gflops;
 use lowrank::nn::Module;
+use lowrank::tensor::flops::{self, Tally};
 use lowrank::tensor::Backend;
 use std::time::Instant;
 
@@ -75,11 +81,10 @@ fn child<B: Backend>(
     for _ in 0..warmup {
         w.step();
     }
-    // the step's matrix-product FLOPs, as issued (docs: src/flops.rs; equal to its formula, tests/flops.rs)
-    lowrank::tensor::flops::reset();
-    w.step();
-    let gflop = lowrank::tensor::flops::read() as f64 / 1e9;
     let before = gpu_counters(args.device);
+    // the steps' matrix products, as issued: FLOPs (docs: src/flops.rs; equal to its formula,
+    // tests/flops.rs) and the time spent in them
+    flops::reset();
     let mut times: Vec<f64> = (0..steps)
         .map(|_| {
             let t = Instant::now();
@@ -87,10 +92,13 @@ fn child<B: Backend>(
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    let products = flops::read();
     let after = gpu_counters(args.device);
     let per_step = |i: usize| (after[i] - before[i]) as f64 / steps as f64;
+    let mean_ms = times.iter().sum::<f64>() / steps as f64;
     times.sort_by(f64::total_cmp);
     let ms = times[times.len() / 2];
+    let gflop = products.flops() as f64 / 1e9 / steps as f64;
     let (total, trainable) = (w.model.num_params(), w.model.num_trainable_params());
     // 4-bit base weights (QLoRA) are not parameters: count them and their bytes separately
     let (mut compressed, mut compressed_params) = (0, 0);
@@ -104,9 +112,21 @@ fn child<B: Backend>(
     let state_bytes = 4 * total + compressed + 4 * trainable + w.opt.state_bytes();
     let total = total + compressed_params;
     let gflops = gflop / ms * 1e3;
-    // % of the CPU's measured FMA peak (for the CPU backend; a GPU's peak is not probed)
+    // % of the CPU's measured FMA peak, and where the step's time went (for the CPU backend: a GPU's
+    // peak is not probed, and its ops return before their kernels have run)
     let peak = matches!(args.device, device::Device::Cpu).then(|| fma_peak_gflops(0.5));
     let round1 = |x: f64| (x * 10.0).round() / 10.0;
+    let ms_in = |t: Tally| t.seconds * 1e3 / steps as f64;
+    let breakdown = peak.map(|peak| {
+        let pct = |t: Tally| round1(100.0 * t.flops as f64 / t.seconds.max(1e-12) / 1e9 / peak);
+        serde_json::json!({
+            "matmul_ms": round1(ms_in(products.matmul)),
+            "matmul_pct_of_peak": pct(products.matmul),
+            "attention_ms": round1(ms_in(products.attention)),
+            "attention_pct_of_peak": pct(products.attention),
+            "rest_ms": round1(mean_ms - ms_in(products.matmul) - ms_in(products.attention)),
+        })
+    });
     println!(
         "{}",
         serde_json::json!({
@@ -118,7 +138,7 @@ fn child<B: Backend>(
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
             "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,
             "gflops": round1(gflops), "fma_peak_gflops": peak.map(round1),
-            "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p))
+            "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p)), "time_in": breakdown
         })
     );
     Ok(())

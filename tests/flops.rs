@@ -1,7 +1,7 @@
 //! The documented FLOP formula (`lowrank::flops::train_step_flops`) equals the matrix-product FLOPs the
 //! model actually issues (counted by `lowrank::tensor::flops` in `Tensor::matmul` and attention), for
 //! LoRA on some or all layers, LoRA on a layer whose inputs need no gradient, full fine-tuning, tied and
-//! untied heads, and the forward pass alone.
+//! untied heads, and the forward pass alone. The same tally times the products.
 
 use lowrank::autograd::{no_grad, F64};
 use lowrank::flops::train_step_flops;
@@ -9,7 +9,8 @@ use lowrank::gpt::{Gpt, GptConfig};
 use lowrank::lora::{LoraConfig, LoraModel, Targets};
 use lowrank::nn::Module;
 use lowrank::plan::LinearTraining;
-use lowrank::tensor::flops;
+use lowrank::tensor::{flops, rng, Cpu, Tensor};
+use std::time::Instant;
 
 const BATCH: usize = 2;
 const SEQ: usize = 7;
@@ -24,7 +25,7 @@ fn counted(model: &Gpt<F64>, backward: bool) -> u64 {
     } else {
         no_grad(|| model.loss(&ids, &targets, BATCH, SEQ));
     }
-    flops::read()
+    flops::read().flops()
 }
 
 fn config(tie_embeddings: bool) -> GptConfig {
@@ -97,4 +98,45 @@ fn full_fine_tuning_and_the_forward_pass() {
             "a full step is 3 forwards here"
         );
     }
+}
+
+/// The tally also times the products it counts, per thread: each time is positive and within the wall
+/// time around the calls, and another thread's products are in its own tally, not this one's.
+#[test]
+fn products_are_timed_within_the_wall_time_around_them() {
+    let dev = Cpu::<f32>::new();
+    let randn = |dims: &[usize], seed| Tensor::randn(dims.to_vec(), 0.0, 1.0, &mut rng(seed), &dev);
+    let (a, b) = (randn(&[64, 96], 1), randn(&[96, 80], 2));
+    let q = randn(&[1, 2, 33, 8], 3); // (B, H, T, D)
+    flops::reset();
+    let start = Instant::now();
+    a.matmul(&b);
+    let after_matmul = start.elapsed().as_secs_f64();
+    Tensor::attention(&q, &q, &q, 0.3, true);
+    let after_both = start.elapsed().as_secs_f64();
+    let p = flops::read();
+    assert_eq!(p.matmul.flops, 2 * 64 * 96 * 80);
+    let per_product = (2 * 8) * 2 * (33 * 34 / 2); // 2 D per visible score, in B H = 2 heads
+    assert_eq!(p.attention.flops, 2 * per_product); // q k^T and P v
+    assert_eq!(p.flops(), p.matmul.flops + p.attention.flops);
+    assert!(
+        p.matmul.seconds > 0.0 && p.matmul.seconds <= after_matmul,
+        "{p:?}"
+    );
+    assert!(p.attention.seconds > 0.0, "{p:?}");
+    assert!(
+        p.matmul.seconds + p.attention.seconds <= after_both,
+        "{p:?}"
+    );
+
+    std::thread::spawn(|| {
+        let dev = Cpu::<f32>::new();
+        Tensor::zeros([4, 4], &dev).matmul(&Tensor::zeros([4, 4], &dev));
+        assert_eq!(flops::read().matmul.flops, 2 * 4 * 4 * 4);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(flops::read(), p);
+    flops::reset();
+    assert_eq!(flops::read(), flops::Products::default());
 }

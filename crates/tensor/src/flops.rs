@@ -1,27 +1,77 @@
-//! A count of the floating-point operations in the matrix products a thread issues: `2 m n k` per GEMM
+//! A tally of the matrix products a thread issues: their floating-point operations, `2 m n k` per GEMM
 //! (one multiply and one add per term), and attention's products counted the same way over the scores
-//! that exist (with a causal mask, the `T (T + 1) / 2` visible ones per head, not the masked triangle).
-//! These are the "useful" FLOPs of model-FLOP-utilisation figures: `bench_train` divides them by the step
-//! time and by the machine's measured FMA peak. Per thread (the thread that calls the op; kernels may fan
-//! out to rayon threads, the count does not) and cheap.
+//! that exist (with a causal mask, the `T (T + 1) / 2` visible ones per head, not the masked triangle);
+//! and the time the thread spent in those calls.
+//!
+//! The FLOPs are the "useful" ones of model-FLOP-utilisation figures: `bench_train` divides them by the
+//! step time and by the machine's measured FMA peak. The time splits a step into its products and the
+//! rest, so the bench can say how fast the products themselves ran and how much time lies outside them.
+//! It is the wall time of the op call on the calling thread: the kernel's time on a backend that finishes
+//! its work before returning (the CPU), only the time to queue it on one that does not (wgpu).
+//! Per thread (the thread that calls the op; kernels may fan out to rayon threads, the tally does not) and
+//! cheap: two clock reads per product.
 
 use std::cell::Cell;
+use std::time::Instant;
+
+/// What one kind of product cost since the last `reset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub flops: u64,
+    pub seconds: f64,
+}
+
+/// The matrix products issued on a thread: `Tensor::matmul`, and the fused attention kernels (whose time
+/// also holds their softmax and masking, which run between their products).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Products {
+    pub matmul: Tally,
+    pub attention: Tally,
+}
+
+impl Products {
+    /// FLOPs of every product.
+    pub fn flops(&self) -> u64 {
+        self.matmul.flops + self.attention.flops
+    }
+}
+
+/// Which tally a product goes to.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Matmul,
+    Attention,
+}
 
 thread_local! {
-    static GEMM_FLOPS: Cell<u64> = const { Cell::new(0) };
+    static PRODUCTS: Cell<Products> = Cell::new(Products::default());
 }
 
 pub fn reset() {
-    GEMM_FLOPS.with(|c| c.set(0));
+    PRODUCTS.with(|c| c.set(Products::default()));
 }
 
-/// FLOPs of the matrix products issued on this thread since the last `reset`.
-pub fn read() -> u64 {
-    GEMM_FLOPS.with(|c| c.get())
+/// The products issued on this thread since the last `reset`.
+pub fn read() -> Products {
+    PRODUCTS.with(|c| c.get())
 }
 
-pub(crate) fn record(flops: u64) {
-    GEMM_FLOPS.with(|c| c.set(c.get() + flops));
+/// Runs `op`, a product of `flops` FLOPs, adding its FLOPs and its time to the `kind` tally.
+pub(crate) fn timed<R>(kind: Kind, flops: u64, op: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let out = op();
+    let seconds = start.elapsed().as_secs_f64();
+    PRODUCTS.with(|c| {
+        let mut p = c.get();
+        let tally = match kind {
+            Kind::Matmul => &mut p.matmul,
+            Kind::Attention => &mut p.attention,
+        };
+        tally.flops += flops;
+        tally.seconds += seconds;
+        c.set(p);
+    });
+    out
 }
 
 /// FLOPs of one `(m, k) @ (k, n)` product per batch entry.

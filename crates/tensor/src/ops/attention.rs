@@ -1,5 +1,6 @@
 //! Fused scaled dot-product attention: `softmax(scale q k^T) v` per (batch, head), and its backward kernel.
 
+use crate::flops::Kind;
 use crate::{Backend, Tensor};
 
 /// (B, T, H, D) memory seen as (B, H, T, D): how the backend lays out attention outputs and gradients.
@@ -15,14 +16,16 @@ impl<B: Backend> Tensor<B> {
     /// `attention_backward` needs.
     pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> (Self, Self) {
         check_shapes(q, k, v);
-        crate::flops::record(2 * crate::flops::attention_product(q.dims(), causal)); // q k^T, P v
-        let (out, probs) = q.backend().attention(
-            (q.storage(), q.layout()),
-            (k.storage(), k.layout()),
-            (v.storage(), v.layout()),
-            scale,
-            causal,
-        );
+        let flops = 2 * crate::flops::attention_product(q.dims(), causal); // q k^T, P v
+        let (out, probs) = crate::flops::timed(Kind::Attention, flops, || {
+            q.backend().attention(
+                (q.storage(), q.layout()),
+                (k.storage(), k.layout()),
+                (v.storage(), v.layout()),
+                scale,
+                causal,
+            )
+        });
         let d = q.dims();
         let probs = Self::from_storage(probs, [d[0], d[1], d[2], d[2]], q.backend());
         (heads_view(out, q), probs)
@@ -53,7 +56,7 @@ impl<B: Backend> Tensor<B> {
         let [dq, dk, dv] = need;
         // dv = P^T g;  dP = g v^T (for dq or dk);  dq = dS k;  dk = dS^T q
         let products = [dv, dq || dk, dq, dk].iter().filter(|&&x| x).count() as u64;
-        crate::flops::record(products * crate::flops::attention_product(d, causal));
+        let flops = products * crate::flops::attention_product(d, causal);
         assert!(
             (!dq || k.is_some()) && (!dk || q.is_some()) && (!(dq || dk) || v.is_some()),
             "attention_backward: dq needs k, dk needs q, both need v (need {need:?}, given q {}, k {}, v {})",
@@ -61,8 +64,8 @@ impl<B: Backend> Tensor<B> {
             k.is_some(),
             v.is_some()
         );
-        g.backend()
-            .attention_backward(
+        crate::flops::timed(Kind::Attention, flops, || {
+            g.backend().attention_backward(
                 [q, k, v].map(|x| x.map(|x| (x.storage(), x.layout()))),
                 probs.storage(),
                 (g.storage(), g.layout()),
@@ -70,7 +73,8 @@ impl<B: Backend> Tensor<B> {
                 causal,
                 need,
             )
-            .map(|s| s.map(|s| heads_view(s, g)))
+        })
+        .map(|s| s.map(|s| heads_view(s, g)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Batched matrix multiplication with broadcasting over the batch axes.
 
+use crate::flops::Kind;
 use crate::{Backend, Shape, Tensor};
 
 impl<B: Backend> Tensor<B> {
@@ -28,10 +29,11 @@ impl<B: Backend> Tensor<B> {
         let with = |tail: [usize; 2]| Shape::new([batch.dims(), &tail].concat());
         let la = self.layout().broadcast_to(&with([m, k]));
         let lb = rhs.layout().broadcast_to(&with([k, n]));
-        crate::flops::record(crate::flops::gemm(batch.numel(), m, n, k));
-        let out = self
-            .backend()
-            .matmul(self.storage(), &la, rhs.storage(), &lb);
+        let flops = crate::flops::gemm(batch.numel(), m, n, k);
+        let out = crate::flops::timed(Kind::Matmul, flops, || {
+            self.backend()
+                .matmul(self.storage(), &la, rhs.storage(), &lb)
+        });
         Self::from_storage(out, with([m, n]), self.backend())
     }
 }
