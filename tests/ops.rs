@@ -946,6 +946,38 @@ fn large_tensors_take_parallel_paths_and_agree() {
     assert!(worst(&db, &x.silu_mul(&g)) < 1e-12);
 }
 
+/// A product with few rows and many columns (a LoRA factor's gradient, (r, in) = (r, N) (N, in)) is split
+/// across threads by columns, one with many rows by rows: every element agrees with the plain sum, with
+/// either operand transposed.
+#[test]
+fn large_products_split_by_rows_or_columns_and_agree() {
+    let dev = Cpu::<f64>::new();
+    let mut rng = lowrank_tensor::rng(5);
+    for (m, k, n) in [(8, 700, 300), (300, 700, 8), (33, 500, 97)] {
+        let a = Tensor::randn([m, k], 0.0, 1.0, &mut rng, &dev);
+        let b = Tensor::randn([k, n], 0.0, 1.0, &mut rng, &dev);
+        let (va, vb) = (a.to_vec(), b.to_vec());
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| (0..k).map(|p| va[i / n * k + p] * vb[p * n + i % n]).sum())
+            .collect();
+        let (at, bt) = (a.t().contiguous(), b.t().contiguous()); // the same values, stored transposed
+        for (got, how) in [
+            (a.matmul(&b), "a b"),
+            (at.t().matmul(&b), "(a^T)^T b"),
+            (a.matmul(&bt.t()), "a (b^T)^T"),
+        ] {
+            let got = got.to_vec();
+            let worst = (0..m * n)
+                .map(|i| (got[i] - want[i]).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < 1e-9,
+                "({m}, {k}) @ ({k}, {n}), {how}: off by {worst}"
+            );
+        }
+    }
+}
+
 // ---- errors --------------------------------------------------------------------------------------------------
 
 #[test]

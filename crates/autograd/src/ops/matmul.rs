@@ -20,7 +20,18 @@ impl<B: Backend> Var<B> {
             let (a, b) = (need_b.then(|| saved(a)), need_a.then(|| saved(b)));
             move |g: &Tensor<B>| {
                 let ga = b.as_ref().map(|b| backward_matmul(g, &b.t()));
-                let gb = a.as_ref().map(|a| backward_matmul(&a.t(), g));
+                let gb = a.as_ref().map(|a| {
+                    // (k, n). With n < k (a LoRA factor's (in, r) gradient, from (in, N) (N, r)) the same
+                    // values come faster as the transpose of g^T a: a GEMM with few rows and many columns
+                    // splits across threads and runs its micro-kernel better than one with few columns
+                    // (3.5x at (256, N) (N, 8); docs/performance.md "What was done").
+                    let (k, n) = (a.dims()[a.rank() - 1], g.dims()[g.rank() - 1]);
+                    if n < k {
+                        backward_matmul(&g.t(), a).t()
+                    } else {
+                        backward_matmul(&a.t(), g)
+                    }
+                });
                 (ga, gb)
             }
         })

@@ -2,7 +2,8 @@
 //!
 //! GEMM takes a row stride and a column stride for each operand, so a transposed view (`k.t()`) is passed
 //! as-is: no copy. Work is split with rayon across the batch when there are enough matrices, otherwise across
-//! row blocks of one big product; the GEMM itself runs single-threaded inside each task.
+//! row (or, for a wide product with few rows, column) blocks of one big product; the GEMM itself runs
+//! single-threaded inside each task.
 
 use super::strided::Strided;
 use crate::{Element, Layout};
@@ -40,15 +41,16 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
     // The output is not zero-filled: with beta = 0, GEMM writes every element without reading it.
     let mut out: Vec<E> = Vec::with_capacity(total);
     let c = OutPtr(out.as_mut_ptr());
-    // One GEMM of `rows` rows of A (starting at offset oa) into the row-major block at output offset oc.
+    // One GEMM of `rows` rows of A (starting at offset oa) times `cols` columns of B (starting at offset ob)
+    // into the block of the row-major output that starts at offset oc.
     // SAFETY: every call below passes offsets inside `a` and `b` for which the layouts' strides stay in
-    // bounds (the tensor op checked the shapes), and an output block of `rows` x n elements inside `out`'s
-    // capacity that no other task writes.
-    let gemm = |oc: usize, rows: usize, oa: usize, ob: usize| unsafe {
+    // bounds (the tensor op checked the shapes), and an output block of `rows` x `cols` elements (row
+    // stride n) inside `out`'s capacity that no other task writes.
+    let gemm = |oc: usize, rows: usize, cols: usize, oa: usize, ob: usize| unsafe {
         E::gemm(
             rows,
             k,
-            n,
+            cols,
             E::one(),
             a.as_ptr().add(oa),
             rsa,
@@ -65,26 +67,29 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
     let threads = rayon::current_num_threads();
     if total * k < PAR_MIN_MACS || threads == 1 {
         for (i, &[oa, ob]) in batch_offsets.iter().enumerate() {
-            gemm(i * m * n, m, oa, ob);
+            gemm(i * m * n, m, n, oa, ob);
         }
     } else if batch_offsets.len() >= threads {
         batch_offsets
             .par_iter()
             .enumerate()
-            .for_each(|(i, &[oa, ob])| gemm(i * m * n, m, oa, ob));
+            .for_each(|(i, &[oa, ob])| gemm(i * m * n, m, n, oa, ob));
     } else {
-        // Few large matrices: split each one's rows into one block per thread, a multiple of 8 rows (so a
-        // block edge cuts few micro-kernel tiles; a cut tile only costs a partial one).
-        let block = m.div_ceil(threads).next_multiple_of(8);
+        // Few large matrices: split each one along its longer side, rows of A or columns of B, into one
+        // block per thread, a multiple of 8 (so a block edge cuts few micro-kernel tiles; a cut tile only
+        // costs a partial one). A LoRA weight's gradient, (r, in) = (r, N) (N, in) with r = 8, has no rows
+        // to split: by rows it would run on one thread.
+        let by_rows = m >= n;
+        let side = if by_rows { m } else { n };
+        let block = side.div_ceil(threads).next_multiple_of(8);
         for (i, &[oa, ob]) in batch_offsets.iter().enumerate() {
-            (0..m.div_ceil(block)).into_par_iter().for_each(|j| {
-                let r0 = j * block;
-                gemm(
-                    i * m * n + r0 * n,
-                    block.min(m - r0),
-                    oa + r0 * rsa as usize,
-                    ob,
-                )
+            (0..side.div_ceil(block)).into_par_iter().for_each(|j| {
+                let (s0, len) = (j * block, block.min(side - j * block));
+                if by_rows {
+                    gemm(i * m * n + s0 * n, len, n, oa + s0 * rsa as usize, ob)
+                } else {
+                    gemm(i * m * n + s0, m, len, oa, ob + s0 * csb as usize)
+                }
             });
         }
     }
