@@ -16,7 +16,7 @@ use lowrank::autograd::no_grad;
 use lowrank::gpt::{
     corpus::{self, PirateTask},
     evaluate, exact_match, generate, load_validation_text, train, ByteTokenizer, Dataset,
-    GenerateConfig, Gpt, TrainConfig, TrainReport,
+    GenerateConfig, Gpt, Tokenizer, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
     load_adapter, quantize_base, save_adapter, Init, LoraConfig, LoraModel, QuantConfig,
@@ -409,6 +409,7 @@ fn sample<B: Backend>(model: &Gpt<B>, prompt: &str) -> String {
         max_new_tokens: 40,
         temperature: 0.0,
         top_k: 0,
+        top_p: 1.0,
         seed: 0,
         stop: Some(b'\n' as u32),
     };

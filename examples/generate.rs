@@ -6,7 +6,7 @@
 //! With several `--adapter` folders the last one is active; `--merge` merges it into the base first.
 
 use clap::Parser;
-use lowrank::gpt::{generate_streaming, ByteTokenizer, GenerateConfig, Gpt};
+use lowrank::gpt::{generate_streaming, ByteTokenizer, GenerateConfig, Gpt, Tokenizer};
 use lowrank::lora::{load_adapter_with, LoadOptions, LoraModel};
 use lowrank::tensor::Backend;
 use std::io::Write;
@@ -105,6 +105,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         max_new_tokens: args.max_tokens,
         temperature: args.temperature,
         top_k: args.top_k,
+        top_p: 1.0,
         seed: args.seed,
         stop: None,
     };

@@ -12,7 +12,9 @@
 //! What each table shows and how it compares with the papers: docs/study.md.
 
 use clap::Parser;
-use lowrank::gpt::{corpus, load_validation_text, ByteTokenizer, Dataset, Gpt, Progress};
+use lowrank::gpt::{
+    corpus, load_validation_text, ByteTokenizer, Dataset, Gpt, Progress, Tokenizer,
+};
 use lowrank::lora::analysis::{amplification, magnitude_direction_change, subspace_similarity};
 use lowrank::lora::LoraModel;
 use lowrank::nn::write_atomic;

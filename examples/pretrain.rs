@@ -6,7 +6,7 @@
 use clap::Parser;
 use lowrank::gpt::{
     corpus, generate, save_validation_text, train, ByteTokenizer, Dataset, GenerateConfig, Gpt,
-    GptConfig, TrainConfig,
+    GptConfig, Tokenizer, TrainConfig,
 };
 use lowrank::nn::Module;
 use lowrank::tensor::Backend;
@@ -132,6 +132,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         max_new_tokens: 200,
         temperature: 0.8,
         top_k: 20,
+        top_p: 1.0,
         seed: args.seed,
         stop: None,
     };

@@ -4,7 +4,8 @@
 
 use crate::gpt::corpus::PirateTask;
 use crate::gpt::{
-    evaluate, exact_match, greedy_batch, train_observed, ByteTokenizer, Dataset, Gpt, TrainConfig,
+    evaluate, exact_match, greedy_batch, train_observed, ByteTokenizer, Dataset, Gpt, Tokenizer,
+    TrainConfig,
 };
 use crate::lora::adapter_layer::add_bottleneck_adapters;
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};

@@ -4,7 +4,7 @@
 use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
 use lowrank::gpt::{
     corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, GenerateError, Gpt,
-    GptConfig, Kernels, Mlp, Rope, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
+    GptConfig, Kernels, Mlp, Rope, Tokenizer, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -95,6 +95,7 @@ fn attention(seed: u64) -> Attention<F64> {
         v_proj: lin(3),
         o_proj: lin(4),
         n_heads: 2,
+        n_kv_heads: 2,
     }
 }
 
@@ -252,6 +253,7 @@ fn training_a_tiny_model_drives_the_loss_down() {
         d_model: 32,
         n_layers: 2,
         n_heads: 2,
+        n_kv_heads: 2,
         d_ff: 64,
         max_seq_len: 32,
         ..GptConfig::tiny()
@@ -284,6 +286,7 @@ fn sampling_with_a_seed_is_deterministic() {
         max_new_tokens: 12,
         temperature: 1.0,
         top_k: 10,
+        top_p: 1.0,
         seed: 42,
         stop: None,
     };
@@ -390,7 +393,7 @@ fn bad_checkpoints_give_clear_errors() {
     );
     let mut hf = GptConfig::tiny().to_hf();
     hf.num_attention_heads = 3;
-    hf.num_key_value_heads = 3;
+    hf.num_key_value_heads = Some(3);
     std::fs::write(dir.join(CONFIG_FILE), serde_json::to_string(&hf).unwrap()).unwrap();
     let err = Gpt::load(&dir, &cpu).err().unwrap().to_string();
     assert!(
@@ -463,6 +466,7 @@ fn configs_out_of_range_are_errors_before_anything_is_allocated() {
             GptConfig {
                 d_model: 1 << 20,
                 n_heads: 1,
+                n_kv_heads: 1,
                 ..GptConfig::tiny()
             },
             "values",

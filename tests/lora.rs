@@ -4,7 +4,7 @@
 use lowrank::autograd::{gradcheck_params, Var, F64};
 use lowrank::gpt::{
     corpus, corpus::PirateTask, evaluate, exact_match, train, ByteTokenizer, Dataset, Gpt,
-    GptConfig, TrainConfig,
+    GptConfig, Tokenizer, TrainConfig,
 };
 use lowrank::lora::{
     load_adapter, load_adapter_with, save_adapter, LoadOptions, LoraConfig, LoraError, LoraLayer,
@@ -496,6 +496,7 @@ fn bad_adapter_files_give_clear_errors_and_change_nothing() {
         GptConfig {
             d_model: 12,
             n_heads: 2,
+            n_kv_heads: 2,
             ..GptConfig::tiny()
         },
         1,
@@ -576,6 +577,7 @@ fn short_fine_tune_improves_the_task() {
         d_model: 64,
         n_layers: 2,
         n_heads: 4,
+        n_kv_heads: 4,
         d_ff: 128,
         max_seq_len: 32,
         ..GptConfig::tiny()

@@ -83,7 +83,7 @@ fn rms_norm_case<B: Backend>(dev: &B, rows: usize, c: usize, seed: u64) {
 fn rope_case<B: Backend>(dev: &B, dims: [usize; 4], seed: u64) {
     let rope = Rope::new(dims[3], 8, 10000.0, dev);
     let x = param(&dims, seed, dev);
-    assert_same("rope", || rope.apply(&x), || rope.apply_plain(&x), &[&x]);
+    assert_same("rope", || rope.apply(&x), || rope.apply_plain(&x, 0), &[&x]);
 }
 
 fn swiglu_case<B: Backend>(dev: &B, rows: usize, c: usize, seed: u64) {

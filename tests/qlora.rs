@@ -300,6 +300,7 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
     let config = GptConfig {
         d_model: 32,
         n_heads: 2,
+        n_kv_heads: 2,
         d_ff: 64,
         max_seq_len: 16,
         ..GptConfig::tiny()

@@ -2,7 +2,7 @@
 //! the budget ranks and statistics have known answers, and the adapter matrices the analyses read are the
 //! adapter's.
 
-use lowrank::gpt::{corpus, ByteTokenizer, Dataset, Gpt, GptConfig};
+use lowrank::gpt::{corpus, ByteTokenizer, Dataset, Gpt, GptConfig, Tokenizer};
 use lowrank::lora::linalg::matmul;
 use lowrank::plan::ModelShape;
 use lowrank::study::{

@@ -29,6 +29,7 @@ fn config() -> GptConfig {
     GptConfig {
         d_model: 32,
         n_heads: 4,
+        n_kv_heads: 4,
         d_ff: 80,
         max_seq_len: 16,
         ..GptConfig::tiny()

@@ -1,7 +1,12 @@
-//! Causal multi-head self-attention with separate q/k/v/o projections and rotary position embeddings.
+//! Causal self-attention with separate q/k/v/o projections, rotary position embeddings and grouped-query
+//! attention (GQA).
 //!
-//! `attn(x) = o_proj(concat_h(softmax_causal(q_h k_h^T / sqrt(d_h)) v_h))`, q and k rotated by RoPE.
+//! `attn(x) = o_proj(concat_h(softmax_causal(q_h k_g(h)^T / sqrt(d_h)) v_g(h)))`, q and k rotated by RoPE.
+//! With GQA there are fewer key/value heads than query heads: head h reads key/value head
+//! `g(h) = h / (n_heads / n_kv_heads)`, so k_proj and v_proj are n_heads / n_kv_heads times narrower (and
+//! so is a KV cache). Multi-head attention is the case n_kv_heads = n_heads.
 
+use crate::kv_cache::LayerCache;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
 use lowrank_nn::{children, Kernels, Linear, Module};
@@ -13,41 +18,77 @@ pub struct Attention<B: Backend> {
     pub v_proj: Linear<B>,
     pub o_proj: Linear<B>,
     pub n_heads: usize,
+    pub n_kv_heads: usize,
 }
 
 impl<B: Backend> Attention<B> {
     /// x (B, T, C) -> (B, T, C)
     pub fn forward(&self, x: &Var<B>, rope: &Rope<B>, kernels: Kernels) -> Var<B> {
+        self.forward_cached(x, rope, kernels, None)
+    }
+
+    /// `forward` for the T tokens after those in `cache` (at positions `cache.len()..`), whose keys and
+    /// values are appended to it. Without a cache, the tokens start at position 0.
+    pub fn forward_cached(
+        &self,
+        x: &Var<B>,
+        rope: &Rope<B>,
+        kernels: Kernels,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Var<B> {
         let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
-        let (h, hd) = (self.n_heads, c / self.n_heads);
-        let split = |y: Var<B>| y.reshape([b, t, h, hd]); // (B, T, C) -> (B, T, H, hd), a view
-        let heads = |y: Var<B>| y.permute(&[0, 2, 1, 3]); // -> (B, H, T, hd): heads become a batch axis, a view
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, c / self.n_heads);
+        let start = cache.as_ref().map_or(0, |cache| cache.len());
+        let split = |y: Var<B>, heads: usize| y.reshape([b, t, heads, hd]); // (B, T, C) -> (B, T, heads, hd), a view
+        let heads = |y: Var<B>| y.permute(&[0, 2, 1, 3]); // -> (B, heads, T, hd): heads become a batch axis, a view
         let rotate = |y: &Var<B>| match kernels {
-            Kernels::Fused => rope.apply(y),
-            Kernels::Plain => rope.apply_plain(y),
+            Kernels::Fused => rope.apply_from(y, start),
+            Kernels::Plain => rope.apply_plain(y, start),
         };
-        let q = rotate(&split(self.q_proj.forward(x))); // (B, T, H, hd)
-        let k = rotate(&split(self.k_proj.forward(x))); // (B, T, H, hd)
-        let v = split(self.v_proj.forward(x)); // (B, T, H, hd)
-                                               // softmax(q k^T / sqrt(hd)) v per head, key j > query i masked; one fused op (see docs/gpt.md)
-        let scale = 1.0 / (hd as f64).sqrt();
+        let q = rotate(&split(self.q_proj.forward(x), h)); // (B, T, H, hd)
+        let k = rotate(&split(self.k_proj.forward(x), kvh)); // (B, T, KV, hd)
+        let v = split(self.v_proj.forward(x), kvh); // (B, T, KV, hd)
         let (q, k, v) = (heads(q), heads(k), heads(v));
-        let y = match kernels {
-            Kernels::Fused => Var::attention(&q, &k, &v, scale, true), // (B, H, T, hd)
-            Kernels::Plain => attention_plain(&q, &k, &v, scale, true), // (B, H, T, hd)
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v), // (B, KV, S, hd): S = start + T positions
+            None => (k, v),
         };
-        let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C), a view: y's memory is (B, T, H, hd)
+        let (k, v) = (repeat_kv(&k, h / kvh), repeat_kv(&v, h / kvh)); // (B, H, S, hd)
+                                                                       // softmax(q k^T / sqrt(hd)) v per head, key j after query i masked (see docs/gpt.md)
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = match kernels {
+            // one fused op, for queries and keys of the same positions (no cache, or an empty one)
+            Kernels::Fused if start == 0 => Var::attention(&q, &k, &v, scale, true), // (B, H, T, hd)
+            // queries after cached keys: T rows of S scores (a decoding step has T = 1)
+            _ => attention_plain(&q, &k, &v, scale, true), // (B, H, T, hd)
+        };
+        let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C): a view where y's memory is (B, T, H, hd)
         self.o_proj.forward(&y)
     }
+}
+
+/// Grouped-query attention's sharing: each of the KV heads of x (B, KV, S, hd) repeated `groups` times in
+/// place, (B, KV * groups, S, hd), so query head h meets key/value head h / groups. The backward pass sums
+/// each group's gradients back into its head (a broadcast's gradient).
+pub fn repeat_kv<B: Backend>(x: &Var<B>, groups: usize) -> Var<B> {
+    if groups == 1 {
+        return x.clone();
+    }
+    let d = x.dims();
+    let (b, kv, s, hd) = (d[0], d[1], d[2], d[3]);
+    x.unsqueeze(2) // (B, KV, 1, S, hd)
+        .broadcast_to([b, kv, groups, s, hd]) // (B, KV, G, S, hd), a view
+        .reshape([b, kv * groups, s, hd]) // (B, H, S, hd), one copy
 }
 
 impl<B: Backend> Module<B> for Attention<B> {
     children! { "q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj }
 }
 
-/// `Var::attention` as the formula reads, for q, k, v (B, H, T, hd): `softmax(mask(q k^T scale)) v`, each step an
-/// elementary op. The fused kernel computes the same (tests/plain_vs_fused.rs) without materialising the
-/// masked half of the scores or copying heads.
+/// `Var::attention` as the formula reads, for q (B, H, T, hd) and k, v (B, H, S, hd) with S >= T:
+/// `softmax(mask(q k^T scale)) v`, each step an elementary op. The T queries are the last T of the S
+/// positions, so with `causal` query i sees keys 0..=i + S - T. The fused kernel computes the same for
+/// S = T (tests/plain_vs_fused.rs) without materialising the masked half of the scores or copying heads.
 pub fn attention_plain<B: Backend>(
     q: &Var<B>,
     k: &Var<B>,
@@ -55,18 +96,24 @@ pub fn attention_plain<B: Backend>(
     scale: f64,
     causal: bool,
 ) -> Var<B> {
-    let t = q.dims()[2];
-    let scores = q.matmul(&k.transpose(-1, -2)).mul_scalar(scale); // (B, H, T, T)
+    let (t, s) = (q.dims()[2], k.dims()[2]);
+    assert!(
+        s >= t,
+        "attention_plain: {t} queries but only {s} keys (q {}, k {})",
+        q.shape(),
+        k.shape()
+    );
+    let scores = q.matmul(&k.transpose(-1, -2)).mul_scalar(scale); // (B, H, T, S)
     let scores = if causal {
-        // key j > query i is the future: -inf before the softmax, weight 0 after it
+        // key j after query i (at position i + S - T) is the future: -inf before the softmax, 0 after it
         let future = Tensor::from_vec(
-            (0..t * t)
-                .map(|i| B::Elem::from_f64(f64::from(u8::from(i % t > i / t))))
+            (0..t * s)
+                .map(|n| B::Elem::from_f64(f64::from(u8::from(n % s > n / s + s - t))))
                 .collect(),
-            [t, t],
+            [t, s],
             &q.backend(),
         )
-        .expect("a (T, T) mask fits the device");
+        .expect("a (T, S) mask fits the device");
         scores.masked_fill(&future, f64::NEG_INFINITY)
     } else {
         scores

@@ -50,6 +50,15 @@ impl<B: Backend> Gpt<B> {
     /// the weights on disk.
     pub fn load(dir: &Path, backend: &B) -> Result<Self, NnError> {
         let config = GptConfig::load(&dir.join(CONFIG_FILE))?;
+        Self::load_with_config(dir, config, backend)
+    }
+
+    /// The weights of folder `dir` for a model of `config`.
+    pub(crate) fn load_with_config(
+        dir: &Path,
+        config: GptConfig,
+        backend: &B,
+    ) -> Result<Self, NnError> {
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
         // What the model allocates (its weights, and its rotary tables) must be backed by the file, give
         // or take SLACK values: a small mismatch still gets load_module's error naming the tensor and both

@@ -10,6 +10,9 @@ pub struct GptConfig {
     pub d_model: usize,
     pub n_layers: usize,
     pub n_heads: usize,
+    /// Key/value heads: `n_heads` for multi-head attention, fewer for grouped-query attention, where each
+    /// key/value head serves `n_heads / n_kv_heads` query heads.
+    pub n_kv_heads: usize,
     /// Hidden size of the SwiGLU MLP.
     pub d_ff: usize,
     pub max_seq_len: usize,
@@ -31,6 +34,7 @@ impl GptConfig {
             d_model: 8,
             n_layers: 2,
             n_heads: 2,
+            n_kv_heads: 2,
             d_ff: 16,
             max_seq_len: 8,
             rope_theta: 10000.0,
@@ -45,6 +49,7 @@ impl GptConfig {
             d_model: 128,
             n_layers: 4,
             n_heads: 4,
+            n_kv_heads: 4,
             d_ff: 512,
             max_seq_len: 64,
             ..Self::tiny()
@@ -57,6 +62,7 @@ impl GptConfig {
             d_model: 256,
             n_layers: 6,
             n_heads: 8,
+            n_kv_heads: 8,
             d_ff: 1024,
             max_seq_len: 128,
             ..Self::tiny()
@@ -71,7 +77,9 @@ impl GptConfig {
         let mul = u128::saturating_mul;
         let embed = mul(v, d);
         let head = if self.tie_embeddings { 0 } else { embed };
-        let block = mul(4 * d, d)
+        let kv = d / self.n_heads.max(1) as u128 * self.n_kv_heads as u128; // k_proj's, v_proj's width
+        let block = mul(2 * d, d)
+            .saturating_add(mul(2 * kv, d))
             .saturating_add(mul(3 * d, f))
             .saturating_add(2 * d);
         embed
@@ -90,6 +98,11 @@ impl GptConfig {
         self.d_model / self.n_heads
     }
 
+    /// Width of the keys and values of all heads together (k_proj's and v_proj's output features).
+    pub fn kv_dim(&self) -> usize {
+        self.head_dim() * self.n_kv_heads
+    }
+
     /// Checks the sizes fit together.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
@@ -97,6 +110,7 @@ impl GptConfig {
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
             ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
             ("d_ff", self.d_ff),
             ("max_seq_len", self.max_seq_len),
         ];
@@ -128,6 +142,12 @@ impl GptConfig {
                 self.d_model, self.n_heads
             ));
         }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(format!(
+                "n_heads {} is not a multiple of n_kv_heads {} (each key/value head serves a whole group of query heads)",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim {} must be even for rotary embeddings",
@@ -145,7 +165,7 @@ impl GptConfig {
             intermediate_size: self.d_ff,
             num_hidden_layers: self.n_layers,
             num_attention_heads: self.n_heads,
-            num_key_value_heads: self.n_heads,
+            num_key_value_heads: Some(self.n_kv_heads),
             vocab_size: self.vocab_size,
             max_position_embeddings: self.max_seq_len,
             rms_norm_eps: self.norm_eps,
@@ -165,12 +185,6 @@ impl GptConfig {
                 hf.model_type
             ));
         }
-        if hf.num_key_value_heads != hf.num_attention_heads {
-            return Err(format!(
-                "num_key_value_heads {} differs from num_attention_heads {} (grouped-query attention is not supported)",
-                hf.num_key_value_heads, hf.num_attention_heads
-            ));
-        }
         if hf.hidden_act != "silu" || hf.attention_bias || hf.mlp_bias {
             return Err("only hidden_act \"silu\" without biases is supported".into());
         }
@@ -179,6 +193,7 @@ impl GptConfig {
             d_model: hf.hidden_size,
             n_layers: hf.num_hidden_layers,
             n_heads: hf.num_attention_heads,
+            n_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
             d_ff: hf.intermediate_size,
             max_seq_len: hf.max_position_embeddings,
             rope_theta: hf.rope_theta,
@@ -223,7 +238,9 @@ pub struct HfLlamaConfig {
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
+    /// Absent in older configs, which meant multi-head attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_key_value_heads: Option<usize>,
     pub vocab_size: usize,
     pub max_position_embeddings: usize,
     pub rms_norm_eps: f64,

@@ -7,7 +7,7 @@
 //!   word on held-out stories, at the places where the grammar fixes that word.
 
 use crate::data::Dataset;
-use crate::ByteTokenizer;
+use crate::{ByteTokenizer, Tokenizer};
 use lowrank_tensor::{rng, StdRng};
 use rand_distr::{Distribution, Uniform};
 

@@ -12,12 +12,16 @@
 
 mod attention;
 mod block;
+mod bpe;
+mod chat;
 mod checkpoint;
 mod config;
 pub mod corpus;
 mod data;
+mod kv_cache;
 mod mlp;
 mod model;
+mod pretrained;
 mod progress;
 mod prompt;
 mod prompt_file;
@@ -26,22 +30,26 @@ mod sample;
 mod tokenizer;
 mod train;
 
-pub use attention::{attention_plain, softmax_plain, Attention};
+pub use attention::{attention_plain, repeat_kv, softmax_plain, Attention};
 pub use block::Block;
+pub use bpe::{byte_alphabet, BpeTokenizer};
+pub use chat::{ChatTemplate, Message, CHATML};
 pub use checkpoint::{
     load_validation_text, save_validation_text, CONFIG_FILE, VALIDATION_TEXT_FILE, WEIGHTS_FILE,
 };
 pub use config::{GptConfig, HfLlamaConfig};
 pub use data::{Batch, Dataset, IGNORE};
+pub use kv_cache::{KvCache, LayerCache};
 pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
+pub use pretrained::{gguf_name, permute_rows, unpermute_rows, Pretrained};
 pub use progress::Progress;
 pub use prompt::{PromptTuning, PromptTuningError};
 pub use prompt_file::{PROMPT_CONFIG_FILE, PROMPT_WEIGHTS_FILE};
 pub use rope::Rope;
 pub use sample::{
-    exact_match, generate, generate_streaming, greedy_batch, GenerateConfig, GenerateError,
+    exact_match, generate, generate_streaming, greedy_batch, Decoder, GenerateConfig, GenerateError,
 };
-pub use tokenizer::ByteTokenizer;
+pub use tokenizer::{ByteTokenizer, Tokenizer};
 pub use train::{evaluate, train, train_observed, Diverged, Eval, TrainConfig, TrainReport};

@@ -4,6 +4,7 @@
 use crate::attention::Attention;
 use crate::block::Block;
 use crate::data::IGNORE;
+use crate::kv_cache::KvCache;
 use crate::mlp::Mlp;
 use crate::prompt::{PromptTuning, PromptTuningError};
 use crate::rope::Rope;
@@ -35,7 +36,7 @@ impl<B: Backend> Gpt<B> {
         config
             .validate()
             .unwrap_or_else(|e| panic!("GptConfig: {e}"));
-        let (c, ff, std) = (config.d_model, config.d_ff, 0.02);
+        let (c, kv, ff, std) = (config.d_model, config.kv_dim(), config.d_ff, 0.02);
         let resid_std = std / (2.0 * config.n_layers as f64).sqrt();
         let mut next_seed = seed;
         let mut linear = |d_in, d_out, std| {
@@ -47,10 +48,11 @@ impl<B: Backend> Gpt<B> {
                 input_layernorm: RmsNorm::new(c, config.norm_eps, backend),
                 self_attn: Attention {
                     q_proj: linear(c, c, std),
-                    k_proj: linear(c, c, std),
-                    v_proj: linear(c, c, std),
+                    k_proj: linear(c, kv, std),
+                    v_proj: linear(c, kv, std),
                     o_proj: linear(c, c, resid_std),
                     n_heads: config.n_heads,
+                    n_kv_heads: config.n_kv_heads,
                 },
                 post_attention_layernorm: RmsNorm::new(c, config.norm_eps, backend),
                 mlp: Mlp {
@@ -80,28 +82,52 @@ impl<B: Backend> Gpt<B> {
 
     /// ids (batch * seq, row-major) -> logits (batch, seq, vocab)
     pub fn forward(&self, ids: &[u32], batch: usize, seq: usize) -> Var<B> {
+        self.forward_cached(ids, batch, seq, None)
+    }
+
+    /// An empty KV cache for this model (see [`KvCache`]).
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.layers.len())
+    }
+
+    /// `forward` for the `seq` tokens after those in `cache`, whose keys and values it appends: logits
+    /// (batch, seq, vocab) equal to the last `seq` rows of a full forward over all the tokens. Prompt
+    /// tuning's virtual tokens go before the first tokens a cache sees.
+    pub fn forward_cached(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Var<B> {
         assert_eq!(
             ids.len(),
             batch * seq,
             "gpt: {} ids for batch {batch} x seq {seq}",
             ids.len()
         );
+        let cached = cache.as_ref().map_or(0, |c| c.len());
+        let prompt = self.prompt.as_ref().filter(|_| cached == 0); // the virtual tokens, on the first pass
+        let past = cached.saturating_sub(self.config.max_seq_len - self.context_len());
         assert!(
-            seq <= self.context_len(),
-            "gpt: seq {seq} exceeds the context of {} tokens (max_seq_len {}, {} of them virtual)",
+            past + seq <= self.context_len(),
+            "gpt: {past} cached + {seq} new tokens exceed the context of {} tokens (max_seq_len {}, {} of \
+             them virtual)",
             self.context_len(),
             self.config.max_seq_len,
             self.config.max_seq_len - self.context_len()
         );
         let mut x = self.embed_tokens.forward(ids, &[batch, seq]); // (B, T, C)
-        if let Some(prompt) = &self.prompt {
+        if let Some(prompt) = prompt {
             x = prompt.prepend(&x); // (B, P + T, C)
         }
-        for layer in &self.layers {
-            x = layer.forward(&x, &self.rope, self.kernels); // (B, P + T, C)
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward_cached(&x, &self.rope, self.kernels, layer_cache);
+            // (B, P + T, C)
         }
         let x = norm(&self.norm, &x, self.kernels); // (B, P + T, C)
-        let x = match &self.prompt {
+        let x = match prompt {
             Some(prompt) => x.narrow(1, prompt.len(), seq), // (B, T, C): the real tokens only, a view
             None => x,
         };

@@ -40,15 +40,12 @@ impl<B: Backend> Rope<B> {
     /// Rotates x (B, T, H, head_dim) — a projection's output split into heads — by the angles of positions
     /// 0..T. Working in this layout (rather than (B, H, T, head_dim)) keeps x contiguous: no copy either way.
     pub fn apply(&self, x: &Var<B>) -> Var<B> {
-        let dims = x.dims();
-        assert!(
-            dims.len() == 4 && dims[1] <= self.cos.dims()[0] && dims[3] == self.cos.dims()[1],
-            "rope: input {} is not (B, T, H, head_dim) within tables of {} positions x {} dims",
-            x.shape(),
-            self.cos.dims()[0],
-            self.cos.dims()[1]
-        );
-        let (cos, sin) = self.tables(dims[1]);
+        self.apply_from(x, 0)
+    }
+
+    /// `apply` for tokens at positions `start..start + T` (the tokens after a KV cache's `start`).
+    pub fn apply_from(&self, x: &Var<B>, start: usize) -> Var<B> {
+        let (cos, sin) = self.tables(x, start);
         let y = x.value().rope(&cos, &sin); // one fused pass
                                             // d rope(x) = rope^T(g): rotate back, by -angle
         x.unary_rule("rope", y, move || {
@@ -57,21 +54,30 @@ impl<B: Backend> Rope<B> {
         })
     }
 
-    /// `apply` as the formula reads, from elementary ops: `x cos + rotate_half(x) sin`.
-    pub fn apply_plain(&self, x: &Var<B>) -> Var<B> {
+    /// `apply_from` as the formula reads, from elementary ops: `x cos + rotate_half(x) sin`.
+    pub fn apply_plain(&self, x: &Var<B>, start: usize) -> Var<B> {
         let hd = x.dims()[3];
-        let (cos, sin) = self.tables(x.dims()[1]);
+        let (cos, sin) = self.tables(x, start);
         let (x1, x2) = (x.narrow(3, 0, hd / 2), x.narrow(3, hd / 2, hd / 2)); // (B, T, H, hd/2) each
         let rotated = Var::concat(&[&x2.neg(), &x1], 3); // rotate_half(x) = [-x2, x1]: (B, T, H, hd)
         &(x * &Var::constant(cos)) + &(&rotated * &Var::constant(sin))
     }
 
-    /// The (T, 1, hd) tables of positions 0..t: one row per position, shared by the heads.
-    fn tables(&self, t: usize) -> (Tensor<B>, Tensor<B>) {
-        let hd = self.cos.dims()[1];
+    /// The (T, 1, hd) tables of positions start..start + T for x (B, T, H, hd): one row per position,
+    /// shared by the heads.
+    fn tables(&self, x: &Var<B>, start: usize) -> (Tensor<B>, Tensor<B>) {
+        let dims = x.dims();
+        let (positions, hd) = (self.cos.dims()[0], self.cos.dims()[1]);
+        assert!(
+            dims.len() == 4 && start + dims[1] <= positions && dims[3] == hd,
+            "rope: input {} from position {start} is not (B, T, H, head_dim) within tables of {positions} \
+             positions x {hd} dims",
+            x.shape(),
+        );
+        let t = dims[1];
         (
-            self.cos.narrow(0, 0, t).reshape([t, 1, hd]),
-            self.sin.narrow(0, 0, t).reshape([t, 1, hd]),
+            self.cos.narrow(0, start, t).reshape([t, 1, hd]),
+            self.sin.narrow(0, start, t).reshape([t, 1, hd]),
         )
     }
 }

@@ -1,8 +1,13 @@
-//! Generation: greedy, or sampled with temperature and top-k from a seeded generator.
+//! Generation with a KV cache: greedy, or sampled with temperature, top-k and top-p (nucleus) from a seeded
+//! generator.
+//!
+//! The prompt is run once (the prefill), keeping each layer's keys and values; every new token is then one
+//! forward pass over that token alone (decoding). A sequence longer than the context keeps its last
+//! `context_len()` tokens, which are run afresh at positions 0.. for each further token.
 
-use crate::Gpt;
+use crate::{ByteTokenizer, Gpt, KvCache, Tokenizer};
 use lowrank_autograd::no_grad;
-use lowrank_tensor::{rng, Backend, Element};
+use lowrank_tensor::{rng, Backend, Element, Tensor};
 use rand_distr::{Distribution, Uniform};
 
 #[derive(Clone, Copy, Debug)]
@@ -12,8 +17,10 @@ pub struct GenerateConfig {
     pub temperature: f64,
     /// Sample only among the k most likely tokens (0: all).
     pub top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to `top_p` (1: all).
+    pub top_p: f64,
     pub seed: u64,
-    /// Stop after emitting this token (e.g. b'\n').
+    /// Stop after emitting this token (e.g. b'\n', or a chat model's `<|im_end|>`).
     pub stop: Option<u32>,
 }
 
@@ -23,6 +30,7 @@ impl Default for GenerateConfig {
             max_new_tokens: 100,
             temperature: 0.8,
             top_k: 40,
+            top_p: 1.0,
             seed: 0,
             stop: None,
         }
@@ -40,7 +48,53 @@ pub enum GenerateError {
     NotFinite { generated: usize },
 }
 
-/// Continues `prompt`, returning only the new tokens. The context is the last `context_len()` tokens.
+/// Feeds sequences that grow by one token per step to the model through a KV cache.
+pub struct Decoder<'m, B: Backend> {
+    model: &'m Gpt<B>,
+    cache: KvCache<B>,
+    /// How many tokens of each sequence the cache holds.
+    fed: usize,
+}
+
+impl<'m, B: Backend> Decoder<'m, B> {
+    pub fn new(model: &'m Gpt<B>) -> Self {
+        Decoder {
+            model,
+            cache: model.new_cache(),
+            fed: 0,
+        }
+    }
+
+    /// The next-token logits (N, V) of `seqs` (N sequences of equal length): only the tokens the cache has
+    /// not seen are run (all of them the first time: the prefill).
+    pub fn next_logits(&mut self, seqs: &[Vec<u32>]) -> Tensor<B> {
+        let (n, len) = (seqs.len(), seqs[0].len());
+        assert!(
+            seqs.iter().all(|s| s.len() == len) && len > self.fed,
+            "decoder: sequences must have equal lengths, longer than the {} tokens already fed",
+            self.fed
+        );
+        let window = self.model.context_len();
+        let start = if len > window || self.fed == 0 {
+            // the first pass, or the context is full: run the last `window` tokens afresh
+            self.cache.clear();
+            len.saturating_sub(window)
+        } else {
+            self.fed
+        };
+        let t = len - start;
+        let ids: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| s[start..].iter().copied())
+            .collect();
+        let logits = no_grad(|| self.model.forward_cached(&ids, n, t, Some(&mut self.cache))); // (N, t, V)
+        self.fed = len;
+        let vocab = logits.dims()[2];
+        logits.value().narrow(1, t - 1, 1).reshape([n, vocab]) // (N, V)
+    }
+}
+
+/// Continues `prompt`, returning only the new tokens.
 pub fn generate<B: Backend>(
     model: &Gpt<B>,
     prompt: &[u32],
@@ -60,30 +114,31 @@ pub fn generate_streaming<B: Backend>(
         return Err(GenerateError::EmptyPrompt);
     }
     let mut r = rng(cfg.seed);
-    let mut tokens = prompt.to_vec();
-    let window = model.context_len();
-    no_grad(|| {
-        for generated in 0..cfg.max_new_tokens {
-            let ctx = &tokens[tokens.len().saturating_sub(window)..];
-            let logits = model.forward(ctx, 1, ctx.len()); // (1, T, V)
-            let last = logits.value().narrow(1, ctx.len() - 1, 1).to_vec(); // (V,)
-            let logits: Vec<f64> = last.iter().map(|v| v.to_f64()).collect();
-            if logits.iter().any(|l| !l.is_finite()) {
-                return Err(GenerateError::NotFinite { generated });
-            }
-            let next = choose(&logits, cfg, &mut r);
-            tokens.push(next);
-            on_token(next);
-            if Some(next) == cfg.stop {
-                break;
-            }
+    let mut seq = vec![prompt.to_vec()];
+    let mut decoder = Decoder::new(model);
+    for generated in 0..cfg.max_new_tokens {
+        let logits: Vec<f64> = decoder
+            .next_logits(&seq)
+            .to_vec()
+            .iter()
+            .map(|v| v.to_f64())
+            .collect(); // (V,)
+        if logits.iter().any(|l| !l.is_finite()) {
+            return Err(GenerateError::NotFinite { generated });
         }
-        Ok(())
-    })?;
-    Ok(tokens[prompt.len()..].to_vec())
+        let next = choose(&logits, cfg, &mut r);
+        seq[0].push(next);
+        on_token(next);
+        if Some(next) == cfg.stop {
+            break;
+        }
+    }
+    Ok(seq[0][prompt.len()..].to_vec())
 }
 
-/// Picks a token from one row of logits.
+/// Picks a token from one row of logits: the most likely with temperature 0, else a sample from the
+/// softmax at that temperature, kept to the `top_k` most likely and to the smallest set of most likely
+/// tokens whose probabilities reach `top_p` (in that order, as transformers applies them).
 fn choose(logits: &[f64], cfg: &GenerateConfig, r: &mut lowrank_tensor::StdRng) -> u32 {
     let argmax = |xs: &[f64]| (0..xs.len()).fold(0, |b, i| if xs[i] > xs[b] { i } else { b });
     if cfg.temperature <= 0.0 {
@@ -95,10 +150,24 @@ fn choose(logits: &[f64], cfg: &GenerateConfig, r: &mut lowrank_tensor::StdRng) 
         order.truncate(cfg.top_k);
     }
     let max = logits[order[0]];
-    let weights: Vec<f64> = order
+    let mut weights: Vec<f64> = order
         .iter()
         .map(|&i| ((logits[i] - max) / cfg.temperature).exp())
         .collect();
+    if cfg.top_p < 1.0 {
+        let total: f64 = weights.iter().sum();
+        let mut mass = 0.0;
+        // keep tokens while the mass before them is below top_p: at least the most likely one
+        let keep = weights
+            .iter()
+            .take_while(|&&w| {
+                let before = mass;
+                mass += w / total;
+                before < cfg.top_p
+            })
+            .count();
+        weights.truncate(keep.max(1));
+    }
     let total: f64 = weights.iter().sum();
     let mut u = Uniform::new(0.0, total).expect("positive total").sample(r);
     for (&i, w) in order.iter().zip(&weights) {
@@ -107,7 +176,7 @@ fn choose(logits: &[f64], cfg: &GenerateConfig, r: &mut lowrank_tensor::StdRng) 
         }
         u -= w;
     }
-    order[order.len() - 1] as u32
+    order[weights.len() - 1] as u32
 }
 
 /// Greedy continuation of many prompts of equal length at once (one batched forward per new token).
@@ -116,8 +185,7 @@ pub fn greedy_batch<B: Backend>(
     prompts: &[Vec<u32>],
     new_tokens: usize,
 ) -> Vec<Vec<u32>> {
-    let n = prompts.len();
-    if n == 0 {
+    if prompts.is_empty() {
         return vec![];
     }
     let len = prompts[0].len();
@@ -126,26 +194,19 @@ pub fn greedy_batch<B: Backend>(
         "greedy_batch: prompts must have equal length"
     );
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
-    no_grad(|| {
-        for step in 0..new_tokens {
-            let t = (len + step).min(model.context_len());
-            let ids: Vec<u32> = seqs
-                .iter()
-                .flat_map(|s| s[s.len() - t..].iter().copied())
-                .collect();
-            let logits = model.forward(&ids, n, t).value(); // (N, T, V)
-            let next = logits.narrow(1, t - 1, 1).argmax(-1, false).to_vec(); // (N, 1)
-            for (s, v) in seqs.iter_mut().zip(next) {
-                s.push(v.to_f64() as u32);
-            }
+    let mut decoder = Decoder::new(model);
+    for _ in 0..new_tokens {
+        let next = decoder.next_logits(&seqs).argmax(-1, false).to_vec(); // (N,)
+        for (s, v) in seqs.iter_mut().zip(next) {
+            s.push(v.to_f64() as u32);
         }
-    });
+    }
     seqs.into_iter().map(|s| s[len..].to_vec()).collect()
 }
 
 /// Fraction of `(prompt, answer)` pairs whose greedy continuation starts with exactly the answer.
 pub fn exact_match<B: Backend>(model: &Gpt<B>, pairs: &[(String, String)]) -> f64 {
-    let tok = crate::ByteTokenizer;
+    let tok = ByteTokenizer;
     // Prompts grouped by length, so that each group runs as one batch.
     type Pairs = Vec<(Vec<u32>, Vec<u32>)>;
     let mut by_len: std::collections::BTreeMap<usize, Pairs> = Default::default();

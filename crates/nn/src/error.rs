@@ -12,6 +12,8 @@ pub enum NnError {
     },
     #[error("{}: not a valid safetensors file: {message}", path.display())]
     Format { path: PathBuf, message: String },
+    #[error("{}: not a valid GGUF file: {message}", path.display())]
+    Gguf { path: PathBuf, message: String },
     #[error("{}: tensor `{name}` is missing (expected shape {expected})", path.display())]
     MissingTensor {
         path: PathBuf,

@@ -6,11 +6,14 @@
 //! - [`Kernels`]: the fused ops or their plain compositions (`forward_plain`, `adamw_step_plain`, ...).
 //! - Optimizers [`AdamW`] and [`Sgd`] (state only for trainable parameters), gradient clipping by global
 //!   norm, and the [`WarmupCosine`] learning-rate schedule.
-//! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks.
+//! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks;
+//!   GGUF files (llama.cpp's format) read with their block-quantized tensors decoded to f32.
 
 mod checkpoint;
 mod embedding;
 mod error;
+mod gguf;
+mod gguf_blocks;
 mod kernels;
 mod linear;
 mod loss;
@@ -25,6 +28,8 @@ pub use checkpoint::{
 };
 pub use embedding::Embedding;
 pub use error::NnError;
+pub use gguf::{GgufFile, TensorInfo, Value as GgufValue};
+pub use gguf_blocks::GgmlType;
 pub use kernels::Kernels;
 pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain};

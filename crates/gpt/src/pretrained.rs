@@ -1,0 +1,301 @@
+//! Real pretrained models: a Llama-family model from a GGUF file or a Hugging Face folder, with its
+//! tokenizer and chat template. Both routes give the same [`Gpt`] as the toy model; what differs is where
+//! the weights and the vocabulary come from.
+//!
+//! GGUF names its tensors after llama.cpp (`blk.3.attn_q.weight`); [`gguf_name`] maps each Hugging Face
+//! name to its GGUF one. llama.cpp also stores q_proj's and k_proj's rows permuted: its RoPE rotates
+//! adjacent pairs (dimensions 2i, 2i + 1) where Hugging Face's rotates halves (i, i + head_dim / 2), and the
+//! converter reorders each head's rows so that both give the same attention. [`unpermute_rows`] undoes it.
+
+use crate::{BpeTokenizer, ChatTemplate, Gpt, GptConfig, CHATML, CONFIG_FILE};
+use lowrank_nn::{GgufFile, Module, NnError};
+use lowrank_tensor::{Backend, Element, Shape, Tensor};
+use std::path::Path;
+
+/// The GGUF name of a model parameter given by its Hugging Face name (`None` for a name llama.cpp's
+/// Llama layout does not have).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return Some(g.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, param) = rest.split_once('.')?;
+    let g = match param {
+        "input_layernorm.weight" => "attn_norm",
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.o_proj.weight" => "attn_output",
+        "post_attention_layernorm.weight" => "ffn_norm",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.up_proj.weight" => "ffn_up",
+        "mlp.down_proj.weight" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}.weight"))
+}
+
+/// Undoes llama.cpp's row order of a q_proj or k_proj weight (`heads` x head_dim rows of `cols` values):
+/// within each head, GGUF row `2 i + j` is Hugging Face row `j * head_dim / 2 + i` (i < head_dim / 2,
+/// j = 0 or 1).
+pub fn unpermute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let rows = w.len() / cols;
+    let (hd, half) = (rows / heads, rows / heads / 2);
+    let mut out = vec![0.0; w.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let (from, to) = (h * hd + 2 * i + j, h * hd + j * half + i);
+                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// `unpermute_rows`'s inverse: Hugging Face's row order to llama.cpp's (for writing GGUF files).
+pub fn permute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let rows = w.len() / cols;
+    let (hd, half) = (rows / heads, rows / heads / 2);
+    let mut out = vec![0.0; w.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let (gguf, hf) = (h * hd + 2 * i + j, h * hd + j * half + i);
+                out[gguf * cols..(gguf + 1) * cols].copy_from_slice(&w[hf * cols..(hf + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+impl GptConfig {
+    /// The model's sizes from a GGUF file's `llama.*` metadata. A tied model has no `output.weight`.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, NnError> {
+        let arch = file.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(file.error(format!(
+                "general.architecture is \"{arch}\": lowrank runs the Llama layout (\"llama\")"
+            )));
+        }
+        let key = |k: &str| format!("llama.{k}");
+        let vocab_size = match file.get("llama.vocab_size") {
+            Some(_) => file.usize("llama.vocab_size")?,
+            None => file.array("tokenizer.ggml.tokens")?.len(),
+        };
+        let n_heads = file.usize(&key("attention.head_count"))?;
+        let d_model = file.usize(&key("embedding_length"))?;
+        if let Some(dims) = file.get("llama.rope.dimension_count") {
+            let head_dim = d_model / n_heads.max(1);
+            if dims.as_u64() != Some(head_dim as u64) {
+                return Err(file.error(format!(
+                    "llama.rope.dimension_count is {dims:?}, not the head dimension {head_dim}: partial \
+                     rotary embeddings are not supported"
+                )));
+            }
+        }
+        if file.get("llama.rope.scaling.type").is_some()
+            || file.tensor_info("rope_freqs.weight").is_some()
+        {
+            return Err(
+                file.error("RoPE scaling (llama.rope.scaling.*, rope_freqs) is not supported")
+            );
+        }
+        let config = GptConfig {
+            vocab_size,
+            d_model,
+            n_layers: file.usize(&key("block_count"))?,
+            n_heads,
+            n_kv_heads: match file.get("llama.attention.head_count_kv") {
+                Some(_) => file.usize(&key("attention.head_count_kv"))?,
+                None => n_heads,
+            },
+            d_ff: file.usize(&key("feed_forward_length"))?,
+            max_seq_len: file.usize(&key("context_length"))?,
+            rope_theta: match file.get("llama.rope.freq_base") {
+                Some(_) => file.f64(&key("rope.freq_base"))?,
+                None => 10000.0,
+            },
+            // an f32 in the file (1e-5 reads 9.999999747378752e-06), taken as it is, as transformers does
+            norm_eps: file.f64(&key("attention.layer_norm_rms_epsilon"))?,
+            tie_embeddings: file.tensor_info("output.weight").is_none(),
+        };
+        config.validate().map_err(|m| file.error(m))?;
+        Ok(config)
+    }
+}
+
+impl<B: Backend> Gpt<B> {
+    /// A Llama model from a GGUF file: config from its metadata, every weight decoded to f32 and checked
+    /// (name, shape, finite values), q_proj and k_proj rows put back in Hugging Face's order. Every tensor
+    /// of the file must be used: one this model has no place for is an error, not silently dropped.
+    pub fn from_gguf(file: &GgufFile, backend: &B) -> Result<Self, NnError> {
+        let config = GptConfig::from_gguf(file)?;
+        // The model is built only once the file is known to hold as many values as the config asks for.
+        let stored: u128 = file.tensors.iter().map(|t| t.numel() as u128).sum();
+        let wanted = config.num_params_estimate();
+        if wanted > stored {
+            return Err(file.error(format!(
+                "its metadata describes a model of {wanted} values, but its tensors hold only {stored}"
+            )));
+        }
+        let model = Gpt::new(config, 0, backend);
+        let params = model.named_params();
+        let mut used = std::collections::HashSet::new();
+        for (hf, param) in &params {
+            let name = gguf_name(hf).expect("every Llama parameter has a GGUF name");
+            let expected = param.shape();
+            let tensor = match hf.rsplit('.').nth(1) {
+                Some(proj @ ("q_proj" | "k_proj")) => {
+                    let heads = if proj == "q_proj" {
+                        model.config.n_heads
+                    } else {
+                        model.config.n_kv_heads
+                    };
+                    check_shape(file, &name, &expected)?;
+                    let (values, _) = file.read_f32(&name)?;
+                    let values = unpermute_rows(&values, heads, expected.dims()[1]);
+                    tensor_from(file, &name, values, expected, backend)?
+                }
+                _ => file.tensor(&name, Some(&expected), backend)?,
+            };
+            param.set_value(tensor);
+            used.insert(name);
+        }
+        let extra: Vec<String> = file
+            .tensors
+            .iter()
+            .filter(|t| !used.contains(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        if !extra.is_empty() {
+            return Err(NnError::UnexpectedTensors {
+                path: file.path().into(),
+                names: extra,
+            });
+        }
+        Ok(model)
+    }
+}
+
+fn check_shape(file: &GgufFile, name: &str, expected: &Shape) -> Result<(), NnError> {
+    match file.tensor_info(name) {
+        Some(info) if info.dims != expected.dims() => Err(NnError::ShapeMismatch {
+            path: file.path().into(),
+            name: name.into(),
+            expected: expected.clone(),
+            found: Shape::from(info.dims.clone()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn tensor_from<B: Backend>(
+    file: &GgufFile,
+    name: &str,
+    values: Vec<f32>,
+    shape: Shape,
+    backend: &B,
+) -> Result<Tensor<B>, NnError> {
+    let values = values
+        .into_iter()
+        .map(|v| B::Elem::from_f64(v.into()))
+        .collect();
+    Tensor::from_vec(values, shape, backend).map_err(|source| NnError::Tensor {
+        path: file.path().into(),
+        name: name.into(),
+        source,
+    })
+}
+
+/// A pretrained chat model: weights, tokenizer, chat template.
+pub struct Pretrained<B: Backend> {
+    pub model: Gpt<B>,
+    pub tokenizer: BpeTokenizer,
+    pub chat: ChatTemplate,
+}
+
+impl<B: Backend> Pretrained<B> {
+    /// Loads a GGUF file (`*.gguf`) or a Hugging Face folder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`, and `tokenizer_config.json` for the chat template and end-of-turn token).
+    pub fn load(path: &Path, backend: &B) -> Result<Self, NnError> {
+        if path.is_dir() {
+            return Self::load_hf_folder(path, backend);
+        }
+        let file = GgufFile::open(path)?;
+        let model = Gpt::from_gguf(&file, backend)?;
+        let tokenizer = BpeTokenizer::from_gguf(&file)?;
+        let chat = match file.get("tokenizer.chat_template") {
+            Some(_) => file.str("tokenizer.chat_template")?,
+            None => CHATML,
+        };
+        let chat = ChatTemplate::new(chat).map_err(|m| file.error(m))?;
+        Self::checked(path, model, tokenizer, chat)
+    }
+
+    fn load_hf_folder(dir: &Path, backend: &B) -> Result<Self, NnError> {
+        let model = Gpt::load_any_vocab(dir, backend)?;
+        let config_path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| NnError::config(&config_path, format!("not JSON: {e}")))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        // a special token is written as its text, or as {"content": text, ...}
+        let token = |key: &str| {
+            let v = &config[key];
+            v.as_str()
+                .or_else(|| v["content"].as_str())
+                .map(String::from)
+        };
+        let mut tokenizer = BpeTokenizer::from_file(&dir.join("tokenizer.json"), None, None)?;
+        let eos = token("eos_token").and_then(|t| tokenizer.token_id(&t));
+        tokenizer.set_eos(eos);
+        let chat = config["chat_template"].as_str().unwrap_or(CHATML);
+        let chat = ChatTemplate::new(chat).map_err(|m| NnError::config(&config_path, m))?;
+        Self::checked(dir, model, tokenizer, chat)
+    }
+
+    /// The tokenizer's ids must all have a row in the embedding.
+    fn checked(
+        path: &Path,
+        model: Gpt<B>,
+        tokenizer: BpeTokenizer,
+        chat: ChatTemplate,
+    ) -> Result<Self, NnError> {
+        use crate::Tokenizer;
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            return Err(NnError::config(
+                path,
+                format!(
+                    "the tokenizer has {} tokens but the model's embedding only {} rows",
+                    tokenizer.vocab_size(),
+                    model.config.vocab_size
+                ),
+            ));
+        }
+        Ok(Pretrained {
+            model,
+            tokenizer,
+            chat,
+        })
+    }
+}
+
+impl<B: Backend> Gpt<B> {
+    /// `Gpt::load` without the byte tokenizer's requirement of 256 tokens (for a folder with its own
+    /// tokenizer).
+    pub fn load_any_vocab(dir: &Path, backend: &B) -> Result<Self, NnError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| NnError::io(&path, e))?;
+        let hf: crate::HfLlamaConfig = serde_json::from_str(&text)
+            .map_err(|e| NnError::config(&path, format!("invalid LlamaConfig: {e}")))?;
+        let config = GptConfig::from_hf(&hf).map_err(|m| NnError::config(&path, m))?;
+        Self::load_with_config(dir, config, backend)
+    }
+}
