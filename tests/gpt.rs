@@ -3,8 +3,9 @@
 
 use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
 use lowrank::gpt::{
-    corpus, generate, train, Attention, ByteTokenizer, Dataset, GenerateConfig, GenerateError, Gpt,
-    GptConfig, Kernels, Mlp, Rope, Tokenizer, TrainConfig, CONFIG_FILE, WEIGHTS_FILE,
+    attention_plain, corpus, generate, repeat_kv, train, Attention, ByteTokenizer, Dataset,
+    GenerateConfig, GenerateError, Gpt, GptConfig, Kernels, Mlp, Rope, Tokenizer, TrainConfig,
+    CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -97,6 +98,87 @@ fn attention(seed: u64) -> Attention<F64> {
         n_heads: 2,
         n_kv_heads: 2,
     }
+}
+
+/// Grouped-query attention: 4 query heads share 2 key/value heads (k_proj and v_proj are half as wide).
+fn gqa_attention(seed: u64) -> Attention<F64> {
+    let lin = |d_out, s| Linear::new(8, d_out, 0.4, seed + s, &dev());
+    Attention {
+        q_proj: lin(8, 1),
+        k_proj: lin(4, 2),
+        v_proj: lin(4, 3),
+        o_proj: lin(8, 4),
+        n_heads: 4,
+        n_kv_heads: 2,
+    }
+}
+
+#[test]
+fn grouped_query_attention_gradients() {
+    let attn = gqa_attention(20);
+    let rope = Rope::new(2, 5, 10000.0, &dev());
+    let x = randn(&[2, 5, 8], 21);
+    let mut params = vec![x.clone()];
+    params.extend(attn.named_params().into_iter().map(|(_, p)| p));
+    for kernels in [Kernels::Fused, Kernels::Plain] {
+        check(|| weighted(&attn.forward(&x, &rope, kernels), 22), &params);
+    }
+}
+
+/// GQA at the real model's head dimension (64): the fused kernel behind repeat_kv, 3 query heads per KV
+/// head as in SmolLM2.
+#[test]
+fn grouped_query_attention_gradients_at_head_dim_64() {
+    let q = randn(&[1, 6, 5, 64], 30);
+    let (k, v) = (randn(&[1, 2, 5, 64], 31), randn(&[1, 2, 5, 64], 32));
+    let scale = 1.0 / 8.0;
+    check(
+        || {
+            let (k, v) = (repeat_kv(&k, 3), repeat_kv(&v, 3));
+            weighted(&Var::attention(&q, &k, &v, scale, true), 33)
+        },
+        &[q.clone(), k.clone(), v.clone()],
+    );
+}
+
+#[test]
+fn repeat_kv_shares_each_head_with_its_group() {
+    let k = randn(&[1, 2, 3, 4], 40); // (B, KV, S, hd)
+    let r = repeat_kv(&k, 3); // (B, 6, S, hd)
+    assert_eq!(r.dims(), [1, 6, 3, 4]);
+    let head = |t: &Tensor<F64>, h: usize| t.narrow(1, h, 1).to_vec();
+    let (kv, rv) = (k.value(), r.value());
+    for h in 0..6 {
+        assert_eq!(
+            head(&rv, h),
+            head(&kv, h / 3),
+            "query head {h} reads KV head {}",
+            h / 3
+        );
+    }
+    // the gradient of a shared head is the sum over its group
+    r.sum_all().backward().unwrap();
+    assert!(k.grad().unwrap().to_vec().iter().all(|&g| g == 3.0));
+}
+
+/// Queries after cached keys: query i of T sees keys 0..=i + S - T.
+#[test]
+fn attention_plain_masks_queries_after_a_cache() {
+    let q = randn(&[1, 1, 2, 4], 50);
+    let (k, v) = (randn(&[1, 1, 5, 4], 51), randn(&[1, 1, 5, 4], 52));
+    let y = attention_plain(&q, &k, &v, 0.5, true).value(); // (1, 1, 2, 4)
+                                                            // the last query sees all 5 keys, the first sees 4: each equals a full causal pass's last rows
+    let full_q = Var::concat(&[&randn(&[1, 1, 3, 4], 53), &q], 2);
+    let full = Var::attention(&full_q, &k, &v, 0.5, true)
+        .value()
+        .narrow(2, 3, 2);
+    for (a, b) in y.to_vec().iter().zip(full.to_vec()) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    check(
+        || weighted(&attention_plain(&q, &k, &v, 0.5, true), 54),
+        &[q.clone(), k.clone(), v.clone()],
+    );
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Each fused op equals its textbook composition from elementary ops (written beside it in the model code),
 //! in values and in the gradients autograd computes through each, in f64 and f32 on random shapes: RMSNorm,
-//! RoPE, SwiGLU, softmax, attention (causal and not), cross-entropy, and the AdamW step. The plain
+//! RoPE, SwiGLU, softmax, attention (causal and not), a grouped-query attention layer, cross-entropy, and
+//! the AdamW step. The plain
 //! form is what a reader can step through; the fused one is an optimisation of it.
 
 use lowrank::autograd::{Var, F64};
-use lowrank::gpt::{attention_plain, softmax_plain, swiglu_plain, Rope};
-use lowrank::nn::{adamw_step_plain, cross_entropy, cross_entropy_plain, RmsNorm};
+use lowrank::gpt::{attention_plain, softmax_plain, swiglu_plain, Attention, Kernels, Rope};
+use lowrank::nn::{adamw_step_plain, cross_entropy, cross_entropy_plain, Linear, RmsNorm};
 use lowrank::tensor::{rng, AdamwStep, Backend, Cpu, Element, Tensor};
 use proptest::prelude::*;
 
@@ -111,6 +112,38 @@ fn attention_case<B: Backend>(dev: &B, dims: [usize; 4], causal: bool, seed: u64
     );
 }
 
+/// A whole attention layer with grouped-query attention (H query heads, H / G key/value heads), fused
+/// kernels against plain compositions.
+fn gqa_layer_case<B: Backend>(
+    dev: &B,
+    b: usize,
+    t: usize,
+    kv_heads: usize,
+    groups: usize,
+    seed: u64,
+) {
+    let (heads, hd) = (kv_heads * groups, 4);
+    let c = heads * hd;
+    let lin = |d_out, s| Linear::new(c, d_out, 0.3, seed + s, dev);
+    let attn = Attention {
+        q_proj: lin(c, 1),
+        k_proj: lin(kv_heads * hd, 2),
+        v_proj: lin(kv_heads * hd, 3),
+        o_proj: lin(c, 4),
+        n_heads: heads,
+        n_kv_heads: kv_heads,
+    };
+    let rope = Rope::new(hd, t, 10000.0, dev);
+    let x = param(&[b, t, c], seed + 5, dev);
+    let k = attn.k_proj.weight();
+    assert_same(
+        "gqa attention layer",
+        || attn.forward(&x, &rope, Kernels::Fused),
+        || attn.forward(&x, &rope, Kernels::Plain),
+        &[&x, &k],
+    );
+}
+
 fn cross_entropy_case<B: Backend>(dev: &B, rows: usize, vocab: usize, seed: u64) {
     let logits = param(&[rows, vocab], seed, dev);
     // every third row ignored, the others aim at some class
@@ -166,6 +199,11 @@ proptest! {
     #[test]
     fn attention(b in 1usize..3, h in 1usize..3, t in 1usize..40, d in 1usize..5, causal: bool, seed in 0u64..1000) {
         in_f64_and_f32!(attention_case([b, h, t, d], causal, seed));
+    }
+
+    #[test]
+    fn grouped_query_attention_layer(b in 1usize..3, t in 1usize..12, kv in 1usize..3, groups in 1usize..4, seed in 0u64..1000) {
+        in_f64_and_f32!(gqa_layer_case(b, t, kv, groups, seed));
     }
 
     #[test]

@@ -467,7 +467,7 @@ impl HeaderReader<'_> {
             ne.push(self.u64(&format!("the dimensions of `{name}`"))?);
         }
         let numel = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        if !numel.is_some_and(|n| n <= MAX_TENSOR_VALUES) {
+        if numel.is_none_or(|n| n > MAX_TENSOR_VALUES) {
             return Err(self.error(format!(
                 "tensor `{name}` has dimensions {ne:?}: more than {MAX_TENSOR_VALUES} values"
             )));
