@@ -1,12 +1,14 @@
 //! Fuzz-style property tests of the loaders: a valid checkpoint and adapter are mutated (config.json fields
 //! set to odd values or bytes flipped; safetensors headers with changed shapes, dtypes, offsets, header
-//! lengths, truncation) and loaded. Loading must return `Ok` or `Err` — proptest reports a panic as a
+//! lengths, truncation) and loaded; so is a GGUF model (header bytes and u64 fields overwritten,
+//! truncation). Loading must return `Ok` or `Err` — proptest reports a panic as a
 //! failure — and never allocate more than a small bound, whatever sizes the files claim.
 
-use lowrank::gpt::{Gpt, GptConfig, CONFIG_FILE, WEIGHTS_FILE};
+use lowrank::gpt::{Gpt, GptConfig, Pretrained, CONFIG_FILE, WEIGHTS_FILE};
 use lowrank::lora::{
     load_adapter, save_adapter, LoraConfig, LoraModel, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
+use lowrank::nn::GgufFile;
 use lowrank::tensor::Cpu;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -278,6 +280,85 @@ proptest! {
             config.map(|m| mutate_config(&o[2], &m)),
             weights.map(|m| mutate_weights(&o[3], &m)),
         ]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        prop_assert!(peak < BOUND, "loading allocated {peak} bytes at once");
+    }
+}
+
+/// The GGUF fixture (a tiny GQA Llama with its BPE vocabulary, 190 KB) and where its header ends.
+fn gguf_original() -> &'static (Vec<u8>, usize) {
+    static FILE: std::sync::OnceLock<(Vec<u8>, usize)> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny.gguf");
+        let header = GgufFile::open(&path)
+            .unwrap()
+            .tensors
+            .iter()
+            .map(|t| t.start)
+            .min()
+            .unwrap();
+        (std::fs::read(path).unwrap(), header as usize)
+    })
+}
+
+/// What is done to a GGUF file: bytes of its header changed, a little-endian u64 (a count, a length, a
+/// dimension, an offset) written over its header, or the file cut short.
+#[derive(Clone, Debug)]
+enum GgufMutation {
+    HeaderBytes(Vec<(usize, u8)>),
+    HeaderU64(usize, u64),
+    Truncate(usize),
+}
+
+fn gguf_mutation() -> impl Strategy<Value = GgufMutation> {
+    let big = prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(64),
+        Just(1 << 20),
+        Just(1 << 32),
+        Just(1 << 62),
+        Just(u64::MAX),
+        any::<u64>()
+    ];
+    prop_oneof![
+        prop::collection::vec((any::<usize>(), any::<u8>()), 1..8)
+            .prop_map(GgufMutation::HeaderBytes),
+        (any::<usize>(), big).prop_map(|(at, v)| GgufMutation::HeaderU64(at, v)),
+        any::<usize>().prop_map(GgufMutation::Truncate),
+    ]
+}
+
+fn mutate_gguf(m: &GgufMutation) -> Vec<u8> {
+    let (original, header) = gguf_original();
+    let mut out = original.clone();
+    match m {
+        GgufMutation::HeaderBytes(flips) => {
+            for &(i, b) in flips {
+                out[i % header] = b;
+            }
+        }
+        GgufMutation::HeaderU64(at, v) => {
+            let at = at % (header - 8);
+            out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        GgufMutation::Truncate(at) => out.truncate(at % original.len()),
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A damaged GGUF file loads (model, tokenizer, chat template) or fails with an error, within the bound.
+    #[test]
+    fn mutated_gguf_files_load_or_fail_cleanly(m in gguf_mutation()) {
+        let dir = scratch("gguf");
+        let path = dir.join("model.gguf");
+        std::fs::write(&path, mutate_gguf(&m)).unwrap();
+        let ((), peak) = counting_alloc::peak_of(|| {
+            let _ = Pretrained::load(&path, &Dev::new());
+        });
         std::fs::remove_dir_all(&dir).unwrap();
         prop_assert!(peak < BOUND, "loading allocated {peak} bytes at once");
     }

@@ -60,30 +60,45 @@ impl<B: Backend> Gpt<B> {
         backend: &B,
     ) -> Result<Self, NnError> {
         let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
-        // What the model allocates (its weights, and its rotary tables) must be backed by the file, give
-        // or take SLACK values: a small mismatch still gets load_module's error naming the tensor and both
-        // shapes, a config asking for far more than the file holds is refused before allocating.
-        const SLACK: u128 = 1 << 20;
-        let stored = file.num_elements();
-        for (what, wanted) in [
-            ("a model of", config.num_params_estimate()),
-            (
-                "rotary tables (max_position_embeddings x head_dim x 2) of",
-                config.rope_values(),
-            ),
-        ] {
-            if wanted > stored + SLACK {
-                return Err(NnError::config(
-                    dir.join(CONFIG_FILE),
-                    format!(
-                        "describes {what} {wanted} values, but {} holds only {stored}",
-                        file.path().display()
-                    ),
-                ));
-            }
-        }
+        check_backed(
+            &config,
+            file.num_elements(),
+            file.path(),
+            &dir.join(CONFIG_FILE),
+        )?;
         let model = Gpt::new(config, 0, backend);
         load_module(&model, &file)?;
         Ok(model)
     }
+}
+
+/// What a model of `config` allocates (its weights, and its rotary tables) must be backed by the `stored`
+/// values of its weights file, give or take SLACK values: a small mismatch still gets the loader's error
+/// naming the tensor and both shapes, a config asking for far more than the file holds is refused before
+/// allocating.
+pub(crate) fn check_backed(
+    config: &GptConfig,
+    stored: u128,
+    weights: &Path,
+    config_path: &Path,
+) -> Result<(), NnError> {
+    const SLACK: u128 = 1 << 20;
+    for (what, wanted) in [
+        ("a model of", config.num_params_estimate()),
+        (
+            "rotary tables (max_position_embeddings x head_dim x 2) of",
+            config.rope_values(),
+        ),
+    ] {
+        if wanted > stored + SLACK {
+            return Err(NnError::config(
+                config_path,
+                format!(
+                    "describes {what} {wanted} values, but {} holds only {stored}",
+                    weights.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! adjacent pairs (dimensions 2i, 2i + 1) where Hugging Face's rotates halves (i, i + head_dim / 2), and the
 //! converter reorders each head's rows so that both give the same attention. [`unpermute_rows`] undoes it.
 
+use crate::checkpoint::check_backed;
 use crate::{BpeTokenizer, ChatTemplate, Gpt, GptConfig, CHATML, CONFIG_FILE};
 use lowrank_nn::{GgufFile, Module, NnError};
 use lowrank_tensor::{Backend, Element, Shape, Tensor};
@@ -138,12 +139,7 @@ impl<B: Backend> Gpt<B> {
         let config = GptConfig::from_gguf(file)?;
         // The model is built only once the file is known to hold as many values as the config asks for.
         let stored: u128 = file.tensors.iter().map(|t| t.numel() as u128).sum();
-        let wanted = config.num_params_estimate();
-        if wanted > stored {
-            return Err(file.error(format!(
-                "its metadata describes a model of {wanted} values, but its tensors hold only {stored}"
-            )));
-        }
+        check_backed(&config, stored, file.path(), file.path())?;
         let model = Gpt::new(config, 0, backend);
         let params = model.named_params();
         let mut used = std::collections::HashSet::new();
