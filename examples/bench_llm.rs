@@ -24,7 +24,9 @@ mod model_file;
 mod process;
 
 #[derive(Parser, Debug)]
-#[command(about = "Time prefill and KV-cache generation of a pretrained model, one JSON line per variant")]
+#[command(
+    about = "Time prefill and KV-cache generation of a pretrained model, one JSON line per variant"
+)]
 struct Args {
     /// A GGUF file or a Hugging Face Llama folder.
     #[arg(long, default_value = model_file::DEFAULT_MODEL)]
@@ -74,11 +76,7 @@ fn main() {
     })());
 }
 
-fn run<B: Backend>(
-    args: &Args,
-    variant: &str,
-    dev: &B,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn run<B: Backend>(args: &Args, variant: &str, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let Pretrained { model, .. } = Pretrained::load(&args.model, dev)?;
     let vocab = model.config.vocab_size as u32;
     let (mut r, uniform) = (rng(1), Uniform::new(0, vocab)?);

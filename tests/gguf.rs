@@ -3,7 +3,8 @@
 //! stored as Q8_0, Q4_0, Q4_1, F16, BF16 and F32, with a byte-level BPE vocabulary and a ChatML template;
 //! tiny.json holds what gguf-py and transformers make of it (make_gguf_fixtures.py writes both). The
 //! decoded blocks, the weights in Hugging Face order, the logits (CPU and wgpu), the token ids of 200+
-//! strings, the chat template and KV-cache decoding are checked against it.
+//! strings, the chat template and KV-cache decoding are checked against it, and the same model saved as a
+//! Hugging Face folder loads the same.
 
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{BpeTokenizer, Gpt, Message, Pretrained, Tokenizer};
@@ -287,4 +288,36 @@ fn damaged_files_get_errors_that_say_what_is_wrong() {
         err.contains("`blk.0.attn_q.weight` has type Q5_K (type 13)"),
         "{err}"
     );
+}
+
+/// The other route: the same model saved as a Hugging Face folder (config.json with num_key_value_heads,
+/// model.safetensors, the tokenizer.json the GGUF stands for, tokenizer_config.json with the template and
+/// end-of-turn token) loads with the same logits, ids and chat text.
+#[test]
+fn a_hugging_face_folder_gives_the_same_model() {
+    let dev = Cpu::<f32>::new();
+    let from_gguf = Pretrained::load(&fixture_path(), &dev).unwrap();
+    let dir = std::env::temp_dir().join(format!("lowrank-gguf-hf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    from_gguf.model.save(&dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), from_gguf.tokenizer.to_json()).unwrap();
+    let file = GgufFile::open(&fixture_path()).unwrap();
+    let config = serde_json::json!({
+        "chat_template": file.str("tokenizer.chat_template").unwrap(),
+        "eos_token": {"content": "<|im_end|>"},
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    let from_hf = Pretrained::load(&dir, &dev).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(from_hf.model.config, from_gguf.model.config);
+    let tokens: Vec<u32> = (0..12).map(|i| i * 31 % 400).collect();
+    let logits =
+        |p: &Pretrained<Cpu<f32>>| no_grad(|| p.model.forward(&tokens, 1, 12)).value().to_vec();
+    assert_eq!(logits(&from_hf), logits(&from_gguf));
+    let case = &expected()["chat"];
+    let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+    let text = from_hf.chat.render(&messages, true).unwrap();
+    assert_eq!(text, case["text"].as_str().unwrap());
+    assert_eq!(from_hf.tokenizer.encode(&text), ids(&case["ids"]));
+    assert_eq!(from_hf.tokenizer.eos(), from_gguf.tokenizer.eos());
 }
