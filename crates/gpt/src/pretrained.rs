@@ -45,30 +45,30 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 /// within each head, GGUF row `2 i + j` is Hugging Face row `j * head_dim / 2 + i` (i < head_dim / 2,
 /// j = 0 or 1).
 pub fn unpermute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let rows = w.len() / cols;
-    let (hd, half) = (rows / heads, rows / heads / 2);
-    let mut out = vec![0.0; w.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let (from, to) = (h * hd + 2 * i + j, h * hd + j * half + i);
-                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
+    reorder_rows(w, heads, cols, |gguf, hf| (gguf, hf))
 }
 
 /// `unpermute_rows`'s inverse: Hugging Face's row order to llama.cpp's (for writing GGUF files).
 pub fn permute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    reorder_rows(w, heads, cols, |gguf, hf| (hf, gguf))
+}
+
+/// Copies each row of `w` to its place in the other order: `from_to(gguf row, hf row)` says which of the
+/// two is read and which written.
+fn reorder_rows(
+    w: &[f32],
+    heads: usize,
+    cols: usize,
+    from_to: impl Fn(usize, usize) -> (usize, usize),
+) -> Vec<f32> {
     let rows = w.len() / cols;
     let (hd, half) = (rows / heads, rows / heads / 2);
     let mut out = vec![0.0; w.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let (gguf, hf) = (h * hd + 2 * i + j, h * hd + j * half + i);
-                out[gguf * cols..(gguf + 1) * cols].copy_from_slice(&w[hf * cols..(hf + 1) * cols]);
+                let (from, to) = from_to(h * hd + 2 * i + j, h * hd + j * half + i);
+                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
             }
         }
     }
@@ -293,5 +293,35 @@ impl<B: Backend> Gpt<B> {
             .map_err(|e| NnError::config(&path, format!("invalid LlamaConfig: {e}")))?;
         let config = GptConfig::from_hf(&hf).map_err(|m| NnError::config(&path, m))?;
         Self::load_with_config(dir, config, backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_permutation_is_llama_cpps_and_inverts() {
+        // one head of 4 rows: Hugging Face's halves (0, 2) and (1, 3) become llama.cpp's pairs
+        assert_eq!(
+            permute_rows(&[0.0, 1.0, 2.0, 3.0], 1, 1),
+            [0.0, 2.0, 1.0, 3.0]
+        );
+        let w: Vec<f32> = (0..2 * 8 * 3).map(|v| v as f32).collect(); // 2 heads of 8 rows, 3 columns
+        assert_eq!(unpermute_rows(&permute_rows(&w, 2, 3), 2, 3), w);
+        assert_ne!(permute_rows(&w, 2, 3), w);
+    }
+
+    #[test]
+    fn gguf_names() {
+        assert_eq!(
+            gguf_name("model.layers.7.self_attn.k_proj.weight").as_deref(),
+            Some("blk.7.attn_k.weight")
+        );
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").as_deref(),
+            Some("token_embd.weight")
+        );
+        assert_eq!(gguf_name("model.layers.0.mlp.nonsense.weight"), None);
     }
 }
