@@ -1,7 +1,7 @@
-//! A real model's route into lowrank, on a fixture transformers checked: tests/fixtures/gguf/tiny.gguf is a
-//! tiny random Llama with grouped-query attention (4 query heads, 2 key/value heads) whose tensors are
+//! A real model's route into lowrank, on a fixture transformers checked: models/tiny-gqa.gguf (written by
+//! scripts/make_tiny_gguf.py through scripts/fetch-model.sh, SHA-256 checked) is a tiny random Llama with grouped-query attention (4 query heads, 2 key/value heads) whose tensors are
 //! stored as Q8_0, Q4_0, Q4_1, F16, BF16 and F32, with a byte-level BPE vocabulary and a ChatML template;
-//! tiny.json holds what gguf-py and transformers make of it (make_gguf_fixtures.py writes both). The
+//! tests/fixtures/gguf/tiny.json holds what gguf-py and transformers make of it (make_gguf_fixtures.py). The
 //! decoded blocks, the weights in Hugging Face order, the logits (CPU and wgpu), the token ids of 200+
 //! strings, the chat template and KV-cache decoding are checked against it, and the same model saved as a
 //! Hugging Face folder loads the same.
@@ -14,8 +14,12 @@ use lowrank::wgpu::test_device;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn fixture_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/tiny.gguf")
+#[path = "support/models.rs"]
+mod models;
+
+/// models/tiny-gqa.gguf (fetch-model.sh checked its SHA-256 against the file tiny.json was computed from).
+fn fixture_path() -> Option<PathBuf> {
+    models::model_file(models::TINY)
 }
 
 fn expected() -> &'static Value {
@@ -53,7 +57,8 @@ fn max_diff(what: &str, a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn header_and_metadata_are_read() {
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let file = GgufFile::open(&path).unwrap();
     assert_eq!(file.version, 3);
     assert_eq!(file.str("general.architecture").unwrap(), "llama");
     assert_eq!(file.usize("llama.attention.head_count_kv").unwrap(), 2);
@@ -71,14 +76,15 @@ fn header_and_metadata_are_read() {
                                   // a missing key names itself
     let err = file.usize("llama.nonsense").unwrap_err().to_string();
     assert!(
-        err.contains("tiny.gguf") && err.contains("llama.nonsense"),
+        err.contains("tiny-gqa.gguf") && err.contains("llama.nonsense"),
         "{err}"
     );
 }
 
 #[test]
 fn blocks_decode_as_gguf_py_decodes_them() {
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let file = GgufFile::open(&path).unwrap();
     let raw = expected()["gguf_values"].as_object().unwrap();
     assert_eq!(raw.len(), 7); // Q4_1, Q4_1, F16, Q4_0, Q8_0, BF16, Q4_0
     for (name, want) in raw {
@@ -94,7 +100,8 @@ fn blocks_decode_as_gguf_py_decodes_them() {
 
 #[test]
 fn weights_are_transformers_weights() {
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let file = GgufFile::open(&path).unwrap();
     let model = Gpt::from_gguf(&file, &Cpu::<f32>::new()).unwrap();
     let cfg = &expected()["config"];
     assert_eq!(
@@ -124,7 +131,8 @@ fn weights_are_transformers_weights() {
 
 /// The fixture's logits for its batch of token ids, on `dev`.
 fn logits_match<B: Backend>(dev: &B) {
-    let Pretrained { model, .. } = Pretrained::load(&fixture_path(), dev).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let Pretrained { model, .. } = Pretrained::load(&path, dev).unwrap();
     let batch: Vec<Vec<u32>> = expected()["ids"]
         .as_array()
         .unwrap()
@@ -157,7 +165,8 @@ fn logits_match_transformers_on_wgpu() {
 
 #[test]
 fn token_ids_are_transformers_ids() {
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let file = GgufFile::open(&path).unwrap();
     let tok = BpeTokenizer::from_gguf(&file).unwrap();
     let cases = expected()["tokens"].as_array().unwrap();
     assert!(cases.len() >= 200);
@@ -173,9 +182,10 @@ fn token_ids_are_transformers_ids() {
 
 #[test]
 fn chat_template_renders_as_transformers() {
+    let Some(path) = fixture_path() else { return };
     let Pretrained {
         tokenizer, chat, ..
-    } = Pretrained::load(&fixture_path(), &Cpu::<f32>::new()).unwrap();
+    } = Pretrained::load(&path, &Cpu::<f32>::new()).unwrap();
     let case = &expected()["chat"];
     let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
     let text = chat.render(&messages, true).unwrap();
@@ -189,7 +199,8 @@ fn chat_template_renders_as_transformers() {
 
 /// Prefill then one token at a time through the KV cache gives the logits of one full forward pass.
 fn kv_cache_matches_full_forward<B: Backend>(dev: &B, tol: f64) {
-    let Pretrained { model, .. } = Pretrained::load(&fixture_path(), dev).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let Pretrained { model, .. } = Pretrained::load(&path, dev).unwrap();
     let ids: Vec<u32> = (0..2 * 11).map(|i| (i * 37 % 400) as u32).collect(); // batch 2 x 11
     let (batch, seq, vocab) = (2, 11, model.config.vocab_size);
     let full = no_grad(|| model.forward(&ids, batch, seq)).value(); // (2, 11, V)
@@ -247,7 +258,8 @@ fn load_bytes(name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn damaged_files_get_errors_that_say_what_is_wrong() {
-    let good = std::fs::read(fixture_path()).unwrap();
+    let Some(path) = fixture_path() else { return };
+    let good = std::fs::read(path.clone()).unwrap();
     let err = load_bytes("magic", b"GGML\x03\0\0\0");
     assert!(err.contains("not the magic \"GGUF\""), "{err}");
     let mut v1 = good.clone();
@@ -271,7 +283,7 @@ fn damaged_files_get_errors_that_say_what_is_wrong() {
         "{err}"
     );
     // a type lowrank does not decode is named (Q4_1 = 3 -> Q5_K = 13, in the first tensor info that has it)
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let file = GgufFile::open(&path).unwrap();
     let name = b"blk.0.attn_q.weight";
     let at = good.windows(name.len()).position(|w| w == name).unwrap() + name.len();
     let type_at = at + 4 + 2 * 8; // n_dims: u32, two u64 dims, then the type
@@ -295,13 +307,14 @@ fn damaged_files_get_errors_that_say_what_is_wrong() {
 /// end-of-turn token) loads with the same logits, ids and chat text.
 #[test]
 fn a_hugging_face_folder_gives_the_same_model() {
+    let Some(path) = fixture_path() else { return };
     let dev = Cpu::<f32>::new();
-    let from_gguf = Pretrained::load(&fixture_path(), &dev).unwrap();
+    let from_gguf = Pretrained::load(&path, &dev).unwrap();
     let dir = std::env::temp_dir().join(format!("lowrank-gguf-hf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     from_gguf.model.save(&dir).unwrap();
     std::fs::write(dir.join("tokenizer.json"), from_gguf.tokenizer.to_json()).unwrap();
-    let file = GgufFile::open(&fixture_path()).unwrap();
+    let file = GgufFile::open(&path).unwrap();
     let config = serde_json::json!({
         "chat_template": file.str("tokenizer.chat_template").unwrap(),
         "eos_token": {"content": "<|im_end|>"},

@@ -10,30 +10,16 @@ use lowrank::autograd::no_grad;
 use lowrank::gpt::{generate, GenerateConfig, Message, Pretrained, Tokenizer};
 use lowrank::tensor::Cpu;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type Model = Pretrained<Cpu<f32>>;
 
-fn model_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
+#[path = "support/models.rs"]
+mod models;
 
 /// The fetched model; `None` (with a message) when it is not there.
 fn load_model() -> Option<Model> {
-    let path = model_path();
-    if !path.exists() {
-        let required = std::env::var("LOWRANK_REQUIRE_MODEL").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "LOWRANK_REQUIRE_MODEL=1 but {} is missing: run `bash scripts/fetch-model.sh`",
-            path.display()
-        );
-        eprintln!(
-            "skipped: {} is missing; fetch it with `bash scripts/fetch-model.sh`",
-            path.display()
-        );
-        return None;
-    }
+    let path = models::model_file(models::SMOLLM2)?;
     Some(Pretrained::load(&path, &Cpu::<f32>::new()).expect("the fetched model loads"))
 }
 
