@@ -133,13 +133,11 @@ impl BpeTokenizer {
         Ok(tokenizer)
     }
 
-    /// A Hugging Face `tokenizer.json`; `eos` is the token that ends a turn (from the folder's config).
-    pub fn from_file(path: &Path, bos: Option<u32>, eos: Option<u32>) -> Result<Self, NnError> {
+    /// A Hugging Face `tokenizer.json` (its end-of-turn token comes from the folder's tokenizer_config.json:
+    /// `set_eos`).
+    pub fn from_file(path: &Path) -> Result<Self, NnError> {
         let text = std::fs::read_to_string(path).map_err(|e| NnError::io(path, e))?;
-        let mut tokenizer = Self::from_json(path, text)?;
-        tokenizer.bos = bos;
-        tokenizer.eos = eos;
-        Ok(tokenizer)
+        Self::from_json(path, text)
     }
 
     fn from_json(path: &Path, json: String) -> Result<Self, NnError> {

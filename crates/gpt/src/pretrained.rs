@@ -249,7 +249,7 @@ impl<B: Backend> Pretrained<B> {
                 .or_else(|| v["content"].as_str())
                 .map(String::from)
         };
-        let mut tokenizer = BpeTokenizer::from_file(&dir.join("tokenizer.json"), None, None)?;
+        let mut tokenizer = BpeTokenizer::from_file(&dir.join("tokenizer.json"))?;
         let eos = token("eos_token").and_then(|t| tokenizer.token_id(&t));
         tokenizer.set_eos(eos);
         let chat = config["chat_template"].as_str().unwrap_or(CHATML);
