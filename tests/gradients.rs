@@ -290,6 +290,24 @@ proptest! {
         })?;
     }
 
+    /// The chunked linear + cross-entropy (logits `x w^T` never built whole), w.r.t. the hidden states and
+    /// the output weight: some rows ignored, chunks of 1 row up to all of them, x seen transposed or not.
+    #[test]
+    fn linear_cross_entropy(rows in 1usize..7, c in 1usize..5, vocab in 2usize..7, chunk in 1usize..8, transposed: bool, seed: u64) {
+        let case = Case {
+            shapes: vec![vec![rows, c], vec![vocab, c]],
+            views: vec![u8::from(transposed), 0],
+            axis: 0,
+            flag: false,
+            seed,
+        };
+        // every third row ignored (padding, prompt tokens); the others aim at some class
+        let targets: Vec<u32> = (0..rows)
+            .map(|i| if i % 3 == 1 { u32::MAX } else { ((i as u64 * 5 + seed) % vocab as u64) as u32 })
+            .collect();
+        check(&case, |v, _| v[0].linear_cross_entropy(&v[1], &targets, Some(u32::MAX), chunk))?;
+    }
+
     /// A value used several times: its gradient is the sum of every use's (`+=`).
     #[test]
     fn fan_in_accumulates(case in one(1, 3)) {

@@ -6,7 +6,9 @@
 
 use lowrank::autograd::{Var, F64};
 use lowrank::gpt::{attention_plain, softmax_plain, swiglu_plain, Attention, Kernels, Rope};
-use lowrank::nn::{adamw_step_plain, cross_entropy, cross_entropy_plain, Linear, RmsNorm};
+use lowrank::nn::{
+    adamw_step_plain, cross_entropy, cross_entropy_plain, linear_cross_entropy, Linear, RmsNorm,
+};
 use lowrank::tensor::{rng, AdamwStep, Backend, Cpu, Element, Tensor};
 use proptest::prelude::*;
 
@@ -165,6 +167,42 @@ fn cross_entropy_case<B: Backend>(dev: &B, rows: usize, vocab: usize, seed: u64)
     );
 }
 
+/// The chunked linear + cross-entropy against the plain form: the full logits `x w^T`, then the loss.
+fn linear_cross_entropy_case<B: Backend>(
+    dev: &B,
+    rows: usize,
+    c: usize,
+    vocab: usize,
+    chunk: usize,
+    seed: u64,
+) {
+    let x = param(&[rows, c], seed, dev);
+    let w = param(&[vocab, c], seed + 1, dev);
+    let targets: Vec<u32> = (0..rows)
+        .map(|i| {
+            if i % 4 == 3 {
+                u32::MAX
+            } else {
+                ((i * 7 + seed as usize) % vocab) as u32
+            }
+        })
+        .collect();
+    let ignore = Some(u32::MAX);
+    assert_same(
+        "linear_cross_entropy",
+        || x.linear_cross_entropy(&w, &targets, ignore, chunk),
+        || cross_entropy_plain(&x.matmul(&w.t()), &targets, ignore),
+        &[&x, &w],
+    );
+    // the library's entry point picks its own chunk: the same value
+    assert_same(
+        "nn::linear_cross_entropy",
+        || linear_cross_entropy(&x.reshape([1, rows, c]), &w, &targets, ignore),
+        || cross_entropy_plain(&x.matmul(&w.t()), &targets, ignore),
+        &[&x, &w],
+    );
+}
+
 /// Runs a case in f64 and in f32.
 macro_rules! in_f64_and_f32 {
     ($case:ident($($arg:expr),*)) => {{
@@ -204,6 +242,11 @@ proptest! {
     #[test]
     fn grouped_query_attention_layer(b in 1usize..3, t in 1usize..12, kv in 1usize..3, groups in 1usize..4, seed in 0u64..1000) {
         in_f64_and_f32!(gqa_layer_case(b, t, kv, groups, seed));
+    }
+
+    #[test]
+    fn linear_cross_entropy_in_chunks(rows in 1usize..12, c in 1usize..7, vocab in 2usize..20, chunk in 1usize..6, seed in 0u64..1000) {
+        in_f64_and_f32!(linear_cross_entropy_case(rows, c, vocab, chunk, seed));
     }
 
     #[test]

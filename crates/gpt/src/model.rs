@@ -11,7 +11,8 @@ use crate::rope::Rope;
 use crate::GptConfig;
 use lowrank_autograd::Var;
 use lowrank_nn::{
-    children, cross_entropy, cross_entropy_plain, Embedding, Kernels, Linear, Module, RmsNorm,
+    children, cross_entropy, cross_entropy_plain, linear_cross_entropy, Embedding, Kernels, Linear,
+    Module, RmsNorm,
 };
 use lowrank_tensor::Backend;
 
@@ -98,6 +99,17 @@ impl<B: Backend> Gpt<B> {
         ids: &[u32],
         batch: usize,
         seq: usize,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Var<B> {
+        self.head(&self.hidden_cached(ids, batch, seq, cache)) // (B, T, V)
+    }
+
+    /// `forward_cached` without the output projection: the final hidden states (B, T, C).
+    pub fn hidden_cached(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq: usize,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Var<B> {
         assert_eq!(
@@ -127,13 +139,33 @@ impl<B: Backend> Gpt<B> {
             // (B, P + T, C)
         }
         let x = norm(&self.norm, &x, self.kernels); // (B, P + T, C)
-        let x = match prompt {
+        match prompt {
             Some(prompt) => x.narrow(1, prompt.len(), seq), // (B, T, C): the real tokens only, a view
             None => x,
-        };
+        }
+    }
+
+    /// The output projection of hidden states (.., C) -> logits (.., V).
+    pub fn head(&self, x: &Var<B>) -> Var<B> {
         match &self.lm_head {
-            Some(head) => head.forward(&x),                           // (B, T, V)
-            None => x.matmul(&self.embed_tokens.weight_in_use().t()), // (B, T, V), tied weights
+            Some(head) => head.forward(x),                            // (.., V)
+            None => x.matmul(&self.embed_tokens.weight_in_use().t()), // (.., V), tied weights
+        }
+    }
+
+    /// The (V, C) weight the output projection multiplies by, when it is a plain product: the token
+    /// embedding when tied, the lm_head's weight (or its active full copy) when that has no adapter.
+    fn head_weight(&self) -> Option<Var<B>> {
+        match &self.lm_head {
+            None => Some(self.embed_tokens.weight_in_use().clone()),
+            Some(head) => match head.copies.in_use() {
+                Some(copy) => Some(copy.clone()),
+                None => head
+                    .adapter()
+                    .is_none()
+                    .then(|| head.weight())
+                    .filter(|_| head.compressed_weight().is_none()),
+            },
         }
     }
 
@@ -188,13 +220,19 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Mean next-token cross-entropy; targets equal to [`IGNORE`] do not count.
+    ///
+    /// With fused kernels and a plain output projection, the logits are never built: the loss and its
+    /// gradient go through the projection a chunk of rows at a time (`linear_cross_entropy`), so memory
+    /// does not grow with tokens x vocabulary, and masked positions cost nothing.
     pub fn loss(&self, ids: &[u32], targets: &[u32], batch: usize, seq: usize) -> Var<B> {
-        let logits = self.forward(ids, batch, seq); // (B, T, V)
-        match self.kernels {
-            Kernels::Fused => cross_entropy(&logits, targets, Some(IGNORE)),
-            Kernels::Plain => {
+        let x = self.hidden_cached(ids, batch, seq, None); // (B, T, C)
+        match (self.kernels, self.head_weight()) {
+            (Kernels::Fused, Some(w)) => linear_cross_entropy(&x, &w, targets, Some(IGNORE)),
+            (Kernels::Fused, None) => cross_entropy(&self.head(&x), targets, Some(IGNORE)),
+            (Kernels::Plain, _) => {
                 let vocab = self.config.vocab_size;
-                cross_entropy_plain(&logits.reshape([batch * seq, vocab]), targets, Some(IGNORE))
+                let logits = self.head(&x).reshape([batch * seq, vocab]); // (B T, V)
+                cross_entropy_plain(&logits, targets, Some(IGNORE))
             }
         }
     }

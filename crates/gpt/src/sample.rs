@@ -87,10 +87,14 @@ impl<'m, B: Backend> Decoder<'m, B> {
             .iter()
             .flat_map(|s| s[start..].iter().copied())
             .collect();
-        let logits = no_grad(|| self.model.forward_cached(&ids, n, t, Some(&mut self.cache))); // (N, t, V)
+        // only the last position's logits are needed: the output projection runs on it alone
+        let logits = no_grad(|| {
+            let x = self.model.hidden_cached(&ids, n, t, Some(&mut self.cache)); // (N, t, C)
+            self.model.head(&x.narrow(1, t - 1, 1)) // (N, 1, V)
+        });
         self.fed = len;
         let vocab = logits.dims()[2];
-        logits.value().narrow(1, t - 1, 1).reshape([n, vocab]) // (N, V)
+        logits.value().reshape([n, vocab]) // (N, V)
     }
 }
 

@@ -1,4 +1,6 @@
-//! The language-modelling loss: mean next-token cross-entropy over every position.
+//! The language-modelling loss: mean next-token cross-entropy over every counted position, from logits or
+//! straight from the hidden states and the output weight (`linear_cross_entropy`, which never holds the
+//! (tokens, vocab) logits: with a 49152-token vocabulary they would dominate a step's memory).
 
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Element, Tensor};
@@ -37,4 +39,26 @@ pub fn cross_entropy_plain<B: Backend>(
     (&log_probs * &Var::constant(pick))
         .sum_all()
         .mul_scalar(-1.0 / counted.max(1) as f64)
+}
+
+/// Rows of logits [`linear_cross_entropy`] computes at once: chunks of about 8 M logits (32 MiB in f32).
+pub const LOSS_CHUNK_LOGITS: usize = 1 << 23;
+
+/// Mean cross-entropy of the logits `x w^T` for hidden states x (.., C) and an output weight w (V, C),
+/// computed in chunks of rows so the (rows, V) logits never exist at once (see `Var::linear_cross_entropy`).
+/// Equal to `cross_entropy(&x.matmul(&w.t()), ..)` (tests/gradients.rs checks values and gradients).
+pub fn linear_cross_entropy<B: Backend>(
+    x: &Var<B>,
+    w: &Var<B>,
+    targets: &[u32],
+    ignore: Option<u32>,
+) -> Var<B> {
+    let c = *x
+        .dims()
+        .last()
+        .expect("linear_cross_entropy: x needs a feature axis");
+    let rows = x.numel() / c.max(1);
+    let chunk = (LOSS_CHUNK_LOGITS / w.dims()[0].max(1)).max(1);
+    x.reshape([rows, c])
+        .linear_cross_entropy(w, targets, ignore, chunk)
 }
