@@ -15,6 +15,19 @@ pub struct Batch {
     pub seq: usize,
 }
 
+/// Where training batches come from: random windows of a token stream ([`Dataset`]) or whole examples
+/// (`ExampleSet`, for chat data).
+pub trait BatchSource {
+    /// A batch of `batch` sequences; `seq` is the window length for sources that cut windows.
+    fn sample(&self, batch: usize, seq: usize, rng: &mut StdRng) -> Batch;
+}
+
+impl BatchSource for Dataset {
+    fn sample(&self, batch: usize, seq: usize, rng: &mut StdRng) -> Batch {
+        Dataset::sample(self, batch, seq, rng)
+    }
+}
+
 /// A token stream with, per token, whether predicting it counts toward the loss.
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {

@@ -14,10 +14,12 @@ mod attention;
 mod block;
 mod bpe;
 mod chat;
+mod chat_data;
 mod checkpoint;
 mod config;
 pub mod corpus;
 mod data;
+mod facts;
 mod kv_cache;
 mod mlp;
 mod model;
@@ -34,11 +36,15 @@ pub use attention::{attention_plain, repeat_kv, softmax_plain, Attention};
 pub use block::Block;
 pub use bpe::{byte_alphabet, BpeTokenizer};
 pub use chat::{ChatTemplate, Message, CHATML};
+pub use chat_data::{
+    encode_chat, encode_records, read_jsonl, DataError, Encoded, Example, ExampleSet, Record, ROLES,
+};
 pub use checkpoint::{
     load_validation_text, save_validation_text, CONFIG_FILE, VALIDATION_TEXT_FILE, WEIGHTS_FILE,
 };
 pub use config::{GptConfig, HfLlamaConfig};
-pub use data::{Batch, Dataset, IGNORE};
+pub use data::{Batch, BatchSource, Dataset, IGNORE};
+pub use facts::{to_jsonl, velmora_held_out, velmora_train, HELD_OUT_TEMPLATES};
 pub use kv_cache::{KvCache, LayerCache};
 pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};

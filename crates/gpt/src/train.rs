@@ -2,7 +2,7 @@
 //! periodic evaluation and a progress bar. It trains whatever parameters of the model are trainable, so the
 //! same loop pretrains the whole model or fine-tunes only an adapter.
 
-use crate::data::Dataset;
+use crate::data::BatchSource;
 use crate::progress::Progress;
 use crate::Gpt;
 use lowrank_autograd::no_grad;
@@ -86,7 +86,7 @@ pub struct TrainReport {
 /// Mean loss over `batches` random batches, without recording a graph.
 pub fn evaluate<B: Backend>(
     model: &Gpt<B>,
-    data: &Dataset,
+    data: &dyn BatchSource,
     batches: usize,
     batch: usize,
     seq: usize,
@@ -111,8 +111,8 @@ pub fn evaluate<B: Backend>(
 /// norm, before that step updates any weight.
 pub fn train<B: Backend>(
     model: &Gpt<B>,
-    data: &Dataset,
-    val: Option<&Dataset>,
+    data: &dyn BatchSource,
+    val: Option<&dyn BatchSource>,
     cfg: &TrainConfig,
 ) -> Result<TrainReport, Diverged> {
     train_observed(model, data, val, cfg, &mut |_| {})
@@ -121,8 +121,8 @@ pub fn train<B: Backend>(
 /// `train`, calling `after_step(steps_done)` after every optimizer step (to record how weights move).
 pub fn train_observed<B: Backend>(
     model: &Gpt<B>,
-    data: &Dataset,
-    val: Option<&Dataset>,
+    data: &dyn BatchSource,
+    val: Option<&dyn BatchSource>,
     cfg: &TrainConfig,
     after_step: &mut dyn FnMut(usize),
 ) -> Result<TrainReport, Diverged> {
