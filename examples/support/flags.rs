@@ -71,7 +71,7 @@ pub struct Output {
     out: Option<std::path::PathBuf>,
     /// Let --out replace the files of an earlier run.
     #[arg(long)]
-    overwrite: bool,
+    pub overwrite: bool,
     /// The folder results go to, once `choose` has run.
     #[arg(skip)]
     pub dir: std::path::PathBuf,

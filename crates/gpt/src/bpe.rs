@@ -14,7 +14,7 @@
 //! control bytes and the bytes that never occur in UTF-8); [`BpeTokenizer::from_file`] reads a Hugging Face folder's `tokenizer.json`.
 
 use crate::Tokenizer;
-use lowrank_nn::{GgufFile, NnError};
+use lowrank_nn::{GgufFile, GgufValue, NnError};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -24,6 +24,8 @@ pub struct BpeTokenizer {
     json: String,
     eos: Option<u32>,
     bos: Option<u32>,
+    /// llama.cpp's name for the pre-tokenizer (`tokenizer.ggml.pre`, e.g. "smollm"), when read from GGUF.
+    pre: Option<String>,
 }
 
 /// GGUF's token type of a control token (`<|endoftext|>`, `<|im_start|>`, ...).
@@ -130,6 +132,10 @@ impl BpeTokenizer {
         let mut tokenizer = Self::from_json(file.path(), json.to_string())?;
         tokenizer.bos = id("tokenizer.ggml.bos_token_id");
         tokenizer.eos = id("tokenizer.ggml.eos_token_id");
+        tokenizer.pre = file
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .map(String::from);
         Ok(tokenizer)
     }
 
@@ -149,7 +155,71 @@ impl BpeTokenizer {
             json,
             eos: None,
             bos: None,
+            pre: None,
         })
+    }
+
+    /// The `tokenizer.ggml.*` metadata of a GGUF file holding this tokenizer: the inverse of `from_gguf`
+    /// (tokens by id, their types, the merges as "a b" strings, the special ids).
+    pub fn gguf_metadata(&self) -> Vec<(String, GgufValue)> {
+        let json: Value = serde_json::from_str(&self.json).expect("the tokenizer's own JSON");
+        let mut tokens: Vec<(String, u64)> = vec![(String::new(), 1); self.vocab_size()];
+        if let Some(vocab) = json["model"]["vocab"].as_object() {
+            for (token, id) in vocab {
+                if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+                    *slot = (token.clone(), 1);
+                }
+            }
+        }
+        for added in json["added_tokens"].as_array().into_iter().flatten() {
+            let id = added["id"].as_u64().unwrap_or(u64::MAX) as usize;
+            if let (Some(slot), Some(content)) = (tokens.get_mut(id), added["content"].as_str()) {
+                let special = added["special"].as_bool().unwrap_or(false);
+                *slot = (
+                    content.to_string(),
+                    if special { CONTROL } else { USER_DEFINED },
+                );
+            }
+        }
+        let merges = json["model"]["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| match m {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(pair) => Some(format!("{} {}", pair[0].as_str()?, pair[1].as_str()?)),
+                _ => None,
+            });
+        let strings =
+            |v: Vec<String>| GgufValue::Array(v.into_iter().map(GgufValue::String).collect());
+        let mut out = vec![
+            (
+                "tokenizer.ggml.model".into(),
+                GgufValue::String("gpt2".into()),
+            ),
+            (
+                "tokenizer.ggml.pre".into(),
+                GgufValue::String(self.pre.clone().unwrap_or_else(|| "gpt2".into())),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                GgufValue::Array(tokens.iter().map(|t| GgufValue::I32(t.1 as i32)).collect()),
+            ),
+            ("tokenizer.ggml.merges".into(), strings(merges.collect())),
+        ];
+        out.insert(
+            2,
+            (
+                "tokenizer.ggml.tokens".into(),
+                strings(tokens.into_iter().map(|t| t.0).collect()),
+            ),
+        );
+        for (key, id) in [("bos", self.bos), ("eos", self.eos)] {
+            if let Some(id) = id {
+                out.push((format!("tokenizer.ggml.{key}_token_id"), GgufValue::U32(id)));
+            }
+        }
+        out
     }
 
     /// The tokenizer as `tokenizer.json` text.
@@ -164,6 +234,11 @@ impl BpeTokenizer {
     /// The id of a token given by its text (`"<|im_end|>"`), if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The text of token `id` (`"<|im_end|>"`), if the vocabulary has it.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// Overrides the end-of-turn token (a chat model's `<|im_end|>`, where the file names another).

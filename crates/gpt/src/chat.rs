@@ -40,6 +40,7 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
+    source: String,
 }
 
 impl ChatTemplate {
@@ -60,7 +61,15 @@ impl ChatTemplate {
         );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| format!("the chat template does not compile: {e}"))?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate {
+            env,
+            source: source.to_string(),
+        })
+    }
+
+    /// The Jinja source the template was compiled from (what a saved folder's tokenizer_config.json keeps).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The conversation as text; with `add_generation_prompt`, followed by the opening of the assistant's

@@ -35,13 +35,16 @@ pub fn load_validation_text(dir: &Path) -> Option<crate::Dataset> {
 
 impl<B: Backend> Gpt<B> {
     pub fn save(&self, dir: &Path) -> Result<(), NnError> {
-        save_dir_atomic(dir, |staging| {
-            let metadata = [("format".to_string(), "pt".to_string())]
-                .into_iter()
-                .collect();
-            save_module(self, &staging.join(WEIGHTS_FILE), Some(metadata))?;
-            write_atomic(&staging.join(CONFIG_FILE), self.config.to_json().as_bytes())
-        })
+        save_dir_atomic(dir, |staging| self.save_into(staging))
+    }
+
+    /// Writes the checkpoint's two files into `dir`, a staging folder of `save_dir_atomic`.
+    pub(crate) fn save_into(&self, dir: &Path) -> Result<(), NnError> {
+        let metadata = [("format".to_string(), "pt".to_string())]
+            .into_iter()
+            .collect();
+        save_module(self, &dir.join(WEIGHTS_FILE), Some(metadata))?;
+        write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
     }
 
     /// Loads a checkpoint folder written by `save` (or by Hugging Face for a compatible Llama).

@@ -20,6 +20,7 @@ mod config;
 pub mod corpus;
 mod data;
 mod facts;
+mod gguf_export;
 mod kv_cache;
 mod mlp;
 mod model;
@@ -45,6 +46,7 @@ pub use checkpoint::{
 pub use config::{GptConfig, HfLlamaConfig};
 pub use data::{Batch, BatchSource, Dataset, IGNORE};
 pub use facts::{to_jsonl, velmora_held_out, velmora_train, HELD_OUT_TEMPLATES};
+pub use gguf_export::write_gguf;
 pub use kv_cache::{KvCache, LayerCache};
 pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
@@ -58,4 +60,6 @@ pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, Decoder, GenerateConfig, GenerateError,
 };
 pub use tokenizer::{ByteTokenizer, Tokenizer};
-pub use train::{evaluate, train, train_observed, Diverged, Eval, TrainConfig, TrainReport};
+pub use train::{
+    evaluate, evaluate_all, train, train_observed, Diverged, Eval, TrainConfig, TrainReport,
+};

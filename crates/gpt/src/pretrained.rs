@@ -257,6 +257,33 @@ impl<B: Backend> Pretrained<B> {
         Self::checked(dir, model, tokenizer, chat)
     }
 
+    /// Saves the model as a Hugging Face folder that `load` (and transformers) read back: config.json and
+    /// model.safetensors (`Gpt::save`), tokenizer.json, and tokenizer_config.json with the chat template and
+    /// the end-of-turn token. Written as one unit: a kill leaves no half-written folder.
+    pub fn save_hf_folder(&self, dir: &Path) -> Result<(), NnError> {
+        use crate::Tokenizer;
+        let eos = self
+            .tokenizer
+            .eos()
+            .and_then(|id| self.tokenizer.id_to_token(id));
+        let mut config = serde_json::json!({
+            "tokenizer_class": "GPT2Tokenizer",
+            "chat_template": self.chat.source(),
+            "model_max_length": self.model.config.max_seq_len,
+        });
+        if let Some(eos) = eos {
+            config["eos_token"] = serde_json::Value::String(eos);
+        }
+        lowrank_nn::save_dir_atomic(dir, |staging| {
+            self.model.save_into(staging)?;
+            let write = |name: &str, text: &str| {
+                lowrank_nn::write_atomic(&staging.join(name), text.as_bytes())
+            };
+            write("tokenizer.json", self.tokenizer.to_json())?;
+            write("tokenizer_config.json", &config.to_string())
+        })
+    }
+
     /// The tokenizer's ids must all have a row in the embedding.
     fn checked(
         path: &Path,

@@ -2,8 +2,9 @@
 //! periodic evaluation and a progress bar. It trains whatever parameters of the model are trainable, so the
 //! same loop pretrains the whole model or fine-tunes only an adapter.
 
-use crate::data::BatchSource;
+use crate::data::{BatchSource, IGNORE};
 use crate::progress::Progress;
+use crate::ExampleSet;
 use crate::Gpt;
 use lowrank_autograd::no_grad;
 use lowrank_nn::{clip_scale, AdamW, AdamWConfig, Module, WarmupCosine};
@@ -105,6 +106,23 @@ pub fn evaluate<B: Backend>(
             .sum();
         total / batches.max(1) as f64
     })
+}
+
+/// Mean loss per target token over every example of `set`, in order, `batch` examples at a time, without
+/// recording a graph: the same number every time (for before / after comparisons).
+pub fn evaluate_all<B: Backend>(model: &Gpt<B>, set: &ExampleSet, batch: usize) -> f64 {
+    let order: Vec<usize> = (0..set.examples.len()).collect();
+    let (mut sum, mut count) = (0.0, 0);
+    no_grad(|| {
+        for picks in order.chunks(batch.max(1)) {
+            let b = set.batch_of(picks);
+            let targets = b.targets.iter().filter(|&&t| t != IGNORE).count();
+            let loss = model.loss(&b.inputs, &b.targets, b.batch, b.seq);
+            sum += loss.value().to_scalar() * targets as f64; // the loss is a mean over targets
+            count += targets;
+        }
+    });
+    sum / count.max(1) as f64
 }
 
 /// Trains the model's trainable parameters. Stops with `Diverged` at the first non-finite loss or gradient

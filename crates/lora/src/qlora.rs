@@ -122,11 +122,19 @@ pub struct QuantReport {
     /// Bytes of the 4-bit codes alone, and the number of absmax blocks.
     pub code_bytes: usize,
     pub blocks: usize,
+    /// Sums over every quantized value w of (dequant(q(w)) - w)^2 and of w^2: the quantization error.
+    pub squared_error: f64,
+    pub squared_norm: f64,
 }
 
 impl QuantReport {
     pub fn bits_per_param(&self) -> f64 {
         32.0 * self.quantized_bytes as f64 / self.f32_bytes.max(1) as f64
+    }
+
+    /// ||dequant(q(W)) - W|| / ||W|| over all quantized weights: how far the 4-bit base is from its source.
+    pub fn relative_error(&self) -> f64 {
+        (self.squared_error / self.squared_norm.max(f64::MIN_POSITIVE)).sqrt()
     }
 
     /// Bytes the 4-bit form would take with every absmax kept as an f32 (no double quantization).
@@ -150,7 +158,14 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
         let w = linear.weight().value();
         let values: Vec<f32> = w.to_vec().iter().map(|v| v.to_f64() as f32).collect();
         match Quantized::new(&values, w.dims(), config.kind, config.double_quant) {
-            Ok(q) => quantized.push((path.to_string(), q)),
+            Ok(q) => {
+                let (mut err, mut norm) = (0.0, 0.0);
+                for (d, w) in q.dequantize().iter().zip(&values) {
+                    err += ((d - w) as f64).powi(2);
+                    norm += (*w as f64).powi(2);
+                }
+                quantized.push((path.to_string(), q, err, norm))
+            }
             Err(e) => {
                 error = Some(LoraError::Quantize {
                     module: path.to_string(),
@@ -163,10 +178,14 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
         return Err(e);
     }
     let mut report = QuantReport::default();
-    let mut by_path: std::collections::BTreeMap<String, Quantized> =
-        quantized.into_iter().collect();
+    let mut by_path: std::collections::BTreeMap<String, (Quantized, f64, f64)> = quantized
+        .into_iter()
+        .map(|(path, q, err, norm)| (path, (q, err, norm)))
+        .collect();
     model.visit_linears_mut("", &mut |path, linear| {
-        if let Some(q) = by_path.remove(path) {
+        if let Some((q, err, norm)) = by_path.remove(path) {
+            report.squared_error += err;
+            report.squared_norm += norm;
             report.f32_bytes += 4 * q.numel();
             report.quantized_bytes += q.size_in_bytes();
             report.code_bytes += q.codes.len();
