@@ -11,6 +11,7 @@
 //! dispatches, queue submits and read-backs (the loss is the one read-back a step needs).
 //!
 //! `cargo run --release --example bench_train -- --configs small,medium --steps 20`
+//! `cargo run --release --example bench_train -- --configs smollm2 --steps 5` (SmolLM2 from its GGUF)
 
 use clap::{Parser, ValueEnum};
 use lowrank::bench::{Variant, Workload};
@@ -26,6 +27,8 @@ mod cli;
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/model_file.rs"]
+mod model_file;
 #[path = "support/process.rs"]
 mod process;
 
@@ -35,7 +38,8 @@ mod process;
     about = "Time training steps of the reference model sizes, one JSON line per (config, variant)"
 )]
 struct Args {
-    /// Model sizes, comma-separated: small, medium (those of the PyTorch reference script).
+    /// Model sizes, comma-separated: small, medium (those of torch_llama_bench.py), smollm2 (the real
+    /// model at batch 4 x seq 256, as torch_smollm2_bench.py).
     #[arg(long, default_value = "small,medium")]
     configs: String,
     /// What to time, comma-separated: full, lora_qv, lora_all, dora_qv, qlora_qv, infer.
@@ -50,6 +54,9 @@ struct Args {
     /// Fused kernels, or the plain compositions they optimise: the difference is what fusion buys.
     #[arg(long, value_enum, default_value_t = flags::Kernels::Fused)]
     kernels: flags::Kernels,
+    /// The GGUF file (or Hugging Face folder) the smollm2 config loads.
+    #[arg(long, default_value = model_file::DEFAULT_MODEL)]
+    model: std::path::PathBuf,
     /// Where to run the steps.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
@@ -74,7 +81,13 @@ fn child<B: Backend>(
     variant: Variant,
     dev: &B,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut w = Workload::new(config, variant, dev);
+    let mut w = match config {
+        "smollm2" => {
+            let p = lowrank::gpt::Pretrained::load(&args.model, dev)?;
+            Workload::on_model(p.model, variant, 4, 256)
+        }
+        _ => Workload::new(config, variant, dev),
+    };
     w.model.kernels = args.kernels.into();
     w.opt.kernels = args.kernels.into();
     let (steps, warmup) = (args.steps, args.warmup);
@@ -161,8 +174,17 @@ fn main() {
 fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     flags::at_least_one("--steps", args.steps)?;
     let configs: Vec<&str> = args.configs.split(',').map(str::trim).collect();
-    if let Some(bad) = configs.iter().find(|c| !["small", "medium"].contains(c)) {
-        return Err(format!("--configs: unknown config `{bad}` (expected small or medium)").into());
+    if let Some(bad) = configs
+        .iter()
+        .find(|c| !["small", "medium", "smollm2"].contains(c))
+    {
+        return Err(format!(
+            "--configs: unknown config `{bad}` (expected small, medium or smollm2)"
+        )
+        .into());
+    }
+    if configs.contains(&"smollm2") {
+        model_file::check_exists(&args.model)?;
     }
     let variants: Vec<&str> = args.variants.split(',').map(str::trim).collect();
     if let Some(bad) = variants.iter().find(|v| Variant::parse(v).is_none()) {
@@ -183,6 +205,8 @@ fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .args(["--warmup", &args.warmup.to_string()])
                 .args(["--device", device.get_name()])
                 .args(["--kernels", kernels.get_name()])
+                .arg("--model")
+                .arg(&args.model)
                 .status()?;
             if !status.success() {
                 return Err(format!("benchmark {config}/{variant} failed ({status})").into());

@@ -73,7 +73,8 @@ struct Args {
     #[arg(long, default_value = DEFAULT_DATA)]
     data: PathBuf,
     /// Held-out conversations whose last (assistant) message is the expected answer, scored by exact
-    /// match of the greedy answer [default: data/velmora/heldout.jsonl with the default --data].
+    /// match of the greedy answer [default: data/velmora/heldout.jsonl with the default --data; with
+    /// other data, every tenth example is held out for the validation loss].
     #[arg(long)]
     eval: Option<PathBuf>,
     /// Plain text the model never trains on: its loss before and after measures forgetting.
@@ -253,7 +254,7 @@ fn load_task<B: Backend>(
             pad,
         })
     };
-    let train = encode(&read_jsonl(&args.data)?, &args.data)?;
+    let mut train = encode(&read_jsonl(&args.data)?, &args.data)?;
     let (held_out, questions) = match args.eval_file() {
         Some(path) => {
             let records = read_jsonl(&path)?;
@@ -277,7 +278,29 @@ fn load_task<B: Backend>(
             }
             (encode(&records, &path)?, questions)
         }
-        None => (encode(&read_jsonl(&args.data)?, &args.data)?, Vec::new()),
+        // no held-out file: every tenth example (at least one, when there are two or more) is held out
+        None => {
+            let all = std::mem::take(&mut train.examples);
+            let every = if all.len() >= 2 {
+                10.min(all.len())
+            } else {
+                usize::MAX
+            };
+            let (val, rest): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| i % every == every - 1);
+            train.examples = rest.into_iter().map(|(_, e)| e).collect();
+            let mut val: Vec<_> = val.into_iter().map(|(_, e)| e).collect();
+            if val.is_empty() {
+                val = train.examples.clone(); // one example: its own validation
+            }
+            let held = ExampleSet {
+                examples: val,
+                pad: train.pad,
+            };
+            (held, Vec::new())
+        }
     };
     let text = std::fs::read_to_string(&args.general)
         .map_err(|e| format!("--general {}: {e}", args.general.display()))?;
@@ -660,5 +683,32 @@ fn check_save_reload_merge<B: Backend>(
     let diff = max_diff(&unmerged, &logits(&p.model));
     p.model.unmerge_adapter();
     println!("merged vs unmerged: max |logit diff| = {diff:.2e}");
+    write_check_logits(
+        &args.output.dir,
+        &batch.inputs,
+        &unmerged,
+        p.model.config.vocab_size,
+    )?;
+    Ok(())
+}
+
+/// What scripts/check_with_transformers.py compares transformers + PEFT (or a merged model) with:
+/// `CHECK_LOGITS_FILE`, the ids of one held-out conversation and, at every position, the logits of
+/// every 97th vocabulary id (a sample of the whole distribution that keeps the file small).
+const CHECK_LOGITS_FILE: &str = "lowrank_logits.json";
+
+fn write_check_logits(
+    dir: &Path,
+    ids: &[u32],
+    logits: &[f64],
+    vocab: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let columns: Vec<usize> = (0..vocab).step_by(97).collect();
+    let sampled: Vec<Vec<f64>> = logits
+        .chunks(vocab)
+        .map(|row| columns.iter().map(|&c| row[c]).collect())
+        .collect();
+    let json = serde_json::json!({ "ids": ids, "columns": columns, "logits": sampled });
+    lowrank::nn::write_atomic(&dir.join(CHECK_LOGITS_FILE), json.to_string().as_bytes())?;
     Ok(())
 }

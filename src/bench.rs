@@ -64,7 +64,12 @@ impl<B: Backend> Workload<B> {
             _ => (GptConfig::small(), 16),
         };
         let seq = cfg.max_seq_len;
-        let mut model = Gpt::new(cfg, 0, dev);
+        Self::on_model(Gpt::new(cfg, 0, dev), variant, batch, seq)
+    }
+
+    /// The workload on a given model (a pretrained one: SmolLM2 at the reference script's batch 4 x
+    /// seq 256): `batch` sequences of `seq` random token ids.
+    pub fn on_model(mut model: Gpt<B>, variant: Variant, batch: usize, seq: usize) -> Self {
         let targets = match variant {
             Variant::LoraAll => Targets::AllLinear,
             _ => Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
@@ -87,7 +92,7 @@ impl<B: Backend> Workload<B> {
         }
         let opt = AdamW::new(model.trainable_params(), AdamWConfig::default());
         let mut r = rng(1);
-        let tok = Uniform::new(0u32, 256).expect("range");
+        let tok = Uniform::new(0u32, model.config.vocab_size as u32).expect("range");
         let ids = (0..batch * seq).map(|_| tok.sample(&mut r)).collect();
         Workload {
             model,

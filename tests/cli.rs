@@ -40,7 +40,7 @@ fn rejects(name: &str, args: &[&str], message: &str) {
         .args(args)
         .args(match name {
             "finetune_gpt" => vec!["--base", base, "--out", out],
-            "pretrain" => vec!["--out", out],
+            "pretrain" | "finetune_llm" => vec!["--out", out],
             "generate" => vec!["--base", base],
             _ => vec![],
         })
@@ -100,6 +100,87 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         "--lr must be a finite number above 0",
     );
     rejects("generate", &["--prompt", ""], "--prompt must not be empty");
+    for (flag, value, message) in [
+        ("--lr", "2", "--lr must be at most 1"),
+        ("--steps", "0", "--steps must be at least 1"),
+        ("--batch", "0", "--batch must be at least 1"),
+        ("--seq", "2", "--seq must be at least 8"),
+        (
+            "--data",
+            "/nonexistent/data.jsonl",
+            "--data /nonexistent/data.jsonl",
+        ),
+        (
+            "--model",
+            "/nonexistent/model.gguf",
+            "--model /nonexistent/model.gguf: no such file",
+        ),
+    ] {
+        rejects("finetune_llm", &[flag, value], message);
+    }
+}
+
+#[path = "support/models.rs"]
+mod models;
+
+/// finetune_llm on the tiny GGUF model: bad data is refused with the line and the problem, before any
+/// training, and an existing --merge-to target is never replaced.
+#[test]
+fn finetune_llm_refuses_bad_data_and_keeps_existing_files() {
+    let Some(tiny) = models::model_file(models::TINY) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("lowrank-cli-llm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = tiny.to_str().unwrap();
+    let out = dir.join("out");
+    let ok = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
+    for (text, message) in [
+        (String::new(), "no examples"),
+        (format!("{ok}\n{{\"messages\": [\n"), "line 2: invalid JSON"),
+        (
+            format!("{ok}\n{{\"messages\": [{{\"role\": \"user\"}}]}}\n"),
+            "line 2: message 1: no \"content\"",
+        ),
+        (
+            r#"{"messages": [{"role": "robot", "content": "x"}]}"#.to_string(),
+            "line 1: message 1: unknown role \"robot\"",
+        ),
+    ] {
+        let data = dir.join("data.jsonl");
+        std::fs::write(&data, text).unwrap();
+        let (code, err) = run(
+            "finetune_llm",
+            &[
+                "--model",
+                model,
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(message) && err.contains("data.jsonl"), "{err}");
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
+    let merged = dir.join("merged.gguf");
+    std::fs::write(&merged, b"precious").unwrap();
+    let (code, err) = run(
+        "finetune_llm",
+        &[
+            "--model",
+            model,
+            "--merge-to",
+            merged.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(code == Some(1) && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(&merged).unwrap(), b"precious");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
