@@ -22,7 +22,9 @@
 //! that needs it for a weight gradient (once per shared input; LoRA's `x A^T` too, N r), RoPE'd q and k
 //! and v as attention's backward needs them, attention's probabilities (batch * heads * seq^2: lowrank's
 //! fused kernel keeps them; a flash-attention engine would not), and SwiGLU's gate and up (N d_ff each).
-//! Then the final norm's input and output and the logits (N vocab). Their sum is the peak of activation
+//! Then the final norm's input and output and the loss's gradients: the head's product and the
+//! cross-entropy are one fused op that computes them in forward and keeps no logits (dx, N d; dW,
+//! vocab d, when the head trains; an adapter on the head keeps the logits, N vocab). Their sum is the peak of activation
 //! memory: backward frees them as it goes. (The graph's own bookkeeping, a few hundred bytes per op, is
 //! left out: it matters only for toy batches.) With **activation checkpointing** only each block's input is
 //! kept, and one block's activations are recomputed at a time during backward. lowrank does not
@@ -190,12 +192,19 @@ pub fn activations(shape: &ModelShape, method: &Method, work: Workload) -> u64 {
                 Site::Swiglu { gate, up } => {
                     u64::from(gate || up) * n * f + u64::from(gate) * n * f
                 }
+                // A plain head goes through the fused linear + cross-entropy, which keeps only its
+                // gradients (dx (N d), dW (vocab d) when the weight trains), never the logits; an
+                // adapter on the head makes it a composition that keeps its input and the logits.
+                Site::Head {
+                    training: LinearTraining::Lora { .. },
+                    ..
+                } => n * c + n * v,
                 Site::Head {
                     input_tracked,
                     training,
                 } => {
-                    let tracked = input_tracked || training != LinearTraining::Frozen;
-                    u64::from(training.keeps_input()) * n * c + u64::from(tracked) * n * v
+                    u64::from(input_tracked) * n * c
+                        + u64::from(training == LinearTraining::Full) * v * c
                 }
             };
             if in_block {
