@@ -218,8 +218,33 @@ struct Task {
     general: ExampleSet,
 }
 
+/// The data files as read, before the model loads (a bad line costs no loading time).
+struct DataFiles {
+    train: Vec<Record>,
+    /// The held-out file and its records.
+    eval: Option<(PathBuf, Vec<Record>)>,
+    general: String,
+}
+
+fn read_data(args: &Args) -> Result<DataFiles, Box<dyn std::error::Error>> {
+    let eval = match args.eval_file() {
+        Some(path) => {
+            let records = read_jsonl(&path)?;
+            Some((path, records))
+        }
+        None => None,
+    };
+    Ok(DataFiles {
+        train: read_jsonl(&args.data)?,
+        eval,
+        general: std::fs::read_to_string(&args.general)
+            .map_err(|e| format!("--general {}: {e}", args.general.display()))?,
+    })
+}
+
 fn load_task<B: Backend>(
     args: &Args,
+    data: &DataFiles,
     p: &Pretrained<B>,
 ) -> Result<Task, Box<dyn std::error::Error>> {
     let max_len = (args.seq + 1).min(p.model.context_len() + 1);
@@ -254,10 +279,9 @@ fn load_task<B: Backend>(
             pad,
         })
     };
-    let mut train = encode(&read_jsonl(&args.data)?, &args.data)?;
-    let (held_out, questions) = match args.eval_file() {
-        Some(path) => {
-            let records = read_jsonl(&path)?;
+    let mut train = encode(&data.train, &args.data)?;
+    let (held_out, questions) = match &data.eval {
+        Some((path, records)) => {
             let mut questions = Vec::new();
             for (i, r) in records.iter().enumerate() {
                 match r {
@@ -276,7 +300,7 @@ fn load_task<B: Backend>(
                     }
                 }
             }
-            (encode(&records, &path)?, questions)
+            (encode(records, path)?, questions)
         }
         // no held-out file: every tenth example (at least one, when there are two or more) is held out
         None => {
@@ -302,9 +326,7 @@ fn load_task<B: Backend>(
             (held, Vec::new())
         }
     };
-    let text = std::fs::read_to_string(&args.general)
-        .map_err(|e| format!("--general {}: {e}", args.general.display()))?;
-    let general = encode(&[Record::Text(text)], &args.general)?;
+    let general = encode(&[Record::Text(data.general.clone())], &args.general)?;
     Ok(Task {
         train,
         held_out,
@@ -372,7 +394,8 @@ fn score<B: Backend>(p: &Pretrained<B>, task: &Task, batch: usize) -> Score {
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
-    // 1. The model.
+    // 1. The data files (a bad line is refused before the model loads), then the model.
+    let data = read_data(args)?;
     let mut p = Pretrained::load(&args.model, dev)?;
     let c = &p.model.config;
     println!(
@@ -391,7 +414,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     }
 
     // 2. The data.
-    let task = load_task(args, &p)?;
+    let task = load_task(args, &data, &p)?;
     let targets = |s: &ExampleSet| s.examples.iter().map(|e| e.targets()).sum::<usize>();
     println!(
         "data: {} training examples ({} target tokens), {} held-out questions, {} tokens of general text",
