@@ -309,7 +309,8 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
             let report = quantize_base(&mut model, &args.quant_config())?;
             let loss = general_loss(&model);
             println!(
-                "base quantized: {} layers to {:.3} bits per weight",
+                "base quantized to {}: {} layers, {:.3} bits per weight",
+                report.config,
                 report.layers.len(),
                 report.bits_per_param()
             );
@@ -479,16 +480,20 @@ fn print_report(s: &Summary) {
         row(
             "base weights (quantized layers)",
             format!(
-                "{:.0} KiB f32 -> {:.0} KiB 4-bit ({:.0} KiB without double quantization): {:.3} bits",
+                "{:.0} KiB f32 -> {:.0} KiB {} ({:.0} KiB with f32 absmax): {:.3} bits",
                 kib(q.f32_bytes),
                 kib(q.quantized_bytes),
+                q.config,
                 kib(q.bytes_without_double_quant()),
                 q.bits_per_param()
             ),
         );
         row(
-            "quantization error (general loss)",
-            format!("f32 base {before:.3} -> 4-bit base {loss:.3}"),
+            "quantization error",
+            format!(
+                "||W4 - W|| / ||W|| = {:.4}; general loss f32 base {before:.3} -> 4-bit base {loss:.3}",
+                q.relative_error()
+            ),
         );
         if let (Some(plain), Some(qlora)) = (s.lora_acc, s.acc.1) {
             row(

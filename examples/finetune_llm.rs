@@ -439,7 +439,8 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
             let report = quantize_base(&mut p.model, &QuantConfig::default())?;
             let loss = evaluate_all(&p.model, &task.general, args.batch);
             println!(
-                "base quantized to NF4 (double quantization): {} layers, {:.3} bits per weight",
+                "base quantized to {}: {} layers, {:.3} bits per weight",
+                report.config,
                 report.layers.len(),
                 report.bits_per_param()
             );
@@ -617,9 +618,10 @@ fn print_report(s: &Summary) {
         row(
             "base Linear weights",
             format!(
-                "{:.1} MiB f32 -> {:.1} MiB NF4 ({:.1}%; {:.1} MiB without double quantization)",
+                "{:.1} MiB f32 -> {:.1} MiB {} ({:.1}%; {:.1} MiB with f32 absmax)",
                 mib(q.f32_bytes),
                 mib(q.quantized_bytes),
+                q.config,
                 100.0 * q.quantized_bytes as f64 / q.f32_bytes.max(1) as f64,
                 mib(q.bytes_without_double_quant())
             ),

@@ -441,13 +441,13 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
                 &by_rank,
                 "r8_r64",
                 "r = 8 vs r = 64",
-                ("j (A_r=64)", "i (A_r=8)"),
+                ("j (A_r=64)", "i (A_r=8)", "phi(8, 64, i, j)"),
             ),
             (
                 &by_seed,
                 "seeds",
                 "two seeds, r = 8",
-                ("j (seed 1)", "i (seed 0)"),
+                ("j (seed 1)", "i (seed 0)", "phi(8, 8, i, j)"),
             ),
         ] {
             let path = out.join(format!("subspace_{proj}_{file}.png"));

@@ -318,6 +318,14 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
         model.num_params() < before,
         "4-bit weights are not parameters"
     );
+    // the report names its format and measures its error: NF4 of normal weights is within about 10%
+    assert_eq!(report.config, QuantConfig::default());
+    assert_eq!(
+        report.config.to_string(),
+        "NF4 (blocks of 64), double-quantized"
+    );
+    let err = report.relative_error();
+    assert!(err > 0.02 && err < 0.15, "relative error {err}");
     model
         .add_adapter(
             "default",

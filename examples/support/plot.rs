@@ -59,38 +59,92 @@ fn write_png(
     Ok(())
 }
 
-/// A heat map of `values[i][j]` in [0, 1] (row i + 1 on the y axis, column j + 1 on the x axis), white to
-/// dark blue, as PNG.
+/// The heat maps' colour for a value in [0, 1]: white at 0 to dark blue at 1, the same for every panel
+/// so that panels compare.
+fn heat_color(v: f64) -> RGBColor {
+    let v = v.clamp(0.0, 1.0);
+    let shade = |full: f64| (255.0 - v * (255.0 - full)).round() as u8;
+    RGBColor(shade(8.0), shade(48.0), shade(107.0))
+}
+
+/// The darkest colour of the heat maps (value 1).
+pub const HEAT_MAX: RGBColor = RGBColor(8, 48, 107);
+
+/// Pixels at the right of a heat map for its colour bar and the bar's labels.
+pub const COLOUR_BAR_WIDTH: u32 = 110;
+
+/// An axis label for an integer position (cells are centred on integers), nothing between them.
+fn integer_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// A heat map of `values[i][j]` in [0, 1] as PNG: cell (i + 1, j + 1) centred on its integer ticks (row
+/// i + 1 on the y axis, column j + 1 on the x axis), white to dark blue, with a colour bar for [0, 1]
+/// labelled `value_desc` on the right.
 pub fn heatmap(
     path: &Path,
     title: &str,
-    (x_desc, y_desc): (&str, &str),
+    (x_desc, y_desc, value_desc): (&str, &str, &str),
     values: &[Vec<f64>],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (rows, cols) = (values.len(), values.first().map_or(0, Vec::len));
     write_png(path, |area| {
         area.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(area)
+        let (main, bar) = area.split_horizontally(SIZE.0 - COLOUR_BAR_WIDTH);
+        let mut chart = ChartBuilder::on(&main)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(48)
-            .build_cartesian_2d(1..cols + 1, 1..rows + 1)?;
+            .build_cartesian_2d(0.5..cols as f64 + 0.5, 0.5..rows as f64 + 0.5)?;
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_labels(cols.clamp(1, 16))
+            .y_labels(rows.clamp(1, 16))
+            .x_label_formatter(&integer_label)
+            .y_label_formatter(&integer_label)
             .label_style(("sans-serif", 14))
             .draw()?;
         chart.draw_series(values.iter().enumerate().flat_map(|(i, row)| {
             row.iter().enumerate().map(move |(j, &v)| {
-                let v = v.clamp(0.0, 1.0);
-                let shade = |full: f64| (255.0 - v * (255.0 - full)) as u8;
-                let color = RGBColor(shade(8.0), shade(48.0), shade(107.0));
-                Rectangle::new([(j + 1, i + 1), (j + 2, i + 2)], color.filled())
+                let (x, y) = ((j + 1) as f64, (i + 1) as f64); // the cell's centre
+                let corners = [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)];
+                Rectangle::new(corners, heat_color(v).filled())
             })
         }))?;
+        // the colour bar: the same map, 0 at the bottom to 1 at the top, with its labels
+        let mut scale = ChartBuilder::on(&bar)
+            .margin_top(44)
+            .margin_bottom(52)
+            .margin_right(50)
+            .y_label_area_size(0)
+            .right_y_label_area_size(40)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+        scale
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .y_desc(value_desc)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        const STEPS: usize = 100;
+        scale.draw_series((0..STEPS).map(|k| {
+            let (lo, hi) = (k as f64 / STEPS as f64, (k + 1) as f64 / STEPS as f64);
+            Rectangle::new([(0.0, lo), (1.0, hi)], heat_color((lo + hi) / 2.0).filled())
+        }))?;
+        scale.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            BLACK.stroke_width(1),
+        )))?;
         area.present()?;
         Ok(())
     })
@@ -174,7 +228,7 @@ where
     chart
         .configure_mesh()
         .x_desc("step")
-        .y_desc("loss (cross-entropy, nats per byte)")
+        .y_desc("loss (cross-entropy, nats per target token)")
         .label_style(("sans-serif", 14))
         .draw()?;
     let steelblue = RGBColor(70, 130, 180);

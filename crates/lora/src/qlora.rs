@@ -22,6 +22,19 @@ pub struct QuantConfig {
     pub double_quant: bool,
 }
 
+impl std::fmt::Display for QuantConfig {
+    /// The format as a reader needs it named: `NF4, double-quantized` or `FP4, f32 absmax`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.kind.name().to_uppercase();
+        let kind = kind.replace("INT4", "Int4");
+        if self.double_quant {
+            write!(f, "{kind} (blocks of {BLOCK}), double-quantized")
+        } else {
+            write!(f, "{kind} (blocks of {BLOCK}), f32 absmax")
+        }
+    }
+}
+
 impl Default for QuantConfig {
     /// NF4 with double quantization: QLoRA's setting.
     fn default() -> Self {
@@ -115,6 +128,8 @@ impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
 /// What `quantize_base` did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QuantReport {
+    /// The format the weights were quantized to.
+    pub config: QuantConfig,
     pub layers: Vec<String>,
     /// The quantized weights' bytes in f32, and in their 4-bit form (codes and constants).
     pub f32_bytes: usize,
@@ -177,7 +192,10 @@ pub fn quantize_base<B: Backend, M: Module<B> + ?Sized>(
     if let Some(e) = error {
         return Err(e);
     }
-    let mut report = QuantReport::default();
+    let mut report = QuantReport {
+        config: *config,
+        ..QuantReport::default()
+    };
     let mut by_path: std::collections::BTreeMap<String, (Quantized, f64, f64)> = quantized
         .into_iter()
         .map(|(path, q, err, norm)| (path, (q, err, norm)))
