@@ -402,7 +402,8 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     plot::chart(
         &out.join("rank.png"),
         "Accuracy by rank",
-        ("log2 r", "accuracy"),
+        ("rank r (log scale)", "accuracy"),
+        plot::XAxis::Log2,
         &series,
         true,
     )?;
@@ -571,12 +572,13 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
             mean_std(&last_dd).0,
             correlation(&dm, &dd)
         )?;
-        scatter.push((format!("{kind:?}"), points.clone()));
+        scatter.push((kind.name().to_string(), points.clone()));
     }
     plot::chart(
         &out.join("magnitude_direction.png"),
         "Update: direction vs magnitude, every layer and checkpoint",
         ("dD (1 - cosine)", "dM"),
+        plot::XAxis::Linear,
         &scatter,
         false,
     )?;

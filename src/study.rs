@@ -53,6 +53,20 @@ pub enum Kind {
     PromptTuning,
 }
 
+impl Kind {
+    /// The method's usual name, for charts and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Full => "full fine-tuning",
+            Kind::Lora => "LoRA",
+            Kind::Dora => "DoRA",
+            Kind::Qlora => "QLoRA",
+            Kind::AdapterLayer => "adapter layers",
+            Kind::PromptTuning => "prompt tuning",
+        }
+    }
+}
+
 /// One fine-tune: how, on which Linear layers (short names; unused for `Full`), at which rank, with
 /// which seed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

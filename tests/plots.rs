@@ -69,7 +69,15 @@ fn line_charts_and_loss_curves_render() {
             vec![(1.0, 0.6), (2.0, 0.35), (4.0, 0.2)],
         ),
     ];
-    plot::chart(&path, "rank", ("step", "loss"), &series, true).unwrap();
+    plot::chart(
+        &path,
+        "rank",
+        ("r", "loss"),
+        plot::XAxis::Log2,
+        &series,
+        true,
+    )
+    .unwrap();
     assert_eq!(read_png(&path).dimensions(), (800, 480));
     let stem = scratch("loss_curve");
     let train: Vec<f64> = (0..50).map(|i| 3.0 / (1.0 + i as f64)).collect();

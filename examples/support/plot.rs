@@ -162,11 +162,22 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Lines through each series' points (with markers), or markers alone when `joined` is false.
+/// How a chart's x values are labelled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum XAxis {
+    /// As they are.
+    Linear,
+    /// x is log2 of the quantity: ticks at whole x, labelled 2^x (1, 2, 4, ...), nothing between.
+    Log2,
+}
+
+/// Lines through each series' points (with markers), or markers alone when `joined` is false. The
+/// legend sits in the lower right corner.
 pub fn chart(
     path: &Path,
     title: &str,
     (x_desc, y_desc): (&str, &str),
+    x_axis: XAxis,
     series: &[Series],
     joined: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -179,6 +190,7 @@ pub fn chart(
         (lo - pad)..(hi + pad)
     };
     let (xs, ys) = (range(|p| p.0), range(|p| p.1));
+    let xs_span = xs.clone();
     write_png(path, |area| {
         area.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(area)
@@ -187,12 +199,19 @@ pub fn chart(
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(xs, ys)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
+        let powers = |v: &f64| match integer_label(v) {
+            label if label.is_empty() => label,
+            _ => format!("{}", 2f64.powi(v.round() as i32)),
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_desc)
             .y_desc(y_desc)
-            .label_style(("sans-serif", 14))
-            .draw()?;
+            .label_style(("sans-serif", 14));
+        if x_axis == XAxis::Log2 {
+            let whole = (xs_span.end.floor() - xs_span.start.ceil()) as usize + 1;
+            mesh.x_labels(whole.max(2)).x_label_formatter(&powers);
+        }
+        mesh.draw()?;
         for ((name, pts), &color) in series.iter().zip(PALETTE.iter().cycle()) {
             if joined {
                 chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
@@ -259,6 +278,7 @@ where
 {
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
