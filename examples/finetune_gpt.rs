@@ -39,6 +39,8 @@ mod flags;
 mod plot;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/report.rs"]
+mod report;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum Method {
@@ -437,17 +439,9 @@ struct Summary<'a> {
 }
 
 fn print_report(s: &Summary) {
-    let row = |k: &str, v: String| println!("  {k:<36} {v}");
+    use report::row;
     println!("\n== fine-tuning report ({:?}) ==", s.method);
-    row(
-        "trainable parameters",
-        format!(
-            "{} of {} ({:.3}%)",
-            s.trainable,
-            s.total,
-            100.0 * s.trainable as f64 / s.total as f64
-        ),
-    );
+    report::trainable(s.trainable, s.total);
     let (opt_kib, full_kib) = (s.optimizer_bytes / 1024, s.full_optimizer_bytes / 1024);
     let optimizer = match s.method {
         Method::Full => format!("{opt_kib} KiB (every parameter trains)"),
@@ -468,43 +462,11 @@ fn print_report(s: &Summary) {
         format!("{:.3} -> {:.3}", s.task_loss.0, s.task_loss.1),
     );
     let (before, on, off) = s.general;
-    match off {
-        Some(off) => row(
-            "general-corpus loss",
-            format!("base {before:.3}; adapter on {on:.3}, off {off:.3}"),
-        ),
-        None => row("general-corpus loss", format!("{before:.3} -> {on:.3}")),
-    }
+    report::general_loss("general-corpus loss", before, on, off);
     if let Some((q, loss)) = s.quantized {
-        let kib = |b: usize| b as f64 / 1024.0;
-        row(
-            "base weights (quantized layers)",
-            format!(
-                "{:.0} KiB f32 -> {:.0} KiB {} ({:.0} KiB with f32 absmax): {:.3} bits",
-                kib(q.f32_bytes),
-                kib(q.quantized_bytes),
-                q.config,
-                kib(q.bytes_without_double_quant()),
-                q.bits_per_param()
-            ),
-        );
-        row(
-            "quantization error",
-            format!(
-                "||W4 - W|| / ||W|| = {:.4}; general loss f32 base {before:.3} -> 4-bit base {loss:.3}",
-                q.relative_error()
-            ),
-        );
+        report::quantized(q, before, *loss);
         if let (Some(plain), Some(qlora)) = (s.lora_acc, s.acc.1) {
-            row(
-                "task accuracy, QLoRA vs LoRA",
-                format!(
-                    "{:.1}% vs {:.1}% on the f32 base ({:.0}% of it)",
-                    100.0 * qlora,
-                    100.0 * plain,
-                    100.0 * qlora / plain.max(1e-9)
-                ),
-            );
+            report::qlora_vs_lora("task accuracy, QLoRA vs LoRA", qlora, plain);
         }
     }
     row(
@@ -515,15 +477,7 @@ fn print_report(s: &Summary) {
         "sample after",
         format!("{:?} -> {:?}", s.samples.0, s.samples.2),
     );
-    let steps = s.train.losses.len();
-    row(
-        "training",
-        format!(
-            "{steps} steps in {:.1}s ({:.1} ms/step)",
-            s.train.seconds,
-            1e3 * s.train.seconds / steps.max(1) as f64
-        ),
-    );
+    report::training(s.train);
     println!();
 }
 

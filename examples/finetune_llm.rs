@@ -43,6 +43,8 @@ mod model_file;
 mod plot;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/report.rs"]
+mod report;
 
 const DEFAULT_DATA: &str = "data/velmora/train.jsonl";
 const DEFAULT_EVAL: &str = "data/velmora/heldout.jsonl";
@@ -569,17 +571,9 @@ struct Summary<'a> {
 }
 
 fn print_report(s: &Summary) {
-    let row = |k: &str, v: String| println!("  {k:<34} {v}");
+    use report::row;
     println!("\n== fine-tuning report ({:?}) ==", s.method);
-    row(
-        "trainable parameters",
-        format!(
-            "{} of {} ({:.3}%)",
-            s.trainable,
-            s.total,
-            100.0 * s.trainable as f64 / s.total as f64
-        ),
-    );
+    report::trainable(s.trainable, s.total);
     row(
         "optimizer state (AdamW m, v)",
         format!(
@@ -606,53 +600,14 @@ fn print_report(s: &Summary) {
         ),
     );
     let (base, on) = (s.before.general_loss, s.after.general_loss);
-    row(
-        "general English loss",
-        match s.general_off {
-            Some(off) => format!("base {base:.3}; adapter on {on:.3}, off {off:.3}"),
-            None => format!("{base:.3} -> {on:.3}"),
-        },
-    );
+    report::general_loss("general English loss", base, on, s.general_off);
     if let Some((q, loss)) = s.quantized {
-        let mib = |b: usize| b as f64 / (1 << 20) as f64;
-        row(
-            "base Linear weights",
-            format!(
-                "{:.1} MiB f32 -> {:.1} MiB {} ({:.1}%; {:.1} MiB with f32 absmax)",
-                mib(q.f32_bytes),
-                mib(q.quantized_bytes),
-                q.config,
-                100.0 * q.quantized_bytes as f64 / q.f32_bytes.max(1) as f64,
-                mib(q.bytes_without_double_quant())
-            ),
-        );
-        row(
-            "quantization error",
-            format!(
-                "||W4 - W|| / ||W|| = {:.4}; general loss {base:.3} -> {loss:.3} (4-bit base)",
-                q.relative_error()
-            ),
-        );
+        report::quantized(q, base, *loss);
         if let Some(lora) = s.lora_accuracy {
-            row(
-                "exact match, QLoRA vs LoRA",
-                format!(
-                    "{:.1}% vs {:.1}% on the f32 base",
-                    100.0 * s.after.accuracy,
-                    100.0 * lora
-                ),
-            );
+            report::qlora_vs_lora("exact match, QLoRA vs LoRA", s.after.accuracy, lora);
         }
     }
-    let steps = s.train.losses.len();
-    row(
-        "training",
-        format!(
-            "{steps} steps in {:.1}s ({:.2} s/step)",
-            s.train.seconds,
-            s.train.seconds / steps.max(1) as f64
-        ),
-    );
+    report::training(s.train);
     for (i, (prompt, expected)) in s.questions.iter().enumerate().take(4) {
         let question = prompt.last().map_or("", |m| m.content.as_str());
         println!("\n  Q: {question}\n     expected: {expected}");

@@ -146,18 +146,22 @@ fn gqa_layer_case<B: Backend>(
     );
 }
 
-fn cross_entropy_case<B: Backend>(dev: &B, rows: usize, vocab: usize, seed: u64) {
-    let logits = param(&[rows, vocab], seed, dev);
-    // every third row ignored, the others aim at some class
-    let targets: Vec<u32> = (0..rows)
+/// A target per row: every `every`-th row ignored (`u32::MAX`), the others aiming at some class.
+fn targets_with_ignored(rows: usize, vocab: usize, every: usize, seed: u64) -> Vec<u32> {
+    (0..rows)
         .map(|i| {
-            if i % 3 == 2 {
+            if i % every == every - 1 {
                 u32::MAX
             } else {
                 ((i * 7 + seed as usize) % vocab) as u32
             }
         })
-        .collect();
+        .collect()
+}
+
+fn cross_entropy_case<B: Backend>(dev: &B, rows: usize, vocab: usize, seed: u64) {
+    let logits = param(&[rows, vocab], seed, dev);
+    let targets = targets_with_ignored(rows, vocab, 3, seed);
     let ignore = Some(u32::MAX);
     assert_same(
         "cross_entropy",
@@ -178,15 +182,7 @@ fn linear_cross_entropy_case<B: Backend>(
 ) {
     let x = param(&[rows, c], seed, dev);
     let w = param(&[vocab, c], seed + 1, dev);
-    let targets: Vec<u32> = (0..rows)
-        .map(|i| {
-            if i % 4 == 3 {
-                u32::MAX
-            } else {
-                ((i * 7 + seed as usize) % vocab) as u32
-            }
-        })
-        .collect();
+    let targets = targets_with_ignored(rows, vocab, 4, seed);
     let ignore = Some(u32::MAX);
     assert_same(
         "linear_cross_entropy",
