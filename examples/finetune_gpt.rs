@@ -51,6 +51,18 @@ enum Method {
     Full,
 }
 
+impl Method {
+    /// The method's usual name, for titles.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Lora => "LoRA",
+            Method::Dora => "DoRA",
+            Method::Qlora => "QLoRA",
+            Method::Full => "full fine-tuning",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum InitArg {
     /// A kaiming-uniform, B = 0 (PEFT's default).
@@ -396,7 +408,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     }
     let curve = args.output.dir.join("loss_curve");
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
-    let title = format!("fine-tuning ({:?})", args.method);
+    let title = format!("fine-tuning ({})", args.method.name());
     plot::loss_curves(&curve, &title, &report.losses, &val)?;
     println!(
         "loss curves: {}.svg, {}.png",
@@ -440,7 +452,7 @@ struct Summary<'a> {
 
 fn print_report(s: &Summary) {
     use report::row;
-    println!("\n== fine-tuning report ({:?}) ==", s.method);
+    println!("\n== fine-tuning report ({}) ==", s.method.name());
     report::trainable(s.trainable, s.total);
     let (opt_kib, full_kib) = (s.optimizer_bytes / 1024, s.full_optimizer_bytes / 1024);
     let optimizer = match s.method {

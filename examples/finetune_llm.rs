@@ -62,6 +62,18 @@ enum Method {
     Full,
 }
 
+impl Method {
+    /// The method's usual name, for titles.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Lora => "LoRA",
+            Method::Dora => "DoRA",
+            Method::Qlora => "QLoRA",
+            Method::Full => "full fine-tuning",
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     allow_negative_numbers = true,
@@ -95,7 +107,7 @@ struct Args {
     targets: String,
     #[arg(long, default_value_t = 80)]
     steps: usize,
-    /// Peak learning rate [default: 1e-3 for adapters, 5e-5 for full fine-tuning].
+    /// Peak learning rate [default: 5e-4 for adapters, 5e-5 for full fine-tuning].
     #[arg(long)]
     lr: Option<f64>,
     /// Conversations per step.
@@ -158,7 +170,7 @@ impl Args {
         self.lr.unwrap_or(if self.method == Method::Full {
             5e-5
         } else {
-            1e-3
+            5e-4
         })
     }
 
@@ -521,7 +533,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     }
     let curve = args.output.dir.join("loss_curve");
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
-    let title = format!("fine-tuning SmolLM2 ({:?})", args.method);
+    let title = format!("fine-tuning SmolLM2 ({})", args.method.name());
     plot::loss_curves(&curve, &title, &report.losses, &val)?;
     println!(
         "loss curves: {}.svg, {}.png",
@@ -572,7 +584,7 @@ struct Summary<'a> {
 
 fn print_report(s: &Summary) {
     use report::row;
-    println!("\n== fine-tuning report ({:?}) ==", s.method);
+    println!("\n== fine-tuning report ({}) ==", s.method.name());
     report::trainable(s.trainable, s.total);
     row(
         "optimizer state (AdamW m, v)",

@@ -221,7 +221,7 @@ pub fn chart(
                 .label(name.as_str())
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
         }
-        legend_and_present(&mut chart, area)
+        legend_and_present(&mut chart, area, SeriesLabelPosition::LowerRight)
     })
 }
 
@@ -265,20 +265,22 @@ where
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
         chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
     }
-    legend_and_present(&mut chart, area)
+    // losses fall: the upper right corner is free
+    legend_and_present(&mut chart, area, SeriesLabelPosition::UpperRight)
 }
 
 /// Draws the series' legend and finishes the picture.
 fn legend_and_present<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     area: &DrawingArea<DB, plotters::coord::Shift>,
+    position: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
