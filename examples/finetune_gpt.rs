@@ -35,6 +35,8 @@ mod cli;
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/method.rs"]
+mod method;
 #[path = "support/plot.rs"]
 mod plot;
 #[path = "support/process.rs"]
@@ -42,26 +44,7 @@ mod process;
 #[path = "support/report.rs"]
 mod report;
 
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-enum Method {
-    Lora,
-    Dora,
-    /// LoRA over a 4-bit base (see --quant, --double-quant).
-    Qlora,
-    Full,
-}
-
-impl Method {
-    /// The method's usual name, for titles.
-    fn name(self) -> &'static str {
-        match self {
-            Method::Lora => "LoRA",
-            Method::Dora => "DoRA",
-            Method::Qlora => "QLoRA",
-            Method::Full => "full fine-tuning",
-        }
-    }
-}
+use method::Method;
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum InitArg {

@@ -37,6 +37,8 @@ mod cli;
 mod device;
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/method.rs"]
+mod method;
 #[path = "support/model_file.rs"]
 mod model_file;
 #[path = "support/plot.rs"]
@@ -46,33 +48,13 @@ mod process;
 #[path = "support/report.rs"]
 mod report;
 
+use method::Method;
+
 const DEFAULT_DATA: &str = "data/velmora/train.jsonl";
 const DEFAULT_EVAL: &str = "data/velmora/heldout.jsonl";
 const DEFAULT_GENERAL: &str = "data/general-english.txt";
 /// What the saved adapter names as its base when trained on the default model (PEFT looks it up there).
 const SMOLLM2_ID: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
-
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-enum Method {
-    Lora,
-    Dora,
-    /// LoRA over the base's Linear weights in NF4 with double quantization.
-    Qlora,
-    /// Every weight trains (no adapter).
-    Full,
-}
-
-impl Method {
-    /// The method's usual name, for titles.
-    fn name(self) -> &'static str {
-        match self {
-            Method::Lora => "LoRA",
-            Method::Dora => "DoRA",
-            Method::Qlora => "QLoRA",
-            Method::Full => "full fine-tuning",
-        }
-    }
-}
 
 #[derive(Parser, Debug)]
 #[command(
