@@ -39,6 +39,8 @@ fn matmul(c: &mut Criterion) {
         let (va, vb) = (a.to_vec(), b.to_vec());
         let mut out = vec![0f32; m * n];
         g.bench_function(BenchmarkId::new("direct_sgemm_1thread", &id), |bench| {
+            // SAFETY: va is (m, k) and vb (k, n) row-major, out holds m x n: every element the sizes and
+            // strides reach lies inside them.
             bench.iter(|| unsafe {
                 f32::gemm(
                     m,

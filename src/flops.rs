@@ -162,6 +162,8 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::hint::black_box;
 
+    /// # Safety
+    /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn avx512(iters: u64) -> f32 {
         let (b, c) = (
@@ -177,6 +179,8 @@ mod x86 {
         acc.iter().map(|&a| _mm512_reduce_add_ps(a)).sum()
     }
 
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn avx2(iters: u64) -> f32 {
         let (b, c) = (
@@ -192,7 +196,8 @@ mod x86 {
         let mut lanes = [0.0f32; 8];
         acc.iter()
             .map(|&a| {
-                _mm256_storeu_ps(lanes.as_mut_ptr(), a);
+                // SAFETY: `lanes` holds the 8 floats the store writes; storeu needs no alignment.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
                 lanes.iter().sum::<f32>()
             })
             .sum()

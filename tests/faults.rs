@@ -106,7 +106,9 @@ fn a_save_killed_at_any_instant_leaves_the_old_or_the_new_folder() {
 
     let mut r = rng(7);
     let mut seen = [[0; 2]; 2];
-    for _ in 0..30 {
+    let mut mid_save = 0; // kills that landed while a save was under way
+    const KILLS: usize = 30;
+    for _ in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -130,13 +132,23 @@ fn a_save_killed_at_any_instant_leaves_the_old_or_the_new_folder() {
         std::thread::sleep(Duration::from_micros(delay));
         child.kill().unwrap(); // SIGKILL: no destructor, no cleanup runs
         child.wait().unwrap();
+        // A save stages into `.NAME.staging-PID` (the child's pid) and removes it after the swap: if it is
+        // still there, this kill hit between the save's first write and its end.
+        let staging = |name: &str| root.join(format!(".{name}.staging-{}", child.id()));
+        mid_save += usize::from(["base", "adapter"].iter().any(|n| staging(n).exists()));
         let (b, a) = version_on_disk(&root, &bases, &mut adapters);
         seen[0][b] += 1;
         seen[1][a] += 1;
     }
     eprintln!(
-        "versions found after the kills: base {:?}, adapter {:?}",
+        "versions found after the kills: base {:?}, adapter {:?}; {mid_save} of {KILLS} kills mid-save",
         seen[0], seen[1]
+    );
+    // The child does nothing but save, so most kills must land inside one; were none to, the checks above
+    // would prove nothing.
+    assert!(
+        mid_save >= KILLS / 3,
+        "only {mid_save} of {KILLS} kills landed during a save"
     );
 
     // the next save removes what the killed ones left (staging folders, temporary files)

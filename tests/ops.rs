@@ -4,7 +4,7 @@
 //! message on a machine without a GPU adapter, unless `LOWRANK_REQUIRE_WGPU=1`).
 
 use lowrank::wgpu::{test_device, Wgpu};
-use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Cpu, Element, Shape, Tensor};
+use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Cpu, Element, Layout, Shape, Tensor};
 use proptest::prelude::*;
 
 // ---- the reference: a dense row-major array of f64 with naive indexing ------------------------------------
@@ -122,12 +122,32 @@ fn dim() -> impl Strategy<Value = usize> {
     prop_oneof![4 => 1usize..5, 1 => Just(1usize), 1 => Just(0usize)]
 }
 
+/// Rows long enough for the kernels' wide paths: more than one 16-lane SIMD step with a ragged tail on the
+/// CPU, more than one 64-thread workgroup on the GPU (lengths seldom a multiple of 16 or 64).
+fn long_row() -> impl Strategy<Value = usize> {
+    100usize..600
+}
+
+/// Mostly small axes; one case in six ends in a long row (after at most two small axes).
 fn shape(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(dim(), 0..=max_rank)
+    prop_oneof![
+        5 => prop::collection::vec(dim(), 0..=max_rank),
+        1 => with_long_row(prop::collection::vec(dim(), 0..max_rank.min(3))),
+    ]
 }
 
 fn nonempty_shape(min_rank: usize, max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(1usize..5, min_rank..=max_rank)
+    prop_oneof![
+        5 => prop::collection::vec(1usize..5, min_rank..=max_rank),
+        1 => with_long_row(prop::collection::vec(1usize..4, min_rank.max(1) - 1..max_rank.min(3))),
+    ]
+}
+
+fn with_long_row(lead: impl Strategy<Value = Vec<usize>>) -> impl Strategy<Value = Vec<usize>> {
+    (lead, long_row()).prop_map(|(mut dims, n)| {
+        dims.push(n);
+        dims
+    })
 }
 
 fn values(shape: Vec<usize>) -> impl Strategy<Value = Nd> {
@@ -382,9 +402,9 @@ fn check_matmul<B: Backend>(dev: &B, a: &(Nd, u8), b: &(Nd, u8)) {
 /// Shapes (.., m, k) and (.., k, n) whose batch axes broadcast.
 fn matmul_pair() -> impl Strategy<Value = ((Nd, u8), (Nd, u8))> {
     (
-        shape(2),
+        prop::collection::vec(dim(), 0..=2),
         0usize..6,
-        0usize..6,
+        prop_oneof![5 => 0usize..6, 1 => 60usize..300], // long sums: the GEMM's k-blocking and tails
         0usize..6,
         any::<bool>(),
         any::<bool>(),
@@ -673,40 +693,59 @@ fn check_backward<B: Backend>(dev: &B, nd: &Nd, how: u8, targets: &[u32]) {
 }
 
 /// q, k, v (B, H, T, D) and an upstream gradient; `how` 3 lays a tensor out as the model does, (B, T, H, D)
-/// memory seen through a permute.
+/// memory seen through a permute; `how` 4 (k and v only, with an even H) is grouped-query attention's
+/// sharing: H / 2 heads, each repeated for 2 query heads as `gpt::repeat_kv` does.
 type AttentionCase = ([(Nd, u8); 4], bool);
 
 fn check_attention<B: Backend>(dev: &B, (inputs, causal): &AttentionCase) {
-    let t_of = |(nd, how): &(Nd, u8)| {
-        if *how == 3 {
-            let s = &nd.shape;
-            let heads = Nd::from_fn(&[s[0], s[2], s[1], s[3]], |i| {
-                nd.at(&[i[0], i[2], i[1], i[3]])
-            });
-            make(&heads, 0, dev).permute(&[0, 2, 1, 3])
-        } else {
-            make(nd, *how, dev)
+    let t_of = |(nd, how): &(Nd, u8)| -> (Tensor<B>, Nd) {
+        let s = &nd.shape;
+        match how {
+            3 => {
+                let heads = Nd::from_fn(&[s[0], s[2], s[1], s[3]], |i| {
+                    nd.at(&[i[0], i[2], i[1], i[3]])
+                });
+                (make(&heads, 0, dev).permute(&[0, 2, 1, 3]), nd.clone())
+            }
+            4 if s[1] % 2 == 0 => {
+                let kv = Nd::from_fn(&[s[0], s[1] / 2, s[2], s[3]], |i| nd.at(i));
+                let shared = Nd::from_fn(s, |i| kv.at(&[i[0], i[1] / 2, i[2], i[3]]));
+                let t = make(&kv, 0, dev)
+                    .unsqueeze(2)
+                    .broadcast_to([s[0], s[1] / 2, 2, s[2], s[3]])
+                    .reshape(s.clone());
+                (t, shared)
+            }
+            _ => (make(nd, *how % 3, dev), nd.clone()),
         }
     };
-    let [q, k, v, g] = [0, 1, 2, 3].map(|i| &inputs[i].0);
-    let [tq, tk, tv, tg] = [0, 1, 2, 3].map(|i| t_of(&inputs[i]));
+    let [(tq, q), (tk, k), (tv, v), (tg, g)] = [0, 1, 2, 3].map(|i| t_of(&inputs[i]));
+    let (q, k, v, g) = (&q, &k, &v, &g);
     let (t, d) = (q.shape[2], q.shape[3]);
     let scale = 0.6;
     let visible = |i: usize| if *causal { i + 1 } else { t };
-    // P[b, h, i, j] by the definition, zero where masked
-    let probs = Nd::from_fn(&[q.shape[0], q.shape[1], t, t], |x| {
-        let (b, h, i) = (x[0], x[1], x[2]);
-        let score = |j: usize| {
-            scale
-                * (0..d)
-                    .map(|e| q.at(&[b, h, i, e]) * k.at(&[b, h, j, e]))
-                    .sum::<f64>()
-        };
-        let s: Vec<f64> = (0..visible(i)).map(score).collect();
-        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = s.iter().map(|v| (v - max).exp()).sum();
-        if x[3] < visible(i) {
-            (s[x[3]] - max).exp() / sum
+    // P[b, h, i, j] by the definition, zero where masked (scores, row maxima and sums each built once)
+    let pshape = [q.shape[0], q.shape[1], t, t];
+    let scores = Nd::from_fn(&pshape, |x| {
+        scale
+            * (0..d)
+                .map(|e| q.at(&[x[0], x[1], x[2], e]) * k.at(&[x[0], x[1], x[3], e]))
+                .sum::<f64>()
+    });
+    let row = |x: &[usize]| -> Vec<f64> {
+        (0..visible(x[2]))
+            .map(|j| scores.at(&[x[0], x[1], x[2], j]))
+            .collect()
+    };
+    let max = Nd::from_fn(&pshape[..3], |x| {
+        row(x).into_iter().fold(f64::NEG_INFINITY, f64::max)
+    });
+    let sum = Nd::from_fn(&pshape[..3], |x| {
+        row(x).iter().map(|s| (s - max.at(x)).exp()).sum()
+    });
+    let probs = Nd::from_fn(&pshape, |x| {
+        if x[3] < visible(x[2]) {
+            (scores.at(x) - max.at(&x[..3])).exp() / sum.at(&x[..3])
         } else {
             0.0
         }
@@ -720,17 +759,18 @@ fn check_attention<B: Backend>(dev: &B, (inputs, causal): &AttentionCase) {
     let (out, tp) = Tensor::attention(&tq, &tk, &tv, scale, *causal);
     close(&out, &want_out, "attention out");
     close(&tp, &probs, "attention probabilities");
-    // dS[b, h, i, j] = P (dP - sum_j P dP),  dP = g v^T
-    let dp = |b: usize, h: usize, i: usize, j: usize| {
+    // dS[b, h, i, j] = P (dP - sum_j P dP),  dP = g v^T (each built once: O(T^2 D), not O(T^3 D))
+    let dp = Nd::from_fn(&probs.shape, |x| {
         (0..d)
-            .map(|e| g.at(&[b, h, i, e]) * v.at(&[b, h, j, e]))
+            .map(|e| g.at(&[x[0], x[1], x[2], e]) * v.at(&[x[0], x[1], x[3], e]))
             .sum::<f64>()
-    };
-    let ds = Nd::from_fn(&probs.shape, |x| {
-        let (b, h, i) = (x[0], x[1], x[2]);
-        let dot: f64 = (0..t).map(|j| p(b, h, i, j) * dp(b, h, i, j)).sum();
-        p(b, h, i, x[3]) * (dp(b, h, i, x[3]) - dot)
     });
+    let dot = Nd::from_fn(&probs.shape[..3], |x| {
+        (0..t)
+            .map(|j| p(x[0], x[1], x[2], j) * dp.at(&[x[0], x[1], x[2], j]))
+            .sum()
+    });
+    let ds = Nd::from_fn(&probs.shape, |x| probs.at(x) * (dp.at(x) - dot.at(&x[..3])));
     let want = [
         Nd::from_fn(&q.shape, |x| {
             scale
@@ -867,17 +907,16 @@ mod strategies {
             .prop_flat_map(|nd| (Just(nd), prop::collection::vec(0u32..100, 0..6)))
     }
     /// T sometimes spans several of the kernel's 32-query blocks, with a partial last one.
+    /// Head dims 32 and 64 (the toy's and SmolLM2's) beside tiny ones, with a single batch and head.
     pub fn attention() -> impl Strategy<Value = AttentionCase> {
-        (
-            1usize..3,
-            1usize..3,
-            prop_oneof![3 => 0usize..6, 1 => 30usize..70],
-            1usize..5,
-        )
-            .prop_flat_map(|(b, h, t, d)| {
-                let one = || (values(vec![b, h, t, d]), 0u8..4);
-                ([one(), one(), one(), one()], any::<bool>())
-            })
+        prop_oneof![
+            4 => (1usize..3, 1usize..3, prop_oneof![3 => 0usize..6, 1 => 30usize..70], 1usize..5),
+            1 => (Just(1usize), Just(2usize), 20usize..45, prop_oneof![Just(32usize), Just(64)]),
+        ]
+        .prop_flat_map(|(b, h, t, d)| {
+            let one = |hows: std::ops::Range<u8>| (values(vec![b, h, t, d]), hows);
+            ([one(0..4), one(0..5), one(0..5), one(0..4)], any::<bool>())
+        })
     }
     pub fn backward() -> impl Strategy<Value = ((Nd, u8), Vec<u32>)> {
         fused()
@@ -1030,4 +1069,104 @@ fn random_tensors_are_seeded() {
     assert!(u.iter().all(|&x| (-1.0..2.0).contains(&x)));
     let mean = u.iter().sum::<f32>() / 1000.0;
     assert!((mean - 0.5).abs() < 0.1, "uniform mean {mean}");
+}
+
+// ---- soundness: a safe call with a layout past its storage panics, never reads out of bounds ------------------
+// (scripts/valgrind.sh runs these too: before the checks, each read past the end of its storage.)
+
+#[test]
+#[should_panic(
+    expected = "Tensor::from_storage: storage of shape (64, 64) (strides [64, 1], offset 0) \
+                           reaches 4096 elements, its storage holds 1"
+)]
+fn from_storage_shorter_than_its_shape_panics() {
+    let dev = Cpu::<f32>::new();
+    let t = Tensor::from_storage(vec![0f32], [64, 64], &dev);
+    t.matmul(&t); // before the check: a GEMM over 4096 elements of a 1-element buffer
+}
+
+/// The backend's methods are public and take any `Layout` (`Layout::new` is public too).
+#[test]
+#[should_panic(
+    expected = "matmul: rhs of shape (64, 64) (strides [64, 1], offset 0) reaches 4096 \
+                           elements, its storage holds 16"
+)]
+fn matmul_with_a_layout_past_its_storage_panics() {
+    let dev = Cpu::<f32>::new();
+    let a = vec![1f32; 64 * 64];
+    let la = Layout::contiguous([64, 64]);
+    dev.matmul(&a, &la, &vec![1f32; 16], &la);
+}
+
+#[test]
+#[should_panic(expected = "matmul: cannot multiply shapes (4, 8) and (4, 8)")]
+fn matmul_backend_with_misaligned_shapes_panics() {
+    let dev = Cpu::<f32>::new();
+    let l = Layout::contiguous([4, 8]);
+    dev.matmul(&vec![0f32; 32], &l, &vec![0f32; 32], &l);
+}
+
+#[test]
+#[should_panic(
+    expected = "attention: v of shape (1, 2, 40, 32) (strides [2560, 1280, 32, 1], offset 8) \
+                           reaches 2568 elements, its storage holds 2560"
+)]
+fn attention_with_an_offset_past_its_storage_panics() {
+    let dev = Cpu::<f32>::new();
+    let shape = Shape::new(vec![1, 2, 40, 32]);
+    let x = vec![0.5f32; shape.numel()];
+    let ok = Layout::contiguous(shape.clone());
+    let shifted = Layout::new(shape, vec![2560, 1280, 32, 1], 8);
+    dev.attention((&x, &ok), (&x, &ok), (&x, &shifted), 0.1, true);
+}
+
+#[test]
+#[should_panic(expected = "attention_backward: k has shape (1, 1, 8, 4), q (1, 1, 40, 4)")]
+fn attention_backward_with_mismatched_operands_panics() {
+    let dev = Cpu::<f32>::new();
+    let (big, small) = ([1, 1, 40, 4], [1, 1, 8, 4]);
+    let (lb, ls) = (Layout::contiguous(big), Layout::contiguous(small));
+    let (x, y, p) = (vec![0f32; 160], vec![0f32; 32], vec![0f32; 1600]);
+    dev.attention_backward(
+        [None, Some((&y, &ls)), Some((&x, &lb))],
+        &p,
+        (&x, &lb),
+        0.5,
+        false,
+        [true, false, false],
+    );
+}
+
+/// RoPE marks its whole output initialised after writing the tables' runs: tables of another shape would
+/// leave part of it uninitialised.
+#[test]
+#[should_panic(
+    expected = "rope: the cos (2, 4) and sin (2, 4) tables must be broadcast to x's shape (8, 4)"
+)]
+fn rope_with_tables_of_another_shape_panics() {
+    let dev = Cpu::<f32>::new();
+    let (lx, lt) = (Layout::contiguous([8, 4]), Layout::contiguous([2, 4]));
+    let (x, t) = (vec![1f32; 32], vec![1f32; 8]);
+    dev.rope((&x, &lx), (&t, &lt), (&t, &lt));
+}
+
+/// NaN logits are what training's divergence guard looks for: exp, softmax, log-softmax and SiLU keep them.
+#[test]
+fn nan_in_gives_nan_out() {
+    assert!(f32::NAN.fast_exp().is_nan() && (-f32::NAN).fast_exp().is_nan());
+    let dev = Cpu::<f32>::new();
+    let x = Tensor::from_vec(vec![0.5, f32::NAN, -1.0, 2.0], [1, 4], &dev).unwrap();
+    for (name, y) in [
+        ("exp", x.exp()),
+        ("softmax", x.softmax()),
+        ("log_softmax", x.log_softmax()),
+        ("silu", x.silu()),
+    ] {
+        assert!(
+            y.to_vec()[1].is_nan(),
+            "{name}({:?}) = {:?}",
+            x.to_vec(),
+            y.to_vec()
+        );
+    }
 }

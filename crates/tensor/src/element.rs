@@ -136,10 +136,12 @@ impl Element for f32 {
         p = p * r + 0.166_666_65;
         p = p * r + 0.5;
         let y = p * r * r + r + 1.0;
-        // SAFETY: after the clamp, n + 127 lies in [1, 255], an exact integer that fits a u32; the unchecked
-        // conversion (unlike `as`, which saturates) lets the loop vectorise.
-        let biased: u32 = unsafe { (n + 127.0).to_int_unchecked() };
-        let scaled = y * f32::from_bits(biased << 23);
+        // 2^n from its exponent bits, without a float-to-int conversion (`as` saturates and does not
+        // vectorise): adding 1.5 * 2^23 leaves the integer n + 127 (in [1, 255] after the clamp) in the low
+        // mantissa bits, and the shift moves it into the exponent field. A NaN input stays NaN through `y`
+        // whatever these bits are, so NaN in gives NaN out.
+        let biased = (n + (127.0 + ROUND)).to_bits() << 23;
+        let scaled = y * f32::from_bits(biased);
         if self < -87.336_55 {
             0.0
         } else {

@@ -206,19 +206,32 @@ impl Layout {
                 .sum::<usize>()
     }
 
-    /// The largest storage index this layout can reach plus one: the storage it needs.
+    /// The largest storage index this layout can reach plus one: the storage it needs (`usize::MAX` when
+    /// that overflows, so a nonsense layout never passes a bounds check by wrapping around).
     pub fn required_len(&self) -> usize {
         if self.shape.numel() == 0 {
             return self.offset;
         }
-        self.offset
-            + 1
-            + self
-                .dims()
-                .iter()
-                .zip(&self.strides)
-                .map(|(d, s)| (d - 1) * s)
-                .sum::<usize>()
+        let mut end = self.offset.checked_add(1);
+        for (&d, &s) in self.dims().iter().zip(&self.strides) {
+            end = end.and_then(|e| e.checked_add((d - 1).checked_mul(s)?));
+        }
+        end.unwrap_or(usize::MAX)
+    }
+
+    /// Panics, naming `op` and both sizes, unless every element this layout addresses lies inside a storage
+    /// of `len` elements. Each kernel that reads through raw pointers calls it first: a layout made by hand
+    /// (`Layout::new` is public) must end in a panic, never in a read past the end.
+    pub fn assert_fits(&self, op: &str, operand: &str, len: usize) {
+        let need = self.required_len();
+        assert!(
+            need <= len,
+            "{op}: {operand} of shape {} (strides {:?}, offset {}) reaches {} elements, its storage holds {len}",
+            self.shape,
+            self.strides,
+            self.offset,
+            if need == usize::MAX { "more than usize::MAX".to_string() } else { need.to_string() },
+        );
     }
 }
 

@@ -34,11 +34,19 @@ impl<B: Backend> Clone for Tensor<B> {
 impl<B: Backend> Tensor<B> {
     // ---- creation ----------------------------------------------------------------------------------------
 
-    /// Wraps freshly computed contiguous storage holding `shape`'s elements.
+    /// Wraps freshly computed contiguous storage holding `shape`'s elements. Panics, naming both sizes, when
+    /// the storage holds fewer elements than the shape describes: every kernel may then trust a tensor's
+    /// layout to lie inside its storage.
     pub fn from_storage(storage: B::Storage, shape: impl Into<Shape>, backend: &B) -> Self {
+        let layout = Layout::contiguous(shape);
+        layout.assert_fits(
+            "Tensor::from_storage",
+            "storage",
+            backend.storage_len(&storage),
+        );
         Tensor {
             storage: Arc::new(storage),
-            layout: Layout::contiguous(shape),
+            layout,
             backend: backend.clone(),
         }
     }

@@ -66,14 +66,26 @@ struct Heads {
 }
 
 impl Heads {
-    fn of(q: &Layout) -> Self {
+    /// The problem's sizes from `q` (or `g`), after checking that every given operand has its shape and
+    /// lies inside its storage: the guard in front of the raw-pointer GEMMs below.
+    fn of<E>(op: &str, q: &Layout, operands: &[(&str, &[E], &Layout)]) -> Self {
         let dims = q.dims();
         assert_eq!(
             dims.len(),
             4,
-            "attention: q and g must be (B, H, T, D), got {}",
+            "{op}: q and g must be (B, H, T, D), got {}",
             q.shape()
         );
+        for &(name, data, layout) in operands {
+            assert_eq!(
+                layout.dims(),
+                dims,
+                "{op}: {name} has shape {}, q {}",
+                layout.shape(),
+                q.shape()
+            );
+            layout.assert_fits(op, name, data.len());
+        }
         Heads {
             b: dims[0],
             h: dims[1],
@@ -143,22 +155,25 @@ unsafe fn gemm<E: Element>(
     c: *mut E,
     rsc: usize,
 ) {
-    E::gemm(
-        m,
-        k,
-        n,
-        alpha,
-        a.ptr,
-        a.rs,
-        a.cs,
-        b.ptr,
-        b.rs,
-        b.cs,
-        E::zero(),
-        c,
-        rsc as isize,
-        1,
-    )
+    // SAFETY: the caller's contract above is `Element::gemm`'s.
+    unsafe {
+        E::gemm(
+            m,
+            k,
+            n,
+            alpha,
+            a.ptr,
+            a.rs,
+            a.cs,
+            b.ptr,
+            b.rs,
+            b.cs,
+            E::zero(),
+            c,
+            rsc as isize,
+            1,
+        )
+    }
 }
 
 /// Returns (out laid out as (B, T, H, D), P as a contiguous (B, H, T, T)).
@@ -169,7 +184,11 @@ pub fn attention<E: Element>(
     scale: f64,
     causal: bool,
 ) -> (Vec<E>, Vec<E>) {
-    let hs = Heads::of(q.1);
+    let hs = Heads::of(
+        "attention",
+        q.1,
+        &[("q", q.0, q.1), ("k", k.0, k.1), ("v", v.0, v.1)],
+    );
     let (t, d) = (hs.t, hs.d);
     let n = hs.b * hs.h;
     if n * t * d == 0 {
@@ -258,7 +277,12 @@ pub fn attention_backward<E: Element>(
     causal: bool,
     need: [bool; 3],
 ) -> [Option<Vec<E>>; 3] {
-    let hs = Heads::of(g.1);
+    let given = [("q", q), ("k", k), ("v", v), ("g", Some(g))];
+    let operands: Vec<_> = given
+        .iter()
+        .filter_map(|&(name, x)| x.map(|(data, layout)| (name, data, layout)))
+        .collect();
+    let hs = Heads::of("attention_backward", g.1, &operands);
     let (t, d) = (hs.t, hs.d);
     let n = hs.b * hs.h;
     let len = n * t * d;

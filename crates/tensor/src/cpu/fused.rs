@@ -208,6 +208,15 @@ pub fn rms_norm_backward<E: Element>(
 pub fn rope<E: Element>(x: (&[E], &Layout), cos: (&[E], &Layout), sin: (&[E], &Layout)) -> Vec<E> {
     let (rows, d) = rows_of(x.1.shape());
     let h = d / 2;
+    // The output is written through `spare_capacity_mut` and then marked initialised: the tables' runs must
+    // cover every element of x, so they must have x's shape.
+    assert!(
+        cos.1.dims() == x.1.dims() && sin.1.dims() == x.1.dims(),
+        "rope: the cos {} and sin {} tables must be broadcast to x's shape {}",
+        cos.1.shape(),
+        sin.1.shape(),
+        x.1.shape()
+    );
     let tables = Strided::new(
         cos.1.dims(),
         [cos.1.strides(), sin.1.strides()],

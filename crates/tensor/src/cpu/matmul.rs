@@ -29,6 +29,7 @@ impl<E> OutPtr<E> {
 }
 
 pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
+    check_operands(a, la, b, lb);
     let nd = la.shape().rank();
     let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
     let batch_offsets = batch_offsets(la, lb);
@@ -96,6 +97,23 @@ pub fn matmul<E: Element>(a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> 
     // SAFETY: the GEMM calls above wrote all `total` elements.
     unsafe { out.set_len(total) };
     out
+}
+
+/// The guard in front of the raw-pointer GEMM calls: both operands are (.., m, k) @ (.., k, n) with the same
+/// batch axes, and every element their layouts address lies inside their storage. The tensor op checks the
+/// shapes already; this makes a hand-made layout passed to the backend a panic, not a read past the end.
+fn check_operands<E>(a: &[E], la: &Layout, b: &[E], lb: &Layout) {
+    let (da, db) = (la.dims(), lb.dims());
+    let nd = da.len();
+    assert!(
+        nd >= 2 && db.len() == nd && da[..nd - 2] == db[..nd - 2] && da[nd - 1] == db[nd - 2],
+        "matmul: cannot multiply shapes {} and {} (the backend takes (.., m, k) @ (.., k, n), batch axes \
+         already broadcast)",
+        la.shape(),
+        lb.shape()
+    );
+    la.assert_fits("matmul", "lhs", a.len());
+    lb.assert_fits("matmul", "rhs", b.len());
 }
 
 /// Storage offsets of each (lhs, rhs) matrix pair, enumerating the batch axes in row-major order.
