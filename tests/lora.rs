@@ -79,7 +79,8 @@ fn weighted(y: &Var<F64>) -> Var<F64> {
 }
 
 /// Gradients of one adapted Linear w.r.t. its input and every adapter parameter: A, B, and DoRA's m or
-/// lora_bias's b when the config has them.
+/// lora_bias's b when the config has them. With `config.dropout > 0` the layer trains with a fixed random
+/// mask (finite differences need the same function at every evaluation).
 fn layer_gradcheck(config: LoraConfig) {
     let mut m = One {
         q_proj: Linear::new(5, 4, 0.5, 1, &dev()),
@@ -92,6 +93,14 @@ fn layer_gradcheck(config: LoraConfig) {
     randomize(&m, 3);
     let x = Var::param(Tensor::randn([2, 3, 5], 0.0, 1.0, &mut rng(4), &dev()));
     freeze_dora_norms(&mut m);
+    if config.dropout > 0.0 {
+        let p = config.dropout;
+        let u = Tensor::rand_uniform([6, 5], 0.0, 1.0, &mut rng(8), &dev());
+        let mask = u.ge(&Tensor::scalar(p, &dev())).mul_scalar(1.0 / (1.0 - p)); // (rows, in)
+        m.for_each_lora_layer(&mut |_, _, layer| {
+            layer.get("a").unwrap().fix_dropout_mask(Some(mask.clone()))
+        });
+    }
     let mut params = vec![x.clone()];
     params.extend(adapter_params(&m));
     let extra = usize::from(config.use_dora) + usize::from(config.lora_bias);
@@ -114,6 +123,23 @@ fn lora_layer_gradients_wrt_x_a_b() {
 #[test]
 fn dora_layer_gradients_wrt_x_a_b_m_with_detached_norm() {
     layer_gradcheck(config(true));
+}
+
+/// PEFT's training-mode DoRA: the base output keeps x, the change `(m/n - 1) W0` sees the dropped input.
+#[test]
+fn dora_layer_gradients_with_dropout() {
+    layer_gradcheck(LoraConfig {
+        dropout: 0.3,
+        ..config(true)
+    });
+}
+
+#[test]
+fn lora_layer_gradients_with_dropout() {
+    layer_gradcheck(LoraConfig {
+        dropout: 0.3,
+        ..config(false)
+    });
 }
 
 #[test]

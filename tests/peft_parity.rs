@@ -364,3 +364,70 @@ fn prompt_tuning_from_peft_gives_its_logits_and_round_trips() {
     }
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// PEFT's DoRA in training mode (fixtures/peft/dora_dropout.json, one layer with lora_dropout 0.3 whose
+/// dropout is a fixed mask): `W0 x + (m/n - 1) W0 d(x) + (m/n) s B A d(x)`, output and the gradients w.r.t.
+/// x, A, B and m, in f64.
+#[test]
+fn dora_with_dropout_trains_as_peft_does() {
+    use lowrank::autograd::{Var, F64};
+    use lowrank::lora::{LoraConfig, LoraWeights};
+    let text = std::fs::read_to_string(fixtures().join("dora_dropout.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dev = F64::new();
+    let t = |k: &str, dims: &[usize]| {
+        let data = v[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        Tensor::from_vec(data, dims.to_vec(), &dev).unwrap()
+    };
+    let (rows, inp, out, r) = (6, 5, 4, 2);
+    let w0 = t("w0", &[out, inp]);
+    let config = LoraConfig {
+        r,
+        alpha: v["alpha"].as_f64().unwrap(),
+        dropout: v["dropout"].as_f64().unwrap(),
+        use_dora: true,
+        ..LoraConfig::default()
+    };
+    let w = LoraWeights::new(&w0, &config, "q_proj", 0);
+    w.a.set_value(t("a", &[r, inp]));
+    w.b.set_value(t("b", &[out, r]));
+    let m = w.magnitude.clone().unwrap();
+    m.set_value(t("m", &[out]));
+    w.fix_dropout_mask(Some(t("mask", &[rows, inp])));
+    let x = Var::param(t("x", &[rows, inp]));
+    let w0 = Var::constant(w0);
+    let y = w.forward(&x, &w0, x.matmul(&w0.t()));
+    let close = |got: &Tensor<F64>, key: &str| {
+        let want: Vec<f64> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let diff = max_diff(&got.to_vec(), &want);
+        assert!(diff < 1e-12, "{key} differs from PEFT's by {diff}");
+    };
+    close(&y.value(), "y");
+    (&y * &Var::constant(t("g", &[rows, out])))
+        .sum_all()
+        .backward()
+        .unwrap();
+    for (p, key) in [(&x, "dx"), (&w.a, "da"), (&w.b, "db"), (&m, "dm")] {
+        close(&p.grad().expect("a gradient"), key);
+    }
+    // The fixture is not the eval-mode formula: without the mask the same weights give another output.
+    w.fix_dropout_mask(None);
+    let eval = no_grad(|| w.forward(&x, &w0, x.matmul(&w0.t())));
+    let want: Vec<f64> = v["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(max_diff(&eval.value().to_vec(), &want) > 1e-3);
+}

@@ -5,8 +5,13 @@
 //!
 //! ```text
 //! W' = m * (W0 + s B A) / ||W0 + s B A||_row         m (out,) starts at ||W0||_row, so W' = W0 at init
-//! h  = (m / ||W0 + s B A||_row) * (W0 x + s B A dropout(x))
+//! h  = (m / n) * (W0 x + s B A x)                      n = ||W0 + s B A||_row; without dropout, h = W' x
+//! h  = W0 x + (m / n - 1) * W0 d(x) + (m / n) * s B A d(x)      with dropout d, while training
 //! ```
+//!
+//! The dropout form is PEFT's (`DoraLinearVariant`): the base output keeps the un-dropped input, and only
+//! the change DoRA makes to it, `(m / n - 1) W0`, sees the dropped one. It costs one more product with W0,
+//! and only while dropout is on; at evaluation both forms are `W' x`.
 //!
 //! The row norm is treated as a constant in backward (the paper's section 4.3, as PEFT does): gradients
 //! reach m, A and B through the numerator only, which saves memory and barely changes training.
@@ -24,12 +29,22 @@ pub fn weight_norm<B: Backend>(w0: &Tensor<B>, delta: &Tensor<B>) -> Tensor<B> {
     row_norms(&w0.add(delta))
 }
 
-/// `(m / norm) * (base + lora)` for base = W0 x and lora = s B A x, both (rows, out), and
-/// norm = `||W0 + dW||_row` (out,), detached.
-pub fn forward<B: Backend>(m: &Var<B>, norm: &Tensor<B>, base: &Var<B>, lora: &Var<B>) -> Var<B> {
+/// DoRA's output from base = W0 x, lora = s B A d(x) and (with dropout) dropped_base = W0 d(x), all
+/// (rows, out), and norm = `||W0 + dW||_row` (out,), detached:
+/// `(m / norm) * (base + lora)`, or with dropout `base + (m / norm - 1) * dropped_base + (m / norm) * lora`.
+pub fn forward<B: Backend>(
+    m: &Var<B>,
+    norm: &Tensor<B>,
+    base: &Var<B>,
+    dropped_base: Option<&Var<B>>,
+    lora: &Var<B>,
+) -> Var<B> {
     let norm = Var::constant(norm.clone()); // (out,), a constant: no gradient flows into the norm
     let scale = m.div(&norm); // (out,), the gradient reaches m only
-    &(base + lora) * &scale // (rows, out), scale broadcast over rows
+    match dropped_base {
+        None => &(base + lora) * &scale, // (rows, out), scale broadcast over rows
+        Some(dropped) => base + &(&(dropped * &scale.add_scalar(-1.0)) + &(lora * &scale)),
+    }
 }
 
 /// The merged weight `W' = (m / ||W0 + dW||_row) * (W0 + dW)` and the norm used (cached for unmerging).

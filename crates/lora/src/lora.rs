@@ -34,6 +34,8 @@ pub struct LoraWeights<B: Backend> {
     dropout_rng: RefCell<StdRng>,
     /// DoRA only: a norm held fixed instead of recomputed (see `freeze_dora_norm`).
     frozen_norm: RefCell<Option<Tensor<B>>>,
+    /// A dropout mask used instead of random draws (see `fix_dropout_mask`).
+    fixed_dropout_mask: RefCell<Option<Tensor<B>>>,
 }
 
 impl<B: Backend> LoraWeights<B> {
@@ -85,6 +87,7 @@ impl<B: Backend> LoraWeights<B> {
             moved_from_base,
             dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
             frozen_norm: RefCell::new(None),
+            fixed_dropout_mask: RefCell::new(None),
         }
     }
 
@@ -125,12 +128,23 @@ impl<B: Backend> LoraWeights<B> {
         }
     }
 
+    /// Replaces dropout's random draw with `mask` (the (rows, in) factors x is multiplied by: 0 or
+    /// 1 / (1 - p)) in every forward, under `no_grad` too, until released with `None`: for comparing with a
+    /// reference that used the same mask (PEFT's DoRA in training mode) and for finite differences, which
+    /// need the same function at every evaluation.
+    pub fn fix_dropout_mask(&self, mask: Option<Tensor<B>>) {
+        *self.fixed_dropout_mask.borrow_mut() = mask;
+    }
+
     /// Inverted dropout while training (grad mode on): zero each input with probability p, scale the rest
-    /// by 1 / (1 - p). Off under `no_grad`, so evaluation is deterministic.
-    fn dropout(&self, x: &Var<B>) -> Var<B> {
+    /// by 1 / (1 - p). Off under `no_grad`, so evaluation is deterministic. `None` when nothing was dropped.
+    fn dropout(&self, x: &Var<B>) -> Option<Var<B>> {
+        if let Some(mask) = self.fixed_dropout_mask.borrow().as_ref() {
+            return Some(x * &Var::constant(mask.clone()));
+        }
         let p = self.config.dropout;
         if p == 0.0 || !grad_enabled() {
-            return x.clone();
+            return None;
         }
         let u = Tensor::rand_uniform(
             x.shape(),
@@ -142,7 +156,7 @@ impl<B: Backend> LoraWeights<B> {
         let keep = u
             .ge(&Tensor::scalar(p, &x.backend()))
             .mul_scalar(1.0 / (1.0 - p));
-        x * &Var::constant(keep)
+        Some(x * &Var::constant(keep))
     }
 
     /// The layer output for input x (.., in), given the base weight and the base output W0 x (.., out).
@@ -150,8 +164,13 @@ impl<B: Backend> LoraWeights<B> {
         let dims = x.dims();
         let (inp, out) = (dims[dims.len() - 1], w0.dims()[0]);
         let rows = x.numel() / inp;
-        let x2 = self.dropout(&x.reshape([rows, inp])); // (rows, in)
-        let down = x2.matmul(&self.a.t()).mul_scalar(self.scaling()); // (rows, r), s folded in here: r << out
+        let x2 = x.reshape([rows, inp]); // (rows, in)
+        let dropped = self.dropout(&x2); // (rows, in), when dropout is on
+        let down = dropped
+            .as_ref()
+            .unwrap_or(&x2)
+            .matmul(&self.a.t())
+            .mul_scalar(self.scaling()); // (rows, r), s folded in here: r << out
         let mut lora = down.matmul(&self.b.t()); // (rows, out)
         if let Some(bias) = &self.bias {
             lora = &lora + &bias.mul_scalar(self.scaling()); // (rows, out) + (out,): s b on every row
@@ -163,7 +182,9 @@ impl<B: Backend> LoraWeights<B> {
                 let norm = self.frozen_norm.borrow().clone();
                 let norm =
                     norm.unwrap_or_else(|| dora::weight_norm(&w0.value(), &self.delta_weight()));
-                dora::forward(m, &norm, &base, &lora)
+                // PEFT's DoRA in training mode also runs the base weight on the dropped input
+                let dropped_base = dropped.map(|d| d.matmul(&w0.t())); // (rows, out)
+                dora::forward(m, &norm, &base, dropped_base.as_ref(), &lora)
             }
         };
         y.reshape([&dims[..dims.len() - 1], &[out]].concat())
