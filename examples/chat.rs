@@ -8,7 +8,7 @@
 //! Tokens are printed as they come; the prefill and decode speeds follow on stderr.
 
 use clap::Parser;
-use lowrank::gpt::{generate_streaming, GenerateConfig, Message, Pretrained, Tokenizer};
+use lowrank::gpt::{generate_streaming, printable, GenerateConfig, Message, Pretrained, Tokenizer};
 use lowrank::tensor::Backend;
 use std::io::Write;
 use std::path::PathBuf;
@@ -133,7 +133,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         answer.push(t);
         let text = tokenizer.decode(&answer);
         if !text.ends_with('\u{fffd}') {
-            print!("{}", &text[printed..]);
+            print!("{}", printable(&text[printed..]));
             let _ = std::io::stdout().flush();
             printed = text.len();
         }

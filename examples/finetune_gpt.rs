@@ -15,16 +15,16 @@ use clap::{Parser, ValueEnum};
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{
     corpus::{self, PirateTask},
-    evaluate, exact_match, generate, load_validation_text, train, ByteTokenizer, Dataset,
-    GenerateConfig, Gpt, Tokenizer, TrainConfig, TrainReport,
+    evaluate, exact_match, generate, load_validation_text, printable, train, ByteTokenizer,
+    Dataset, GenerateConfig, Gpt, Tokenizer, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
-    load_adapter, quantize_base, save_adapter, Init, LoraConfig, LoraModel, QuantConfig,
+    load_adapter, quantize_base, save_adapter_into, Init, LoraConfig, LoraModel, QuantConfig,
     QuantReport, QuantType, Targets,
 };
-use lowrank::nn::Module;
+use lowrank::nn::{save_dir_atomic, Module, NnError};
 use lowrank::tensor::{Backend, Element};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[path = "support/base.rs"]
@@ -382,17 +382,21 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         quantized: quantized.as_ref(),
         lora_acc,
     });
-    // 5. Save, reload into a fresh base, merge, and time inference; the loss curve joins the saved folder.
-    if args.method != Method::Full {
-        check_save_reload_merge(&mut model, args, dev)?;
-    } else {
-        model.save(&args.output.dir)?;
-        println!("fine-tuned model saved to {}", args.output.dir.display());
-    }
-    let curve = args.output.dir.join("loss_curve");
+    // 5. Save, reload into a fresh base, merge, and time inference. The loss curves go into the saved folder
+    // in the same swap as the weights: a kill leaves the old run's files or this run's, never a mix.
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
     let title = format!("fine-tuning ({})", args.method.name());
-    plot::loss_curves(&curve, &title, &report.losses, &val)?;
+    let curves = |dir: &Path| plot::loss_curves_into(dir, &title, &report.losses, &val);
+    if args.method != Method::Full {
+        check_save_reload_merge(&mut model, args, dev, &curves)?;
+    } else {
+        save_dir_atomic(&args.output.dir, |staging| {
+            model.save_into(staging)?;
+            curves(staging)
+        })?;
+        println!("fine-tuned model saved to {}", args.output.dir.display());
+    }
+    let curve = args.output.dir.join(plot::LOSS_CURVE);
     println!(
         "loss curves: {}.svg, {}.png",
         curve.display(),
@@ -412,8 +416,10 @@ fn sample<B: Backend>(model: &Gpt<B>, prompt: &str) -> String {
         stop: Some(b'\n' as u32),
     };
     // a prompt is never empty here, and the weights were checked finite on load
-    generate(model, &ByteTokenizer.encode(prompt), &cfg)
-        .map_or_else(|e| format!("<{e}>"), |out| ByteTokenizer.decode(&out))
+    generate(model, &ByteTokenizer.encode(prompt), &cfg).map_or_else(
+        |e| format!("<{e}>"),
+        |out| printable(&ByteTokenizer.decode(&out)),
+    )
 }
 
 struct Summary<'a> {
@@ -482,8 +488,12 @@ fn check_save_reload_merge<B: Backend>(
     model: &mut Gpt<B>,
     args: &Args,
     dev: &B,
+    extra_files: &dyn Fn(&Path) -> Result<(), NnError>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    save_adapter(model, "default", &args.output.dir)?;
+    save_dir_atomic(&args.output.dir, |staging| {
+        save_adapter_into(model, "default", staging)?;
+        extra_files(staging)
+    })?;
     println!(
         "adapter saved to {} (adapter_config.json + adapter_model.safetensors)",
         args.output.dir.display()

@@ -23,10 +23,10 @@ use lowrank::gpt::{
     GenerateConfig, Message, Pretrained, Record, Tokenizer, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
-    load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, QuantReport,
-    Targets,
+    load_adapter, quantize_base, save_adapter_into, LoraConfig, LoraModel, QuantConfig,
+    QuantReport, Targets,
 };
-use lowrank::nn::{GgmlType, Module};
+use lowrank::nn::{save_dir_atomic, GgmlType, Module, NnError};
 use lowrank::tensor::{Backend, Element};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -183,10 +183,10 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     flags::learning_rate("--lr", args.lr())?;
     flags::at_least_one("--rank", args.rank)?;
     flags::at_least_one("--steps", args.steps)?;
-    flags::at_least_one("--batch", args.batch)?;
     if args.seq < 8 {
         return Err(format!("--seq must be at least 8 tokens, got {}", args.seq).into());
     }
+    flags::batch_size(args.batch, args.seq)?;
     args.lora_config().validate()?;
     args.output.choose("runs/llm-adapter")?;
     if let Some(to) = &args.merge_to {
@@ -503,20 +503,24 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         lora_accuracy,
     });
 
-    // 6. Save, reload, merge; the loss curves join the saved folder.
+    // 6. Save, reload, merge. The loss curves go into the saved folder in the same swap as the weights: a
+    // kill leaves the old run's files or this run's, never a mix.
+    let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
+    let title = format!("fine-tuning SmolLM2 ({})", args.method.name());
+    let curves = |dir: &Path| plot::loss_curves_into(dir, &title, &report.losses, &val);
     if args.method == Method::Full {
-        p.save_hf_folder(&args.output.dir)?;
+        save_dir_atomic(&args.output.dir, |staging| {
+            p.save_hf_into(staging)?;
+            curves(staging)
+        })?;
         println!(
             "fine-tuned model saved to {} (Hugging Face layout)",
             args.output.dir.display()
         );
     } else {
-        check_save_reload_merge(&mut p, args, &task, dev)?;
+        check_save_reload_merge(&mut p, args, &task, dev, &curves)?;
     }
-    let curve = args.output.dir.join("loss_curve");
-    let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
-    let title = format!("fine-tuning SmolLM2 ({})", args.method.name());
-    plot::loss_curves(&curve, &title, &report.losses, &val)?;
+    let curve = args.output.dir.join(plot::LOSS_CURVE);
     println!(
         "loss curves: {}.svg, {}.png",
         curve.display(),
@@ -618,12 +622,8 @@ fn check_save_reload_merge<B: Backend>(
     args: &Args,
     task: &Task,
     dev: &B,
+    extra_files: &dyn Fn(&Path) -> Result<(), NnError>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    save_adapter(&p.model, "default", &args.output.dir)?;
-    println!(
-        "adapter saved to {} (adapter_config.json + adapter_model.safetensors, PEFT's layout)",
-        args.output.dir.display()
-    );
     let batch = task.held_out.batch_of(&[0]);
     let logits = |m: &lowrank::gpt::Gpt<B>| -> Vec<f64> {
         let out = no_grad(|| m.forward(&batch.inputs, batch.batch, batch.seq));
@@ -641,6 +641,16 @@ fn check_save_reload_merge<B: Backend>(
             .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m })
     };
     let unmerged = logits(&p.model);
+    // the adapter, the logits scripts/check_with_transformers.py compares with, and the extra files: one unit
+    save_dir_atomic(&args.output.dir, |staging| {
+        save_adapter_into(&p.model, "default", staging)?;
+        write_check_logits(staging, &batch.inputs, &unmerged, p.model.config.vocab_size)?;
+        extra_files(staging)
+    })?;
+    println!(
+        "adapter saved to {} (adapter_config.json + adapter_model.safetensors, PEFT's layout)",
+        args.output.dir.display()
+    );
     let mut fresh = Pretrained::load(&args.model, dev)?;
     if args.method == Method::Qlora {
         quantize_base(&mut fresh.model, &QuantConfig::default())?; // deterministic: the same codes
@@ -657,12 +667,6 @@ fn check_save_reload_merge<B: Backend>(
     let diff = max_diff(&unmerged, &logits(&p.model));
     p.model.unmerge_adapter();
     println!("merged vs unmerged: max |logit diff| = {diff:.2e}");
-    write_check_logits(
-        &args.output.dir,
-        &batch.inputs,
-        &unmerged,
-        p.model.config.vocab_size,
-    )?;
     Ok(())
 }
 
@@ -676,13 +680,12 @@ fn write_check_logits(
     ids: &[u32],
     logits: &[f64],
     vocab: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), NnError> {
     let columns: Vec<usize> = (0..vocab).step_by(97).collect();
     let sampled: Vec<Vec<f64>> = logits
         .chunks(vocab)
         .map(|row| columns.iter().map(|&c| row[c]).collect())
         .collect();
     let json = serde_json::json!({ "ids": ids, "columns": columns, "logits": sampled });
-    lowrank::nn::write_atomic(&dir.join(CHECK_LOGITS_FILE), json.to_string().as_bytes())?;
-    Ok(())
+    lowrank::nn::write_atomic(&dir.join(CHECK_LOGITS_FILE), json.to_string().as_bytes())
 }

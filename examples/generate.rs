@@ -6,7 +6,7 @@
 //! With several `--adapter` folders the last one is active; `--merge` merges it into the base first.
 
 use clap::Parser;
-use lowrank::gpt::{generate_streaming, ByteTokenizer, GenerateConfig, Gpt, Tokenizer};
+use lowrank::gpt::{generate_streaming, printable, ByteTokenizer, GenerateConfig, Gpt, Tokenizer};
 use lowrank::lora::{load_adapter_with, LoadOptions, LoraModel};
 use lowrank::tensor::Backend;
 use std::io::Write;
@@ -112,7 +112,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     // Tokens are bytes: each is printed once it completes a UTF-8 character, and a character cut off by
     // --max-tokens is dropped rather than printed as U+FFFD.
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(args.prompt.as_bytes())?;
+    stdout.write_all(printable(&args.prompt).as_bytes())?;
     let (mut pending, mut written) = (Vec::new(), Ok(()));
     generate_streaming(&model, &ByteTokenizer.encode(&args.prompt), &cfg, |t| {
         pending.push(ByteTokenizer.byte(t));
@@ -124,7 +124,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         pending.clear();
         if written.is_ok() {
             written = stdout
-                .write_all(text.as_bytes())
+                .write_all(printable(&text).as_bytes())
                 .and_then(|()| stdout.flush());
         }
     })?;

@@ -5,10 +5,10 @@
 
 use clap::Parser;
 use lowrank::gpt::{
-    corpus, generate, save_validation_text, train, ByteTokenizer, Dataset, GenerateConfig, Gpt,
-    GptConfig, Tokenizer, TrainConfig,
+    corpus, generate, printable, save_validation_text, train, ByteTokenizer, Dataset,
+    GenerateConfig, Gpt, GptConfig, Tokenizer, TrainConfig,
 };
-use lowrank::nn::Module;
+use lowrank::nn::{save_dir_atomic, Module};
 use lowrank::tensor::Backend;
 use std::path::PathBuf;
 
@@ -60,7 +60,7 @@ fn main() {
     cli::exit_on_error((|| {
         flags::learning_rate("--lr", args.lr)?;
         flags::at_least_one("--steps", args.steps)?;
-        flags::at_least_one("--batch", args.batch)?;
+        flags::batch_size(args.batch, GptConfig::small().max_seq_len)?;
         if let Some(data) = &args.data {
             flags::readable_file("--data", data)?;
         }
@@ -112,12 +112,16 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         last.train_loss,
         last.val_loss
     );
-    model.save(&args.output.dir)?;
-    save_validation_text(&args.output.dir, &val_set)?; // fine-tuning measures forgetting on it
-    println!("saved {}", args.output.dir.display());
-    let curve = args.output.dir.join("loss_curve");
+    // The checkpoint, its validation text (fine-tuning measures forgetting on it) and the loss curves go in
+    // as one unit: a kill leaves the old run's files or this run's, never new weights beside an old text.
     let val: Vec<(usize, f64)> = report.evals.iter().map(|e| (e.step, e.val_loss)).collect();
-    plot::loss_curves(&curve, "pretraining", &report.losses, &val)?;
+    save_dir_atomic(&args.output.dir, |staging| {
+        model.save_into(staging)?;
+        save_validation_text(staging, &val_set)?;
+        plot::loss_curves_into(staging, "pretraining", &report.losses, &val)
+    })?;
+    println!("saved {}", args.output.dir.display());
+    let curve = args.output.dir.join(plot::LOSS_CURVE);
     println!(
         "loss curves: {}.svg, {}.png",
         curve.display(),
@@ -137,7 +141,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         stop: None,
     };
     match generate(&model, &ByteTokenizer.encode(&prompt), &gen) {
-        Ok(out) => println!("sample: {prompt}{}", ByteTokenizer.decode(&out)),
+        Ok(out) => println!(
+            "sample: {}",
+            printable(&format!("{prompt}{}", ByteTokenizer.decode(&out)))
+        ),
         Err(e) => println!("no sample: {e}"),
     }
     Ok(())

@@ -94,6 +94,12 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         "--paged-optimizer pages AdamW's state between host and GPU memory",
     );
     rejects("pretrain", &["--batch", "0"], "--batch must be at least 1");
+    // a batch that would need 25 GB of token ids is an error, not an aborting allocation
+    rejects(
+        "pretrain",
+        &["--batch", "100000000"],
+        "--batch 100000000 with sequences of 64 tokens is 6400000000 tokens per step; at most 1048576",
+    );
     rejects(
         "pretrain",
         &["--lr", "0"],
@@ -105,6 +111,7 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         ("--steps", "0", "--steps must be at least 1"),
         ("--batch", "0", "--batch must be at least 1"),
         ("--seq", "2", "--seq must be at least 8"),
+        ("--seq", "100000000", "tokens per step; at most 1048576"),
         (
             "--data",
             "/nonexistent/data.jsonl",

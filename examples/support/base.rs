@@ -43,8 +43,11 @@ pub fn load_or_pretrain<B: Backend>(
         "pretrained in {:.1}s: val loss {:.3}",
         report.seconds, last.val_loss
     );
-    model.save(dir)?;
-    save_validation_text(dir, val)?;
+    // one unit: never a checkpoint beside another run's validation text
+    lowrank::nn::save_dir_atomic(dir, |staging| {
+        model.save_into(staging)?;
+        save_validation_text(staging, val)
+    })?;
     println!("saved base checkpoint to {}", dir.display());
     Ok(model)
 }

@@ -34,6 +34,27 @@ pub fn at_least_one(flag: &str, value: usize) -> Result<(), Box<dyn std::error::
     }
 }
 
+/// The most tokens one training step may hold (`--batch` x `--seq`): a million tokens already need
+/// gigabytes of activations for the toy model, and a typo like `--batch 100000000` must be an error, not an
+/// allocation that aborts the process.
+pub const MAX_STEP_TOKENS: usize = 1 << 20;
+
+/// `Ok` when `--batch` is at least 1 and a step of `batch` sequences of `seq` tokens stays within
+/// `MAX_STEP_TOKENS`.
+pub fn batch_size(batch: usize, seq: usize) -> Result<(), Box<dyn std::error::Error>> {
+    at_least_one("--batch", batch)?;
+    if batch.saturating_mul(seq) > MAX_STEP_TOKENS {
+        return Err(format!(
+            "--batch {batch} with sequences of {seq} tokens is {} tokens per step; at most {MAX_STEP_TOKENS} \
+             fit (--batch at most {})",
+            batch as u128 * seq as u128,
+            MAX_STEP_TOKENS / seq.max(1)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `Ok` when `path` is a file that can be read (checked before a long run that would fail on it at the end).
 pub fn readable_file(flag: &str, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::File::open(path)

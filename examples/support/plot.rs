@@ -37,6 +37,22 @@ pub fn loss_curves(
     })
 }
 
+/// The file stem of a run's loss curves, inside its folder.
+pub const LOSS_CURVE: &str = "loss_curve";
+
+/// `loss_curves` into `dir/loss_curve.{svg,png}` from inside a folder save (`save_dir_atomic`), with the
+/// error as the save's own type.
+pub fn loss_curves_into(
+    dir: &Path,
+    title: &str,
+    train: &[f64],
+    val: &[(usize, f64)],
+) -> Result<(), lowrank::nn::NnError> {
+    let stem = dir.join(LOSS_CURVE);
+    loss_curves(&stem, title, train, val)
+        .map_err(|e| lowrank::nn::NnError::io(&stem, std::io::Error::other(e.to_string())))
+}
+
 type Bitmap<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// Draws with `draw` into a bitmap and writes it to `path` as PNG, atomically.

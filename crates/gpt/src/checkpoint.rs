@@ -34,12 +34,15 @@ pub fn load_validation_text(dir: &Path) -> Option<crate::Dataset> {
 }
 
 impl<B: Backend> Gpt<B> {
+    /// Saves the checkpoint folder as one unit (`save_dir_atomic`).
     pub fn save(&self, dir: &Path) -> Result<(), NnError> {
         save_dir_atomic(dir, |staging| self.save_into(staging))
     }
 
-    /// Writes the checkpoint's two files into `dir`, a staging folder of `save_dir_atomic`.
-    pub(crate) fn save_into(&self, dir: &Path) -> Result<(), NnError> {
+    /// Writes the checkpoint's two files into `dir`, a staging folder of `save_dir_atomic`: a run that
+    /// writes more files beside the checkpoint (a validation text, loss curves) writes them in the same
+    /// staging folder, so that one swap puts all of them in place together.
+    pub fn save_into(&self, dir: &Path) -> Result<(), NnError> {
         let metadata = [("format".to_string(), "pt".to_string())]
             .into_iter()
             .collect();

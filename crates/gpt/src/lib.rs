@@ -59,7 +59,7 @@ pub use rope::Rope;
 pub use sample::{
     exact_match, generate, generate_streaming, greedy_batch, Decoder, GenerateConfig, GenerateError,
 };
-pub use tokenizer::{ByteTokenizer, Tokenizer};
+pub use tokenizer::{printable, ByteTokenizer, Tokenizer};
 pub use train::{
     evaluate, evaluate_all, train, train_observed, Diverged, Eval, TrainConfig, TrainReport,
 };

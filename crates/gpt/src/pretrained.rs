@@ -261,6 +261,12 @@ impl<B: Backend> Pretrained<B> {
     /// model.safetensors (`Gpt::save`), tokenizer.json, and tokenizer_config.json with the chat template and
     /// the end-of-turn token. Written as one unit: a kill leaves no half-written folder.
     pub fn save_hf_folder(&self, dir: &Path) -> Result<(), NnError> {
+        lowrank_nn::save_dir_atomic(dir, |staging| self.save_hf_into(staging))
+    }
+
+    /// Writes the files of `save_hf_folder` into `dir`, a staging folder of `save_dir_atomic` (see
+    /// `Gpt::save_into`).
+    pub fn save_hf_into(&self, dir: &Path) -> Result<(), NnError> {
         use crate::Tokenizer;
         let eos = self
             .tokenizer
@@ -274,14 +280,11 @@ impl<B: Backend> Pretrained<B> {
         if let Some(eos) = eos {
             config["eos_token"] = serde_json::Value::String(eos);
         }
-        lowrank_nn::save_dir_atomic(dir, |staging| {
-            self.model.save_into(staging)?;
-            let write = |name: &str, text: &str| {
-                lowrank_nn::write_atomic(&staging.join(name), text.as_bytes())
-            };
-            write("tokenizer.json", self.tokenizer.to_json())?;
-            write("tokenizer_config.json", &config.to_string())
-        })
+        self.model.save_into(dir)?;
+        let write =
+            |name: &str, text: &str| lowrank_nn::write_atomic(&dir.join(name), text.as_bytes());
+        write("tokenizer.json", self.tokenizer.to_json())?;
+        write("tokenizer_config.json", &config.to_string())
     }
 
     /// The tokenizer's ids must all have a row in the embedding.

@@ -49,9 +49,30 @@ impl Tokenizer for ByteTokenizer {
     }
 }
 
+/// `text` with every control character except newline and tab written as an escape (`\u{0}`, `\u{7}`,
+/// `\u{1b}`), for printing what a model wrote: a byte model's output may hold any byte, and a NUL, a BEL or
+/// an escape sequence must not reach a terminal as one.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        let raw = ByteTokenizer.decode(&[72, 0, 105, 7, 10, 9, 27, 91, 50, 74, 0xc3, 0xa9]);
+        assert_eq!(printable(&raw), "H\\u{0}i\\u{7}\n\t\\u{1b}[2Jé");
+    }
 
     #[test]
     fn any_utf8_round_trips() {

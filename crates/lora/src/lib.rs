@@ -32,7 +32,7 @@ pub use lora::LoraWeights;
 pub use model::{AdapterReport, LoraModel};
 pub use peft::{
     base_fingerprint, load_adapter, load_adapter_config, load_adapter_with, save_adapter,
-    LoadOptions, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+    save_adapter_into, LoadOptions, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
 pub use peft_config::PeftConfig;
 pub use qlora::{quantize_base, QuantConfig, QuantReport};

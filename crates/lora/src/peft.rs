@@ -57,12 +57,27 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     name: &str,
     dir: &Path,
 ) -> Result<(), LoraError> {
+    // a missing adapter is refused before anything is written
+    adapter_exists(model, name)?;
+    // one unit: a kill leaves the old adapter or the new one, never new weights with an old config
+    save_dir_atomic(dir, |staging| save_adapter_into(model, name, staging))?;
+    Ok(())
+}
+
+/// Writes the two files of adapter `name` into `dir`, a staging folder of `save_dir_atomic`: a run that
+/// writes more files beside the adapter (loss curves) writes them in the same staging folder, so that
+/// one swap puts all of them in place together. Fails (writing nothing) for an unknown adapter.
+pub fn save_adapter_into<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &M,
+    name: &str,
+    dir: &Path,
+) -> Result<(), NnError> {
     let (config, tensors) = adapter_tensors(model, name);
     let Some(config) = config else {
-        return Err(LoraError::UnknownAdapter {
-            name: name.into(),
-            existing: model.adapter_names(),
-        });
+        return Err(NnError::config(
+            dir,
+            adapter_exists(model, name).unwrap_err().to_string(),
+        ));
     };
     let tensors: Vec<(String, Tensor<B>)> =
         tensors.into_iter().map(|(k, v)| (k, v.value())).collect();
@@ -71,19 +86,26 @@ pub fn save_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
         ..config.to_peft()
     };
     let json = serde_json::to_string_pretty(&peft).expect("a config always serialises");
-    // one unit: a kill leaves the old adapter or the new one, never new weights with an old config
-    save_dir_atomic(dir, |staging| {
-        let metadata = [("format".to_string(), "pt".to_string())]
-            .into_iter()
-            .collect();
-        save_tensors(
-            &staging.join(ADAPTER_WEIGHTS_FILE),
-            &tensors,
-            Some(metadata),
-        )?;
-        write_atomic(&staging.join(ADAPTER_CONFIG_FILE), json.as_bytes())
-    })?;
-    Ok(())
+    let metadata = [("format".to_string(), "pt".to_string())]
+        .into_iter()
+        .collect();
+    save_tensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors, Some(metadata))?;
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), json.as_bytes())
+}
+
+/// `Ok` when the model has an adapter called `name`, else the error naming the ones it has.
+fn adapter_exists<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &M,
+    name: &str,
+) -> Result<(), LoraError> {
+    if adapter_tensors(model, name).0.is_some() {
+        Ok(())
+    } else {
+        Err(LoraError::UnknownAdapter {
+            name: name.into(),
+            existing: model.adapter_names(),
+        })
+    }
 }
 
 /// Which base an adapter belongs to: a 64-bit FNV-1a hash of the names and shapes of every base weight and
