@@ -92,7 +92,7 @@ fn child<B: Backend>(
     w.opt.kernels = args.kernels.into();
     let (steps, warmup) = (args.steps, args.warmup);
     for _ in 0..warmup {
-        w.step();
+        w.step()?;
     }
     let before = gpu_counters(args.device);
     // the steps' matrix products, as issued: FLOPs (docs: src/flops.rs; equal to its formula,
@@ -101,10 +101,10 @@ fn child<B: Backend>(
     let mut times: Vec<f64> = (0..steps)
         .map(|_| {
             let t = Instant::now();
-            w.step();
-            t.elapsed().as_secs_f64() * 1e3
+            w.step()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
         })
-        .collect();
+        .collect::<Result<_, lowrank::gpt::StepFailed>>()?;
     let products = flops::read();
     let after = gpu_counters(args.device);
     let per_step = |i: usize| (after[i] - before[i]) as f64 / steps as f64;

@@ -2,7 +2,7 @@
 //! and variants of the PyTorch + PEFT reference script, set up once and stepped repeatedly.
 
 use crate::autograd::no_grad;
-use crate::gpt::{Gpt, GptConfig};
+use crate::gpt::{train_step, Batch, Gpt, GptConfig, StepFailed};
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
 use crate::nn::{AdamW, AdamWConfig, Module};
 use crate::tensor::{rng, Backend};
@@ -111,22 +111,24 @@ impl<B: Backend> Workload<B> {
     /// One training step (forward, backward, AdamW), or one forward pass for `Infer`. Returns the loss (or
     /// the first logit): reading it back is what waits for a GPU to finish the step, so a timed step is
     /// a whole step on every device.
-    pub fn step(&mut self) -> f64 {
+    pub fn step(&mut self) -> Result<f64, StepFailed> {
         if self.variant == Variant::Infer {
             let logits = no_grad(|| self.model.forward(&self.ids, self.batch, self.seq));
-            return logits
+            return Ok(logits
                 .value()
                 .narrow(2, 0, 1)
                 .narrow(1, 0, 1)
                 .narrow(0, 0, 1)
-                .to_scalar();
+                .to_scalar());
         }
         // Targets = inputs, as the reference script (labels = input_ids, shifted inside the model there).
-        let targets: Vec<u32> = self.ids[1..].iter().copied().chain([self.ids[0]]).collect();
-        let loss = self.model.loss(&self.ids, &targets, self.batch, self.seq);
-        loss.backward().expect("trainable parameters");
-        self.opt.step();
-        self.opt.zero_grad();
-        loss.value().to_scalar()
+        // `gpt::train`'s own step, without clipping (the reference does not clip).
+        let batch = Batch {
+            inputs: self.ids.clone(),
+            targets: self.ids[1..].iter().copied().chain([self.ids[0]]).collect(),
+            batch: self.batch,
+            seq: self.seq,
+        };
+        train_step(&self.model, &mut self.opt, &batch, 0.0)
     }
 }

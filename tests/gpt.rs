@@ -665,11 +665,34 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
         err.to_string().contains(&format!("step {}", err.step)),
         "{err}"
     );
+    // the failing step was queued whole (one read-back per step), but its update changed nothing: the
+    // weights are those of the step before, all finite
+    let finite = |m: &Gpt<Cpu<f32>>| {
+        m.named_params()
+            .iter()
+            .all(|(_, p)| p.value().to_vec().iter().all(|v| v.is_finite()))
+    };
+    assert!(finite(&model), "the diverged step wrote non-finite weights");
 
-    // NaN weights: the very first loss is not finite, and no step is taken
+    // NaN weights: the very first loss is not finite, and no weight moves
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
     let w = model.layers[0].mlp.up_proj.weight();
     w.set_value(w.value().mul_scalar(f64::NAN));
+    let before: Vec<Vec<f32>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
     let err = train(&model, &data, None, &cfg).expect_err("diverges");
     assert_eq!((err.step, err.last_finite.as_str()), (1, "(none)"), "{err}");
+    let after: Vec<Vec<f32>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
+    let same = before
+        .iter()
+        .zip(&after)
+        .all(|(b, a)| b.iter().zip(a).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(same, "a step with a NaN loss moved weights");
 }

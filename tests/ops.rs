@@ -642,9 +642,9 @@ fn backward_outputs<D: Backend>(
         weight_decay: 0.1,
         bias_correction1: 0.1,
         bias_correction2: 0.01,
-        grad_scale: 0.5,
     };
-    let (p, m, v) = Tensor::adamw_step(t.copy(), g.copy(), g.sqr(), &g, &step);
+    let scale = Tensor::scalar(0.5, dev);
+    let (p, m, v) = Tensor::adamw_step(t.copy(), g.copy(), g.sqr(), &g, &step, &scale);
     let causal = (r >= 2).then(|| {
         (
             "causal softmax_backward",

@@ -278,10 +278,10 @@ fn adamw_gap<B: Backend>(
             weight_decay: wd,
             bias_correction1: 1.0 - 0.9f64.powi(t),
             bias_correction2: 1.0 - 0.99f64.powi(t),
-            grad_scale,
         };
-        fused = Tensor::adamw_step(fused.0, fused.1, fused.2, &g, &step);
-        plain = adamw_step_plain(&plain.0, &plain.1, &plain.2, &g, &step);
+        let scale = Tensor::scalar(grad_scale, dev);
+        fused = Tensor::adamw_step(fused.0, fused.1, fused.2, &g, &step, &scale);
+        plain = adamw_step_plain(&plain.0, &plain.1, &plain.2, &g, &step, &scale);
     }
     let (a, b) = (fused.0.to_vec(), plain.0.to_vec());
     a.iter()
@@ -302,6 +302,39 @@ proptest! {
     }
 }
 
+/// A non-finite gradient scale (a diverged step: NaN or infinite loss or gradient norm) changes neither the
+/// parameter nor its moments, fused or plain.
+#[test]
+fn a_non_finite_grad_scale_changes_nothing() {
+    let dev = dev();
+    let randn = |s| Tensor::randn([37], 0.0, 1.0, &mut rng(s), &dev);
+    let (p, m, v, g) = (randn(1), randn(2), randn(3).sqr(), randn(4));
+    let step = AdamwStep {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        bias_correction1: 0.1,
+        bias_correction2: 0.01,
+    };
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let scale = Tensor::scalar(bad, &dev);
+        let fused = Tensor::adamw_step(p.copy(), m.copy(), v.copy(), &g, &step, &scale);
+        let plain = adamw_step_plain(&p, &m, &v, &g, &step, &scale);
+        for (got, want) in [(fused.0, &p), (fused.1, &m), (fused.2, &v)]
+            .into_iter()
+            .chain([(plain.0, &p), (plain.1, &m), (plain.2, &v)])
+        {
+            assert_eq!(got.to_vec(), want.to_vec(), "grad_scale {bad}");
+        }
+    }
+    // and a finite one does change them
+    let scale = Tensor::scalar(0.5, &dev);
+    let fused = Tensor::adamw_step(p.copy(), m.copy(), v.copy(), &g, &step, &scale);
+    assert_ne!(fused.0.to_vec(), p.to_vec());
+}
+
 /// `AdamW::kernels` switches the optimizer itself: two optimizers, one of each, take a tiny model to the
 /// same weights.
 #[test]
@@ -316,7 +349,7 @@ fn an_adamw_with_plain_kernels_trains_to_the_same_weights() {
         for _ in 0..3 {
             opt.zero_grad();
             model.loss(&ids[..14], &ids[2..], 2, 7).backward().unwrap();
-            opt.step_scaled(0.7);
+            opt.step_scaled(&Tensor::scalar(0.7, &dev()));
         }
         model
             .named_params()

@@ -61,5 +61,6 @@ pub use sample::{
 };
 pub use tokenizer::{printable, ByteTokenizer, Tokenizer};
 pub use train::{
-    evaluate, evaluate_all, train, train_observed, Diverged, Eval, TrainConfig, TrainReport,
+    evaluate, evaluate_all, train, train_observed, train_step, Diverged, Eval, StepFailed,
+    TrainConfig, TrainReport,
 };

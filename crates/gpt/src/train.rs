@@ -2,7 +2,7 @@
 //! periodic evaluation and a progress bar. It trains whatever parameters of the model are trainable, so the
 //! same loop pretrains the whole model or fine-tunes only an adapter.
 
-use crate::data::{BatchSource, IGNORE};
+use crate::data::{Batch, BatchSource, IGNORE};
 use crate::progress::Progress;
 use crate::ExampleSet;
 use crate::Gpt;
@@ -125,6 +125,60 @@ pub fn evaluate_all<B: Backend>(model: &Gpt<B>, set: &ExampleSet, batch: usize) 
     sum / count.max(1) as f64
 }
 
+/// What made a step fail: its loss or its gradient norm was not finite.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("the {what} is {value}")]
+pub struct StepFailed {
+    /// "loss" or "gradient norm"
+    pub what: &'static str,
+    pub value: f64,
+}
+
+/// One training step on batch `b`: forward, backward, gradient clipping to `grad_clip` (0: none), AdamW,
+/// zero the gradients; returns the loss. On a GPU the whole step is queued before the one read-back (the
+/// loss): the clipping factor stays on the device, and a non-finite loss or gradient norm makes it
+/// non-finite, which makes the update change nothing (`AdamW::step_scaled`). Such a step is an `Err`, with
+/// the weights of the step before.
+pub fn train_step<B: Backend>(
+    model: &Gpt<B>,
+    opt: &mut AdamW<B>,
+    b: &Batch,
+    grad_clip: f64,
+) -> Result<f64, StepFailed> {
+    let graph = model.loss(&b.inputs, &b.targets, b.batch, b.seq);
+    graph
+        .backward()
+        .expect("the loss depends on trainable parameters");
+    let loss = graph.value(); // one value, on the device
+    let clip = (grad_clip > 0.0)
+        .then(|| clip_scale(opt.params(), grad_clip))
+        .flatten();
+    let (scale, norm) = match clip {
+        Some((scale, norm)) => (scale, Some(norm)),
+        None => (loss.full_like(1.0), None),
+    };
+    let scale = &scale + &(&loss - &loss); // NaN when the loss is not finite
+    opt.step_scaled(&scale);
+    opt.zero_grad();
+    // the one read-back; it finds a bad norm too (the loss is finite there, the factor not)
+    let checked = (&loss + &(&scale - &scale)).to_scalar();
+    if checked.is_finite() {
+        return Ok(checked);
+    }
+    let value = loss.to_scalar();
+    if !value.is_finite() {
+        return Err(StepFailed {
+            what: "loss",
+            value,
+        });
+    }
+    let norm = norm.map_or(f64::NAN, |n| n.to_scalar());
+    Err(StepFailed {
+        what: "gradient norm",
+        value: norm,
+    })
+}
+
 /// Trains the model's trainable parameters. Stops with `Diverged` at the first non-finite loss or gradient
 /// norm, before that step updates any weight.
 pub fn train<B: Backend>(
@@ -169,36 +223,22 @@ pub fn train_observed<B: Backend>(
     let mut report = TrainReport::default();
     for step in 0..cfg.steps {
         let b = data.sample(cfg.batch, cfg.seq, &mut r);
-        let loss = model.loss(&b.inputs, &b.targets, b.batch, b.seq);
-        let value = loss.value().to_scalar();
-        let diverged = |what, value| Diverged {
-            step: step + 1,
-            what,
-            value,
-            last_finite: report
-                .losses
-                .last()
-                .map_or("(none)".into(), |l| format!("{l:.4}")),
-        };
-        if !value.is_finite() {
-            progress.finish();
-            return Err(diverged("loss", value));
-        }
-        loss.backward()
-            .expect("the loss depends on trainable parameters");
-        let scale = if cfg.grad_clip > 0.0 {
-            let (scale, norm) = clip_scale(&params, cfg.grad_clip);
-            if !norm.is_finite() {
-                progress.finish();
-                return Err(diverged("gradient norm", norm));
-            }
-            scale
-        } else {
-            1.0
-        };
         opt.set_lr(schedule.lr(step));
-        opt.step_scaled(scale);
-        opt.zero_grad();
+        let value = match train_step(model, &mut opt, &b, cfg.grad_clip) {
+            Ok(value) => value,
+            Err(StepFailed { what, value }) => {
+                progress.finish();
+                return Err(Diverged {
+                    step: step + 1,
+                    what,
+                    value,
+                    last_finite: report
+                        .losses
+                        .last()
+                        .map_or("(none)".into(), |l| format!("{l:.4}")),
+                });
+            }
+        };
         after_step(step + 1);
         report.losses.push(value);
         let last = step + 1 == cfg.steps;

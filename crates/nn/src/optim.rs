@@ -5,26 +5,34 @@ use crate::Kernels;
 use lowrank_autograd::Var;
 use lowrank_tensor::{AdamwStep, Backend, Tensor};
 
-/// The global L2 norm of all gradients: `sqrt(sum_p sum(g_p^2))`. The sum is formed on the device and read
-/// back once (on a GPU, each read-back waits for all queued work).
-pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
+/// The global L2 norm of all gradients, `sqrt(sum_p sum(g_p^2))`, as a one-element tensor on their device
+/// (nothing is read back: on a GPU each read-back waits for all queued work). `None` without gradients.
+pub fn grad_norm_on_device<B: Backend>(params: &[Var<B>]) -> Option<Tensor<B>> {
     params
         .iter()
         .filter_map(|p| p.grad())
         .map(|g| g.sqr().sum_all())
         .reduce(|total, s| &total + &s)
-        .map_or(0.0, |total| total.to_scalar().sqrt())
+        .map(|total| total.sqrt())
 }
 
-/// The factor that brings the global gradient norm down to `max_norm` (1 if already below), and the norm.
-pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> (f64, f64) {
-    let norm = grad_norm(params);
-    let scale = if norm > max_norm {
-        max_norm / (norm + 1e-6)
-    } else {
-        1.0
-    };
-    (scale, norm)
+/// `grad_norm_on_device`, read back.
+pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
+    grad_norm_on_device(params).map_or(0.0, |n| n.to_scalar())
+}
+
+/// Gradient clipping's factor `min(1, max_norm / (norm + 1e-6))`, which brings the global gradient norm down
+/// to `max_norm`, and the norm, both one-element tensors on the device (`None` without gradients). A
+/// non-finite norm gives a non-finite factor, which `AdamW::step_scaled` takes as a diverged step.
+pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> Option<(Tensor<B>, Tensor<B>)> {
+    let norm = grad_norm_on_device(params)?;
+    let factor = norm.add_scalar(1e-6).recip().mul_scalar(max_norm); // max_norm / (norm + 1e-6)
+                                                                     // min(1, factor), written so that a NaN factor stays NaN (a plain minimum may drop it)
+    let over = norm.gt(&norm.full_like(max_norm)); // 1 where clipping applies
+    let one = norm.full_like(1.0);
+    let clipped = &one + &(&over * &(&factor - &one));
+    let scale = &clipped + &(&norm - &norm); // + 0, or NaN if the norm is not finite
+    Some((scale, norm))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -105,11 +113,15 @@ impl<B: Backend> AdamW<B> {
 
     /// One update of every parameter that has a gradient.
     pub fn step(&mut self) {
-        self.step_scaled(1.0)
+        let Some(p) = self.params.first() else { return };
+        let one = Tensor::scalar(1.0, &p.backend());
+        self.step_scaled(&one)
     }
 
-    /// One update with every gradient multiplied by `grad_scale` first (for gradient clipping).
-    pub fn step_scaled(&mut self, grad_scale: f64) {
+    /// One update with every gradient multiplied by `grad_scale` first (one element on the parameters'
+    /// device: gradient clipping's factor from `clip_scale`). A non-finite factor marks a diverged step: no
+    /// parameter and no moment changes.
+    pub fn step_scaled(&mut self, grad_scale: &Tensor<B>) {
         self.step += 1;
         let c = self.config;
         let step = AdamwStep {
@@ -120,7 +132,6 @@ impl<B: Backend> AdamW<B> {
             weight_decay: c.weight_decay,
             bias_correction1: 1.0 - c.beta1.powi(self.step as i32),
             bias_correction2: 1.0 - c.beta2.powi(self.step as i32),
-            grad_scale,
         };
         for (p, state) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = p.grad() else { continue };
@@ -133,8 +144,8 @@ impl<B: Backend> AdamW<B> {
             };
             p.update_value(|value| {
                 let (value, m, v) = match self.kernels {
-                    Kernels::Fused => Tensor::adamw_step(value, m, v, &g, &step),
-                    Kernels::Plain => adamw_step_plain(&value, &m, &v, &g, &step),
+                    Kernels::Fused => Tensor::adamw_step(value, m, v, &g, &step, grad_scale),
+                    Kernels::Plain => adamw_step_plain(&value, &m, &v, &g, &step, grad_scale),
                 };
                 *state = Some(if self.paged {
                     Moments::Host(m.to_vec(), v.to_vec()) // page out
@@ -182,24 +193,31 @@ impl<B: Backend> AdamW<B> {
     }
 }
 
-/// The AdamW update as the formula reads, one elementary op per line; returns the new `(param, m, v)`.
-/// `Tensor::adamw_step` computes the same in one pass over the four tensors, where this makes ten passes
-/// and eight temporaries (tests/plain_vs_fused.rs checks they agree).
+/// The AdamW update as the formula reads, one elementary op per line; returns the new `(param, m, v)`,
+/// the old ones where `grad_scale` is not finite (a diverged step). `Tensor::adamw_step` computes the same in
+/// one pass over the four tensors, where this makes a dozen passes and ten temporaries
+/// (tests/plain_vs_fused.rs checks they agree).
 pub fn adamw_step_plain<B: Backend>(
     param: &Tensor<B>,
-    m: &Tensor<B>,
-    v: &Tensor<B>,
+    m0: &Tensor<B>,
+    v0: &Tensor<B>,
     grad: &Tensor<B>,
     s: &AdamwStep,
+    grad_scale: &Tensor<B>,
 ) -> (Tensor<B>, Tensor<B>, Tensor<B>) {
-    let g = grad * s.grad_scale; // the clipped gradient
+    let (m, v) = (m0, v0);
+    let g = grad * grad_scale; // the clipped gradient
     let m = &(m * s.beta1) + &(&g * (1.0 - s.beta1)); // first moment: running mean of g
     let v = &(v * s.beta2) + &(&g.sqr() * (1.0 - s.beta2)); // second moment: running mean of g^2
     let m_hat = &m * (1.0 / s.bias_correction1); // bias correction: the moments start at 0
     let v_hat = &v * (1.0 / s.bias_correction2);
     let adam = &m_hat / &v_hat.sqrt().add_scalar(s.eps); // per-coordinate step direction
     let decayed = param * (1.0 - s.lr * s.weight_decay); // decoupled weight decay
-    (&decayed - &(&adam * s.lr), m, v)
+    let p = &decayed - &(&adam * s.lr);
+    // a diverged step keeps everything: s - s is 0 for a finite s, NaN otherwise
+    let finite = (grad_scale - grad_scale).equal(&grad_scale.zeros_like());
+    let keep_old = |new: Tensor<B>, old: &Tensor<B>| Tensor::where_cond(&finite, &new, old);
+    (keep_old(p, param), keep_old(m, m0), keep_old(v, v0))
 }
 
 /// Plain stochastic gradient descent with decoupled weight decay: `p -= lr (g + wd p)`. No state.

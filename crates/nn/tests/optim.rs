@@ -92,9 +92,20 @@ fn clipping_scales_to_the_global_norm() {
     quadratic_grad(&b, 0.5); // grad 4
     let params = vec![a.clone(), b.clone()];
     assert!((grad_norm(&params) - 5.0).abs() < 1e-12);
-    let (scale, norm) = clip_scale(&params, 1.0);
+    let read = |max_norm| {
+        let (scale, norm) = clip_scale(&params, max_norm).expect("gradients");
+        (scale.to_scalar(), norm.to_scalar())
+    };
+    let (scale, norm) = read(1.0);
     assert!((norm - 5.0).abs() < 1e-12 && (scale * 5.0 - 1.0).abs() < 1e-6);
-    assert_eq!(clip_scale(&params, 10.0).0, 1.0);
+    assert_eq!(read(10.0).0, 1.0);
+    // a non-finite gradient gives a non-finite factor: AdamW then leaves every parameter as it is
+    quadratic_grad(&a, f64::NAN);
+    assert!(read(1.0).0.is_nan() && read(10.0).0.is_nan());
+    assert!(
+        clip_scale(&[var(&[1.0], true)], 1.0).is_none(),
+        "no gradient, no factor"
+    );
 }
 
 #[test]

@@ -85,8 +85,6 @@ pub struct AdamwStep {
     /// `1 - beta1^t` and `1 - beta2^t` for step t (bias correction of the moment estimates).
     pub bias_correction1: f64,
     pub bias_correction2: f64,
-    /// Multiplies the gradient first (gradient clipping folded into the step).
-    pub grad_scale: f64,
 }
 
 /// A 4-bit block-quantized tensor in device storage, for `Backend::dequantize_4bit` (QLoRA's base weights;
@@ -322,8 +320,12 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     // ---- optimizer ------------------------------------------------------------------------------------------
     /// One decoupled-weight-decay Adam step, in place on row-major `param`, `m`, `v` of the same length:
-    /// `g' = grad_scale g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
-    /// `p -= lr (m / bc1) / (sqrt(v / bc2) + eps) + lr wd p`.
+    /// `g' = s g; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;`
+    /// `p -= lr (m / bc1) / (sqrt(v / bc2) + eps) + lr wd p`,
+    /// with `s` the one element of `grad_scale` (gradient clipping's factor, computed on the device). A
+    /// non-finite s marks a diverged step (a NaN or infinite loss or gradient norm): the step then changes
+    /// nothing, so training can stop with the weights of the last good step without reading anything back
+    /// before the update.
     fn adamw_step(
         &self,
         param: &mut Self::Storage,
@@ -331,5 +333,6 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         v: &mut Self::Storage,
         grad: (&Self::Storage, &Layout),
         step: &AdamwStep,
+        grad_scale: (&Self::Storage, &Layout),
     );
 }

@@ -270,13 +270,16 @@ impl<B: Backend> Tensor<B> {
         *self = &*self + other;
     }
 
-    /// One fused AdamW step: returns the updated `(param, m, v)`; see `Backend::adamw_step`.
+    /// One fused AdamW step with the gradient multiplied by `grad_scale` (one element, on the device):
+    /// returns the updated `(param, m, v)`, unchanged when `grad_scale` is not finite; see
+    /// `Backend::adamw_step`.
     pub fn adamw_step(
         param: Self,
         m: Self,
         v: Self,
         grad: &Self,
         step: &crate::AdamwStep,
+        grad_scale: &Self,
     ) -> (Self, Self, Self) {
         let (shape, backend) = (param.shape().clone(), param.backend.clone());
         assert!(
@@ -286,6 +289,12 @@ impl<B: Backend> Tensor<B> {
             v.shape(),
             grad.shape()
         );
+        assert_eq!(
+            grad_scale.numel(),
+            1,
+            "adamw_step: grad_scale must be one value, got shape {}",
+            grad_scale.shape()
+        );
         let (mut p, mut m, mut v) = (param.into_storage(), m.into_storage(), v.into_storage());
         backend.adamw_step(
             &mut p,
@@ -293,6 +302,7 @@ impl<B: Backend> Tensor<B> {
             &mut v,
             (grad.storage(), grad.layout()),
             step,
+            (grad_scale.storage(), grad_scale.layout()),
         );
         let wrap = |s| Self::from_storage(s, &shape, &backend);
         (wrap(p), wrap(m), wrap(v))

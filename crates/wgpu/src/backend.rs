@@ -290,7 +290,8 @@ impl Backend for Wgpu {
         v: &mut GpuStorage,
         grad: (&GpuStorage, &Layout),
         step: &AdamwStep,
+        grad_scale: (&GpuStorage, &Layout),
     ) {
-        optim::adamw_step(self, param, m, v, grad, step)
+        optim::adamw_step(self, param, m, v, grad, step, grad_scale)
     }
 }

@@ -207,7 +207,15 @@ impl<E: Element> Backend for Cpu<E> {
         v: &mut Vec<E>,
         grad: (&Vec<E>, &Layout),
         step: &AdamwStep,
+        grad_scale: (&Vec<E>, &Layout),
     ) {
-        optim::adamw_step(param, m, v, (grad.0, grad.1), step)
+        optim::adamw_step(
+            param,
+            m,
+            v,
+            (grad.0, grad.1),
+            step,
+            grad_scale.0[grad_scale.1.offset()],
+        )
     }
 }

@@ -11,7 +11,11 @@ pub fn adamw_step<E: Element>(
     v: &mut [E],
     grad: (&[E], &Layout),
     s: &AdamwStep,
+    scale: E,
 ) {
+    if !scale.is_finite() {
+        return; // a diverged step changes nothing (see `Backend::adamw_step`)
+    }
     let g = contiguous_slice(grad.0, grad.1);
     assert!(
         param.len() == g.len() && m.len() == g.len() && v.len() == g.len(),
@@ -22,7 +26,7 @@ pub fn adamw_step<E: Element>(
         g.len()
     );
     let f = E::from_f64;
-    let (b1, b2, eps, scale) = (f(s.beta1), f(s.beta2), f(s.eps), f(s.grad_scale));
+    let (b1, b2, eps) = (f(s.beta1), f(s.beta2), f(s.eps));
     let (step_size, decay) = (f(s.lr / s.bias_correction1), f(1.0 - s.lr * s.weight_decay));
     let inv_bc2 = f(1.0 / s.bias_correction2);
     let update = |(((p, m), v), &g): (((&mut E, &mut E), &mut E), &E)| {

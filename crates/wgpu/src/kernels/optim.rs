@@ -16,6 +16,7 @@ pub fn adamw_step(
     v: &mut GpuStorage,
     grad: (&GpuStorage, &Layout),
     s: &AdamwStep,
+    scale: (&GpuStorage, &Layout),
 ) {
     let n = grad.1.shape().numel();
     assert!(
@@ -32,7 +33,7 @@ pub fn adamw_step(
         bits(s.beta1),
         bits(s.beta2),
         bits(s.eps),
-        bits(s.grad_scale),
+        scale.1.offset() as u32,
         bits(s.lr / s.bias_correction1),
         bits(1.0 - s.lr * s.weight_decay),
         bits(1.0 / s.bias_correction2),
@@ -42,6 +43,7 @@ pub fn adamw_step(
         (2, m.buffer()),
         (3, v.buffer()),
         (4, g.buffer()),
+        (5, scale.0.buffer()),
     ];
     dev.ctx
         .dispatch(&ADAMW, &[], &params, &buffers, grid(n.div_ceil(256)));
