@@ -7,7 +7,7 @@ use crate::progress::Progress;
 use crate::ExampleSet;
 use crate::Gpt;
 use lowrank_autograd::no_grad;
-use lowrank_nn::{clip_scale, AdamW, AdamWConfig, Module, WarmupCosine};
+use lowrank_nn::{clip_scale, nan_unless_finite, AdamW, AdamWConfig, Module, WarmupCosine};
 use lowrank_tensor::{rng, Backend};
 use std::time::Instant;
 
@@ -157,11 +157,11 @@ pub fn train_step<B: Backend>(
         Some((scale, norm)) => (scale, Some(norm)),
         None => (loss.full_like(1.0), None),
     };
-    let scale = &scale + &(&loss - &loss); // NaN when the loss is not finite
+    let scale = &scale + &nan_unless_finite(&loss); // NaN when the loss is not finite
     opt.step_scaled(&scale);
     opt.zero_grad();
     // the one read-back; it finds a bad norm too (the loss is finite there, the factor not)
-    let checked = (&loss + &(&scale - &scale)).to_scalar();
+    let checked = (&loss + &nan_unless_finite(&scale)).to_scalar();
     if checked.is_finite() {
         return Ok(checked);
     }

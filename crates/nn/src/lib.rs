@@ -36,7 +36,10 @@ pub use kernels::Kernels;
 pub use linear::{Adapter, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain, linear_cross_entropy, LOSS_CHUNK_LOGITS};
 pub use module::{join, AsAny, Children, ChildrenMut, CopiesVisitor, CopiesVisitorMut, Module};
-pub use optim::{adamw_step_plain, clip_scale, grad_norm, AdamW, AdamWConfig, Sgd, WarmupCosine};
+pub use optim::{
+    adamw_step_plain, clip_scale, grad_norm, grad_norm_on_device, nan_unless_finite, AdamW,
+    AdamWConfig, Sgd, WarmupCosine,
+};
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;
 pub use weight_copies::WeightCopies;

@@ -16,6 +16,12 @@ pub fn grad_norm_on_device<B: Backend>(params: &[Var<B>]) -> Option<Tensor<B>> {
         .map(|total| total.sqrt())
 }
 
+/// `x * 0`: 0 where x is finite, NaN where it is not (0 * inf and 0 * NaN are NaN). Added to a value, it
+/// carries "something was not finite" along on the device without a read-back.
+pub fn nan_unless_finite<B: Backend>(x: &Tensor<B>) -> Tensor<B> {
+    x.mul_scalar(0.0)
+}
+
 /// `grad_norm_on_device`, read back.
 pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
     grad_norm_on_device(params).map_or(0.0, |n| n.to_scalar())
@@ -31,7 +37,7 @@ pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> Option<(Tenso
     let over = norm.gt(&norm.full_like(max_norm)); // 1 where clipping applies
     let one = norm.full_like(1.0);
     let clipped = &one + &(&over * &(&factor - &one));
-    let scale = &clipped + &(&norm - &norm); // + 0, or NaN if the norm is not finite
+    let scale = &clipped + &nan_unless_finite(&norm);
     Some((scale, norm))
 }
 
@@ -214,8 +220,8 @@ pub fn adamw_step_plain<B: Backend>(
     let adam = &m_hat / &v_hat.sqrt().add_scalar(s.eps); // per-coordinate step direction
     let decayed = param * (1.0 - s.lr * s.weight_decay); // decoupled weight decay
     let p = &decayed - &(&adam * s.lr);
-    // a diverged step keeps everything: s - s is 0 for a finite s, NaN otherwise
-    let finite = (grad_scale - grad_scale).equal(&grad_scale.zeros_like());
+    // a diverged step keeps everything
+    let finite = nan_unless_finite(grad_scale).equal(&grad_scale.zeros_like());
     let keep_old = |new: Tensor<B>, old: &Tensor<B>| Tensor::where_cond(&finite, &new, old);
     (keep_old(p, param), keep_old(m, m0), keep_old(v, v0))
 }
