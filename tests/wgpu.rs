@@ -209,6 +209,32 @@ fn a_training_step_reads_back_only_the_loss() {
     );
 }
 
+/// Every step uploads token ids, targets and (with dropout) masks, and frees its activations: the pool
+/// reuses their buffers, so the device memory it holds stops growing once training is warm.
+#[test]
+fn the_buffer_pool_does_not_grow_with_training() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let mut model = Gpt::new(config(), 3, &gpu);
+    let lora = LoraConfig {
+        r: 4,
+        alpha: 6.0,
+        dropout: 0.1,
+        targets: Targets::AllLinear,
+        ..LoraConfig::default()
+    };
+    model.add_adapter("default", &lora, 5).expect("valid config");
+    train(&model, 50);
+    let (at50, uploads50) = (gpu.stats().pool_bytes, gpu.stats().uploads);
+    train(&model, 450);
+    let (at500, uploads500) = (gpu.stats().pool_bytes, gpu.stats().uploads);
+    eprintln!("pool: {at50} bytes after step 50, {at500} after step 500");
+    assert!(uploads500 - uploads50 >= 450 * 3, "ids, targets and masks are uploaded every step");
+    assert!(
+        at500 <= at50,
+        "the pool grew from {at50} to {at500} bytes between steps 50 and 500"
+    );
+}
+
 #[test]
 fn tiled_matmul_matches_the_cpu_across_tile_edges() {
     let Some((_one, gpu)) = gpu() else { return };

@@ -1,9 +1,13 @@
 //! The per-process GPU context: adapter, device and queue, the buffer pool, the pipeline cache and the command
 //! encoder that collects dispatches until something has to be read back.
 //!
-//! Ordering rule that keeps pooled buffers safe: a pooled buffer is only ever written by commands recorded in
-//! the encoder (in order), never by `queue.write_buffer` (which would run before the pending commands). Host
-//! data therefore arrives in freshly created, mapped-at-creation buffers, which join the pool when dropped.
+//! The ordering rule that keeps pooled buffers safe: `queue.write_buffer` runs at the start of the next
+//! submission, before the commands still pending in the encoder. So the pool keeps two kinds of free
+//! buffers: *recent* ones, freed since the last submission (pending commands may still read them: only a
+//! kernel, whose write is itself a later command, may reuse them), and *settled* ones, which no pending
+//! command touches (an upload may `write_buffer` into them). Each submission settles the recent ones, and
+//! gives back to the device the buffers of size classes that no allocation asked for in a while, so the
+//! pool follows the working set instead of growing with every shape it ever saw.
 
 use crate::WgpuError;
 use std::collections::HashMap;
@@ -14,6 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const PARAM_BYTES: u64 = 256;
 /// Dispatches recorded before the encoder is submitted even without a read-back.
 const MAX_PENDING: usize = 1024;
+/// Submissions after which the free buffers of a size class nothing asked for are given back to the device.
+const TRIM_AFTER_SUBMITS: u64 = 64;
 /// Workgroups per grid dimension that every device accepts.
 pub const MAX_GROUPS: u32 = 65_535;
 
@@ -28,8 +34,10 @@ pub struct Stats {
     pub readbacks: u64,
     /// Kernel outputs for which the pool had no free buffer of the size class (a new buffer was created).
     pub pool_misses: u64,
-    /// Host data uploaded (parameters, token ids, targets): each is a new buffer.
+    /// Host data uploaded (parameters, token ids, targets, dropout masks).
     pub uploads: u64,
+    /// Device memory held by the pool's buffers, in use or free, in bytes.
+    pub pool_bytes: u64,
     /// Pipelines compiled (each kernel and op once per process).
     pub pipelines: u64,
 }
@@ -43,6 +51,47 @@ pub struct Kernel {
     pub source: &'static str,
     pub prelude: &'static str,
     pub entry: &'static str,
+}
+
+/// Free buffers by size class (bytes, a power of two); see the module doc for recent and settled.
+#[derive(Default)]
+struct Pool {
+    recent: HashMap<u64, Vec<wgpu::Buffer>>,
+    settled: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// The submission count when each class was last asked for.
+    last_used: HashMap<u64, u64>,
+    /// Bytes of every buffer the pool made and still holds (in use or free).
+    bytes: u64,
+}
+
+impl Pool {
+    /// A free buffer of `class`, or `None`. Uploads take only settled ones.
+    fn take(&mut self, class: u64, settled_only: bool, now: u64) -> Option<wgpu::Buffer> {
+        self.last_used.insert(class, now);
+        let recent = (!settled_only)
+            .then(|| self.recent.get_mut(&class).and_then(Vec::pop))
+            .flatten();
+        recent.or_else(|| self.settled.get_mut(&class).and_then(Vec::pop))
+    }
+
+    /// At a submission: recent buffers become settled; classes unused for `TRIM_AFTER_SUBMITS` submissions
+    /// give their free buffers back.
+    fn settle(&mut self, now: u64) {
+        for (class, buffers) in self.recent.drain() {
+            self.settled.entry(class).or_default().extend(buffers);
+        }
+        let last_used = &self.last_used;
+        let mut freed = 0;
+        self.settled.retain(|class, buffers| {
+            let keep = last_used.get(class).is_some_and(|&t| t + TRIM_AFTER_SUBMITS >= now);
+            if !keep {
+                // dropped, not destroyed: wgpu frees the memory once submitted work is done with it
+                freed += class * buffers.len() as u64;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
 }
 
 /// Dispatches recorded but not yet submitted, and the parameter block each of them reads.
@@ -61,8 +110,7 @@ pub struct Context {
     param_arena: wgpu::Buffer,
     pending: Mutex<Pending>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
-    /// Freed buffers by size in bytes (a power of two).
-    pool: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    pool: Mutex<Pool>,
     /// The first device error (validation, out of memory, device lost), reported at the next sync.
     error: Arc<Mutex<Option<String>>>,
     dispatches: AtomicU64,
@@ -160,7 +208,7 @@ impl Context {
             param_arena,
             pending: Mutex::new(pending),
             pipelines: Mutex::new(HashMap::new()),
-            pool: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::default()),
             error,
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
@@ -177,6 +225,7 @@ impl Context {
             readbacks: self.readbacks.load(Ordering::Relaxed),
             pool_misses: self.pool_misses.load(Ordering::Relaxed),
             uploads: self.uploads.load(Ordering::Relaxed),
+            pool_bytes: lock(&self.pool).bytes,
             pipelines: lock(&self.pipelines).len() as u64,
         }
     }
@@ -210,33 +259,47 @@ impl Context {
         bytes
     }
 
-    /// A buffer for at least `len` f32 values: a pooled one of the same size class, or a new one. Its
-    /// contents are undefined: kernels write every element they own.
-    pub fn alloc(&self, len: usize) -> wgpu::Buffer {
-        let class = self.size_class(len, "a tensor");
-        if let Some(buffer) = lock(&self.pool).get_mut(&class).and_then(Vec::pop) {
-            return buffer;
-        }
-        self.pool_misses.fetch_add(1, Ordering::Relaxed);
+    fn submissions(&self) -> u64 {
+        self.submits.load(Ordering::Relaxed)
+    }
+
+    /// A new buffer of `class` bytes, counted in the pool's bytes.
+    fn create(&self, class: u64, mapped_at_creation: bool) -> wgpu::Buffer {
+        lock(&self.pool).bytes += class;
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: class,
             usage: BUFFER_USAGE,
-            mapped_at_creation: false,
+            mapped_at_creation,
         })
     }
 
-    /// A new buffer holding `data` (see the ordering rule in the module doc).
+    /// A buffer for at least `len` f32 values: a pooled one of the same size class, or a new one. Its
+    /// contents are undefined: kernels write every element they own.
+    pub fn alloc(&self, len: usize) -> wgpu::Buffer {
+        let class = self.size_class(len, "a tensor");
+        if let Some(buffer) = lock(&self.pool).take(class, false, self.submissions()) {
+            return buffer;
+        }
+        self.pool_misses.fetch_add(1, Ordering::Relaxed);
+        self.create(class, false)
+    }
+
+    /// A buffer holding `data`: a settled pooled one written with `queue.write_buffer`, or a new one mapped
+    /// at creation (see the ordering rule in the module doc).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let class = self.size_class(bytes.len().div_ceil(4), "an upload");
         self.uploads.fetch_add(1, Ordering::Relaxed);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: class,
-            usage: BUFFER_USAGE,
-            mapped_at_creation: true,
-        });
+        let pooled = lock(&self.pool).take(class, true, self.submissions());
+        if let Some(buffer) = pooled {
+            // write_buffer takes whole 4-byte words
+            let mut words = bytes.to_vec();
+            words.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(&buffer, 0, &words);
+            return buffer;
+        }
+        let buffer = self.create(class, true);
         if !bytes.is_empty() {
             buffer
                 .slice(..bytes.len() as u64)
@@ -248,10 +311,11 @@ impl Context {
         buffer
     }
 
-    /// Returns a buffer to the pool. Commands already recorded that read it still see its old contents:
-    /// whatever reuses it writes through later commands.
+    /// Returns a buffer to the pool, as a recent one: commands already recorded that read it still see its
+    /// old contents, since whatever reuses it before the next submission writes through later commands.
     pub fn recycle(&self, buffer: wgpu::Buffer) {
         lock(&self.pool)
+            .recent
             .entry(buffer.size())
             .or_default()
             .push(buffer);
@@ -368,7 +432,8 @@ impl Context {
         self.queue.submit([encoder.finish()]);
         pending.params.clear();
         pending.count = 0;
-        self.submits.fetch_add(1, Ordering::Relaxed);
+        let now = self.submits.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.pool).settle(now);
     }
 
     /// Panics with the first error the device reported, if any: a kernel or allocation failed earlier.
