@@ -222,17 +222,39 @@ fn the_buffer_pool_does_not_grow_with_training() {
         targets: Targets::AllLinear,
         ..LoraConfig::default()
     };
-    model.add_adapter("default", &lora, 5).expect("valid config");
+    model
+        .add_adapter("default", &lora, 5)
+        .expect("valid config");
     train(&model, 50);
     let (at50, uploads50) = (gpu.stats().pool_bytes, gpu.stats().uploads);
     train(&model, 450);
     let (at500, uploads500) = (gpu.stats().pool_bytes, gpu.stats().uploads);
-    eprintln!("pool: {at50} bytes after step 50, {at500} after step 500");
-    assert!(uploads500 - uploads50 >= 450 * 3, "ids, targets and masks are uploaded every step");
+    let per_step = (uploads500 - uploads50) as f64 / 450.0;
+    eprintln!(
+        "pool: {at50} bytes after step 50, {at500} after step 500; {per_step} uploads per step"
+    );
+    assert!(per_step >= 2.0, "ids and targets are uploaded every step");
     assert!(
         at500 <= at50,
         "the pool grew from {at50} to {at500} bytes between steps 50 and 500"
     );
+}
+
+/// Dropout masks are drawn where the tensor lives, by the same counter-based hash on every device.
+#[test]
+fn hashed_uniform_draws_are_the_same_on_the_gpu_and_the_cpu() {
+    let Some((_one, gpu)) = gpu() else { return };
+    for (len, seed) in [(1, 0), (1000, 7), (70_001, 0xdead_beef_0123_4567)] {
+        let on_gpu = Tensor::uniform_hashed([len], seed, &gpu).to_vec();
+        let on_cpu = Tensor::uniform_hashed([len], seed, &Cpu::<f32>::new()).to_vec();
+        assert!(
+            on_gpu
+                .iter()
+                .zip(&on_cpu)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "seed {seed}"
+        );
+    }
 }
 
 #[test]

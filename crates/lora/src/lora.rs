@@ -13,7 +13,7 @@ use crate::{dora, linalg};
 use crate::{Init, LoraConfig};
 use lowrank_autograd::{grad_enabled, Var};
 use lowrank_tensor::{rng, Backend, Element, StdRng, Tensor};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 pub struct LoraWeights<B: Backend> {
     /// (r, in)
@@ -31,7 +31,9 @@ pub struct LoraWeights<B: Backend> {
     /// PiSSA / OLoRA: `s B0 A0` (out, in), the part of the base weight the adapter started from; the base
     /// holds `W0 - s B0 A0` while the adapter exists, and gets it back when the adapter is deleted.
     pub moved_from_base: Option<Tensor<B>>,
-    dropout_rng: RefCell<StdRng>,
+    /// Dropout's draws: mask k uses seed `dropout_seed + k * golden` (`counter_rng`, on x's device).
+    dropout_seed: u64,
+    dropout_draws: Cell<u64>,
     /// DoRA only: a norm held fixed instead of recomputed (see `freeze_dora_norm`).
     frozen_norm: RefCell<Option<Tensor<B>>>,
     /// A dropout mask used instead of random draws (see `fix_dropout_mask`).
@@ -85,7 +87,8 @@ impl<B: Backend> LoraWeights<B> {
             config: config.clone(),
             alpha,
             moved_from_base,
-            dropout_rng: RefCell::new(rng(seed ^ 0xd50f)),
+            dropout_seed: seed ^ 0xd50f,
+            dropout_draws: Cell::new(0),
             frozen_norm: RefCell::new(None),
             fixed_dropout_mask: RefCell::new(None),
         }
@@ -146,13 +149,12 @@ impl<B: Backend> LoraWeights<B> {
         if p == 0.0 || !grad_enabled() {
             return None;
         }
-        let u = Tensor::rand_uniform(
-            x.shape(),
-            0.0,
-            1.0,
-            &mut self.dropout_rng.borrow_mut(),
-            &x.backend(),
-        );
+        // drawn on x's device (no upload of the mask), the same on every device for the same seed
+        let k = self.dropout_draws.replace(self.dropout_draws.get() + 1);
+        let seed = self
+            .dropout_seed
+            .wrapping_add(k.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let u = Tensor::uniform_hashed(x.shape(), seed, &x.backend());
         let keep = u
             .ge(&Tensor::scalar(p, &x.backend()))
             .mul_scalar(1.0 / (1.0 - p));

@@ -137,6 +137,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         padded.resize(bytes.len().div_ceil(size) * size, 0);
         self.storage_from_vec(bytemuck::pod_collect_to_vec(&padded))
     }
+    /// `len` values uniform in [0, 1), element i being `counter_rng::hashed_uniform(seed, i)`: the same on
+    /// every device, drawn where the storage lives (a GPU draws its dropout masks without an upload).
+    fn uniform_hashed(&self, len: usize, seed: u64) -> Self::Storage {
+        let draw =
+            |i| Self::Elem::from_f64(crate::counter_rng::hashed_uniform(seed, i as u32) as f64);
+        self.storage_from_vec((0..len).map(draw).collect())
+    }
     /// Number of elements the storage holds.
     fn storage_len(&self, storage: &Self::Storage) -> usize;
     /// Reads the elements that `layout` addresses, in row-major order.

@@ -22,6 +22,7 @@
 //! ```
 
 mod backend;
+pub mod counter_rng;
 mod cpu;
 mod element;
 mod error;

@@ -133,6 +133,17 @@ impl<B: Backend> Tensor<B> {
         Self::from_storage(backend.storage_from_vec(data), shape, backend)
     }
 
+    /// Values uniform in [0, 1) drawn on the device by a counter-based hash of (seed, index): the same on
+    /// every backend for the same seed, and nothing to upload (`Backend::uniform_hashed`).
+    pub fn uniform_hashed(shape: impl Into<Shape>, seed: u64, backend: &B) -> Self {
+        let shape = shape.into();
+        assert!(
+            shape.numel() <= u32::MAX as usize,
+            "uniform_hashed: shape {shape} has more elements than 32-bit counters address"
+        );
+        Self::from_storage(backend.uniform_hashed(shape.numel(), seed), shape, backend)
+    }
+
     /// A tensor with the same shape and backend, filled with `value`.
     pub fn full_like(&self, value: f64) -> Self {
         Self::full(self.shape(), value, &self.backend)

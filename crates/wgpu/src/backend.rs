@@ -91,6 +91,10 @@ impl Backend for Wgpu {
         elementwise::fill(self, len, value)
     }
 
+    fn uniform_hashed(&self, len: usize, seed: u64) -> GpuStorage {
+        elementwise::uniform_hashed(self, len, seed)
+    }
+
     fn storage_len(&self, storage: &GpuStorage) -> usize {
         storage.len()
     }

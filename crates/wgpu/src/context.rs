@@ -83,7 +83,9 @@ impl Pool {
         let last_used = &self.last_used;
         let mut freed = 0;
         self.settled.retain(|class, buffers| {
-            let keep = last_used.get(class).is_some_and(|&t| t + TRIM_AFTER_SUBMITS >= now);
+            let keep = last_used
+                .get(class)
+                .is_some_and(|&t| t + TRIM_AFTER_SUBMITS >= now);
             if !keep {
                 // dropped, not destroyed: wgpu frees the memory once submitted work is done with it
                 freed += class * buffers.len() as u64;

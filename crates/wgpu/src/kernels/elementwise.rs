@@ -32,6 +32,20 @@ pub fn fill(dev: &Wgpu, len: usize, value: f32) -> GpuStorage {
     out
 }
 
+/// `len` values uniform in [0, 1) from the counter-based hash of `lowrank_tensor::counter_rng`.
+pub fn uniform_hashed(dev: &Wgpu, len: usize, seed: u64) -> GpuStorage {
+    let out = dev.output(len);
+    let params = [len as u32, seed as u32, (seed >> 32) as u32];
+    dev.ctx.dispatch(
+        &kernel!("elementwise.wgsl", "uniform"),
+        &[],
+        &params,
+        &[(1, out.buffer())],
+        groups(len),
+    );
+    out
+}
+
 /// A row-major copy of the elements `layout` addresses.
 pub fn contiguous(dev: &Wgpu, x: &GpuStorage, layout: &Layout) -> GpuStorage {
     let n = layout.shape().numel();

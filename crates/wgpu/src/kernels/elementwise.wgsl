@@ -18,6 +18,28 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     out[i] = pf(1u);
 }
 
+// lowrank_tensor::counter_rng, line for line: u32 arithmetic wraps in WGSL as wrapping_mul does in Rust.
+fn mix32(v: u32) -> u32 {
+    var x = v;
+    x = x ^ (x >> 16u);
+    x = x * 0x7feb352du;
+    x = x ^ (x >> 15u);
+    x = x * 0x846ca68bu;
+    x = x ^ (x >> 16u);
+    return x;
+}
+
+// out[i] = hashed_uniform(seed, i), seed = p[1] (low half), p[2] (high half)
+@compute @workgroup_size(256)
+fn uniform(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if i >= p[0] {
+        return;
+    }
+    let h = mix32(mix32((i * 0x9e3779b9u) ^ p[1]) ^ p[2]);
+    out[i] = f32(h >> 8u) * (1.0 / 16777216.0);
+}
+
 // out at layout 1 = a at layout 0
 @compute @workgroup_size(256)
 fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
