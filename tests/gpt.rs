@@ -38,7 +38,10 @@ fn check(loss: impl Fn() -> Var<F64>, params: &[Var<F64>]) {
 fn linear_gradients() {
     let lin = Linear::new(5, 3, 0.5, 1, &dev());
     let x = randn(&[2, 4, 5], 2);
-    check(|| weighted(&lin.forward(&x), 3), &[x.clone(), lin.weight()]);
+    check(
+        || weighted(&lin.forward(&x), 3),
+        &[x.clone(), lin.weight().param().unwrap().clone()],
+    );
 }
 
 #[test]
@@ -508,7 +511,13 @@ fn a_diverging_run_stops_before_updating_any_weight() {
     assert!(err.to_string().contains("last finite loss"), "{err}");
     // with a NaN weight from the start, step 1 already fails and no weight changes
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[0].mlp.up_proj.weight();
+    let w = model.layers[0]
+        .mlp
+        .up_proj
+        .weight()
+        .param()
+        .unwrap()
+        .clone();
     let mut v = w.value().to_vec();
     v[0] = f32::NAN;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
@@ -578,7 +587,13 @@ fn configs_out_of_range_are_errors_before_anything_is_allocated() {
 fn a_checkpoint_with_nan_weights_is_an_error_naming_the_tensor() {
     let dev = Cpu::<f32>::new();
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[1].self_attn.v_proj.weight();
+    let w = model.layers[1]
+        .self_attn
+        .v_proj
+        .weight()
+        .param()
+        .unwrap()
+        .clone();
     let mut v = w.value().to_vec();
     v[5] = f32::INFINITY;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
@@ -601,7 +616,13 @@ fn generation_from_an_empty_prompt_or_a_damaged_model_is_an_error() {
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
     let cfg = GenerateConfig::default();
     assert_eq!(generate(&model, &[], &cfg), Err(GenerateError::EmptyPrompt));
-    let w = model.layers[0].mlp.down_proj.weight();
+    let w = model.layers[0]
+        .mlp
+        .down_proj
+        .weight()
+        .param()
+        .unwrap()
+        .clone();
     w.set_value(w.value().mul_scalar(f64::NAN));
     assert_eq!(
         generate(&model, &[1, 2], &cfg),
@@ -676,7 +697,13 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
 
     // NaN weights: the very first loss is not finite, and no weight moves
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[0].mlp.up_proj.weight();
+    let w = model.layers[0]
+        .mlp
+        .up_proj
+        .weight()
+        .param()
+        .unwrap()
+        .clone();
     w.set_value(w.value().mul_scalar(f64::NAN));
     let before: Vec<Vec<f32>> = model
         .named_params()

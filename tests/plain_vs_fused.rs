@@ -137,7 +137,7 @@ fn gqa_layer_case<B: Backend>(
     };
     let rope = Rope::new(hd, t, 10000.0, dev);
     let x = param(&[b, t, c], seed + 5, dev);
-    let k = attn.k_proj.weight();
+    let k = attn.k_proj.weight().param().unwrap().clone();
     assert_same(
         "gqa attention layer",
         || attn.forward(&x, &rope, Kernels::Fused),

@@ -278,7 +278,7 @@ fn qlora_layer_gradients_wrt_x_a_b_and_no_weight_gradient() {
 fn quantizing_a_weight_with_nan_is_an_error_naming_the_layer() {
     let dev = Cpu::<f32>::new();
     let mut m = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = m.layers[1].mlp.up_proj.weight();
+    let w = m.layers[1].mlp.up_proj.weight().param().unwrap().clone();
     let mut v = w.value().to_vec();
     v[3] = f32::NAN;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
@@ -439,4 +439,63 @@ fn nf4_is_bit_identical_to_bitsandbytes() {
     assert_eq!(q.codes.len(), codes.len());
     assert_eq!(q.absmax.values(), floats("absmax"));
     assert_eq!(q.dequantize(), floats("dequantized"));
+}
+
+/// A compressed weight that counts its expansions.
+struct Counted {
+    w: Tensor<Cpu<f32>>,
+    expansions: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl lowrank::nn::CompressedWeight<Cpu<f32>> for Counted {
+    fn dims(&self) -> [usize; 2] {
+        [self.w.dims()[0], self.w.dims()[1]]
+    }
+    fn decompress(&self, _: &Cpu<f32>) -> Tensor<Cpu<f32>> {
+        self.expansions.set(self.expansions.get() + 1);
+        self.w.clone()
+    }
+    fn size_in_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A LoRA-adapted layer on a compressed base expands the base weight once for the forward product and once
+/// for backward's `dx = g W` (a full-precision copy is never kept between the two), not for its shape;
+/// switching adapters expands nothing; and the compressed weight offers no parameter to `set_value` into.
+#[test]
+fn an_adapted_compressed_layer_expands_its_weight_once_per_pass() {
+    let dev = Cpu::<f32>::new();
+    let expansions = std::rc::Rc::new(std::cell::Cell::new(0));
+    for (use_dora, per_step) in [(false, 2), (true, 3)] {
+        let mut m = One {
+            q_proj: Linear::new(6, 5, 0.5, 1, &dev),
+        };
+        let w = m.q_proj.weight().value();
+        m.q_proj.set_compressed_weight(std::rc::Rc::new(Counted {
+            w,
+            expansions: expansions.clone(),
+        }));
+        assert!(
+            m.q_proj.weight().param().is_none(),
+            "no parameter behind a 4-bit weight"
+        );
+        let config = LoraConfig {
+            r: 2,
+            alpha: 3.0,
+            use_dora,
+            targets: Targets::Names(vec!["q_proj".into()]),
+            ..LoraConfig::default()
+        };
+        m.add_adapter("a", &config, 2).unwrap();
+        m.add_adapter("b", &config, 3).unwrap();
+        expansions.set(0);
+        m.set_active_adapter("a").unwrap();
+        assert_eq!(expansions.get(), 0, "switching adapters expands nothing");
+        let x = Var::param(Tensor::randn([3, 6], 0.0, 1.0, &mut rng(4), &dev));
+        m.q_proj.forward(&x).sum_all().backward().unwrap();
+        assert!(x.grad().is_some());
+        // DoRA also reads W0 for its row norm (detached): one more
+        assert_eq!(expansions.get(), per_step, "use_dora {use_dora}");
+    }
 }

@@ -163,8 +163,8 @@ impl<B: Backend> Gpt<B> {
                 None => head
                     .adapter()
                     .is_none()
-                    .then(|| head.weight())
-                    .filter(|_| head.compressed_weight().is_none()),
+                    .then(|| head.weight().param().cloned())
+                    .flatten(),
             },
         }
     }

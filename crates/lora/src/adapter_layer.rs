@@ -12,7 +12,7 @@
 
 use crate::LoraError;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Adapter, Module};
+use lowrank_nn::{join, Adapter, Linear, Module};
 use lowrank_tensor::{rng, Backend, Tensor};
 use std::any::Any;
 
@@ -25,7 +25,7 @@ pub struct BottleneckAdapter<B: Backend> {
 }
 
 impl<B: Backend> Adapter<B> for BottleneckAdapter<B> {
-    fn forward(&self, _x: &Var<B>, _base_weight: &Var<B>, base_out: Var<B>) -> Var<B> {
+    fn forward(&self, _x: &Var<B>, _base: &Linear<B>, base_out: Var<B>) -> Var<B> {
         let dims = base_out.dims();
         let d = dims[dims.len() - 1];
         let y = base_out.reshape([base_out.numel() / d.max(1), d]); // (rows, d)

@@ -7,7 +7,7 @@ use crate::dora;
 use crate::lora::LoraWeights;
 use crate::LoraError;
 use lowrank_autograd::Var;
-use lowrank_nn::{join, Adapter};
+use lowrank_nn::{join, Adapter, BaseWeight, Linear};
 use lowrank_tensor::{Backend, Tensor};
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -87,7 +87,8 @@ impl<B: Backend> LoraLayer<B> {
     }
 
     /// Folds the active adapter into `weight`: `W0 + s B A` (LoRA) or `m (W0 + s B A) / ||.||_row` (DoRA).
-    pub fn merge(&mut self, weight: &Var<B>) -> Result<(), LoraError> {
+    /// A 4-bit weight must have been expanded first (`LoraModel::merge_adapter` does).
+    pub fn merge(&mut self, weight: &BaseWeight<'_, B>) -> Result<(), LoraError> {
         if let Some(m) = &self.merged {
             return Err(LoraError::Merged(m.name.clone()));
         }
@@ -104,6 +105,9 @@ impl<B: Backend> LoraLayer<B> {
                 why: "its lora_bias needs a bias on the base layer, which has none".into(),
             });
         }
+        let weight = weight
+            .param()
+            .expect("merge: a 4-bit weight is expanded first");
         let (merged, dora_norm) = w.merged_weight(&weight.value());
         weight.set_value(merged);
         self.merged = Some(Merged { name, dora_norm });
@@ -111,10 +115,11 @@ impl<B: Backend> LoraLayer<B> {
     }
 
     /// Takes the merged adapter back out of `weight`.
-    pub fn unmerge(&mut self, weight: &Var<B>) {
+    pub fn unmerge(&mut self, weight: &BaseWeight<'_, B>) {
         let Some(merged) = self.merged.take() else {
             return;
         };
+        let weight = weight.param().expect("a merged weight is dense");
         let w = &self.adapters[&merged.name];
         let delta = w.delta_weight();
         let restored = match (&w.magnitude, &merged.dora_norm) {
@@ -128,7 +133,7 @@ impl<B: Backend> LoraLayer<B> {
 }
 
 impl<B: Backend> Adapter<B> for LoraLayer<B> {
-    fn forward(&self, x: &Var<B>, base_weight: &Var<B>, base_out: Var<B>) -> Var<B> {
+    fn forward(&self, x: &Var<B>, base: &Linear<B>, base_out: Var<B>) -> Var<B> {
         if self.disabled || self.merged.is_some() {
             return base_out; // disabled: the base exactly; merged: the base weight already holds the update
         }
@@ -136,7 +141,7 @@ impl<B: Backend> Adapter<B> for LoraLayer<B> {
             return base_out;
         };
         match self.adapters.get(active) {
-            Some(w) => w.forward(x, base_weight, base_out),
+            Some(w) => w.forward(x, base, base_out),
             None => base_out,
         }
     }

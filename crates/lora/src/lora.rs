@@ -12,6 +12,7 @@
 use crate::{dora, linalg};
 use crate::{Init, LoraConfig};
 use lowrank_autograd::{grad_enabled, Var};
+use lowrank_nn::Linear;
 use lowrank_tensor::{rng, Backend, Element, StdRng, Tensor};
 use std::cell::{Cell, RefCell};
 
@@ -161,10 +162,11 @@ impl<B: Backend> LoraWeights<B> {
         Some(x * &Var::constant(keep))
     }
 
-    /// The layer output for input x (.., in), given the base weight and the base output W0 x (.., out).
-    pub fn forward(&self, x: &Var<B>, w0: &Var<B>, base_out: Var<B>) -> Var<B> {
+    /// The layer output for input x (.., in), given the base layer (W0 (out, in): read for DoRA only, so
+    /// that plain LoRA on a 4-bit base expands it no more than the base product does) and W0 x (.., out).
+    pub fn forward(&self, x: &Var<B>, layer: &Linear<B>, base_out: Var<B>) -> Var<B> {
         let dims = x.dims();
-        let (inp, out) = (dims[dims.len() - 1], w0.dims()[0]);
+        let (inp, out) = (dims[dims.len() - 1], layer.out_features());
         let rows = x.numel() / inp;
         let x2 = x.reshape([rows, inp]); // (rows, in)
         let dropped = self.dropout(&x2); // (rows, in), when dropout is on
@@ -182,10 +184,11 @@ impl<B: Backend> LoraWeights<B> {
             None => &base + &lora,
             Some(m) => {
                 let norm = self.frozen_norm.borrow().clone();
-                let norm =
-                    norm.unwrap_or_else(|| dora::weight_norm(&w0.value(), &self.delta_weight()));
+                let norm = norm.unwrap_or_else(|| {
+                    dora::weight_norm(&layer.weight().value(), &self.delta_weight())
+                });
                 // PEFT's DoRA in training mode also runs the base weight on the dropped input
-                let dropped_base = dropped.map(|d| d.matmul(&w0.t())); // (rows, out)
+                let dropped_base = dropped.map(|d| layer.base_forward(&d)); // (rows, out)
                 dora::forward(m, &norm, &base, dropped_base.as_ref(), &lora)
             }
         };

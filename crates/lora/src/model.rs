@@ -8,7 +8,7 @@ use crate::layer::LoraLayer;
 use crate::lora::LoraWeights;
 use crate::{LoraConfig, LoraError, Targets};
 use lowrank_autograd::Var;
-use lowrank_nn::{Linear, Module, WeightCopies};
+use lowrank_nn::{BaseWeight, Linear, Module, WeightCopies};
 use lowrank_tensor::Backend;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -47,10 +47,11 @@ fn lora_layer_mut<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B
         .and_then(|a| a.as_any_mut().downcast_mut::<LoraLayer<B>>())
 }
 
-/// A callback given each adapted layer: its path, its base weight and its `LoraLayer`.
-pub type LayerVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &LoraLayer<B>) + 'a;
+/// A callback given each adapted layer: its path, its base weight (expanded only if the callback reads its
+/// values) and its `LoraLayer`.
+pub type LayerVisitor<'a, B> = dyn FnMut(&str, &BaseWeight<'_, B>, &LoraLayer<B>) + 'a;
 /// `LayerVisitor` with mutable access to the layer.
-pub type LayerVisitorMut<'a, B> = dyn FnMut(&str, &Var<B>, &mut LoraLayer<B>) + 'a;
+pub type LayerVisitorMut<'a, B> = dyn FnMut(&str, &BaseWeight<'_, B>, &mut LoraLayer<B>) + 'a;
 
 pub trait LoraModel<B: Backend>: Module<B> {
     /// Calls `f(path, base_weight, layer)` for every Linear that holds LoRA adapters.
@@ -65,11 +66,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
     /// `for_each_lora_layer` with mutable access to each layer.
     fn for_each_lora_layer_mut(&mut self, f: &mut LayerVisitorMut<'_, B>) {
         self.visit_linears_mut("", &mut |path, linear| {
-            if lora_layer(linear).is_none() {
-                return; // and a 4-bit weight is not expanded for nothing
-            }
-            let weight = linear.weight();
-            if let Some(layer) = lora_layer_mut(linear) {
+            let (weight, adapter) = linear.weight_and_adapter_mut();
+            let layer = adapter.and_then(|a| a.as_any_mut().downcast_mut::<LoraLayer<B>>());
+            if let Some(layer) = layer {
                 f(path, &weight, layer);
             }
         });
@@ -172,7 +171,9 @@ pub trait LoraModel<B: Backend>: Module<B> {
             let w0 = linear.weight().value();
             let weights = LoraWeights::new(&w0, config, path, seed.wrapping_add(i));
             if let Some(moved) = &weights.moved_from_base {
-                linear.weight().set_value(w0.sub(moved)); // PiSSA / OLoRA: the base keeps the residual
+                // PiSSA / OLoRA (refused on a 4-bit base by check_adapter): the base keeps the residual
+                let w = linear.weight().param().expect("a dense base weight");
+                w.set_value(w0.sub(moved));
             }
             if lora_layer_mut(linear).is_none() {
                 linear.set_adapter(Box::new(LoraLayer::<B>::default()));
@@ -279,7 +280,10 @@ pub trait LoraModel<B: Backend>: Module<B> {
                 .and_then(|layer| layer.get(name))
                 .and_then(|w| w.moved_from_base.clone());
             if let Some(moved) = moved {
-                let weight = linear.weight();
+                let weight = linear
+                    .weight()
+                    .param()
+                    .expect("PiSSA / OLoRA need a dense base");
                 weight.set_value(weight.value().add(&moved));
             }
             if let Some(layer) = lora_layer_mut(linear) {

@@ -33,7 +33,7 @@ pub use gguf::{GgufFile, TensorInfo, Value as GgufValue};
 pub use gguf_blocks::GgmlType;
 pub use gguf_write::GgufWriter;
 pub use kernels::Kernels;
-pub use linear::{Adapter, CompressedWeight, Linear};
+pub use linear::{Adapter, BaseWeight, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain, linear_cross_entropy, LOSS_CHUNK_LOGITS};
 pub use module::{join, AsAny, Children, ChildrenMut, CopiesVisitor, CopiesVisitorMut, Module};
 pub use optim::{

@@ -30,10 +30,60 @@ enum Weight<B: Backend> {
     Compressed(Rc<dyn CompressedWeight<B>>, B),
 }
 
+/// A look at a layer's base weight W0 (out, in) that expands nothing until asked: its shape and device for
+/// free, its values (expanded from a compressed form) with `value`, and the parameter itself, which is
+/// what `set_value` must go through, only where there is one (`param`: `None` for a compressed weight, so
+/// nobody writes into a temporary expansion that nothing reads).
+pub enum BaseWeight<'a, B: Backend> {
+    Dense(&'a Var<B>),
+    Compressed(&'a dyn CompressedWeight<B>, &'a B),
+}
+
+impl<'a, B: Backend> BaseWeight<'a, B> {
+    fn of(weight: &'a Weight<B>) -> Self {
+        match weight {
+            Weight::Dense(w) => BaseWeight::Dense(w),
+            Weight::Compressed(c, backend) => BaseWeight::Compressed(c.as_ref(), backend),
+        }
+    }
+
+    /// The weight's dims: (out_features, in_features) for a Linear.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            BaseWeight::Dense(w) => w.dims().to_vec(),
+            BaseWeight::Compressed(c, _) => c.dims().to_vec(),
+        }
+    }
+
+    pub fn backend(&self) -> B {
+        match self {
+            BaseWeight::Dense(w) => w.backend(),
+            BaseWeight::Compressed(_, backend) => (*backend).clone(),
+        }
+    }
+
+    /// The values, in full precision (a compressed weight is expanded: a temporary, read-only copy).
+    pub fn value(&self) -> Tensor<B> {
+        match self {
+            BaseWeight::Dense(w) => w.value(),
+            BaseWeight::Compressed(c, backend) => c.decompress(backend),
+        }
+    }
+
+    /// The weight as a parameter (to read in a graph or to `set_value`); `None` when compressed.
+    pub fn param(&self) -> Option<&'a Var<B>> {
+        match self {
+            BaseWeight::Dense(w) => Some(w),
+            BaseWeight::Compressed(..) => None,
+        }
+    }
+}
+
 /// Something that modifies a `Linear`'s output (LoRA, DoRA, ...).
 pub trait Adapter<B: Backend>: Any {
-    /// The layer's output, given its input `x` (.., in), the base weight W0 (out, in) and `W0 x` (.., out).
-    fn forward(&self, x: &Var<B>, base_weight: &Var<B>, base_out: Var<B>) -> Var<B>;
+    /// The layer's output, given its input `x` (.., in), the layer itself (its base weight W0 (out, in),
+    /// read only where the adapter needs it: a 4-bit one is expanded only then) and `W0 x` (.., out).
+    fn forward(&self, x: &Var<B>, base: &Linear<B>, base_out: Var<B>) -> Var<B>;
     /// The adapter's parameters, named under the layer's path.
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Var<B>));
     fn as_any(&self) -> &dyn Any;
@@ -75,12 +125,17 @@ impl<B: Backend> Linear<B> {
         }
     }
 
-    /// The base weight W0 (out, in). A compressed weight comes back expanded, as a constant.
-    pub fn weight(&self) -> Var<B> {
-        match &self.weight {
-            Weight::Dense(w) => w.clone(),
-            Weight::Compressed(c, backend) => Var::constant(c.decompress(backend)),
-        }
+    /// The base weight W0 (out, in), dense or compressed.
+    pub fn weight(&self) -> BaseWeight<'_, B> {
+        BaseWeight::of(&self.weight)
+    }
+
+    /// The base weight and the adapter slot at once, the adapter mutable (what a visitor of adapted layers
+    /// needs: the weight to merge into, the adapter to change).
+    pub fn weight_and_adapter_mut(
+        &mut self,
+    ) -> (BaseWeight<'_, B>, Option<&mut (dyn Adapter<B> + 'static)>) {
+        (BaseWeight::of(&self.weight), self.adapter.as_deref_mut())
     }
 
     /// The compressed base weight, if the layer holds one.
@@ -132,7 +187,7 @@ impl<B: Backend> Linear<B> {
         }
         let base = self.base_forward(x);
         match &self.adapter {
-            Some(adapter) => adapter.forward(x, &self.weight(), base),
+            Some(adapter) => adapter.forward(x, self, base),
             None => base,
         }
     }
@@ -212,11 +267,11 @@ impl<B: Backend> Module<B> for Linear<B> {
         self.copies.visit_params(f);
     }
 
-    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+    fn weight_copies(&self) -> Option<(BaseWeight<'_, B>, &WeightCopies<B>)> {
         Some((self.weight(), &self.copies))
     }
 
-    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
-        Some((self.weight(), &mut self.copies))
+    fn weight_copies_mut(&mut self) -> Option<(BaseWeight<'_, B>, &mut WeightCopies<B>)> {
+        Some((BaseWeight::of(&self.weight), &mut self.copies))
     }
 }

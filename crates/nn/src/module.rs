@@ -7,7 +7,7 @@
 //! into, `find_module`) is derived from those two, so a layer left out of the list is left out of
 //! everything at once, not silently missing from one walk.
 
-use crate::{Linear, WeightCopies};
+use crate::{BaseWeight, Linear, WeightCopies};
 use lowrank_autograd::Var;
 use lowrank_tensor::Backend;
 use std::any::Any;
@@ -41,9 +41,9 @@ pub type Children<'a, B> = Vec<(String, &'a dyn Module<B>)>;
 /// `Children` with mutable access.
 pub type ChildrenMut<'a, B> = Vec<(String, &'a mut dyn Module<B>)>;
 /// A callback given each layer with a weight: its path, its weight and its `modules_to_save` copies.
-pub type CopiesVisitor<'a, B> = dyn FnMut(&str, &Var<B>, &WeightCopies<B>) + 'a;
+pub type CopiesVisitor<'a, B> = dyn FnMut(&str, &BaseWeight<'_, B>, &WeightCopies<B>) + 'a;
 /// `CopiesVisitor` with the copies mutable.
-pub type CopiesVisitorMut<'a, B> = dyn FnMut(&str, &Var<B>, &mut WeightCopies<B>) + 'a;
+pub type CopiesVisitorMut<'a, B> = dyn FnMut(&str, &BaseWeight<'_, B>, &mut WeightCopies<B>) + 'a;
 
 pub trait Module<B: Backend>: AsAny {
     /// Calls `f(name, param)` for this module's own parameters, named relative to it (`"weight"`). Only
@@ -63,12 +63,12 @@ pub trait Module<B: Backend>: AsAny {
 
     /// For a layer with one weight (Linear, Embedding, RmsNorm): that weight and its `modules_to_save`
     /// copies. `None` for every other module.
-    fn weight_copies(&self) -> Option<(Var<B>, &WeightCopies<B>)> {
+    fn weight_copies(&self) -> Option<(BaseWeight<'_, B>, &WeightCopies<B>)> {
         None
     }
 
     /// `weight_copies` with the copies mutable.
-    fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut WeightCopies<B>)> {
+    fn weight_copies_mut(&mut self) -> Option<(BaseWeight<'_, B>, &mut WeightCopies<B>)> {
         None
     }
 

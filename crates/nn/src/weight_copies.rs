@@ -3,6 +3,7 @@
 //! place of W0 (`h = W' x` for a Linear, a lookup in W' for an Embedding, a gain W' for an RmsNorm). Only
 //! the copy is saved with the adapter, under the layer's own name, as PEFT saves it.
 
+use crate::BaseWeight;
 use lowrank_autograd::Var;
 use lowrank_tensor::{Backend, Tensor};
 use std::collections::BTreeMap;
@@ -76,7 +77,7 @@ impl<B: Backend> WeightCopies<B> {
 
     /// Writes the active adapter's copy into `weight` (W0), keeping W0's values to undo it. Returns the
     /// adapter already merged, as an error, if there is one.
-    pub fn merge(&mut self, weight: &Var<B>) -> Result<(), String> {
+    pub fn merge(&mut self, weight: &BaseWeight<'_, B>) -> Result<(), String> {
         if let Some((name, _)) = &self.merged {
             return Err(name.clone());
         }
@@ -87,14 +88,18 @@ impl<B: Backend> WeightCopies<B> {
         else {
             return Ok(());
         };
+        let weight = weight
+            .param()
+            .expect("merge: a 4-bit weight is expanded first");
         self.merged = Some((name.clone(), weight.value()));
         weight.set_value(copy.value());
         Ok(())
     }
 
     /// Puts W0's own values back into `weight`.
-    pub fn unmerge(&mut self, weight: &Var<B>) {
+    pub fn unmerge(&mut self, weight: &BaseWeight<'_, B>) {
         if let Some((_, original)) = self.merged.take() {
+            let weight = weight.param().expect("a merged weight is dense");
             weight.set_value(original);
         }
     }
@@ -116,12 +121,14 @@ macro_rules! one_weight_module {
             self.copies.visit_params(f);
         }
 
-        fn weight_copies(&self) -> Option<(Var<B>, &$crate::WeightCopies<B>)> {
-            Some((self.weight.clone(), &self.copies))
+        fn weight_copies(&self) -> Option<($crate::BaseWeight<'_, B>, &$crate::WeightCopies<B>)> {
+            Some(($crate::BaseWeight::Dense(&self.weight), &self.copies))
         }
 
-        fn weight_copies_mut(&mut self) -> Option<(Var<B>, &mut $crate::WeightCopies<B>)> {
-            Some((self.weight.clone(), &mut self.copies))
+        fn weight_copies_mut(
+            &mut self,
+        ) -> Option<($crate::BaseWeight<'_, B>, &mut $crate::WeightCopies<B>)> {
+            Some(($crate::BaseWeight::Dense(&self.weight), &mut self.copies))
         }
     };
 }
