@@ -4,8 +4,8 @@
 use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
 use lowrank::gpt::{
     attention_plain, corpus, generate, repeat_kv, train, Attention, ByteTokenizer, Dataset,
-    GenerateConfig, GenerateError, Gpt, GptConfig, Kernels, Mlp, Rope, Tokenizer, TrainConfig,
-    CONFIG_FILE, WEIGHTS_FILE,
+    Diverged, GenerateConfig, GenerateError, Gpt, GptConfig, Kernels, Mlp, Rope, Tokenizer,
+    TrainConfig, TrainError, CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -506,7 +506,7 @@ fn a_diverging_run_stops_before_updating_any_weight() {
         ..TrainConfig::default()
     };
     // The first step's loss is finite; its update makes every weight NaN, so step 2's loss is NaN.
-    let err = train(&model, &data, None, &cfg).unwrap_err();
+    let err = diverged(train(&model, &data, None, &cfg));
     assert_eq!((err.step, err.what), (2, "loss"));
     assert!(err.to_string().contains("last finite loss"), "{err}");
     // with a NaN weight from the start, step 1 already fails and no weight changes
@@ -522,7 +522,7 @@ fn a_diverging_run_stops_before_updating_any_weight() {
     v[0] = f32::NAN;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
     let cfg = TrainConfig { lr: 1e-3, ..cfg };
-    let err = train(&model, &data, None, &cfg).unwrap_err();
+    let err = diverged(train(&model, &data, None, &cfg));
     assert_eq!(err.step, 1);
     let after: Vec<Vec<f32>> = model
         .named_params()
@@ -676,7 +676,7 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
         ..TrainConfig::default()
     };
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let err = train(&model, &data, None, &cfg).expect_err("diverges");
+    let err = diverged(train(&model, &data, None, &cfg));
     assert!(err.step >= 2 && err.step < 50, "{err}");
     assert!(
         !err.value.is_finite() && err.last_finite != "(none)",
@@ -710,7 +710,7 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
         .iter()
         .map(|(_, p)| p.value().to_vec())
         .collect();
-    let err = train(&model, &data, None, &cfg).expect_err("diverges");
+    let err = diverged(train(&model, &data, None, &cfg));
     assert_eq!((err.step, err.last_finite.as_str()), (1, "(none)"), "{err}");
     let after: Vec<Vec<f32>> = model
         .named_params()
@@ -722,4 +722,13 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
         .zip(&after)
         .all(|(b, a)| b.iter().zip(a).all(|(x, y)| x.to_bits() == y.to_bits()));
     assert!(same, "a step with a NaN loss moved weights");
+}
+
+/// The `Diverged` a training run must have stopped with.
+fn diverged(run: Result<lowrank::gpt::TrainReport, TrainError>) -> Diverged {
+    match run {
+        Err(TrainError::Diverged(d)) => d,
+        Err(other) => panic!("stopped for another reason: {other}"),
+        Ok(_) => panic!("training did not diverge"),
+    }
 }

@@ -62,5 +62,5 @@ pub use sample::{
 pub use tokenizer::{printable, ByteTokenizer, Tokenizer};
 pub use train::{
     evaluate, evaluate_all, train, train_observed, train_step, Diverged, Eval, StepFailed,
-    TrainConfig, TrainReport,
+    TrainConfig, TrainError, TrainReport,
 };

@@ -125,13 +125,31 @@ pub fn evaluate_all<B: Backend>(model: &Gpt<B>, set: &ExampleSet, batch: usize) 
     sum / count.max(1) as f64
 }
 
-/// What made a step fail: its loss or its gradient norm was not finite.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("the {what} is {value}")]
-pub struct StepFailed {
-    /// "loss" or "gradient norm"
-    pub what: &'static str,
-    pub value: f64,
+/// What made a step fail.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailed {
+    /// Its loss or its gradient norm was not finite; the update changed nothing.
+    #[error("the {what} is {value}")]
+    NotFinite {
+        /// "loss" or "gradient norm"
+        what: &'static str,
+        value: f64,
+    },
+    /// The device failed (found at the step's read-back).
+    #[error(transparent)]
+    Device(#[from] lowrank_tensor::Error),
+}
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Diverged(#[from] Diverged),
+    #[error("training failed at step {step}: {source}")]
+    Device {
+        step: usize,
+        source: lowrank_tensor::Error,
+    },
 }
 
 /// One training step on batch `b`: forward, backward, gradient clipping to `grad_clip` (0: none), AdamW,
@@ -161,32 +179,35 @@ pub fn train_step<B: Backend>(
     opt.step_scaled(&scale);
     opt.zero_grad();
     // the one read-back; it finds a bad norm too (the loss is finite there, the factor not)
-    let checked = (&loss + &nan_unless_finite(&scale)).to_scalar();
+    let checked = (&loss + &nan_unless_finite(&scale)).try_to_scalar()?;
     if checked.is_finite() {
         return Ok(checked);
     }
-    let value = loss.to_scalar();
+    let value = loss.try_to_scalar()?;
     if !value.is_finite() {
-        return Err(StepFailed {
+        return Err(StepFailed::NotFinite {
             what: "loss",
             value,
         });
     }
-    let norm = norm.map_or(f64::NAN, |n| n.to_scalar());
-    Err(StepFailed {
+    let norm = match norm {
+        Some(n) => n.try_to_scalar()?,
+        None => f64::NAN,
+    };
+    Err(StepFailed::NotFinite {
         what: "gradient norm",
         value: norm,
     })
 }
 
 /// Trains the model's trainable parameters. Stops with `Diverged` at the first non-finite loss or gradient
-/// norm, before that step updates any weight.
+/// norm (that step's update changes nothing), or with the device's error if it failed.
 pub fn train<B: Backend>(
     model: &Gpt<B>,
     data: &dyn BatchSource,
     val: Option<&dyn BatchSource>,
     cfg: &TrainConfig,
-) -> Result<TrainReport, Diverged> {
+) -> Result<TrainReport, TrainError> {
     train_observed(model, data, val, cfg, &mut |_| {})
 }
 
@@ -197,7 +218,7 @@ pub fn train_observed<B: Backend>(
     val: Option<&dyn BatchSource>,
     cfg: &TrainConfig,
     after_step: &mut dyn FnMut(usize),
-) -> Result<TrainReport, Diverged> {
+) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     let params = model.trainable_params();
     let mut opt = AdamW::new(
@@ -226,16 +247,23 @@ pub fn train_observed<B: Backend>(
         opt.set_lr(schedule.lr(step));
         let value = match train_step(model, &mut opt, &b, cfg.grad_clip) {
             Ok(value) => value,
-            Err(StepFailed { what, value }) => {
+            Err(failed) => {
                 progress.finish();
-                return Err(Diverged {
-                    step: step + 1,
-                    what,
-                    value,
-                    last_finite: report
-                        .losses
-                        .last()
-                        .map_or("(none)".into(), |l| format!("{l:.4}")),
+                return Err(match failed {
+                    StepFailed::NotFinite { what, value } => Diverged {
+                        step: step + 1,
+                        what,
+                        value,
+                        last_finite: report
+                            .losses
+                            .last()
+                            .map_or("(none)".into(), |l| format!("{l:.4}")),
+                    }
+                    .into(),
+                    StepFailed::Device(source) => TrainError::Device {
+                        step: step + 1,
+                        source,
+                    },
                 });
             }
         };

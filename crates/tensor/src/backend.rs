@@ -146,8 +146,14 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     }
     /// Number of elements the storage holds.
     fn storage_len(&self, storage: &Self::Storage) -> usize;
-    /// Reads the elements that `layout` addresses, in row-major order.
+    /// Reads the elements that `layout` addresses, in row-major order. Panics, with the device's message, if
+    /// the device failed (`try_to_vec` returns that as an error).
     fn to_vec(&self, src: &Self::Storage, layout: &Layout) -> Vec<Self::Elem>;
+    /// `to_vec`, with a device failure since the last read (validation, out of memory, a lost device;
+    /// the message names the op being recorded when it happened) as an error. A CPU cannot fail so.
+    fn try_to_vec(&self, src: &Self::Storage, layout: &Layout) -> Result<Vec<Self::Elem>, String> {
+        Ok(self.to_vec(src, layout))
+    }
     /// Copies the elements `src_layout` addresses into the positions `dst_layout` addresses (same shape).
     fn copy_strided(
         &self,

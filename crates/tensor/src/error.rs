@@ -13,6 +13,9 @@ pub enum Error {
         limit: usize,
         device: String,
     },
+    /// The device failed (a kernel it rejected, out of memory, a lost device): found at a read-back.
+    #[error("{device}: {message}")]
+    Device { device: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -202,15 +202,35 @@ impl<B: Backend> Tensor<B> {
         self.backend.to_vec(&self.storage, &self.layout)
     }
 
+    /// `to_vec`, with a failure of the device (found at this read-back) as an error.
+    pub fn try_to_vec(&self) -> Result<Vec<B::Elem>> {
+        self.backend
+            .try_to_vec(&self.storage, &self.layout)
+            .map_err(|message| Error::Device {
+                device: self.backend.name(),
+                message,
+            })
+    }
+
     /// The value of a one-element tensor as f64.
     pub fn to_scalar(&self) -> f64 {
+        self.check_scalar();
+        self.to_vec()[0].to_f64()
+    }
+
+    /// `to_scalar`, with a failure of the device as an error.
+    pub fn try_to_scalar(&self) -> Result<f64> {
+        self.check_scalar();
+        Ok(self.try_to_vec()?[0].to_f64())
+    }
+
+    fn check_scalar(&self) {
         assert_eq!(
             self.numel(),
             1,
             "to_scalar: tensor of shape {} is not a single value",
             self.shape()
         );
-        self.to_vec()[0].to_f64()
     }
 
     /// The same tensor viewed through another layout of the same storage.

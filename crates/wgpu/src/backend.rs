@@ -47,8 +47,11 @@ impl Wgpu {
     /// Waits until the GPU has finished everything recorded so far (for timing).
     pub fn synchronize(&self) {
         let probe = self.ctx.alloc(1);
-        self.ctx.read(&probe, 4);
+        let read = self.ctx.read(&probe, 4);
         self.ctx.recycle(probe);
+        if let Err(e) = read {
+            panic!("wgpu ({}): {e}", self.adapter_name());
+        }
     }
 
     /// A new storage for `len` values, contents undefined until a kernel writes them.
@@ -100,10 +103,15 @@ impl Backend for Wgpu {
     }
 
     fn to_vec(&self, src: &GpuStorage, layout: &Layout) -> Vec<f32> {
+        self.try_to_vec(src, layout)
+            .unwrap_or_else(|e| panic!("wgpu ({}): {e}", self.adapter_name()))
+    }
+
+    fn try_to_vec(&self, src: &GpuStorage, layout: &Layout) -> Result<Vec<f32>, String> {
         let n = layout.shape().numel();
         let dense = self.dense(src, layout);
         if n == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         // A read starts at the buffer's first byte: a view with an offset is gathered first.
         let owned;
@@ -113,7 +121,8 @@ impl Backend for Wgpu {
             owned = elementwise::contiguous(self, src, layout);
             owned.buffer()
         };
-        bytemuck::cast_slice(&self.ctx.read(buffer, n as u64 * 4)).to_vec()
+        let bytes = self.ctx.read(buffer, n as u64 * 4)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
     fn copy_strided(&self, src: &GpuStorage, ls: &Layout, dst: &mut GpuStorage, ld: &Layout) {

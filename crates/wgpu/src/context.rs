@@ -113,8 +113,10 @@ pub struct Context {
     pending: Mutex<Pending>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
     pool: Mutex<Pool>,
-    /// The first device error (validation, out of memory, device lost), reported at the next sync.
+    /// The first device error (validation, out of memory, device lost), reported at the next read-back.
     error: Arc<Mutex<Option<String>>>,
+    /// The op being recorded (kernel entry and grid), named in a device error raised while recording it.
+    recording: Arc<Mutex<(&'static str, [u32; 3])>>,
     dispatches: AtomicU64,
     submits: AtomicU64,
     readbacks: AtomicU64,
@@ -183,9 +185,13 @@ impl Context {
             .await
             .map_err(|e| WgpuError::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
         let error = Arc::new(Mutex::new(None::<String>));
-        let sink = error.clone();
+        let recording = Arc::new(Mutex::new(("(none)", [0; 3])));
+        let (sink, op) = (error.clone(), recording.clone());
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            lock(&sink).get_or_insert_with(|| e.to_string());
+            let (entry, groups) = *lock(&op);
+            lock(&sink).get_or_insert_with(|| {
+                format!("{e} (the last op recorded: `{entry}` over {groups:?} workgroups)")
+            });
         }));
         let sink = error.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -212,6 +218,7 @@ impl Context {
             pipelines: Mutex::new(HashMap::new()),
             pool: Mutex::new(Pool::default()),
             error,
+            recording,
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
             readbacks: AtomicU64::new(0),
@@ -379,6 +386,7 @@ impl Context {
         if groups.contains(&0) {
             return;
         }
+        *lock(&self.recording) = (kernel.entry, groups);
         let pipeline = self.pipeline(kernel, subs);
         let mut pending = lock(&self.pending);
         if pending.count == MAX_PENDING {
@@ -438,20 +446,18 @@ impl Context {
         lock(&self.pool).settle(now);
     }
 
-    /// Panics with the first error the device reported, if any: a kernel or allocation failed earlier.
-    fn check_error(&self) {
-        let error = lock(&self.error).clone();
-        if let Some(e) = error {
-            panic!(
-                "wgpu: the device reported an error ({}): {e}",
-                self.info.name
-            );
+    /// The first error the device reported, if any: a kernel or an allocation failed earlier. It stays: the
+    /// device's state is unknown after it, so every later read fails too.
+    fn check_error(&self) -> Result<(), String> {
+        match lock(&self.error).clone() {
+            Some(e) => Err(format!("the device reported an error: {e}")),
+            None => Ok(()),
         }
     }
 
     /// Copies `bytes` bytes from the start of `buffer` to the host, after everything recorded so far: the
-    /// one place the host waits for the GPU.
-    pub fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+    /// one place the host waits for the GPU, and where a failure of the device surfaces.
+    pub fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, String> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
             size: bytes.max(4),
@@ -473,20 +479,18 @@ impl Context {
             let _ = tx.send(r);
         });
         let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
-        self.check_error();
-        if let Err(e) = polled {
-            panic!(
-                "wgpu: waiting for the device failed ({}): {e}",
-                self.info.name
-            );
-        }
+        self.check_error()?;
+        polled.map_err(|e| format!("waiting for the device failed: {e}"))?;
         match rx.recv() {
             Ok(Ok(())) => {}
-            _ => panic!("wgpu: reading a buffer back failed ({})", self.info.name),
+            _ => return Err("reading a buffer back failed".into()),
         }
-        let mut data = staging.get_mapped_range(..).expect("mapped above").to_vec();
+        let mut data = staging
+            .get_mapped_range(..)
+            .map_err(|e| format!("mapping the read-back buffer failed: {e}"))?
+            .to_vec();
         staging.unmap();
         data.truncate(bytes as usize);
-        data
+        Ok(data)
     }
 }

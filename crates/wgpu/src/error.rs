@@ -1,6 +1,7 @@
 //! Errors of setting up the GPU. Failures after set-up (a kernel the device rejects, out of memory, a lost
-//! device) are reported by the device asynchronously and surface as a panic at the next read-back, with the
-//! device's own message.
+//! device) are reported by the device asynchronously and surface at the next read-back, with the device's
+//! own message and the op that was being recorded: as an `Err` from `Tensor::try_to_vec` (which
+//! `gpt::train_step` uses, so training returns `TrainError::Device`), as a panic from `to_vec`.
 
 /// Why no `Wgpu` device could be created.
 #[derive(Clone, Debug, thiserror::Error)]
