@@ -11,7 +11,11 @@ fn a_device_error_is_a_result_at_the_read_back_naming_the_op() {
     let Some(gpu) = test_device() else { return };
     let ctx = context::global().expect("the device test_device made");
     let x = Tensor::from_vec(vec![1.0f32, 2.0], [2], &gpu).unwrap();
-    assert_eq!(x.try_to_vec().unwrap(), [1.0, 2.0], "a healthy device reads back");
+    assert_eq!(
+        x.try_to_vec().unwrap(),
+        [1.0, 2.0],
+        "a healthy device reads back"
+    );
     let broken = Kernel {
         file: "broken.wgsl",
         source: "@group(0) @binding(1) var<storage, read_write> out: array<f32>;\n\
@@ -20,11 +24,20 @@ fn a_device_error_is_a_result_at_the_read_back_naming_the_op() {
         entry: "missing_binding",
     };
     ctx.dispatch(&broken, &[], &[1], &[], [1, 1, 1]); // binding 1 is not given
-    let err = x.try_to_vec().expect_err("the device reported an error").to_string();
-    assert!(err.contains("missing_binding") && err.contains(&gpu.name()), "{err}");
+    let err = x
+        .try_to_vec()
+        .expect_err("the device reported an error")
+        .to_string();
+    assert!(
+        err.contains("missing_binding") && err.contains(&gpu.name()),
+        "{err}"
+    );
     assert!(x.sum_all().try_to_scalar().is_err(), "the error stays");
     let read = std::panic::AssertUnwindSafe(|| x.to_vec());
     let panicked = std::panic::catch_unwind(read).expect_err("to_vec panics");
-    let message = panicked.downcast_ref::<String>().cloned().unwrap_or_default();
+    let message = panicked
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
     assert!(message.contains("missing_binding"), "{message}");
 }
