@@ -379,3 +379,29 @@ fn the_memory_calculator_reads_presets_and_configs_and_names_what_is_wrong() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// examples/lora_minimal.rs, the one-page tour, runs to the end: the LoRA loss falls, the reloaded adapter
+/// gives the trained model's logits exactly, and merging keeps them.
+#[test]
+fn the_minimal_lora_example_trains_saves_reloads_and_merges() {
+    let output = example("lora_minimal").output().expect("run lora_minimal");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let means: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.split("mean loss ").nth(1)?.trim().parse().ok())
+        .collect();
+    assert_eq!(means.len(), 4, "{stdout}");
+    assert!(
+        means[3] < means[0] - 0.05,
+        "the loss does not fall: {means:?}"
+    );
+    assert!(
+        stdout.contains("reloaded vs trained: max |logit diff| 0e0"),
+        "{stdout}"
+    );
+}
