@@ -21,8 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. LoRA on q_proj and v_proj: A (r, in) random, B (out, r) zero, so training starts at the base.
     let mut model = Gpt::load(&dir.join("base"), &dev)?;
-    let mut lora = LoraConfig::default(); // r 8, alpha 16: scale alpha / r = 2
-    lora.targets = Targets::Names(vec!["q_proj".into(), "v_proj".into()]);
+    let targets = Targets::Names(vec!["q_proj".into(), "v_proj".into()]);
+    let lora = LoraConfig {
+        targets,
+        ..LoraConfig::default()
+    }; // r 8, alpha 16: scale alpha / r = 2
     model.add_adapter("default", &lora, 0)?; // freezes every base weight
     let (trainable, total) = (model.num_trainable_params(), model.num_params());
     println!("trainable parameters: {trainable} of {total}");

@@ -16,6 +16,7 @@ pub mod analysis;
 pub mod config;
 pub mod dora;
 mod error;
+pub mod init;
 pub mod layer;
 pub mod linalg;
 pub mod lora;

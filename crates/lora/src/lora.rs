@@ -9,12 +9,20 @@
 //! adapted model starts exactly at the base model. The product B A is never formed in the forward pass:
 //! x goes through A (down to r dims) then B (back up), which costs O(r (in + out)) per row, not O(in * out).
 
-use crate::{dora, linalg};
+use crate::{dora, init};
 use crate::{Init, LoraConfig};
 use lowrank_autograd::{grad_enabled, Var};
 use lowrank_nn::Linear;
-use lowrank_tensor::{rng, Backend, Element, StdRng, Tensor};
+use lowrank_tensor::{rng, Backend, Tensor};
 use std::cell::{Cell, RefCell};
+
+/// The idea in one function: the update `s B (A x)` for rows x (rows, in) -> (rows, out). x goes down to r
+/// dims through A, then back up through B; the (out, in) product B A is never formed. Everything else in this
+/// file (dropout on x, lora_bias, DoRA's rescaling) wraps around this call in `LoraWeights::forward`.
+pub fn lora_update<B: Backend>(x: &Var<B>, a: &Var<B>, b: &Var<B>, s: f64) -> Var<B> {
+    let down = x.matmul(&a.t()).mul_scalar(s); // (rows, r): s folded in where it is cheapest, r << out
+    down.matmul(&b.t()) // (rows, out)
+}
 
 pub struct LoraWeights<B: Backend> {
     /// (r, in)
@@ -49,33 +57,22 @@ impl<B: Backend> LoraWeights<B> {
     pub fn new(w0: &Tensor<B>, config: &LoraConfig, path: &str, seed: u64) -> Self {
         let (r, alpha) = config.rank_alpha_for(path);
         let (out, inp) = (w0.dims()[0], w0.dims()[1]);
-        let backend = w0.backend();
+        let (backend, s) = (w0.backend(), config.scaling_for(r, alpha));
         let g = &mut rng(seed);
-        // nn.Linear's default init (kaiming-uniform, a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        let uniform = |dims: &[usize], fan_in: usize, g: &mut StdRng| {
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            Tensor::rand_uniform(dims.to_vec(), -bound, bound, g, backend)
-        };
-        let zeros_b = || Tensor::zeros([out, r], backend);
+        // The LoRA paper's start: A random (kaiming-uniform, nn.Linear's default), B zero, so s B A = 0 and the
+        // adapted layer starts as the base layer. PEFT's other starts are in init.rs.
         let (a, b) = match config.init {
-            Init::KaimingUniform => (uniform(&[r, inp], inp, g), zeros_b()),
-            Init::Gaussian => (
-                Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
-                zeros_b(),
+            Init::KaimingUniform => (
+                init::kaiming_uniform(&[r, inp], inp, g, backend),
+                Tensor::zeros([out, r], backend),
             ),
-            Init::Random => (uniform(&[r, inp], inp, g), uniform(&[out, r], r, g)),
-            Init::Pissa | Init::Olora => {
-                principal_init(w0, r, config.scaling_for(r, alpha), config.init)
-            }
+            other => init::start(w0, other, r, s, g),
         };
-        let moved_from_base = config
-            .init
-            .moves_base()
-            .then(|| b.matmul(&a).mul_scalar(config.scaling_for(r, alpha)));
+        let moved_from_base = config.init.moves_base().then(|| b.matmul(&a).mul_scalar(s));
         // lora_bias's b starts at zero like B, unless Init::Random
         let bias = config.lora_bias.then(|| {
             Var::param(match config.init {
-                Init::Random => uniform(&[out], r, g),
+                Init::Random => init::kaiming_uniform(&[out], r, g, backend),
                 _ => Tensor::zeros([out], backend),
             })
         });
@@ -170,12 +167,8 @@ impl<B: Backend> LoraWeights<B> {
         let rows = x.numel() / inp;
         let x2 = x.reshape([rows, inp]); // (rows, in)
         let dropped = self.dropout(&x2); // (rows, in), when dropout is on
-        let down = dropped
-            .as_ref()
-            .unwrap_or(&x2)
-            .matmul(&self.a.t())
-            .mul_scalar(self.scaling()); // (rows, r), s folded in here: r << out
-        let mut lora = down.matmul(&self.b.t()); // (rows, out)
+        let input = dropped.as_ref().unwrap_or(&x2); // (rows, in)
+        let mut lora = lora_update(input, &self.a, &self.b, self.scaling()); // (rows, out)
         if let Some(bias) = &self.bias {
             lora = &lora + &bias.mul_scalar(self.scaling()); // (rows, out) + (out,): s b on every row
         }
@@ -194,42 +187,4 @@ impl<B: Backend> LoraWeights<B> {
         };
         y.reshape([&dims[..dims.len() - 1], &[out]].concat())
     }
-}
-
-/// PiSSA's or OLoRA's start (A (r, in), B (out, r)) for base weight `w0` and scale `s`, computed on the host
-/// in f64 (`linalg`), as PEFT's `pissa_init` and `olora_init` do.
-fn principal_init<B: Backend>(
-    w0: &Tensor<B>,
-    r: usize,
-    s: f64,
-    init: Init,
-) -> (Tensor<B>, Tensor<B>) {
-    let (out, inp) = (w0.dims()[0], w0.dims()[1]);
-    let k = out.min(inp);
-    let w: Vec<f64> = w0.to_vec().into_iter().map(|v| v.to_f64()).collect();
-    let (a, b): (Vec<f64>, Vec<f64>) = match init {
-        Init::Pissa => {
-            // W0 = U S Vt: A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s), so s B A = U_r S_r Vt_r
-            let (u, sv, vt) = linalg::svd(&w, out, inp);
-            let root: Vec<f64> = sv[..r].iter().map(|x| (x / s).sqrt()).collect();
-            let a = (0..r * inp).map(|i| root[i / inp] * vt[i]).collect();
-            let b = (0..out * r)
-                .map(|i| u[(i / r) * k + i % r] * root[i % r])
-                .collect();
-            (a, b)
-        }
-        Init::Olora => {
-            // W0 = Q R: A = R[:r] (r, in), B = Q[:, :r] (out, r)
-            let (q, rr) = linalg::qr(&w, out, inp);
-            let a = rr[..r * inp].to_vec();
-            let b = (0..out * r).map(|i| q[(i / r) * k + i % r]).collect();
-            (a, b)
-        }
-        _ => unreachable!("principal_init is only for PiSSA and OLoRA"),
-    };
-    let tensor = |v: Vec<f64>, dims: [usize; 2]| {
-        let v = v.into_iter().map(B::Elem::from_f64).collect();
-        Tensor::from_vec(v, dims, w0.backend()).expect("an adapter's size fits the device")
-    };
-    (tensor(a, [r, inp]), tensor(b, [out, r]))
 }

@@ -1,0 +1,89 @@
+//! How A and B start, besides the LoRA paper's default (A kaiming-uniform, B = 0, in `lora.rs`): PEFT's
+//! `init_lora_weights` options.
+//!
+//! ```text
+//! gaussian:  A ~ N(0, 1/r^2), B = 0            the update still starts at zero
+//! random:    A and B kaiming-uniform            (init_lora_weights=False) a non-zero start, for tests
+//! pissa:     W0 = U S Vt;  A = sqrt(S_r/s) Vt_r,  B = U_r sqrt(S_r/s)      s B A = the top-r part of W0
+//! olora:     W0 = Q R;     A = R[:r],  B = Q[:, :r]  (scaled so s B A = Q_r R_r)
+//! ```
+//!
+//! PiSSA and OLoRA start from the base weight itself: `s B A` is taken out of W0 so that the adapted layer
+//! still starts equal to the base (`LoraWeights::moved_from_base`).
+
+use crate::{linalg, Init};
+use lowrank_tensor::{Backend, Element, StdRng, Tensor};
+
+/// nn.Linear's default init (kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+pub fn kaiming_uniform<B: Backend>(
+    dims: &[usize],
+    fan_in: usize,
+    g: &mut StdRng,
+    backend: &B,
+) -> Tensor<B> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Tensor::rand_uniform(dims.to_vec(), -bound, bound, g, backend)
+}
+
+/// (A (r, in), B (out, r)) for every `init` but the default, for base weight `w0` (out, in) and scale s.
+pub fn start<B: Backend>(
+    w0: &Tensor<B>,
+    init: Init,
+    r: usize,
+    s: f64,
+    g: &mut StdRng,
+) -> (Tensor<B>, Tensor<B>) {
+    let (out, inp, backend) = (w0.dims()[0], w0.dims()[1], w0.backend());
+    match init {
+        Init::KaimingUniform => {
+            unreachable!("the default start is written out in LoraWeights::new")
+        }
+        Init::Gaussian => (
+            Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
+            Tensor::zeros([out, r], backend),
+        ),
+        Init::Random => (
+            kaiming_uniform(&[r, inp], inp, g, backend),
+            kaiming_uniform(&[out, r], r, g, backend),
+        ),
+        Init::Pissa | Init::Olora => principal_init(w0, r, s, init),
+    }
+}
+
+/// PiSSA's or OLoRA's start (A (r, in), B (out, r)) for base weight `w0` and scale `s`, computed on the host
+/// in f64 (`linalg`), as PEFT's `pissa_init` and `olora_init` do.
+fn principal_init<B: Backend>(
+    w0: &Tensor<B>,
+    r: usize,
+    s: f64,
+    init: Init,
+) -> (Tensor<B>, Tensor<B>) {
+    let (out, inp) = (w0.dims()[0], w0.dims()[1]);
+    let k = out.min(inp);
+    let w: Vec<f64> = w0.to_vec().into_iter().map(|v| v.to_f64()).collect();
+    let (a, b): (Vec<f64>, Vec<f64>) = match init {
+        Init::Pissa => {
+            // W0 = U S Vt: A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s), so s B A = U_r S_r Vt_r
+            let (u, sv, vt) = linalg::svd(&w, out, inp);
+            let root: Vec<f64> = sv[..r].iter().map(|x| (x / s).sqrt()).collect();
+            let a = (0..r * inp).map(|i| root[i / inp] * vt[i]).collect();
+            let b = (0..out * r)
+                .map(|i| u[(i / r) * k + i % r] * root[i % r])
+                .collect();
+            (a, b)
+        }
+        Init::Olora => {
+            // W0 = Q R: A = R[:r] (r, in), B = Q[:, :r] (out, r)
+            let (q, rr) = linalg::qr(&w, out, inp);
+            let a = rr[..r * inp].to_vec();
+            let b = (0..out * r).map(|i| q[(i / r) * k + i % r]).collect();
+            (a, b)
+        }
+        _ => unreachable!("principal_init is only for PiSSA and OLoRA"),
+    };
+    let tensor = |v: Vec<f64>, dims: [usize; 2]| {
+        let v = v.into_iter().map(B::Elem::from_f64).collect();
+        Tensor::from_vec(v, dims, w0.backend()).expect("an adapter's size fits the device")
+    };
+    (tensor(a, [r, inp]), tensor(b, [out, r]))
+}
