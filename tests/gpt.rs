@@ -1,7 +1,7 @@
 //! The model's layers and the whole GPT: finite-difference gradient checks in f64, causality, training,
 //! sampling, and checkpoints (round trip and every kind of bad file).
 
-use lowrank::autograd::{gradcheck_params, no_grad, Var, F64};
+use lowrank::autograd::{gradcheck_params, no_grad, Tolerance, Var, F64};
 use lowrank::gpt::{
     attention_plain, corpus, generate, repeat_kv, train, Attention, ByteTokenizer, Dataset,
     Diverged, GenerateConfig, GenerateError, Gpt, GptConfig, Kernels, Mlp, Rope, Tokenizer,
@@ -31,7 +31,7 @@ fn weighted(y: &Var<F64>, seed: u64) -> Var<F64> {
 }
 
 fn check(loss: impl Fn() -> Var<F64>, params: &[Var<F64>]) {
-    gradcheck_params(loss, params, 1e-6, 1e-7, 1e-5).unwrap_or_else(|e| panic!("{e}"));
+    gradcheck_params(loss, params, Tolerance::default()).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

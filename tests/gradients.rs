@@ -4,7 +4,7 @@
 //! `cargo test --test gradients` runs them all; `PROPTEST_CASES=1000 cargo test --test gradients` searches
 //! harder. A failure prints the shrunk case (shapes, views, axis, seed), which reproduces it exactly.
 
-use lowrank::autograd::{gradcheck, stats, AutogradError, Var, F64};
+use lowrank::autograd::{gradcheck, stats, AutogradError, Tolerance, Var, F64};
 use lowrank::tensor::{rng, Tensor};
 use proptest::prelude::*;
 
@@ -60,7 +60,7 @@ fn check(case: &Case, f: impl Fn(&[Var<F64>], &Case) -> Var<F64>) -> Result<(), 
             .collect();
         f(&viewed, case)
     };
-    gradcheck(g, &inputs, 1e-6, 1e-7, 1e-5).map_err(|e| TestCaseError::fail(e.to_string()))
+    gradcheck(g, &inputs, Tolerance::default()).map_err(|e| TestCaseError::fail(e.to_string()))
 }
 
 fn config() -> ProptestConfig {
@@ -330,7 +330,7 @@ fn gradcheck_catches_a_wrong_rule() {
         // value x^2 + c, gradient x: (x.detach() * x) has gradient x.detach() = x, value x^2
         &v[0].detach() * &v[0]
     };
-    let err = gradcheck(wrong, std::slice::from_ref(&x), 1e-6, 1e-7, 1e-5).unwrap_err();
+    let err = gradcheck(wrong, std::slice::from_ref(&x), Tolerance::default()).unwrap_err();
     assert_eq!(err.op, "mul");
     assert_eq!(err.input, Some(0));
     assert!(
@@ -342,7 +342,7 @@ fn gradcheck_catches_a_wrong_rule() {
             .starts_with("gradcheck of `mul`: input 0, element"),
         "{err}"
     );
-    gradcheck(|v| v[0].sqr(), &[x], 1e-6, 1e-7, 1e-5).unwrap();
+    gradcheck(|v| v[0].sqr(), &[x], Tolerance::default()).unwrap();
 }
 
 #[test]
@@ -352,12 +352,14 @@ fn directional_check_agrees_and_catches() {
     let a = Tensor::randn([16, 32], 0.0, 1.0, &mut r, &dev);
     let b = Tensor::randn([32, 8], 0.0, 1.0, &mut r, &dev);
     let f = |v: &[Var<F64>]| v[0].matmul(&v[1]).tanh().log_softmax();
-    lowrank::autograd::gradcheck_directional(f, &[a.clone(), b.clone()], 1e-6, 1e-7, 1e-5, 9)
+    lowrank::autograd::gradcheck_directional(f, &[a.clone(), b.clone()], Tolerance::default(), 9)
         .unwrap();
     let wrong = |v: &[Var<F64>]| {
         &v[0].detach().matmul(&v[1]) + &v[0].matmul(&v[1].detach()).mul_scalar(0.5)
     };
-    assert!(lowrank::autograd::gradcheck_directional(wrong, &[a, b], 1e-6, 1e-7, 1e-5, 9).is_err());
+    assert!(
+        lowrank::autograd::gradcheck_directional(wrong, &[a, b], Tolerance::default(), 9).is_err()
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! LoRA and DoRA: gradients against finite differences (random non-zero A and B, alpha != r), merge and
 //! unmerge, named adapters, frozen base, PEFT files and their errors, and a short end-to-end fine-tune.
 
-use lowrank::autograd::{gradcheck_params, Var, F64};
+use lowrank::autograd::{gradcheck_params, Tolerance, Var, F64};
 use lowrank::gpt::{
     corpus, corpus::PirateTask, evaluate, exact_match, train, ByteTokenizer, Dataset, Gpt,
     GptConfig, Tokenizer, TrainConfig,
@@ -108,9 +108,7 @@ fn layer_gradcheck(config: LoraConfig) {
     gradcheck_params(
         || weighted(&m.q_proj.forward(&x)),
         &params,
-        1e-6,
-        1e-7,
-        1e-5,
+        Tolerance::default(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -184,9 +182,7 @@ fn whole_gpt_loss_gradients_wrt_adapter_parameters() {
         gradcheck_params(
             || model.loss(&ids, &targets, 2, 5),
             &params,
-            1e-6,
-            1e-7,
-            1e-5,
+            Tolerance::default(),
         )
         .unwrap_or_else(|e| panic!("dora={use_dora}: {e}"));
     }
@@ -781,9 +777,10 @@ fn modules_to_save_trains_a_full_copy_that_merges_and_goes_away() {
         gradcheck_params(
             || model.loss(&ids, &targets, 1, 8),
             &model.trainable_params(),
-            1e-6,
-            1e-6,
-            1e-5,
+            Tolerance {
+                atol: 1e-6,
+                ..Tolerance::default()
+            },
         )
         .unwrap_or_else(|e| panic!("{what}: {e}"));
 

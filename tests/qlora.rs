@@ -1,7 +1,7 @@
 //! QLoRA: 4-bit quantization (NF4 / FP4 / Int4, blocks of 64, double quantization) and LoRA / DoRA trained
 //! over a quantized base — levels, packing, error bounds, gradients, and a short end-to-end fine-tune.
 
-use lowrank::autograd::{gradcheck_params, Var, F64};
+use lowrank::autograd::{gradcheck_params, Tolerance, Var, F64};
 use lowrank::gpt::{Gpt, GptConfig};
 use lowrank::lora::quant::{Absmax, Quantized, BLOCK, DOUBLE_BLOCK, NF4_LEVELS};
 use lowrank::lora::{
@@ -266,9 +266,7 @@ fn qlora_layer_gradients_wrt_x_a_b_and_no_weight_gradient() {
         gradcheck_params(
             || (&m.q_proj.forward(&x) * &r).sum_all(),
             &params,
-            1e-6,
-            1e-7,
-            1e-5,
+            Tolerance::default(),
         )
         .unwrap_or_else(|e| panic!("dora={use_dora}: {e}"));
     }

@@ -2,7 +2,7 @@
 //! everything that trains, and nothing frozen touched. A test binary includes it with
 //! `#[path = "support/whole_model.rs"] mod whole_model;`.
 
-use lowrank::autograd::{gradcheck_params, F64};
+use lowrank::autograd::{gradcheck_params, Tolerance, F64};
 use lowrank::gpt::Gpt;
 use lowrank::nn::Module;
 
@@ -14,9 +14,7 @@ pub fn gradcheck_trainable(model: &Gpt<F64>, ids: &[u32], batch: usize) {
     gradcheck_params(
         || model.loss(ids, &targets, batch, seq),
         &model.trainable_params(),
-        1e-6,
-        1e-7,
-        1e-5,
+        Tolerance::default(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     for (name, p) in model.named_params() {

@@ -14,6 +14,26 @@ use std::fmt;
 /// The f64 CPU backend that gradient checks run on.
 pub type F64 = Cpu<f64>;
 
+/// The step of the central difference and how far the two gradients may differ: they agree when
+/// `|analytic - numeric| <= atol + rtol |numeric|`. The defaults (eps 1e-6, atol 1e-7, rtol 1e-5) suit f64
+/// (see the module doc); a check that needs looser bounds says which and why.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub eps: f64,
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance {
+            eps: 1e-6,
+            atol: 1e-7,
+            rtol: 1e-5,
+        }
+    }
+}
+
 /// Where an analytic gradient disagreed with finite differences.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradcheckFailure {
@@ -75,8 +95,8 @@ fn loss(
     })
 }
 
-fn close(analytic: f64, numeric: f64, atol: f64, rtol: f64) -> bool {
-    (analytic - numeric).abs() <= atol + rtol * numeric.abs()
+fn close(analytic: f64, numeric: f64, tol: Tolerance) -> bool {
+    (analytic - numeric).abs() <= tol.atol + tol.rtol * numeric.abs()
 }
 
 fn with_element(t: &Tensor<F64>, index: usize, delta: f64) -> Tensor<F64> {
@@ -89,14 +109,13 @@ fn with_element(t: &Tensor<F64>, index: usize, delta: f64) -> Tensor<F64> {
 fn check_each(
     op: &'static str,
     analytic: &[Vec<f64>],
-    atol: f64,
-    rtol: f64,
+    tol: Tolerance,
     mut numeric: impl FnMut(usize, usize) -> f64,
 ) -> Result<(), GradcheckFailure> {
     for (i, grad) in analytic.iter().enumerate() {
         for (j, &a) in grad.iter().enumerate() {
             let n = numeric(i, j);
-            if !close(a, n, atol, rtol) {
+            if !close(a, n, tol) {
                 return Err(GradcheckFailure {
                     op,
                     input: Some(i),
@@ -114,19 +133,17 @@ fn check_each(
 pub fn gradcheck(
     f: impl Fn(&[Var<F64>]) -> Var<F64>,
     inputs: &[Tensor<F64>],
-    eps: f64,
-    atol: f64,
-    rtol: f64,
+    tol: Tolerance,
 ) -> Result<(), GradcheckFailure> {
     let (op, weights, grads) = analytic(&f, inputs);
     let grads: Vec<Vec<f64>> = grads.iter().map(|g| g.to_vec()).collect();
-    check_each(op, &grads, atol, rtol, |i, j| {
+    check_each(op, &grads, tol, |i, j| {
         let mut shifted = inputs.to_vec();
-        shifted[i] = with_element(&inputs[i], j, eps);
+        shifted[i] = with_element(&inputs[i], j, tol.eps);
         let plus = loss(&f, &shifted, &weights);
-        shifted[i] = with_element(&inputs[i], j, -eps);
+        shifted[i] = with_element(&inputs[i], j, -tol.eps);
         let minus = loss(&f, &shifted, &weights);
-        (plus - minus) / (2.0 * eps)
+        (plus - minus) / (2.0 * tol.eps)
     })
 }
 
@@ -135,9 +152,7 @@ pub fn gradcheck(
 pub fn gradcheck_directional(
     f: impl Fn(&[Var<F64>]) -> Var<F64>,
     inputs: &[Tensor<F64>],
-    eps: f64,
-    atol: f64,
-    rtol: f64,
+    tol: Tolerance,
     seed: u64,
 ) -> Result<(), GradcheckFailure> {
     let (op, weights, grads) = analytic(&f, inputs);
@@ -158,9 +173,9 @@ pub fn gradcheck_directional(
         .zip(&dirs)
         .map(|(g, v)| g.mul(v).sum_all().to_scalar())
         .sum();
-    let numeric =
-        (loss(&f, &along(eps), &weights) - loss(&f, &along(-eps), &weights)) / (2.0 * eps);
-    if close(analytic, numeric, atol, rtol) {
+    let numeric = (loss(&f, &along(tol.eps), &weights) - loss(&f, &along(-tol.eps), &weights))
+        / (2.0 * tol.eps);
+    if close(analytic, numeric, tol) {
         Ok(())
     } else {
         Err(GradcheckFailure {
@@ -179,9 +194,7 @@ pub fn gradcheck_directional(
 pub fn gradcheck_params(
     loss: impl Fn() -> Var<F64>,
     params: &[Var<F64>],
-    eps: f64,
-    atol: f64,
-    rtol: f64,
+    tol: Tolerance,
 ) -> Result<(), GradcheckFailure> {
     params.iter().for_each(|p| p.zero_grad());
     let out = loss();
@@ -200,13 +213,13 @@ pub fn gradcheck_params(
                 .unwrap_or_else(|| vec![0.0; p.numel()])
         })
         .collect();
-    check_each(op, &grads, atol, rtol, |i, j| {
+    check_each(op, &grads, tol, |i, j| {
         let (p, original) = (&params[i], params[i].value());
         let at = |delta: f64| {
             p.set_value(with_element(&original, j, delta));
             no_grad(|| loss().value().to_scalar())
         };
-        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        let numeric = (at(tol.eps) - at(-tol.eps)) / (2.0 * tol.eps);
         p.set_value(original);
         numeric
     })

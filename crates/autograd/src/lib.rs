@@ -24,6 +24,8 @@ pub mod stats;
 mod var;
 
 pub use error::AutogradError;
-pub use gradcheck::{gradcheck, gradcheck_directional, gradcheck_params, GradcheckFailure, F64};
+pub use gradcheck::{
+    gradcheck, gradcheck_directional, gradcheck_params, GradcheckFailure, Tolerance, F64,
+};
 pub use graph::{grad_enabled, no_grad};
 pub use var::{saved, Var};
