@@ -170,7 +170,8 @@ fn attention_plain_masks_queries_after_a_cache() {
     let q = randn(&[1, 1, 2, 4], 50);
     let (k, v) = (randn(&[1, 1, 5, 4], 51), randn(&[1, 1, 5, 4], 52));
     let y = attention_plain(&q, &k, &v, 0.5, true).value(); // (1, 1, 2, 4)
-                                                            // the last query sees all 5 keys, the first sees 4: each equals a full causal pass's last rows
+
+    // the last query sees all 5 keys, the first sees 4: each equals a full causal pass's last rows
     let full_q = Var::concat(&[&randn(&[1, 1, 3, 4], 53), &q], 2);
     let full = Var::attention(&full_q, &k, &v, 0.5, true)
         .value()

@@ -54,7 +54,8 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let (k, v) = (repeat_kv(&k, h / kvh), repeat_kv(&v, h / kvh)); // (B, H, S, hd)
-                                                                       // softmax(q k^T / sqrt(hd)) v per head, key j after query i masked (see docs/gpt.md)
+
+        // softmax(q k^T / sqrt(hd)) v per head, key j after query i masked (see docs/gpt.md)
         let scale = 1.0 / (hd as f64).sqrt();
         let y = match kernels {
             // one fused op, for queries and keys of the same positions (no cache, or an empty one)

@@ -47,7 +47,8 @@ impl<B: Backend> Rope<B> {
     pub fn apply_from(&self, x: &Var<B>, start: usize) -> Var<B> {
         let (cos, sin) = self.tables(x, start);
         let y = x.value().rope(&cos, &sin); // one fused pass
-                                            // d rope(x) = rope^T(g): rotate back, by -angle
+
+        // d rope(x) = rope^T(g): rotate back, by -angle
         x.unary_rule("rope", y, move || {
             let (cos, neg_sin) = (saved(cos), saved(sin.neg()));
             move |g: &Tensor<B>| g.rope(&cos, &neg_sin)

@@ -27,7 +27,8 @@ pub fn subspace_similarity(
     let (_, _, v2) = svd(a2, r2, d_in);
     let (k1, k2) = (r1.min(d_in), r2.min(d_in));
     let g = matmul(&v1, &transpose(&v2, k2, d_in), k1, d_in, k2); // (k1, k2): cosines between the vectors
-                                                                  // prefix sums of g^2: the squared Frobenius norm of every top-left block
+
+    // prefix sums of g^2: the squared Frobenius norm of every top-left block
     let mut sums = vec![vec![0.0; k2 + 1]; k1 + 1];
     for i in 0..k1 {
         for j in 0..k2 {
@@ -196,7 +197,8 @@ mod tests {
     #[test]
     fn scaling_rows_changes_magnitude_and_rotating_them_changes_direction() {
         let w0 = vec![3.0, 4.0, 1.0, 0.0]; // rows of norm 5 and 1
-                                           // scale: magnitudes 10 and 0.5 -> dM = (5 + 0.5) / 2, directions unchanged
+
+        // scale: magnitudes 10 and 0.5 -> dM = (5 + 0.5) / 2, directions unchanged
         let (dm, dd) = magnitude_direction_change(&w0, &[6.0, 8.0, 0.5, 0.0], 2, 2);
         assert!((dm - 2.75).abs() < 1e-12 && dd.abs() < 1e-12);
         // rotate the second row by 90 degrees: same norms, cosine 0 -> dD = (0 + 1) / 2

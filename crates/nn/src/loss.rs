@@ -26,7 +26,8 @@ pub fn cross_entropy_plain<B: Backend>(
     let (n, vocab) = (logits.dims()[0], logits.dims()[1]);
     let shifted = logits - &Var::constant(logits.value().max(-1, true)); // (N, V)
     let log_probs = &shifted - &shifted.exp().sum(-1, true).log(); // (N, V)
-                                                                   // one-hot rows picking each counted row's target; ignored rows are all zero
+
+    // one-hot rows picking each counted row's target; ignored rows are all zero
     let mut pick = vec![B::Elem::from_f64(0.0); n * vocab];
     let mut counted = 0;
     for (row, &t) in targets.iter().enumerate() {

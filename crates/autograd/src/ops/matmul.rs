@@ -10,6 +10,19 @@ fn backward_matmul<B: Backend>(x: &Tensor<B>, y: &Tensor<B>) -> Tensor<B> {
     x.matmul(y)
 }
 
+/// `a^T g` (.., k, n) for a (.., m, k) and g (.., m, n), in the faster orientation. With n < k (a LoRA
+/// factor's (in, r) gradient, from (in, N) (N, r)) the same values come faster as the transpose of `g^T a`:
+/// a GEMM with few rows and many columns splits across threads and runs its micro-kernel better than one
+/// with few columns (3.5x at (256, N) (N, 8); docs/performance.md "What was done").
+fn transposed_times<B: Backend>(a: &Tensor<B>, g: &Tensor<B>) -> Tensor<B> {
+    let (k, n) = (a.dims()[a.rank() - 1], g.dims()[g.rank() - 1]);
+    if n < k {
+        backward_matmul(&g.t(), a).t()
+    } else {
+        backward_matmul(&a.t(), g)
+    }
+}
+
 impl<B: Backend> Var<B> {
     /// `(.., m, k) @ (.., k, n) -> (.., m, n)`, batch axes broadcasting.
     pub fn matmul(&self, rhs: &Self) -> Self {
@@ -20,18 +33,7 @@ impl<B: Backend> Var<B> {
             let (a, b) = (need_b.then(|| saved(a)), need_a.then(|| saved(b)));
             move |g: &Tensor<B>| {
                 let ga = b.as_ref().map(|b| backward_matmul(g, &b.t()));
-                let gb = a.as_ref().map(|a| {
-                    // (k, n). With n < k (a LoRA factor's (in, r) gradient, from (in, N) (N, r)) the same
-                    // values come faster as the transpose of g^T a: a GEMM with few rows and many columns
-                    // splits across threads and runs its micro-kernel better than one with few columns
-                    // (3.5x at (256, N) (N, 8); docs/performance.md "What was done").
-                    let (k, n) = (a.dims()[a.rank() - 1], g.dims()[g.rank() - 1]);
-                    if n < k {
-                        backward_matmul(&g.t(), a).t()
-                    } else {
-                        backward_matmul(&a.t(), g)
-                    }
-                });
+                let gb = a.as_ref().map(|a| transposed_times(a, g));
                 (ga, gb)
             }
         })
