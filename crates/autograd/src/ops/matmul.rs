@@ -13,7 +13,7 @@ fn backward_matmul<B: Backend>(x: &Tensor<B>, y: &Tensor<B>) -> Tensor<B> {
 /// `a^T g` (.., k, n) for a (.., m, k) and g (.., m, n), in the faster orientation. With n < k (a LoRA
 /// factor's (in, r) gradient, from (in, N) (N, r)) the same values come faster as the transpose of `g^T a`:
 /// a GEMM with few rows and many columns splits across threads and runs its micro-kernel better than one
-/// with few columns (3.5x at (256, N) (N, 8); docs/performance.md "What was done").
+/// with few columns (3.5x at (256, N) (N, 8); docs/perf-log.md "What was done").
 fn transposed_times<B: Backend>(a: &Tensor<B>, g: &Tensor<B>) -> Tensor<B> {
     let (k, n) = (a.dims()[a.rank() - 1], g.dims()[g.rank() - 1]);
     if n < k {
