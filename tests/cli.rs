@@ -276,13 +276,8 @@ fn damaged_checkpoints_are_errors_not_panics() {
     let base_arg = base.to_str().unwrap();
     // NaN weights: the loader names the tensor
     let model = Gpt::new(GptConfig::tiny(), 1, &Cpu::<f32>::new());
-    let w = model.layers[0]
-        .self_attn
-        .q_proj
-        .weight()
-        .param()
-        .unwrap()
-        .clone();
+    let q_proj = &model.layers[0].self_attn.q_proj;
+    let w = q_proj.weight().param().cloned().unwrap();
     w.set_value(w.value().mul_scalar(f64::NAN));
     model.save(&base).unwrap();
     let (code, err) = run("generate", &["--base", base_arg]);

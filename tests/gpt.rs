@@ -512,13 +512,8 @@ fn a_diverging_run_stops_before_updating_any_weight() {
     assert!(err.to_string().contains("last finite loss"), "{err}");
     // with a NaN weight from the start, step 1 already fails and no weight changes
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[0]
-        .mlp
-        .up_proj
-        .weight()
-        .param()
-        .unwrap()
-        .clone();
+    let up_proj = &model.layers[0].mlp.up_proj;
+    let w = up_proj.weight().param().cloned().unwrap();
     let mut v = w.value().to_vec();
     v[0] = f32::NAN;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
@@ -588,13 +583,8 @@ fn configs_out_of_range_are_errors_before_anything_is_allocated() {
 fn a_checkpoint_with_nan_weights_is_an_error_naming_the_tensor() {
     let dev = Cpu::<f32>::new();
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[1]
-        .self_attn
-        .v_proj
-        .weight()
-        .param()
-        .unwrap()
-        .clone();
+    let v_proj = &model.layers[1].self_attn.v_proj;
+    let w = v_proj.weight().param().cloned().unwrap();
     let mut v = w.value().to_vec();
     v[5] = f32::INFINITY;
     w.set_value(Tensor::from_vec(v, w.shape(), &dev).unwrap());
@@ -617,13 +607,8 @@ fn generation_from_an_empty_prompt_or_a_damaged_model_is_an_error() {
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
     let cfg = GenerateConfig::default();
     assert_eq!(generate(&model, &[], &cfg), Err(GenerateError::EmptyPrompt));
-    let w = model.layers[0]
-        .mlp
-        .down_proj
-        .weight()
-        .param()
-        .unwrap()
-        .clone();
+    let down_proj = &model.layers[0].mlp.down_proj;
+    let w = down_proj.weight().param().cloned().unwrap();
     w.set_value(w.value().mul_scalar(f64::NAN));
     assert_eq!(
         generate(&model, &[1, 2], &cfg),
@@ -698,13 +683,8 @@ fn training_that_diverges_stops_naming_the_step_and_the_last_finite_loss() {
 
     // NaN weights: the very first loss is not finite, and no weight moves
     let model = Gpt::new(GptConfig::tiny(), 1, &dev);
-    let w = model.layers[0]
-        .mlp
-        .up_proj
-        .weight()
-        .param()
-        .unwrap()
-        .clone();
+    let up_proj = &model.layers[0].mlp.up_proj;
+    let w = up_proj.weight().param().cloned().unwrap();
     w.set_value(w.value().mul_scalar(f64::NAN));
     let before: Vec<Vec<f32>> = model
         .named_params()

@@ -673,13 +673,8 @@ fn pissa_and_olora_start_from_the_base_and_give_it_back() {
     for init in [Init::Pissa, Init::Olora] {
         let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
         let before = logits(&model);
-        let w = model.layers[0]
-            .self_attn
-            .q_proj
-            .weight()
-            .param()
-            .unwrap()
-            .clone();
+        let q_proj = &model.layers[0].self_attn.q_proj;
+        let w = q_proj.weight().param().cloned().unwrap();
         let w0 = w.value().to_vec();
         let cfg = LoraConfig {
             init,

@@ -251,6 +251,19 @@ proptest! {
     }
 }
 
+/// The numbers of AdamW step t (lr 0.05, betas 0.9 / 0.99) with weight decay `wd`.
+fn step_at(t: i32, wd: f64) -> AdamwStep {
+    AdamwStep {
+        lr: 0.05,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: wd,
+        bias_correction1: 1.0 - 0.9f64.powi(t),
+        bias_correction2: 1.0 - 0.99f64.powi(t),
+    }
+}
+
 /// `steps` AdamW updates of one random parameter (random gradients each step), fused and plain, on device
 /// `dev`; the largest difference relative to the parameter's size.
 fn adamw_gap<B: Backend>(
@@ -270,15 +283,7 @@ fn adamw_gap<B: Backend>(
     plain.2 = plain.2.sqr();
     for t in 1..=steps {
         let g = randn(10 + t as u64);
-        let step = AdamwStep {
-            lr: 0.05,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-8,
-            weight_decay: wd,
-            bias_correction1: 1.0 - 0.9f64.powi(t),
-            bias_correction2: 1.0 - 0.99f64.powi(t),
-        };
+        let step = step_at(t, wd);
         let scale = Tensor::scalar(grad_scale, dev);
         fused = Tensor::adamw_step(fused.0, fused.1, fused.2, &g, &step, &scale);
         plain = adamw_step_plain(&plain.0, &plain.1, &plain.2, &g, &step, &scale);
@@ -309,15 +314,7 @@ fn a_non_finite_grad_scale_changes_nothing() {
     let dev = dev();
     let randn = |s| Tensor::randn([37], 0.0, 1.0, &mut rng(s), &dev);
     let (p, m, v, g) = (randn(1), randn(2), randn(3).sqr(), randn(4));
-    let step = AdamwStep {
-        lr: 0.05,
-        beta1: 0.9,
-        beta2: 0.99,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        bias_correction1: 0.1,
-        bias_correction2: 0.01,
-    };
+    let step = step_at(3, 0.1);
     for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         let scale = Tensor::scalar(bad, &dev);
         let fused = Tensor::adamw_step(p.copy(), m.copy(), v.copy(), &g, &step, &scale);

@@ -19,27 +19,28 @@ fn groups(n: usize) -> [u32; 3] {
     grid(n.div_ceil(256))
 }
 
+/// `len` copies of `value`.
 pub fn fill(dev: &Wgpu, len: usize, value: f32) -> GpuStorage {
-    let out = dev.output(len);
-    let params = [len as u32, value.to_bits()];
-    dev.ctx.dispatch(
-        &kernel!("elementwise.wgsl", "fill"),
-        &[],
-        &params,
-        &[(1, out.buffer())],
-        groups(len),
-    );
-    out
+    generated(dev, len, "fill", &[len as u32, value.to_bits()])
 }
 
 /// `len` values uniform in [0, 1) from the counter-based hash of `lowrank_tensor::counter_rng`.
 pub fn uniform_hashed(dev: &Wgpu, len: usize, seed: u64) -> GpuStorage {
+    generated(
+        dev,
+        len,
+        "uniform",
+        &[len as u32, seed as u32, (seed >> 32) as u32],
+    )
+}
+
+/// A new storage of `len` values, each written by `entry` of elementwise.wgsl from its index alone.
+fn generated(dev: &Wgpu, len: usize, entry: &'static str, params: &[u32]) -> GpuStorage {
     let out = dev.output(len);
-    let params = [len as u32, seed as u32, (seed >> 32) as u32];
     dev.ctx.dispatch(
-        &kernel!("elementwise.wgsl", "uniform"),
+        &kernel!("elementwise.wgsl", entry),
         &[],
-        &params,
+        params,
         &[(1, out.buffer())],
         groups(len),
     );
