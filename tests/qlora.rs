@@ -127,7 +127,7 @@ proptest! {
 fn two_codes_per_byte_first_in_the_high_nibble() {
     // 1.0 is the top level (15) and -1.0 the bottom one (0) of NF4.
     let q = Quantized::new(&[1.0, -1.0, 0.0], &[3], QuantType::Nf4, false).unwrap();
-    assert_eq!(q.codes, vec![0xf0, 0x70]); // [15 | 0], [7 (zero) | padding 0]
+    assert_eq!(q.codes, vec![0xf0, 0x77]); // [15 | 0], [7 (zero) | padding: the code of 0, as bitsandbytes]
     assert_eq!((q.code(0), q.code(1), q.code(2)), (15, 0, 7));
 }
 
@@ -402,12 +402,26 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
     assert!(diff < 1e-4, "merged vs unmerged: {diff}");
 }
 
-/// bitsandbytes' own NF4 quantization of one tensor (tests/fixtures/make_bnb_nf4.py wrote it): lowrank's
-/// levels, packed codes (nibble order, tie rule, partial last block, zero block) and absmax are identical.
+/// bitsandbytes' own NF4 quantization (tests/fixtures/make_bnb_nf4.py wrote it): lowrank's levels, packed
+/// codes (nibble order, tie rule, partial last block, zero block) and absmax are identical, also on the
+/// adversarial tensor: scaled midpoints and the floats one ulp either side (where multiplying by 1 / absmax
+/// and dividing by absmax disagree), absmax below the 1e-38 floor and near f32's top, an odd length.
 #[test]
 fn nf4_is_bit_identical_to_bitsandbytes() {
     let text = include_str!("fixtures/bnb_nf4.json");
     let fixture: serde_json::Value = serde_json::from_str(text).unwrap();
+    let levels: Vec<f32> = fixture["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(levels, NF4_LEVELS.to_vec());
+    assert_matches_bitsandbytes(&fixture);
+    assert_matches_bitsandbytes(&fixture["adversarial"]);
+}
+
+fn assert_matches_bitsandbytes(fixture: &serde_json::Value) {
     let floats = |key: &str| -> Vec<f32> {
         fixture[key]
             .as_array()
@@ -416,7 +430,6 @@ fn nf4_is_bit_identical_to_bitsandbytes() {
             .map(|v| v.as_f64().unwrap() as f32)
             .collect()
     };
-    assert_eq!(floats("levels"), NF4_LEVELS.to_vec());
     let values = floats("values");
     let q = Quantized::new(&values, &[values.len()], QuantType::Nf4, false).unwrap();
     let codes: Vec<u8> = fixture["codes"]

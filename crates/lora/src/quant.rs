@@ -127,6 +127,9 @@ impl QuantType {
     }
 }
 
+/// bitsandbytes' floor on a block's absmax before it divides by it (`absmax.clamp(min=1e-38)`).
+pub const ABSMAX_FLOOR: f32 = 1e-38;
+
 /// A weight that cannot be quantized: the message names the offending value's position.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("cannot quantize: value {value} at index {index} is not finite")]
@@ -227,20 +230,40 @@ impl Quantized {
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(NotFinite { index, value });
         }
+        // bitsandbytes' arithmetic, to the bit (`quantize_4bit`, its CPU path): a full block is multiplied by
+        // the reciprocal of its absmax, floored at 1e-38 (a block below that quantizes to zeros); a partial
+        // last block is divided by its floored absmax, which is also what it stores.
+        let full = values.len() / BLOCK;
         let absmax: Vec<f32> = values
             .chunks(BLOCK)
-            .map(|b| b.iter().fold(0.0f32, |m, &v| m.max(v.abs())))
+            .enumerate()
+            .map(|(b, block)| {
+                let a = block.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+                if b < full {
+                    a
+                } else {
+                    a.max(ABSMAX_FLOOR)
+                }
+            })
             .collect();
+        let inverse: Vec<f32> = absmax.iter().map(|a| 1.0 / a.max(ABSMAX_FLOOR)).collect();
         let code = |i: usize, v: f32| {
-            let a = absmax[i / BLOCK];
-            kind.nearest(if a == 0.0 { 0.0 } else { v / a })
+            let b = i / BLOCK;
+            let scaled = if b < full {
+                v * inverse[b]
+            } else {
+                v / absmax[b]
+            };
+            kind.nearest(scaled.clamp(-1.0, 1.0))
         };
+        // an odd count pads the last byte's low nibble with the code of 0, as bitsandbytes does
+        let pad = kind.nearest(0.0);
         let codes = values
             .chunks(2)
             .enumerate()
             .map(|(pair, two)| {
                 let hi = code(2 * pair, two[0]);
-                let lo = two.get(1).map_or(0, |&v| code(2 * pair + 1, v));
+                let lo = two.get(1).map_or(pad, |&v| code(2 * pair + 1, v));
                 (hi << 4) | lo
             })
             .collect();
