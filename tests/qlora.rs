@@ -410,26 +410,19 @@ fn qlora_fine_tunes_and_its_adapter_loads_on_the_f32_base() {
 fn nf4_is_bit_identical_to_bitsandbytes() {
     let text = include_str!("fixtures/bnb_nf4.json");
     let fixture: serde_json::Value = serde_json::from_str(text).unwrap();
-    let levels: Vec<f32> = fixture["levels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_eq!(levels, NF4_LEVELS.to_vec());
+    assert_eq!(f32s(&fixture["levels"]), NF4_LEVELS.to_vec());
     assert_matches_bitsandbytes(&fixture);
     assert_matches_bitsandbytes(&fixture["adversarial"]);
 }
 
+/// A JSON array of numbers as f32 (each written as the exact f64 of an f32).
+fn f32s(array: &serde_json::Value) -> Vec<f32> {
+    let numbers = array.as_array().expect("an array");
+    numbers.iter().map(|v| v.as_f64().unwrap() as f32).collect()
+}
+
 fn assert_matches_bitsandbytes(fixture: &serde_json::Value) {
-    let floats = |key: &str| -> Vec<f32> {
-        fixture[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
+    let floats = |key: &str| f32s(&fixture[key]);
     let values = floats("values");
     let q = Quantized::new(&values, &[values.len()], QuantType::Nf4, false).unwrap();
     let codes: Vec<u8> = fixture["codes"]
