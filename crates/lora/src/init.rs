@@ -46,41 +46,47 @@ pub fn start<B: Backend>(
             kaiming_uniform(&[r, inp], inp, g, backend),
             kaiming_uniform(&[out, r], r, g, backend),
         ),
-        Init::Pissa | Init::Olora => principal_init(w0, r, s, init),
+        Init::Pissa => pissa(w0, r, s),
+        Init::Olora => olora(w0, r),
     }
 }
 
-/// PiSSA's or OLoRA's start (A (r, in), B (out, r)) for base weight `w0` and scale `s`, computed on the host
-/// in f64 (`linalg`), as PEFT's `pissa_init` and `olora_init` do.
-fn principal_init<B: Backend>(
+/// PiSSA (W0 = U S Vt): A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s), so s B A = U_r S_r Vt_r, the top-r
+/// part of W0; computed on the host in f64 (`linalg`), as PEFT's `pissa_init` does.
+fn pissa<B: Backend>(w0: &Tensor<B>, r: usize, s: f64) -> (Tensor<B>, Tensor<B>) {
+    let (out, inp) = (w0.dims()[0], w0.dims()[1]);
+    let (u, sv, vt) = linalg::svd(&host(w0), out, inp);
+    let root: Vec<f64> = sv[..r].iter().map(|x| (x / s).sqrt()).collect();
+    let a = (0..r * inp).map(|i| root[i / inp] * vt[i]).collect();
+    let b = (0..out * r)
+        .map(|i| u[(i / r) * out.min(inp) + i % r] * root[i % r])
+        .collect();
+    factors(w0, a, b, r)
+}
+
+/// OLoRA (W0 = Q R): A = R[:r] (r, in), B = Q[:, :r] (out, r), as PEFT's `olora_init` does.
+fn olora<B: Backend>(w0: &Tensor<B>, r: usize) -> (Tensor<B>, Tensor<B>) {
+    let (out, inp) = (w0.dims()[0], w0.dims()[1]);
+    let (q, rr) = linalg::qr(&host(w0), out, inp);
+    let b = (0..out * r)
+        .map(|i| q[(i / r) * out.min(inp) + i % r])
+        .collect();
+    factors(w0, rr[..r * inp].to_vec(), b, r)
+}
+
+/// W0's values in f64, for the host's decompositions.
+fn host<B: Backend>(w0: &Tensor<B>) -> Vec<f64> {
+    w0.to_vec().into_iter().map(|v| v.to_f64()).collect()
+}
+
+/// A (r, in) and B (out, r) from host values, on W0's device.
+fn factors<B: Backend>(
     w0: &Tensor<B>,
+    a: Vec<f64>,
+    b: Vec<f64>,
     r: usize,
-    s: f64,
-    init: Init,
 ) -> (Tensor<B>, Tensor<B>) {
     let (out, inp) = (w0.dims()[0], w0.dims()[1]);
-    let k = out.min(inp);
-    let w: Vec<f64> = w0.to_vec().into_iter().map(|v| v.to_f64()).collect();
-    let (a, b): (Vec<f64>, Vec<f64>) = match init {
-        Init::Pissa => {
-            // W0 = U S Vt: A = sqrt(S_r / s) Vt_r, B = U_r sqrt(S_r / s), so s B A = U_r S_r Vt_r
-            let (u, sv, vt) = linalg::svd(&w, out, inp);
-            let root: Vec<f64> = sv[..r].iter().map(|x| (x / s).sqrt()).collect();
-            let a = (0..r * inp).map(|i| root[i / inp] * vt[i]).collect();
-            let b = (0..out * r)
-                .map(|i| u[(i / r) * k + i % r] * root[i % r])
-                .collect();
-            (a, b)
-        }
-        Init::Olora => {
-            // W0 = Q R: A = R[:r] (r, in), B = Q[:, :r] (out, r)
-            let (q, rr) = linalg::qr(&w, out, inp);
-            let a = rr[..r * inp].to_vec();
-            let b = (0..out * r).map(|i| q[(i / r) * k + i % r]).collect();
-            (a, b)
-        }
-        _ => unreachable!("principal_init is only for PiSSA and OLoRA"),
-    };
     let tensor = |v: Vec<f64>, dims: [usize; 2]| {
         let v = v.into_iter().map(B::Elem::from_f64).collect();
         Tensor::from_vec(v, dims, w0.backend()).expect("an adapter's size fits the device")

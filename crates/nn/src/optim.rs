@@ -33,12 +33,8 @@ pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
 pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> Option<(Tensor<B>, Tensor<B>)> {
     let norm = grad_norm_on_device(params)?;
     let factor = norm.add_scalar(1e-6).recip().mul_scalar(max_norm); // max_norm / (norm + 1e-6)
-
-    // min(1, factor), written so that a NaN factor stays NaN (a plain minimum may drop it)
-    let over = norm.gt(&norm.full_like(max_norm)); // 1 where clipping applies
-    let one = norm.full_like(1.0);
-    let clipped = &one + &(&over * &(&factor - &one));
-    let scale = &clipped + &nan_unless_finite(&norm);
+                                                                     // a minimum may drop a NaN: adding nan_unless_finite(norm) puts it back
+    let scale = &factor.minimum(&norm.full_like(1.0)) + &nan_unless_finite(&norm);
     Some((scale, norm))
 }
 
