@@ -34,7 +34,7 @@ pub struct Stats {
     pub readbacks: u64,
     /// Kernel outputs for which the pool had no free buffer of the size class (a new buffer was created).
     pub pool_misses: u64,
-    /// Host data uploaded (parameters, token ids, targets, dropout masks).
+    /// Host data uploaded (parameters, token ids, targets; dropout masks are drawn on the device).
     pub uploads: u64,
     /// Device memory held by the pool's buffers, in use or free, in bytes.
     pub pool_bytes: u64,
@@ -302,10 +302,14 @@ impl Context {
         self.uploads.fetch_add(1, Ordering::Relaxed);
         let pooled = lock(&self.pool).take(class, true, self.submissions());
         if let Some(buffer) = pooled {
-            // write_buffer takes whole 4-byte words
-            let mut words = bytes.to_vec();
-            words.resize(bytes.len().next_multiple_of(4), 0);
-            self.queue.write_buffer(&buffer, 0, &words);
+            // write_buffer takes whole 4-byte words: only a ragged byte array is copied to pad it
+            if bytes.len().is_multiple_of(4) {
+                self.queue.write_buffer(&buffer, 0, bytes);
+            } else {
+                let mut words = bytes.to_vec();
+                words.resize(bytes.len().next_multiple_of(4), 0);
+                self.queue.write_buffer(&buffer, 0, &words);
+            }
             return buffer;
         }
         let buffer = self.create(class, true);
