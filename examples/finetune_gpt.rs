@@ -62,6 +62,7 @@ enum InitArg {
 enum Quant {
     Nf4,
     Fp4,
+    E2m1,
     Int4,
 }
 
@@ -156,6 +157,7 @@ impl Args {
             kind: match self.quant {
                 Quant::Nf4 => QuantType::Nf4,
                 Quant::Fp4 => QuantType::Fp4,
+                Quant::E2m1 => QuantType::E2m1,
                 Quant::Int4 => QuantType::Int4,
             },
             double_quant: self.double_quant,

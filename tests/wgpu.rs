@@ -339,7 +339,12 @@ fn dequantizing_4_bit_weights_on_the_gpu_matches_the_cpu() {
     // 70 x 300 values: 329 blocks of 64 (the last one partial), two double-quantization blocks
     let dims = [70, 300];
     let values: Vec<f32> = Tensor::randn(dims, 0.0, 0.05, &mut rng(8), &cpu).to_vec();
-    for kind in [QuantType::Nf4, QuantType::Fp4, QuantType::Int4] {
+    for kind in [
+        QuantType::Nf4,
+        QuantType::Fp4,
+        QuantType::E2m1,
+        QuantType::Int4,
+    ] {
         for double in [false, true] {
             let q = Quantized::new(&values, &dims, kind, double).unwrap();
             let host = q.dequantize();

@@ -7,7 +7,7 @@
 //!   names match and freezes the base; `set_active_adapter`, `disable_adapters`, `delete_adapter`,
 //!   `merge_adapter` / `unmerge_adapter`, `merge_and_unload`.
 //! - LoRA (`h = W0 x + (alpha/r) B A x`) in [`lora`], DoRA (magnitude and direction) in [`dora`].
-//! - QLoRA: [`quant`] (NF4 / FP4 / Int4 block-wise 4-bit quantization, double quantization) and
+//! - QLoRA: [`quant`] (NF4 / FP4 / E2M1 / Int4 block-wise 4-bit quantization, double quantization) and
 //!   [`quantize_base`], which stores a base's Linear weights in 4 bits under the adapters.
 //! - [`save_adapter`] / [`load_adapter`]: the PEFT file layout.
 

@@ -11,6 +11,7 @@
 use crate::quant::{Absmax, QuantType, Quantized, BLOCK, DOUBLE_BLOCK};
 use crate::LoraError;
 use lowrank_nn::{CompressedWeight, Module};
+use lowrank_tensor::dynamic_map::dynamic_map;
 use lowrank_tensor::{Backend, Element, Packed4bit, PackedAbsmax, Tensor};
 use std::rc::Rc;
 
@@ -60,8 +61,10 @@ enum DeviceAbsmax<B: Backend> {
     Plain(B::Storage),
     Double {
         codes: B::Storage,
+        /// The signed dynamic map's 256 values.
+        map: B::Storage,
         scales: B::Storage,
-        mean: f32,
+        offset: f32,
     },
 }
 
@@ -74,11 +77,12 @@ impl<B: Backend> QuantizedWeight<B> {
             Absmax::Double {
                 codes,
                 scales,
-                mean,
+                offset,
             } => DeviceAbsmax::Double {
-                codes: backend.bytes_storage(&codes.iter().map(|&c| c as u8).collect::<Vec<_>>()),
+                codes: backend.bytes_storage(codes),
+                map: backend.storage_from_vec(elems(dynamic_map(true))),
                 scales: backend.storage_from_vec(elems(scales)),
-                mean: *mean,
+                offset: *offset,
             },
         };
         QuantizedWeight {
@@ -101,12 +105,14 @@ impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
             DeviceAbsmax::Plain(a) => PackedAbsmax::Plain(a),
             DeviceAbsmax::Double {
                 codes,
+                map,
                 scales,
-                mean,
+                offset,
             } => PackedAbsmax::Double {
                 codes,
+                map,
                 scales,
-                mean: *mean,
+                offset: *offset,
                 block: DOUBLE_BLOCK,
             },
         };

@@ -7,18 +7,22 @@
 //! code(x) = argmin_k |x / a - q_k|        x ≈ a * q_code(x)
 //! ```
 //!
-//! Two codes share a byte, the first value in the high nibble: NF4 codes are bit-identical to bitsandbytes'
-//! (`tests/qlora.rs` checks a fixture it wrote). The level sets are:
+//! Two codes share a byte, the first value in the high nibble: NF4 and FP4 codes are bit-identical to
+//! bitsandbytes' (`tests/qlora.rs` checks fixtures it wrote). The level sets are:
 //! - **NF4** (4-bit NormalFloat): quantiles of N(0, 1) scaled to [-1, 1], with an exact zero, 7 negative and
 //!   8 positive levels. Weights are roughly normal, and equal-probability levels spend the 16 codes where
 //!   the values are — the information-theoretically optimal choice for normal data.
-//! - **FP4** (E2M1, as the OCP microscaling formats define it): ±{0, 0.5, 1, 1.5, 2, 3, 4, 6} / 6.
+//! - **FP4**, bitsandbytes' 4-bit float: sign, 2 exponent bits, 1 mantissa bit, ±{0, 0.0625, 2, 3, 4, 6,
+//!   8, 12} / 12; bit-identical to bitsandbytes too.
+//! - **E2M1** (the OCP microscaling formats' FP4): ±{0, 0.5, 1, 1.5, 2, 3, 4, 6} / 6.
 //! - **Int4** (absmax): k / 7 for k in -8..=7, evenly spaced.
 //!
-//! **Double quantization** stores the per-block absmax values themselves in 8 bits: minus their mean, in
-//! blocks of 256 with one f32 scale each. The constants then cost 8/64 + 32/(64 * 256) bits per weight
-//! instead of 32/64: 4.127 bits per parameter in all instead of 4.5.
+//! **Double quantization** stores the per-block absmax values themselves in 8 bits, as bitsandbytes does:
+//! minus their mean, as codes of the signed dynamic 8-bit map in blocks of 256 with one f32 scale each. The
+//! constants then cost 8/64 + 32/(64 * 256) bits per weight instead of 32/64: 4.127 bits per parameter in
+//! all instead of 4.5. The packed state is bit-identical to bitsandbytes' (`tests/qlora.rs`).
 
+use lowrank_tensor::dynamic_map::{dynamic_map, quantize_blockwise};
 use std::fmt;
 
 /// Values per quantization block (one absmax each).
@@ -47,8 +51,35 @@ pub const NF4_LEVELS: [f32; 16] = [
     1.0,
 ];
 
-/// E2M1 magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6} with both signs, scaled by 1/6 (-0 and +0 both present).
+/// bitsandbytes' FP4 (`get_4bit_type("fp4")`): 1 sign bit (the code's top bit), 2 exponent bits and 1
+/// mantissa bit with exponent bias 2, magnitudes {0, 0.0625, 2, 3, 4, 6, 8, 12} / 12, listed in code order
+/// (bit pattern), not value order. Code 8 (sign bit, zero magnitude) is +0 there too: bitsandbytes writes
+/// it `-0`, a Python integer.
 pub const FP4_LEVELS: [f32; 16] = [
+    0.0,
+    0.0625 / 12.0,
+    8.0 / 12.0,
+    1.0,
+    4.0 / 12.0,
+    6.0 / 12.0,
+    2.0 / 12.0,
+    3.0 / 12.0,
+    0.0,
+    -0.0625 / 12.0,
+    -8.0 / 12.0,
+    -1.0,
+    -4.0 / 12.0,
+    -6.0 / 12.0,
+    -2.0 / 12.0,
+    -3.0 / 12.0,
+];
+
+/// The FP4 codes in ascending order of their values, as bitsandbytes sorts them (`torch.argsort`, which
+/// puts code 0 before code 8, both zero: a value in (-0.0026, 0] gets code 0, one in (0, 0.0026] code 8).
+const FP4_ORDER: [u8; 16] = [11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3];
+
+/// OCP E2M1 (the microscaling formats' FP4): ±{0, 0.5, 1, 1.5, 2, 3, 4, 6} / 6, in value order.
+pub const E2M1_LEVELS: [f32; 16] = [
     -1.0,
     -4.0 / 6.0,
     -3.0 / 6.0,
@@ -90,17 +121,35 @@ pub const INT4_LEVELS: [f32; 16] = [
 /// Which 16 levels a 4-bit code indexes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantType {
+    /// NormalFloat4, bitsandbytes' `nf4`.
     Nf4,
+    /// bitsandbytes' `fp4`.
     Fp4,
+    /// OCP E2M1, lowrank's own.
+    E2m1,
+    /// Evenly spaced absmax integers, lowrank's own (bitsandbytes' `int4` table is ±k/7 without -8).
     Int4,
 }
 
+/// The codes of levels already in value order.
+const IDENTITY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
 impl QuantType {
+    /// The value of each code, indexed by code.
     pub fn levels(self) -> &'static [f32; 16] {
         match self {
             QuantType::Nf4 => &NF4_LEVELS,
             QuantType::Fp4 => &FP4_LEVELS,
+            QuantType::E2m1 => &E2M1_LEVELS,
             QuantType::Int4 => &INT4_LEVELS,
+        }
+    }
+
+    /// The codes sorted by their levels' values.
+    fn order(self) -> &'static [u8; 16] {
+        match self {
+            QuantType::Fp4 => &FP4_ORDER,
+            QuantType::Nf4 | QuantType::E2m1 | QuantType::Int4 => &IDENTITY,
         }
     }
 
@@ -108,22 +157,24 @@ impl QuantType {
         match self {
             QuantType::Nf4 => "nf4",
             QuantType::Fp4 => "fp4",
+            QuantType::E2m1 => "e2m1",
             QuantType::Int4 => "int4",
         }
     }
 
-    /// The index of the level nearest to `v` (a value already divided by its block's absmax). Levels are
-    /// sorted, so the nearest is found at the midpoints; a value exactly on a midpoint takes the lower level
-    /// (as bitsandbytes' decision tree does, which compares with `>`).
+    /// The code of the level nearest to `v` (a value already scaled by its block's absmax). Walking the
+    /// levels in value order, the nearest is found at the midpoints; a value exactly on a midpoint takes the
+    /// lower level (as bitsandbytes' `bucketize` over the midpoints does).
     pub fn nearest(self, v: f32) -> u8 {
-        let levels = self.levels();
-        let mut code = 0;
-        for k in 1..16 {
-            if v > (levels[k - 1] + levels[k]) / 2.0 {
-                code = k;
+        let (levels, order) = (self.levels(), self.order());
+        let mut k = 0;
+        for j in 1..16 {
+            let (below, above) = (levels[order[j - 1] as usize], levels[order[j] as usize]);
+            if v > (below + above) / 2.0 {
+                k = j;
             }
         }
-        code as u8
+        order[k]
     }
 }
 
@@ -142,39 +193,31 @@ pub struct NotFinite {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Absmax {
     F32(Vec<f32>),
-    /// `absmax_i ≈ mean + scales[i / 256] * codes[i] / 127`
+    /// `absmax_b = dynamic_map[codes[b]] * scales[b / 256] + offset`
     Double {
-        codes: Vec<i8>,
+        codes: Vec<u8>,
         scales: Vec<f32>,
-        mean: f32,
+        offset: f32,
     },
 }
 
 impl Absmax {
-    /// Stores `values` as f32, or with `double` as 8-bit codes of `value - mean`, in blocks of 256.
+    /// Stores `values` as f32, or with `double` as bitsandbytes' `quantize_4bit(compress_statistics=True)`
+    /// does: their mean subtracted (the offset), then block-wise 8-bit codes of the signed dynamic map in
+    /// blocks of 256 (`lowrank_tensor::dynamic_map`).
     pub fn new(values: Vec<f32>, double: bool) -> Self {
         if !double {
             return Absmax::F32(values);
         }
-        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len().max(1) as f64;
-        let mean = mean as f32;
-        let (mut codes, mut scales) = (Vec::with_capacity(values.len()), Vec::new());
-        for block in values.chunks(DOUBLE_BLOCK) {
-            let scale = block.iter().fold(0.0f32, |m, &v| m.max((v - mean).abs()));
-            scales.push(scale);
-            codes.extend(block.iter().map(|&v| {
-                let c = if scale == 0.0 {
-                    0.0
-                } else {
-                    (v - mean) / scale * 127.0
-                };
-                c.round().clamp(-127.0, 127.0) as i8
-            }));
-        }
+        // torch's `mean()`: an f32 sum (correctly rounded here) divided by the count in f32
+        let sum = values.iter().map(|&v| v as f64).sum::<f64>() as f32;
+        let offset = sum / values.len().max(1) as f32;
+        let centred: Vec<f32> = values.iter().map(|&v| v - offset).collect();
+        let q = quantize_blockwise(&centred, DOUBLE_BLOCK, dynamic_map(true));
         Absmax::Double {
-            codes,
-            scales,
-            mean,
+            codes: q.codes,
+            scales: q.absmax,
+            offset,
         }
     }
 
@@ -185,16 +228,19 @@ impl Absmax {
             Absmax::Double {
                 codes,
                 scales,
-                mean,
-            } => codes
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| mean + scales[i / DOUBLE_BLOCK] * c as f32 / 127.0)
-                .collect(),
+                offset,
+            } => {
+                let map = dynamic_map(true);
+                codes
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| map[c as usize] * scales[b / DOUBLE_BLOCK] + offset)
+                    .collect()
+            }
         }
     }
 
-    /// Bytes the constants occupy.
+    /// Bytes the constants occupy (the dynamic map is one shared table, not counted).
     pub fn size_in_bytes(&self) -> usize {
         match self {
             Absmax::F32(v) => 4 * v.len(),

@@ -101,15 +101,16 @@ pub struct Packed4bit<'a, S> {
     pub absmax: PackedAbsmax<'a, S>,
 }
 
-/// The per-block absmax values of a `Packed4bit`: elements, or double-quantized to signed bytes.
+/// The per-block absmax values of a `Packed4bit`: elements, or double-quantized to 8-bit codes.
 pub enum PackedAbsmax<'a, S> {
     /// One element per block.
     Plain(&'a S),
-    /// `absmax_b = mean + scales[b / block] * codes_b / 127`, codes as signed bytes.
+    /// `absmax_b = map[codes_b] * scales[b / block] + offset`, codes as bytes, `map` 256 elements.
     Double {
         codes: &'a S,
+        map: &'a S,
         scales: &'a S,
-        mean: f32,
+        offset: f32,
         block: usize,
     },
 }

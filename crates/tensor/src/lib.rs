@@ -24,6 +24,7 @@
 mod backend;
 pub mod counter_rng;
 mod cpu;
+pub mod dynamic_map;
 mod element;
 mod error;
 pub mod flops;

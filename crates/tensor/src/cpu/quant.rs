@@ -10,16 +10,15 @@ pub fn dequantize_4bit<E: Element>(q: &Packed4bit<'_, Vec<E>>) -> Vec<E> {
         PackedAbsmax::Plain(a) => a.iter().map(|&v| Element::to_f64(v) as f32).collect(),
         PackedAbsmax::Double {
             codes,
+            map,
             scales,
-            mean,
+            offset,
             block,
         } => {
             let codes: &[u8] = bytemuck::cast_slice(codes);
+            let f32_of = |v: E| Element::to_f64(v) as f32;
             (0..q.numel.div_ceil(q.block))
-                .map(|b| {
-                    mean + Element::to_f64(scales[b / block]) as f32 * (codes[b] as i8) as f32
-                        / 127.0
-                })
+                .map(|b| f32_of(map[codes[b] as usize]) * f32_of(scales[b / block]) + offset)
                 .collect()
         }
     };

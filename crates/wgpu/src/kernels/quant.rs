@@ -11,20 +11,21 @@ const DEQUANTIZE: Kernel = kernel!("quant.wgsl", "dequantize_4bit");
 
 pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
     let out = dev.output(q.numel);
-    let (absmax, scales, double, mean, scale_block) = match &q.absmax {
-        PackedAbsmax::Plain(a) => (*a, *a, 0, 0.0, 1),
+    let (absmax, map, scales, double, offset, scale_block) = match &q.absmax {
+        PackedAbsmax::Plain(a) => (*a, *a, *a, 0, 0.0, 1),
         PackedAbsmax::Double {
             codes,
+            map,
             scales,
-            mean,
+            offset,
             block,
-        } => (*codes, *scales, 1, *mean, *block),
+        } => (*codes, *map, *scales, 1, *offset, *block),
     };
     let mut params = vec![
         q.numel as u32,
         q.block as u32,
         double,
-        mean.to_bits(),
+        offset.to_bits(),
         scale_block as u32,
         0,
         0,
@@ -36,6 +37,7 @@ pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage
         (2, q.codes.buffer()),
         (3, absmax.buffer()),
         (4, scales.buffer()),
+        (5, map.buffer()),
     ];
     dev.ctx.dispatch(
         &DEQUANTIZE,

@@ -1,14 +1,15 @@
 // 4-bit dequantization (QLoRA's base weights; the format is lowrank-lora's quant module), one invocation per
 // value: out[i] = absmax(i / block) * levels[code_i]. Codes and double-quantized absmax codes are byte arrays,
 // read here as the little-endian u32 words that hold them.
-// p[0] = numel, p[1] = block, p[2] = 1 if the absmax values are double-quantized, p[3] = their mean (f32),
+// p[0] = numel, p[1] = block, p[2] = 1 if the absmax values are double-quantized, p[3] = their offset (f32),
 // p[4] = values per absmax scale, p[8..24] = the 16 levels (f32).
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;
-// the absmax values as f32 bits, or (double-quantized) their signed 8-bit codes
+// the absmax values as f32 bits, or (double-quantized) their 8-bit codes of the dynamic map
 @group(0) @binding(3) var<storage, read> absmax: array<u32>;
 @group(0) @binding(4) var<storage, read> scales: array<f32>;
+@group(0) @binding(5) var<storage, read> map: array<f32>;
 
 // Byte k of a byte array packed into u32 words.
 fn code_byte(k: u32) -> u32 {
@@ -20,8 +21,7 @@ fn block_absmax(b: u32) -> f32 {
         return bitcast<f32>(absmax[b]);
     }
     let byte = (absmax[b / 4u] >> (8u * (b % 4u))) & 0xffu;
-    let signed = f32(bitcast<i32>(byte << 24u) >> 24u);
-    return pf(3u) + scales[b / p[4]] * signed / 127.0;
+    return map[byte] * scales[b / p[4]] + pf(3u);
 }
 
 @compute @workgroup_size(256)
