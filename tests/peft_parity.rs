@@ -8,8 +8,8 @@
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{Gpt, PROMPT_CONFIG_FILE};
 use lowrank::lora::{
-    load_adapter, load_adapter_config, load_adapter_with, save_adapter, LoadOptions, LoraError,
-    LoraModel,
+    load_adapter, load_adapter_config, load_adapter_with, quantize_base, save_adapter, LoadOptions,
+    LoraError, LoraModel, QuantConfig, QuantType,
 };
 use lowrank::nn::Module;
 use lowrank::tensor::{rng, Cpu, Tensor};
@@ -431,4 +431,42 @@ fn dora_with_dropout_trains_as_peft_does() {
         .map(|x| x.as_f64().unwrap())
         .collect();
     assert!(max_diff(&eval.value().to_vec(), &want) > 1e-3);
+}
+
+/// QLoRA as a bitsandbytes + PEFT user runs it (fixture `qlora`): transformers loads the base with
+/// bitsandbytes' 4-bit NF4 weights, with and without double quantization, and PEFT puts an adapter on every
+/// linear layer. lowrank quantizes the same f32 base itself, loads the same adapter, and computes the same
+/// logits: the 4-bit weights are bit-identical, so only the order of f32 sums differs.
+#[test]
+fn a_4_bit_base_with_a_peft_adapter_gives_bitsandbytes_and_peft_logits() {
+    let dir = fixtures().join("qlora");
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let e = expected("qlora");
+    for (double, key) in [(true, "logits_double"), (false, "logits")] {
+        let mut model = Gpt::load(&dir.join("base"), &Dev::new()).unwrap();
+        let f32_base = logits(&model, &e);
+        let config = QuantConfig {
+            kind: QuantType::Nf4,
+            double_quant: double,
+        };
+        let report = quantize_base(&mut model, &config).unwrap();
+        assert_eq!(report.layers.len(), 7, "q, k, v, o, gate, up, down");
+        load_adapter(&mut model, &dir.join("adapter"), "peft").unwrap();
+        let theirs: Vec<f64> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let diff = max_diff(&logits(&model, &e), &theirs);
+        assert!(
+            diff < 1e-5,
+            "double_quant={double}: logits differ from bitsandbytes + PEFT's by {diff}"
+        );
+        assert!(
+            max_diff(&f32_base, &theirs) > 1e-2,
+            "the 4 bits and the adapter show"
+        );
+    }
 }

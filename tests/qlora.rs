@@ -9,7 +9,7 @@ use lowrank::lora::{
     QuantType, Targets,
 };
 use lowrank::nn::{children, AdamW, AdamWConfig, Linear, Module};
-use lowrank::tensor::dynamic_map::dynamic_map;
+use lowrank::tensor::dynamic_map::DynamicMap;
 use lowrank::tensor::{rng, Backend, Cpu, Tensor};
 use proptest::prelude::*;
 use rand_distr::{Distribution, StandardNormal};
@@ -191,7 +191,7 @@ fn double_quantization_keeps_absmax_within_half_a_map_step_and_costs_4_127_bits(
         panic!("double-quantized")
     };
     // the widest gap between neighbouring values of the dynamic map is 0.014 (near 1)
-    let map = dynamic_map(true);
+    let map = &DynamicMap::signed().values;
     let half_gap = map.windows(2).map(|w| w[1] - w[0]).fold(0.0f32, f32::max) / 2.0;
     assert!(half_gap < 0.0071, "{half_gap}");
     for (i, (a, b)) in exact.iter().zip(&approx).enumerate() {
@@ -449,7 +449,10 @@ fn fp4_is_bit_identical_to_bitsandbytes() {
 fn double_quantization_is_bit_identical_to_bitsandbytes() {
     let fixture = bitsandbytes_fixture();
     let f = &fixture["double"];
-    assert_eq!(dynamic_map(true).to_vec(), f32s(&f["dynamic_map"]));
+    assert_eq!(
+        DynamicMap::signed().values.to_vec(),
+        f32s(&f["dynamic_map"])
+    );
     let n = f["n"].as_u64().unwrap() as usize;
     let values: Vec<f32> = (0..n as u64)
         .map(|i| {

@@ -11,7 +11,7 @@
 use crate::quant::{Absmax, QuantType, Quantized, BLOCK, DOUBLE_BLOCK};
 use crate::LoraError;
 use lowrank_nn::{CompressedWeight, Module};
-use lowrank_tensor::dynamic_map::dynamic_map;
+use lowrank_tensor::dynamic_map::DynamicMap;
 use lowrank_tensor::{Backend, Element, Packed4bit, PackedAbsmax, Tensor};
 use std::rc::Rc;
 
@@ -80,7 +80,7 @@ impl<B: Backend> QuantizedWeight<B> {
                 offset,
             } => DeviceAbsmax::Double {
                 codes: backend.bytes_storage(codes),
-                map: backend.storage_from_vec(elems(dynamic_map(true))),
+                map: backend.storage_from_vec(elems(&DynamicMap::signed().values)),
                 scales: backend.storage_from_vec(elems(scales)),
                 offset: *offset,
             },

@@ -15,19 +15,60 @@
 //! there is no -1). Unsigned: 254 positive values, 0, 1.
 //!
 //! **Block-wise quantization** (`quantize_blockwise`): blocks of `block` values, each scaled by its absmax
-//! to [-1, 1] and stored as the index of the nearest map value; `x ≈ map[code] * absmax`. The arithmetic
-//! is bitsandbytes' CPU kernel's to the bit: `x / absmax` in f32, then the nearer of the two neighbouring
-//! map values by `|x - map[k]|` in f32, the lower one on a tie.
+//! to [-1, 1] and stored as an 8-bit code; `x ≈ map[code] * absmax`. The arithmetic is bitsandbytes' CPU
+//! kernel's to the bit, and that kernel does not search for the nearest map value: it multiplies by
+//! `1 / absmax`, rounds the result to one of 65536 evenly spaced points over [-1, 1], and looks up the code
+//! nearest that point in a table (`DynamicMap::code`). A value within half a grid step (1.5e-5) of a
+//! midpoint between two map values can so get the farther one; lowrank does the same.
 
 use std::sync::OnceLock;
 
-/// The 256 values of the dynamic map, sorted, bit-identical to bitsandbytes' `create_dynamic_map(signed)`
-/// (`tests/qlora.rs` checks the signed one against bitsandbytes' own table).
-pub fn dynamic_map(signed: bool) -> &'static [f32; 256] {
-    static SIGNED: OnceLock<[f32; 256]> = OnceLock::new();
-    static UNSIGNED: OnceLock<[f32; 256]> = OnceLock::new();
-    let cell = if signed { &SIGNED } else { &UNSIGNED };
-    cell.get_or_init(|| build_map(signed))
+/// Points of the lookup grid over [-1, 1].
+const GRID: usize = 65536;
+
+/// The 256 sorted values of a dynamic map and the table from grid points to their nearest code.
+pub struct DynamicMap {
+    pub values: [f32; 256],
+    table: Vec<u8>,
+}
+
+impl DynamicMap {
+    /// The signed map (bitsandbytes' `create_dynamic_map(signed=True)`): 127 negative values, 0, 127
+    /// positive, 1. Double quantization and 8-bit optimizers' first moment use it.
+    pub fn signed() -> &'static DynamicMap {
+        static MAP: OnceLock<DynamicMap> = OnceLock::new();
+        MAP.get_or_init(|| DynamicMap::new(build_map(true)))
+    }
+
+    /// The unsigned map (`create_dynamic_map(signed=False)`): 0, 254 positive values, 1.
+    pub fn unsigned() -> &'static DynamicMap {
+        static MAP: OnceLock<DynamicMap> = OnceLock::new();
+        MAP.get_or_init(|| DynamicMap::new(build_map(false)))
+    }
+
+    /// Grid point i is `-1 + 2 i / 65535`; its code is the number of midpoints between neighbouring map
+    /// values strictly below it (so a point exactly on a midpoint takes the lower value).
+    fn new(values: [f32; 256]) -> Self {
+        let mids: Vec<f32> = values.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+        let mut code = 0;
+        let table = (0..GRID)
+            .map(|i| {
+                let point = -1.0 + (2.0 * i as f32) / (GRID - 1) as f32;
+                while code < mids.len() && mids[code] < point {
+                    code += 1;
+                }
+                code as u8
+            })
+            .collect();
+        DynamicMap { values, table }
+    }
+
+    /// The code of `x` in [-1, 1] (clamped): `x` rounded to the nearest grid point, looked up in the table.
+    pub fn code(&self, x: f32) -> u8 {
+        let x = x.clamp(-1.0, 1.0);
+        let point = (x + 1.0) * 0.5 * (GRID - 1) as f32 + 0.5; // truncated below: rounds to nearest
+        self.table[point as usize]
+    }
 }
 
 fn build_map(signed: bool) -> [f32; 256] {
@@ -45,8 +86,7 @@ fn build_map(signed: bool) -> [f32; 256] {
             }
         }
     }
-    values.resize(256, 0.0); // the unsigned map fills all 256; the signed one too (127 + 127 + 2)
-    values.sort_by(f32::total_cmp);
+    values.sort_by(f32::total_cmp); // 127 + 127 + 2 (signed) or 254 + 2 (unsigned): all 256
     values.try_into().expect("256 map values")
 }
 
@@ -65,19 +105,6 @@ fn linspace(start: f32, end: f32, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The index of the map value nearest to `x` (`map` sorted ascending): the last value at or below x, or
-/// the next one if that is strictly nearer.
-pub fn nearest_code(map: &[f32; 256], x: f32) -> u8 {
-    let below = map.partition_point(|&m| m <= x).saturating_sub(1);
-    let up = (below + 1).min(255);
-    let k = if (x - map[up]).abs() < (x - map[below]).abs() {
-        up
-    } else {
-        below
-    };
-    k as u8
-}
-
 /// Values quantized block by block to 8-bit codes of a dynamic map, one absmax per block.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Blockwise8 {
@@ -87,15 +114,20 @@ pub struct Blockwise8 {
 }
 
 /// Quantizes `values` in blocks of `block` (the last may be partial) to codes of `map`:
-/// `code_i = nearest(map, x_i / absmax(block of i))`. A block of zeros divides 0 by 0: NaN is at or above
-/// no map value, so it gets code 0, as in bitsandbytes, and dequantizes to `map[0] * 0 = -0`.
-pub fn quantize_blockwise(values: &[f32], block: usize, map: &[f32; 256]) -> Blockwise8 {
+/// `code_i = map.code(x_i * (1 / absmax(block of i)))`. A block of zeros gets code 0 throughout, as in
+/// bitsandbytes (it dequantizes to `map[0] * 0 = -0`).
+pub fn quantize_blockwise(values: &[f32], block: usize, map: &DynamicMap) -> Blockwise8 {
     let mut codes = Vec::with_capacity(values.len());
     let absmax: Vec<f32> = values
         .chunks(block)
         .map(|chunk| {
             let a = chunk.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
-            codes.extend(chunk.iter().map(|&v| nearest_code(map, v / a)));
+            let inverse = 1.0 / a;
+            codes.extend(
+                chunk
+                    .iter()
+                    .map(|&v| if a == 0.0 { 0 } else { map.code(v * inverse) }),
+            );
             a
         })
         .collect();
@@ -108,11 +140,11 @@ pub fn quantize_blockwise(values: &[f32], block: usize, map: &[f32; 256]) -> Blo
 
 impl Blockwise8 {
     /// `x_i = map[code_i] * absmax(block of i)`.
-    pub fn dequantize(&self, map: &[f32; 256]) -> Vec<f32> {
+    pub fn dequantize(&self, map: &DynamicMap) -> Vec<f32> {
         self.codes
             .iter()
             .enumerate()
-            .map(|(i, &c)| map[c as usize] * self.absmax[i / self.block])
+            .map(|(i, &c)| map.values[c as usize] * self.absmax[i / self.block])
             .collect()
     }
 }
@@ -123,12 +155,12 @@ mod tests {
 
     #[test]
     fn the_maps_hold_zero_one_and_their_extremes() {
-        let signed = dynamic_map(true);
+        let signed = &DynamicMap::signed().values;
         assert_eq!(signed[127], 0.0);
         assert_eq!(signed[255], 1.0);
         assert!((signed[0] + 0.99297).abs() < 1e-5, "{}", signed[0]);
         assert_eq!(signed.iter().filter(|&&v| v < 0.0).count(), 127);
-        let unsigned = dynamic_map(false);
+        let unsigned = &DynamicMap::unsigned().values;
         assert_eq!((unsigned[0], unsigned[255]), (0.0, 1.0));
         assert!(
             unsigned.windows(2).all(|w| w[0] < w[1]),
@@ -138,18 +170,28 @@ mod tests {
     }
 
     #[test]
-    fn nearest_code_takes_the_lower_value_on_a_tie_and_saturates() {
-        let map = dynamic_map(true);
-        let mid = (map[200] + map[201]) / 2.0;
-        assert_eq!(nearest_code(map, mid), 200);
-        assert_eq!(nearest_code(map, map[201]), 201);
-        assert_eq!(nearest_code(map, -1.0), 0);
-        assert_eq!(nearest_code(map, 1.0), 255);
+    fn a_code_is_the_nearest_value_but_within_a_grid_step_of_a_midpoint() {
+        let map = DynamicMap::signed();
+        let v = &map.values;
+        assert_eq!(map.code(v[201]), 201);
+        assert_eq!(map.code(-1.0), 0);
+        assert_eq!((map.code(1.0), map.code(7.0)), (255, 255), "clamped");
+        let grid_step = 2.0 / (GRID - 1) as f32;
+        for k in 1..255 {
+            for x in [v[k], (v[k] + v[k - 1]) / 2.0, (v[k] + v[k + 1]) / 2.0] {
+                let code = map.code(x) as usize;
+                let nearest = (0..256)
+                    .min_by(|&a, &b| (x - v[a]).abs().total_cmp(&(x - v[b]).abs()))
+                    .unwrap();
+                let off = (x - v[code]).abs() - (x - v[nearest]).abs();
+                assert!(off <= grid_step, "x {x}: code {code}, nearest {nearest}");
+            }
+        }
         let q = quantize_blockwise(&[0.0, 0.0, 0.5, -0.25], 2, map);
         assert_eq!(
             q.codes[..2],
             [0, 0],
-            "a zero block: 0 / 0 is code 0, as in bitsandbytes"
+            "a zero block is code 0, as in bitsandbytes"
         );
         assert_eq!(q.dequantize(map)[..2], [0.0, 0.0]);
         assert_eq!(q.absmax, [0.0, 0.5]);
