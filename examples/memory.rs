@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! cargo run --release --example memory -- --preset llama-2-7b --batch 1 --seq 2048
+//! cargo run --release --example memory -- --preset llama-2-7b --dtype bf16 --optimizer adamw8bit --paged-optimizer
 //! cargo run --release --example memory -- --config runs/base/config.json --r 8 --targets q_proj,v_proj
 //! ```
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use lowrank::gpt::GptConfig;
-use lowrank::memory::{estimate, Memory, Method, Workload};
+use lowrank::memory::{estimate, Dtype, Memory, Method, OptimizerStates, Precision, Workload};
 use lowrank::plan::ModelShape;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,45 @@ struct Args {
     /// Keep only each block's input and recompute its activations in backward.
     #[arg(long)]
     checkpointing: bool,
+    /// The base's weights and the activations: f32, or bf16 / f16 (full fine-tuning then mixed precision,
+    /// with f32 master weights).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
+    /// AdamW's moments in f32, or block-wise 8-bit as bitsandbytes' AdamW8bit.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    optimizer: OptimizerArg,
+    /// Page the optimizer state to host memory (bitsandbytes' paged optimizers): not counted on the device.
+    #[arg(long)]
+    paged_optimizer: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum DtypeArg {
+    F32,
+    Bf16,
+    F16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum OptimizerArg {
+    Adamw,
+    Adamw8bit,
+}
+
+impl Args {
+    fn precision(&self) -> Precision {
+        Precision {
+            dtype: match self.dtype {
+                DtypeArg::F32 => Dtype::F32,
+                DtypeArg::Bf16 => Dtype::Bf16,
+                DtypeArg::F16 => Dtype::F16,
+            },
+            optimizer: match self.optimizer {
+                OptimizerArg::Adamw => OptimizerStates::F32,
+                OptimizerArg::Adamw8bit => OptimizerStates::Int8,
+            },
+        }
+    }
 }
 
 const LINEARS: [&str; 7] = lowrank::plan::BLOCK_LINEARS;
@@ -182,29 +222,47 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             },
         ),
     ];
+    let precision = args.precision();
+    let dtype = format!("{:?}", args.dtype).to_lowercase();
+    let load = precision.dtype.bytes() * shape.num_params() as u64;
     println!(
-        "{} parameters; batch {} x seq {}, f32, AdamW{}\n",
+        "{} parameters ({} GB to load in {dtype}); batch {} x seq {}, {}{}{}\n",
         shape.num_params(),
+        format_args!("{:.2}", load as f64 / 1e9),
         args.batch,
         args.seq,
+        match args.optimizer {
+            OptimizerArg::Adamw => "AdamW",
+            OptimizerArg::Adamw8bit => "8-bit AdamW",
+        },
+        if args.paged_optimizer { ", paged" } else { "" },
         if args.checkpointing {
             ", activation checkpointing"
         } else {
             ""
         }
     );
-    println!("| method | trainable | weights | gradients | optimizer | activations | total |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let optimizer = if args.paged_optimizer {
+        "optimizer (host)"
+    } else {
+        "optimizer"
+    };
+    println!(
+        "| method | trainable | weights | master weights | gradients | {optimizer} | activations | total on device |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, method) in methods {
-        let m: Memory = estimate(&shape, &method, work);
+        let m: Memory = estimate(&shape, &method, work, precision);
+        let on_device = m.total() - if args.paged_optimizer { m.optimizer } else { 0 };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             m.trainable_params,
             human(m.weights),
+            human(m.master_weights),
             human(m.gradients),
             human(m.optimizer),
             human(m.activations),
-            human(m.total())
+            human(on_device)
         );
     }
     println!(

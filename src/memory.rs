@@ -2,7 +2,7 @@
 //! `cargo run --release --example memory`, and the same as the trainer's own figures at toy scale
 //! (tests/memory_model.rs).
 //!
-//! With P parameters, T of them trainable, f32 everywhere (4 bytes), and AdamW:
+//! With P parameters, T of them trainable, the base in f32 (4 bytes) and AdamW:
 //!
 //! ```text
 //! weights      4 P                      (+ 4 per adapter parameter; QLoRA: 4-bit codes + block constants
@@ -15,6 +15,13 @@
 //! Full fine-tuning is 16 bytes per parameter before activations: a 7B model needs 112 GB. LoRA trains a
 //! fraction of a percent of that, so its gradients and optimizer state all but vanish, and QLoRA shrinks
 //! the frozen weights to about half a byte each.
+//!
+//! **Precision** (`Precision`): most people load a model in bf16 or f16, 2 bytes per parameter (Llama-2-7B:
+//! 13.5 GB to load). The base weights and the activations then take 2 bytes; adapters stay in f32 (PEFT's
+//! default). Full fine-tuning in 16 bits is mixed precision: 2-byte weights and gradients, plus an f32
+//! master copy of the weights that the optimizer updates (4 P): 16 bytes per parameter again, the ZeRO
+//! paper's count. **8-bit optimizer states** (bitsandbytes' block-wise AdamW8bit) keep each moment in one
+//! byte plus an f32 absmax per 2048 values: `2 T + 8 T / 2048` instead of `8 T`.
 //!
 //! **Activations** are counted from what each op of lowrank's graph saves for its backward rule, walking
 //! the step with `crate::plan` (which tensors need a gradient). Per block, with N = batch * seq tokens:
@@ -74,10 +81,49 @@ pub struct Workload {
     pub checkpointing: bool,
 }
 
+/// The number format of the base's weights and of the activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::Bf16 | Dtype::F16 => 2,
+        }
+    }
+}
+
+/// How the optimizer keeps AdamW's two moments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptimizerStates {
+    #[default]
+    F32,
+    /// Block-wise 8-bit (bitsandbytes' AdamW8bit): a byte per moment, an f32 absmax per 2048 values.
+    Int8,
+}
+
+/// Values per absmax block of 8-bit optimizer states (bitsandbytes' `blocksize`).
+pub const OPTIMIZER_BLOCK: u64 = 2048;
+
+/// The number formats of a fine-tuning run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Precision {
+    pub dtype: Dtype,
+    pub optimizer: OptimizerStates,
+}
+
 /// Bytes of each part of fine-tuning's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Memory {
     pub weights: u64,
+    /// The f32 copy of the trainable weights that mixed precision updates (0 in f32).
+    pub master_weights: u64,
     pub gradients: u64,
     pub optimizer: u64,
     pub activations: u64,
@@ -86,14 +132,19 @@ pub struct Memory {
 
 impl Memory {
     pub fn total(&self) -> u64 {
-        self.weights + self.gradients + self.optimizer + self.activations
+        self.weights + self.master_weights + self.gradients + self.optimizer + self.activations
     }
 }
 
 const F32: u64 = 4;
 
-/// The memory of fine-tuning `shape` with `method` on `work`.
-pub fn estimate(shape: &ModelShape, method: &Method, work: Workload) -> Memory {
+/// The memory of fine-tuning `shape` with `method` on `work`, in the number formats of `precision`.
+pub fn estimate(
+    shape: &ModelShape,
+    method: &Method,
+    work: Workload,
+    precision: Precision,
+) -> Memory {
     let params = shape.num_params() as u64;
     // adapter parameters: r (in + out) per adapted Linear
     let mut adapter = 0u64;
@@ -116,15 +167,21 @@ pub fn estimate(shape: &ModelShape, method: &Method, work: Workload) -> Memory {
             }
         }
     }
-    let trainable = match method {
-        Method::Full => params,
-        _ => adapter,
+    let base = precision.dtype.bytes();
+    let (trainable, gradient_bytes) = match method {
+        Method::Full => (params, base),
+        _ => (adapter, F32), // adapters in f32
     };
+    let mixed = *method == Method::Full && precision.dtype != Dtype::F32;
     Memory {
-        weights: F32 * (params + adapter - quantized.0) + quantized.1,
-        gradients: F32 * trainable,
-        optimizer: 2 * F32 * trainable,
-        activations: activations(shape, method, work),
+        weights: base * (params - quantized.0) + quantized.1 + F32 * adapter,
+        master_weights: if mixed { F32 * params } else { 0 },
+        gradients: gradient_bytes * trainable,
+        optimizer: match precision.optimizer {
+            OptimizerStates::F32 => 2 * F32 * trainable,
+            OptimizerStates::Int8 => 2 * (trainable + F32 * trainable.div_ceil(OPTIMIZER_BLOCK)),
+        },
+        activations: base * activations(shape, method, work),
         trainable_params: trainable,
     }
 }
@@ -141,7 +198,7 @@ pub fn nf4_bytes(n: u64, double_quant: bool) -> u64 {
     n.div_ceil(2) + constants
 }
 
-/// Bytes the graph keeps for backward at the end of the forward pass (see the module docs).
+/// Values the graph keeps for backward at the end of the forward pass (see the module docs).
 pub fn activations(shape: &ModelShape, method: &Method, work: Workload) -> u64 {
     let n = (work.batch * work.seq) as u64;
     let (c, f, v) = (shape.d_model as u64, shape.d_ff as u64, shape.vocab as u64);
@@ -220,5 +277,5 @@ pub fn activations(shape: &ModelShape, method: &Method, work: Workload) -> u64 {
     } else {
         blocks.iter().sum()
     };
-    F32 * (kept + rest)
+    kept + rest
 }

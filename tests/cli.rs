@@ -339,6 +339,20 @@ fn the_memory_calculator_reads_presets_and_configs_and_names_what_is_wrong() {
         table.contains("| full fine-tuning | 6738415616 |"),
         "{table}"
     );
+    let bf16 = example("memory")
+        .args([
+            "--dtype",
+            "bf16",
+            "--optimizer",
+            "adamw8bit",
+            "--paged-optimizer",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&bf16.stdout);
+    assert!(bf16.status.success(), "{table}");
+    assert!(table.contains("(13.48 GB to load in bf16)"), "{table}");
+    assert!(table.contains("optimizer (host)"), "{table}");
     rejects(
         "memory",
         &["--preset", "gpt-5"],

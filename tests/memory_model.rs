@@ -6,7 +6,7 @@
 
 use lowrank::gpt::{Gpt, GptConfig};
 use lowrank::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, QuantType, Targets};
-use lowrank::memory::{estimate, Memory, Method, Workload};
+use lowrank::memory::{estimate, Dtype, Memory, Method, OptimizerStates, Precision, Workload};
 use lowrank::nn::{AdamW, AdamWConfig, Module};
 use lowrank::plan::ModelShape;
 use lowrank::tensor::Cpu;
@@ -82,7 +82,12 @@ fn check(method: Method) {
             seq,
             checkpointing: false,
         };
-        let model = estimate(&ModelShape::from(&config()), &method, work);
+        let model = estimate(
+            &ModelShape::from(&config()),
+            &method,
+            work,
+            Precision::default(),
+        );
         let real = measured(&method, batch, seq);
         let what = format!("{method:?} at {batch} x {seq}");
         assert_eq!(
@@ -152,8 +157,8 @@ fn checkpointing_keeps_less() {
         checkpointing,
     };
     let shape = ModelShape::from(&GptConfig::medium());
-    let plain = estimate(&shape, &Method::Full, work(false)).activations;
-    let ckpt = estimate(&shape, &Method::Full, work(true)).activations;
+    let plain = estimate(&shape, &Method::Full, work(false), Precision::default()).activations;
+    let ckpt = estimate(&shape, &Method::Full, work(true), Precision::default()).activations;
     assert!(ckpt < plain / 2, "checkpointed {ckpt}, plain {plain}");
 }
 
@@ -180,12 +185,39 @@ fn known_answers() {
         seq: 512,
         checkpointing: false,
     };
-    let full = estimate(&llama7b, &Method::Full, work);
+    let full = estimate(&llama7b, &Method::Full, work, Precision::default());
     assert_eq!(
         full.weights + full.gradients + full.optimizer,
         16 * 6_738_415_616
     );
     let qv = names(&["q_proj", "v_proj"]);
-    let lora = estimate(&llama7b, &Method::Lora { r: 8, targets: qv }, work);
+    let lora_qv = Method::Lora { r: 8, targets: qv };
+    let lora = estimate(&llama7b, &lora_qv, work, Precision::default());
     assert_eq!(lora.trainable_params, 32 * 2 * 8 * (4096 + 4096));
+
+    // in bf16: 2 bytes per weight to load (13.5 GB), the f32 adapter on top; LoRA's activations halve
+    let bf16 = Precision {
+        dtype: Dtype::Bf16,
+        optimizer: OptimizerStates::F32,
+    };
+    let lora16 = estimate(&llama7b, &lora_qv, work, bf16);
+    assert_eq!(
+        lora16.weights,
+        2 * 6_738_415_616 + 4 * lora.trainable_params
+    );
+    assert!((13.4e9..13.6e9).contains(&((lora16.weights - 4 * lora.trainable_params) as f64)));
+    assert_eq!(lora16.activations * 2, lora.activations);
+    assert_eq!(lora16.gradients, lora.gradients, "adapters stay f32");
+    // mixed-precision full fine-tuning: bf16 weights and gradients, f32 master weights and moments
+    let full16 = estimate(&llama7b, &Method::Full, work, bf16);
+    let per_param = (full16.total() - full16.activations) / 6_738_415_616;
+    assert_eq!((full16.master_weights, per_param), (4 * 6_738_415_616, 16));
+    // 8-bit AdamW: a byte per moment and an f32 absmax per 2048 values: 10 bytes per parameter
+    let int8 = Precision {
+        optimizer: OptimizerStates::Int8,
+        ..bf16
+    };
+    let full8 = estimate(&llama7b, &Method::Full, work, int8);
+    let blocks = 6_738_415_616u64.div_ceil(2048);
+    assert_eq!(full8.optimizer, 2 * (6_738_415_616 + 4 * blocks));
 }
