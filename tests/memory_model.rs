@@ -67,6 +67,7 @@ fn measured(method: &Method, batch: usize, seq: usize) -> Memory {
     let trainable = model.num_trainable_params() as u64;
     Memory {
         weights: 4 * model.num_params() as u64 + compressed as u64,
+        master_weights: 0, // lowrank trains in f32
         gradients: 4 * trainable,
         optimizer: opt.state_bytes() as u64,
         activations,
