@@ -19,8 +19,8 @@ use lowrank::gpt::{
     Dataset, GenerateConfig, Gpt, Tokenizer, TrainConfig, TrainReport,
 };
 use lowrank::lora::{
-    load_adapter, quantize_base, save_adapter_into, Init, LoraConfig, LoraModel, QuantConfig,
-    QuantReport, QuantType, Targets,
+    load_adapter, loftq, quantize_base, save_adapter_into, AdapterReport, Init, LoftqReport,
+    LoraConfig, LoraModel, QuantConfig, QuantReport, QuantType, Targets,
 };
 use lowrank::nn::{save_dir_atomic, Module, NnError};
 use lowrank::tensor::{Backend, Element};
@@ -56,6 +56,8 @@ enum InitArg {
     Pissa,
     /// A, B from the base weight's QR decomposition; the base keeps the rest.
     Olora,
+    /// With --method qlora: the 4-bit base and A, B chosen together so that Q + s B A approximates W.
+    Loftq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -87,6 +89,9 @@ struct Args {
     /// How the adapter starts.
     #[arg(long, value_enum, default_value_t = InitArg::Kaiming)]
     init: InitArg,
+    /// With --init loftq: rounds of quantizing and fitting the residual (PEFT's loftq_iter).
+    #[arg(long, default_value_t = 1)]
+    loftq_iter: usize,
     /// Comma-separated module names, or all-linear.
     #[arg(long, default_value = "q_proj,v_proj")]
     targets: String,
@@ -146,6 +151,7 @@ impl Args {
                 InitArg::Gaussian => Init::Gaussian,
                 InitArg::Pissa => Init::Pissa,
                 InitArg::Olora => Init::Olora,
+                InitArg::Loftq => Init::KaimingUniform, // then replaced by `loftq` with the base
             },
             base_model: Some(self.base.display().to_string()),
             ..LoraConfig::default()
@@ -212,6 +218,16 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     }
+    if args.init == InitArg::Loftq && args.method != Method::Qlora {
+        return Err(
+            "--init loftq chooses the 4-bit base and the adapter's start together: it needs \
+                    --method qlora"
+                .into(),
+        );
+    }
+    if args.loftq_iter == 0 {
+        return Err("--loftq-iter must be at least 1".into());
+    }
     if args.paged_optimizer && args.device == device::Device::Cpu {
         return Err(
             "--paged-optimizer pages AdamW's state between host and GPU memory: it needs \
@@ -220,6 +236,24 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// What `quantize` did: the 4-bit base, and with LoftQ the adapter it attached and LoftQ's errors.
+type Quantized = (QuantReport, Option<(AdapterReport, LoftqReport)>);
+
+/// QLoRA's base: every Linear but lm_head in 4 bits. With `--init loftq` the adapter is attached first and
+/// the adapted layers are quantized by LoftQ together with its start (both reports are returned).
+fn quantize<B: Backend>(
+    model: &mut Gpt<B>,
+    args: &Args,
+    lora_config: &LoraConfig,
+) -> Result<Quantized, Box<dyn std::error::Error>> {
+    let mut adapter = None;
+    if args.init == InitArg::Loftq {
+        let report = model.add_adapter("default", lora_config, args.seed)?;
+        adapter = Some((report, loftq(model, &args.quant_config(), args.loftq_iter)?));
+    }
+    Ok((quantize_base(model, &args.quant_config())?, adapter))
 }
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
@@ -303,9 +337,20 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     } else {
         1e-2
     });
-    let quantized = match args.method {
+    let (quantized, mut loftq_adapter) = match args.method {
         Method::Qlora => {
-            let report = quantize_base(&mut model, &args.quant_config())?;
+            let (report, adapter) = quantize(&mut model, args, &lora_config)?;
+            if let Some((_, r)) = &adapter {
+                println!(
+                    "LoftQ ({} rounds) on {} layers: ||W - Q - s B A|| / ||W|| = {:.2}% (plain 4-bit: \
+                     {:.2}%)",
+                    args.loftq_iter,
+                    r.layers.len(),
+                    100.0 * r.loftq_error(),
+                    100.0 * r.plain_error()
+                );
+            }
+            let adapter = adapter.map(|(report, _)| report);
             let loss = general_loss(&model);
             println!(
                 "base quantized to {}: {} layers, {:.3} bits per weight",
@@ -313,14 +358,17 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
                 report.layers.len(),
                 report.bits_per_param()
             );
-            Some((report, loss))
+            (Some((report, loss)), adapter)
         }
-        _ => None,
+        _ => (None, None),
     };
     // every weight of the model, 4-bit ones included
     let mut total = model.num_params();
     if args.method != Method::Full {
-        let report = model.add_adapter("default", &lora_config, args.seed)?;
+        let report = match loftq_adapter.take() {
+            Some(report) => report, // LoftQ attached it with the 4-bit base
+            None => model.add_adapter("default", &lora_config, args.seed)?,
+        };
         println!("adapter on {} layers: {report}", report.modules.len());
         total = report.total_params;
     }
@@ -519,7 +567,10 @@ fn check_save_reload_merge<B: Backend>(
 
     let mut fresh = Gpt::load(&args.base, dev)?;
     if args.method == Method::Qlora {
-        quantize_base(&mut fresh, &args.quant_config())?; // the same codes: quantization is deterministic
+        // the same codes: quantization (and LoftQ's SVD) is deterministic
+        if quantize(&mut fresh, args, &args.lora_config())?.1.is_some() {
+            fresh.delete_adapter("default")?; // LoftQ's start, replaced by the trained adapter below
+        }
     }
     load_adapter(&mut fresh, &args.output.dir, "default")?;
     let diff = max_diff(&unmerged, &logits(&fresh));

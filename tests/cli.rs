@@ -93,6 +93,16 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         &["--paged-optimizer"],
         "--paged-optimizer pages AdamW's state between host and GPU memory",
     );
+    rejects(
+        "finetune_gpt",
+        &["--init", "loftq"],
+        "--init loftq chooses the 4-bit base and the adapter's start together: it needs --method qlora",
+    );
+    rejects(
+        "finetune_gpt",
+        &["--method", "qlora", "--init", "loftq", "--loftq-iter", "0"],
+        "--loftq-iter must be at least 1",
+    );
     rejects("pretrain", &["--batch", "0"], "--batch must be at least 1");
     // a batch that would need 25 GB of token ids is an error, not an aborting allocation
     rejects(

@@ -1,6 +1,6 @@
 //! SmolLM2-135M-Instruct, the real model, against transformers on the same GGUF file
 //! (tests/fixtures/gguf/smollm2.json, written by make_gguf_fixtures.py): logits for three prompts, the
-//! chat template's text and ids, and 32 greedy tokens of an answer.
+//! chat template's text and ids, and 32 greedy tokens of an answer. And LoftQ on its trained weights.
 //!
 //! The model is fetched by `bash scripts/fetch-model.sh` into models/ (never committed). Without it these
 //! tests print the fetch command and pass, unless `LOWRANK_REQUIRE_MODEL=1` (set by .ci/run, which fetches
@@ -30,6 +30,26 @@ fn smollm2_matches_transformers() {
     config_is_smollm2s(&m);
     logits_of_three_prompts_match_transformers(&m);
     greedy_chat_answer_is_transformers_answer(&m);
+    loftq_beats_plain_nf4_on_trained_weights(&m);
+}
+
+/// LoftQ on a trained weight (layer 3's k_proj, 192 x 576): the 4-bit base plus the rank-8 start is
+/// strictly closer to the weight than plain NF4, and a second round is no worse than the first.
+fn loftq_beats_plain_nf4_on_trained_weights(m: &Model) {
+    use lowrank::lora::loftq::loftq_start;
+    use lowrank::lora::QuantConfig;
+    let w = m.model.layers[3].self_attn.k_proj.weight().value();
+    let (dims, values) = ([w.dims()[0], w.dims()[1]], w.to_vec());
+    let quant = QuantConfig::default();
+    let one = loftq_start(&values, dims, 8, &quant, 1).unwrap();
+    let two = loftq_start(&values, dims, 8, &quant, 2).unwrap();
+    assert!(
+        one.loftq_squared_error < 0.95 * one.plain_squared_error,
+        "LoftQ {} vs plain {}",
+        one.loftq_squared_error,
+        one.plain_squared_error
+    );
+    assert!(two.loftq_squared_error <= one.loftq_squared_error * 1.001);
 }
 
 fn expected() -> Value {

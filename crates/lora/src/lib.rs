@@ -8,7 +8,8 @@
 //!   `merge_adapter` / `unmerge_adapter`, `merge_and_unload`.
 //! - LoRA (`h = W0 x + (alpha/r) B A x`) in [`lora`], DoRA (magnitude and direction) in [`dora`].
 //! - QLoRA: [`quant`] (NF4 / FP4 / E2M1 / Int4 block-wise 4-bit quantization, double quantization) and
-//!   [`quantize_base`], which stores a base's Linear weights in 4 bits under the adapters.
+//!   [`quantize_base`], which stores a base's Linear weights in 4 bits under the adapters; [`loftq`]
+//!   quantizes a base and starts its adapter together so that the two approximate the f32 weight.
 //! - [`save_adapter`] / [`load_adapter`]: the PEFT file layout.
 
 pub mod adapter_layer;
@@ -19,6 +20,7 @@ mod error;
 pub mod init;
 pub mod layer;
 pub mod linalg;
+pub mod loftq;
 pub mod lora;
 mod model;
 mod peft;
@@ -29,6 +31,7 @@ pub mod quant;
 pub use config::{Init, LoraConfig, Targets, MAX_ALPHA};
 pub use error::LoraError;
 pub use layer::LoraLayer;
+pub use loftq::{loftq, LoftqReport};
 pub use lora::LoraWeights;
 pub use model::{AdapterReport, LoraModel};
 pub use peft::{

@@ -41,7 +41,7 @@ fn lora_layer<B: Backend>(linear: &Linear<B>) -> Option<&LoraLayer<B>> {
 }
 
 /// `lora_layer`, mutable.
-fn lora_layer_mut<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
+pub(crate) fn lora_layer_mut<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
     linear
         .adapter_mut()
         .and_then(|a| a.as_any_mut().downcast_mut::<LoraLayer<B>>())
