@@ -22,7 +22,7 @@ use lowrank::lora::{
     load_adapter, loftq, quantize_base, save_adapter_into, AdapterReport, Init, LoftqReport,
     LoraConfig, LoraModel, QuantConfig, QuantReport, QuantType, Targets,
 };
-use lowrank::nn::{save_dir_atomic, Module, NnError};
+use lowrank::nn::{save_dir_atomic, Module, NnError, OptimizerStates};
 use lowrank::tensor::{Backend, Element};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -58,6 +58,12 @@ enum InitArg {
     Olora,
     /// With --method qlora: the 4-bit base and A, B chosen together so that Q + s B A approximates W.
     Loftq,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum OptimizerArg {
+    Adamw,
+    Adamw8bit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -124,6 +130,9 @@ struct Args {
     /// Keep AdamW's state in host memory and page it to the GPU per parameter (with --device wgpu).
     #[arg(long)]
     paged_optimizer: bool,
+    /// AdamW's moments in f32, or in 8 bits (bitsandbytes' AdamW8bit; parameters of 4096 values or more).
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    optimizer: OptimizerArg,
     /// Fused kernels, or the plain compositions they optimise (same results, slower).
     #[arg(long, value_enum, default_value_t = flags::Kernels::Fused)]
     kernels: flags::Kernels,
@@ -383,6 +392,10 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         eval_every: (args.steps / 10).max(1), // a validation curve beside the training loss
         seed: args.seed + 11,
         paged_optimizer: args.paged_optimizer,
+        optimizer_states: match args.optimizer {
+            OptimizerArg::Adamw => OptimizerStates::F32,
+            OptimizerArg::Adamw8bit => OptimizerStates::Int8,
+        },
         ..TrainConfig::default()
     };
     let report = train(&model, &task_train, Some(&task_val), &train_cfg)?;

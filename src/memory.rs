@@ -20,8 +20,9 @@
 //! 13.5 GB to load). The base weights and the activations then take 2 bytes; adapters stay in f32 (PEFT's
 //! default). Full fine-tuning in 16 bits is mixed precision: 2-byte weights and gradients, plus an f32
 //! master copy of the weights that the optimizer updates (4 P): 16 bytes per parameter again, the ZeRO
-//! paper's count. **8-bit optimizer states** (bitsandbytes' block-wise AdamW8bit) keep each moment in one
-//! byte plus an f32 absmax per 2048 values: `2 T + 8 T / 2048` instead of `8 T`.
+//! paper's count. **8-bit optimizer states** (bitsandbytes' block-wise AdamW8bit, `AdamW::int8`) keep each
+//! moment in one byte plus an f32 absmax per 256 values: `2 T + 8 T / 256` instead of `8 T` (the trainer
+//! keeps parameters under 4096 values in f32; the count here does not).
 //!
 //! **Activations** are counted from what each op of lowrank's graph saves for its backward rule, walking
 //! the step with `crate::plan` (which tensors need a gradient). Per block, with N = batch * seq tokens:
@@ -99,17 +100,9 @@ impl Dtype {
     }
 }
 
-/// How the optimizer keeps AdamW's two moments.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OptimizerStates {
-    #[default]
-    F32,
-    /// Block-wise 8-bit (bitsandbytes' AdamW8bit): a byte per moment, an f32 absmax per 2048 values.
-    Int8,
-}
-
-/// Values per absmax block of 8-bit optimizer states (bitsandbytes' `blocksize`).
-pub const OPTIMIZER_BLOCK: u64 = 2048;
+use crate::nn::optim_state8::STATE_BLOCK;
+/// How the optimizer keeps AdamW's two moments: the trainer's own setting (`AdamW::int8`).
+pub use crate::nn::OptimizerStates;
 
 /// The number formats of a fine-tuning run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,7 +172,7 @@ pub fn estimate(
         gradients: gradient_bytes * trainable,
         optimizer: match precision.optimizer {
             OptimizerStates::F32 => 2 * F32 * trainable,
-            OptimizerStates::Int8 => 2 * (trainable + F32 * trainable.div_ceil(OPTIMIZER_BLOCK)),
+            OptimizerStates::Int8 => 2 * (trainable + F32 * trainable.div_ceil(STATE_BLOCK as u64)),
         },
         activations: base * activations(shape, method, work),
         trainable_params: trainable,

@@ -391,3 +391,80 @@ fn a_paged_optimizer_keeps_its_state_on_the_host_and_trains_the_same() {
         assert!(p.value().to_vec() == q.value().to_vec(), "{name} differs");
     }
 }
+
+/// 8-bit optimizer states on the GPU: `quantize_8bit` / `dequantize_8bit` (kernels/quant.wgsl) give the
+/// CPU's codes (a code may differ where the grid point's rounding does: within one map step), and 8-bit
+/// AdamW trains a parameter of 5000 values (blocks of 256, the last partial) as on the CPU, paged or not.
+#[test]
+fn eight_bit_optimizer_states_on_the_gpu_match_the_cpu() {
+    use lowrank::tensor::dynamic_map::DynamicMap;
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    let n = 5000;
+    let normal: Vec<f32> = Tensor::randn([n], 0.0, 0.05, &mut rng(31), &cpu).to_vec();
+    let squares: Vec<f32> = normal.iter().map(|v| v * v).collect();
+    for (map, values) in [
+        (DynamicMap::signed(), &normal),
+        (DynamicMap::unsigned(), &squares),
+    ] {
+        let (c, g) = (
+            round_trip_8bit(&cpu, values, map),
+            round_trip_8bit(&gpu, values, map),
+        );
+        let peak = values.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        for (i, (a, b)) in c.iter().zip(&g).enumerate() {
+            assert!((a - b).abs() <= 0.015 * peak, "value {i}: CPU {a}, GPU {b}");
+        }
+        let same = c.iter().zip(&g).filter(|(a, b)| a == b).count();
+        assert!(same * 100 >= 99 * n, "only {same} of {n} codes agree");
+    }
+    let (on_cpu, cpu_bytes) = adamw8bit_steps(&cpu, &normal, false);
+    let (on_gpu, gpu_bytes) = adamw8bit_steps(&gpu, &normal, false);
+    let (paged, paged_bytes) = adamw8bit_steps(&gpu, &normal, true);
+    let bytes = 2 * (n + 4 * n.div_ceil(256));
+    assert_eq!((cpu_bytes, gpu_bytes, paged_bytes), (bytes, bytes, 0));
+    for (i, ((a, b), c)) in on_cpu.iter().zip(&on_gpu).zip(&paged).enumerate() {
+        assert!((a - b).abs() < 1e-5, "value {i}: CPU {a}, GPU {b}");
+        assert_eq!(b, c, "value {i}: paged");
+    }
+}
+
+/// `values` quantized to 8-bit codes of `map` in blocks of 256 on `dev`, and expanded again.
+fn round_trip_8bit<B: Backend<Elem = f32>>(
+    dev: &B,
+    values: &[f32],
+    map: &lowrank::tensor::dynamic_map::DynamicMap,
+) -> Vec<f32> {
+    let n = values.len();
+    let q = dev.quantize_8bit(
+        &dev.storage_from_vec(values.to_vec()),
+        n,
+        256,
+        &dev.bytes_storage(map.table()),
+    );
+    let expanded = dev.dequantize_8bit(&q, &dev.storage_from_vec(map.values.to_vec()));
+    Tensor::from_storage(expanded, [n], dev).to_vec()
+}
+
+/// Three steps of 8-bit AdamW on one parameter starting at `start`: its values and the optimizer's device
+/// state bytes.
+fn adamw8bit_steps<B: Backend<Elem = f32>>(
+    dev: &B,
+    start: &[f32],
+    paged: bool,
+) -> (Vec<f32>, usize) {
+    use lowrank::autograd::Var;
+    let n = start.len();
+    let p = Var::param(Tensor::from_vec(start.to_vec(), [n], dev).unwrap());
+    let mut opt = AdamW::new(vec![p.clone()], AdamWConfig::default()).int8();
+    if paged {
+        opt = opt.paged();
+    }
+    for t in 0..3 {
+        let g = Tensor::randn([n], 0.0, 0.01, &mut rng(40 + t), dev);
+        p.mul(&Var::constant(g)).sum_all().backward().unwrap();
+        opt.step();
+        opt.zero_grad();
+    }
+    (p.value().to_vec(), opt.device_state_bytes())
+}

@@ -7,7 +7,9 @@ use crate::progress::Progress;
 use crate::ExampleSet;
 use crate::Gpt;
 use lowrank_autograd::no_grad;
-use lowrank_nn::{clip_scale, nan_unless_finite, AdamW, AdamWConfig, Module, WarmupCosine};
+use lowrank_nn::{
+    clip_scale, nan_unless_finite, AdamW, AdamWConfig, Module, OptimizerStates, WarmupCosine,
+};
 use lowrank_tensor::{rng, Backend};
 use std::time::Instant;
 
@@ -29,6 +31,8 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Keep AdamW's moments in host memory, paged to the device per parameter (`AdamW::paged`).
     pub paged_optimizer: bool,
+    /// AdamW's moments in f32 or in 8 bits (`AdamW::int8`).
+    pub optimizer_states: OptimizerStates,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +51,7 @@ impl Default for TrainConfig {
             seed: 0,
             progress: true,
             paged_optimizer: false,
+            optimizer_states: OptimizerStates::F32,
         }
     }
 }
@@ -231,6 +236,9 @@ pub fn train_observed<B: Backend>(
     );
     if cfg.paged_optimizer {
         opt = opt.paged();
+    }
+    if cfg.optimizer_states == OptimizerStates::Int8 {
+        opt = opt.int8();
     }
     opt.kernels = model.kernels; // plain model, plain optimizer step
     let schedule = WarmupCosine {

@@ -20,6 +20,7 @@ mod linear;
 mod loss;
 mod module;
 mod optim;
+pub mod optim_state8;
 mod rms_norm;
 mod save_dir;
 mod weight_copies;
@@ -38,7 +39,7 @@ pub use loss::{cross_entropy, cross_entropy_plain, linear_cross_entropy, LOSS_CH
 pub use module::{join, AsAny, Children, ChildrenMut, CopiesVisitor, CopiesVisitorMut, Module};
 pub use optim::{
     adamw_step_plain, clip_scale, grad_norm, grad_norm_on_device, nan_unless_finite, AdamW,
-    AdamWConfig, Sgd, WarmupCosine,
+    AdamWConfig, OptimizerStates, Sgd, WarmupCosine,
 };
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;

@@ -1,6 +1,7 @@
 //! Optimizers: AdamW and SGD. They update only trainable parameters and keep state only for them, so a
 //! frozen base model costs no optimizer memory — the point of LoRA.
 
+use crate::optim_state8::{HostMoments8, Maps, Moments8, MIN_8BIT_SIZE};
 use crate::Kernels;
 use lowrank_autograd::Var;
 use lowrank_tensor::{AdamwStep, Backend, Tensor};
@@ -60,13 +61,28 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Where AdamW keeps one parameter's moments (m, v).
+/// How AdamW stores its two moments between steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OptimizerStates {
+    /// One f32 (the backend's element) per moment and value.
+    #[default]
+    F32,
+    /// Block-wise 8-bit codes of the dynamic maps (bitsandbytes' AdamW8bit, `optim_state8`), for
+    /// parameters of at least 4096 values; smaller ones keep f32 moments.
+    Int8,
+}
+
+/// Where and how AdamW keeps one parameter's moments (m, v).
 enum Moments<B: Backend> {
     /// On the parameter's device (the default).
     Device(Tensor<B>, Tensor<B>),
     /// In host memory (`AdamW::paged`): brought to the device for the parameter's update and sent back
     /// after it, so the device holds one parameter's moments at a time.
     Host(Vec<B::Elem>, Vec<B::Elem>),
+    /// In 8 bits on the device (`AdamW::int8`).
+    Int8(Moments8<B::Storage>),
+    /// In 8 bits in host memory (`int8` and `paged`).
+    Int8Host(HostMoments8<B>),
 }
 
 /// Adam with decoupled weight decay and bias correction:
@@ -80,6 +96,9 @@ pub struct AdamW<B: Backend> {
     /// The fused one-pass update (default) or `adamw_step_plain`; both give the same parameters.
     pub kernels: Kernels,
     paged: bool,
+    states: OptimizerStates,
+    /// The dynamic maps on the parameters' device, made at the first 8-bit update.
+    maps: Option<Maps<B>>,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -94,7 +113,16 @@ impl<B: Backend> AdamW<B> {
             config,
             kernels: Kernels::Fused,
             paged: false,
+            states: OptimizerStates::F32,
+            maps: None,
         }
+    }
+
+    /// Keeps the moments of every parameter of at least 4096 values in 8 bits (bitsandbytes' AdamW8bit):
+    /// a quarter of the bytes, at the price of a dequantize and a quantize pass per parameter and step.
+    pub fn int8(mut self) -> Self {
+        self.states = OptimizerStates::Int8;
+        self
     }
 
     /// Keeps the moments in host memory and pages each parameter's moments to the device for its update
@@ -138,26 +166,59 @@ impl<B: Backend> AdamW<B> {
         };
         for (p, state) in self.params.iter().zip(self.moments.iter_mut()) {
             let Some(g) = p.grad() else { continue };
-            let page_in =
-                |m| Tensor::from_vec(m, g.shape(), g.backend()).expect("the gradient's size");
+            let backend = g.backend();
+            let eight_bit = self.states == OptimizerStates::Int8 && g.numel() >= MIN_8BIT_SIZE;
+            if eight_bit && self.maps.is_none() {
+                self.maps = Some(Maps::new(backend));
+            }
+            let page_in = |m| Tensor::from_vec(m, g.shape(), backend).expect("the gradient's size");
             let (m, v) = match state.take() {
                 None => (g.zeros_like(), g.zeros_like()),
                 Some(Moments::Device(m, v)) => (m, v),
                 Some(Moments::Host(m, v)) => (page_in(m), page_in(v)),
+                Some(Moments::Int8(q)) => q.dequantize(&g, self.maps.as_ref().expect("made above")),
+                Some(Moments::Int8Host(q)) => {
+                    let maps = self.maps.as_ref().expect("made above");
+                    q.page_in(backend).dequantize(&g, maps)
+                }
             };
             p.update_value(|value| {
                 let (value, m, v) = match self.kernels {
                     Kernels::Fused => Tensor::adamw_step(value, m, v, &g, &step, grad_scale),
                     Kernels::Plain => adamw_step_plain(&value, &m, &v, &g, &step, grad_scale),
                 };
-                *state = Some(if self.paged {
-                    Moments::Host(m.to_vec(), v.to_vec()) // page out
-                } else {
-                    Moments::Device(m, v)
+                *state = Some(match (eight_bit, self.paged) {
+                    (false, false) => Moments::Device(m, v),
+                    (false, true) => Moments::Host(m.to_vec(), v.to_vec()), // page out
+                    (true, paged) => {
+                        let q = Moments8::quantize(&m, &v, self.maps.as_ref().expect("made above"));
+                        if paged {
+                            Moments::Int8Host(q.page_out(backend))
+                        } else {
+                            Moments::Int8(q)
+                        }
+                    }
                 });
                 value
             });
         }
+    }
+
+    /// Parameter `i`'s moments (m, v) as they stand, expanded to the backend's element type (and fetched
+    /// from the host when paged): for inspection and tests. `None` before its first update.
+    pub fn moments(&self, i: usize) -> Option<(Tensor<B>, Tensor<B>)> {
+        let p = &self.params[i];
+        let like = p.value();
+        let on_device = |m: &Vec<B::Elem>| {
+            Tensor::from_vec(m.clone(), like.shape(), like.backend()).expect("the parameter's size")
+        };
+        let maps = || self.maps.as_ref().expect("8-bit moments have their maps");
+        Some(match self.moments[i].as_ref()? {
+            Moments::Device(m, v) => (m.clone(), v.clone()),
+            Moments::Host(m, v) => (on_device(m), on_device(v)),
+            Moments::Int8(q) => q.dequantize(&like, maps()),
+            Moments::Int8Host(q) => q.clone().page_in(like.backend()).dequantize(&like, maps()),
+        })
     }
 
     /// Bytes of optimizer state held (two moments per trainable parameter that has been updated), wherever
@@ -173,7 +234,8 @@ impl<B: Backend> AdamW<B> {
             .flatten()
             .map(|s| match s {
                 Moments::Device(m, v) => m.size_in_bytes() + v.size_in_bytes(),
-                Moments::Host(..) => 0,
+                Moments::Int8(q) => q.size_in_bytes(),
+                Moments::Host(..) | Moments::Int8Host(..) => 0,
             })
             .sum()
     }
@@ -185,8 +247,9 @@ impl<B: Backend> AdamW<B> {
             .iter()
             .flatten()
             .map(|s| match s {
-                Moments::Device(..) => 0,
+                Moments::Device(..) | Moments::Int8(..) => 0,
                 Moments::Host(m, v) => elem * (m.len() + v.len()),
+                Moments::Int8Host(q) => q.size_in_bytes(),
             })
             .sum()
     }

@@ -115,6 +115,16 @@ pub enum PackedAbsmax<'a, S> {
     },
 }
 
+/// Values in 8-bit block-wise codes of a dynamic map (`crate::dynamic_map`), in device storage: 8-bit
+/// optimizer states. `x_i = map[codes_i] * absmax[i / block]`; codes are bytes (see `bytes_storage`).
+#[derive(Clone)]
+pub struct Packed8bit<S> {
+    pub codes: S,
+    pub absmax: S,
+    pub numel: usize,
+    pub block: usize,
+}
+
 pub trait Backend: Clone + Debug + Send + Sync + 'static {
     type Elem: Element;
     /// Device memory holding elements; opaque to everything above the backend.
@@ -331,6 +341,21 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
     /// Expands 4-bit codes to a row-major storage of `numel` values: `out[i] = absmax(i / block) *
     /// levels[code_i]` — QLoRA's frozen base weight, dequantized on the device that holds it.
     fn dequantize_4bit(&self, q: &Packed4bit<'_, Self::Storage>) -> Self::Storage;
+
+    /// Expands 8-bit codes: `out[i] = map[code_i] * absmax(i / block)`, `map` the 256 values of a dynamic
+    /// map.
+    fn dequantize_8bit(&self, q: &Packed8bit<Self::Storage>, map: &Self::Storage) -> Self::Storage;
+
+    /// Quantizes the first `numel` values of row-major `values` to 8-bit codes in blocks of `block`, as
+    /// `dynamic_map::quantize_blockwise` does: `code_i = table[grid_index(x_i * (1 / absmax))]`, `table`
+    /// the map's 65536 grid codes as bytes (`DynamicMap::table`). A block of zeros is code 0.
+    fn quantize_8bit(
+        &self,
+        values: &Self::Storage,
+        numel: usize,
+        block: usize,
+        table: &Self::Storage,
+    ) -> Packed8bit<Self::Storage>;
 
     // ---- optimizer ------------------------------------------------------------------------------------------
     /// One decoupled-weight-decay Adam step, in place on row-major `param`, `m`, `v` of the same length:

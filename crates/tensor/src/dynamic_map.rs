@@ -65,10 +65,20 @@ impl DynamicMap {
 
     /// The code of `x` in [-1, 1] (clamped): `x` rounded to the nearest grid point, looked up in the table.
     pub fn code(&self, x: f32) -> u8 {
-        let x = x.clamp(-1.0, 1.0);
-        let point = (x + 1.0) * 0.5 * (GRID - 1) as f32 + 0.5; // truncated below: rounds to nearest
-        self.table[point as usize]
+        self.table[grid_index(x)]
     }
+
+    /// The code of every grid point: what a device kernel looks codes up in.
+    pub fn table(&self) -> &[u8] {
+        &self.table
+    }
+}
+
+/// The grid point nearest `x` clamped to [-1, 1], in bitsandbytes' f32 arithmetic: `(x + 1) / 2` scaled to
+/// 0..65535, plus 0.5, truncated. (A NaN clamps to NaN and truncates to point 0.)
+pub fn grid_index(x: f32) -> usize {
+    let x = x.clamp(-1.0, 1.0);
+    ((x + 1.0) * 0.5 * (GRID - 1) as f32 + 0.5) as usize
 }
 
 fn build_map(signed: bool) -> [f32; 256] {

@@ -34,7 +34,9 @@ mod shape;
 mod tensor;
 pub mod threads;
 
-pub use backend::{AdamwStep, Backend, BinaryOp, Packed4bit, PackedAbsmax, ReduceOp, UnaryOp};
+pub use backend::{
+    AdamwStep, Backend, BinaryOp, Packed4bit, Packed8bit, PackedAbsmax, ReduceOp, UnaryOp,
+};
 pub use cpu::Cpu;
 pub use element::{DType, Element};
 pub use error::{Error, Result};

@@ -5,7 +5,9 @@ use crate::context::{self, Context, Stats};
 use crate::kernels::{attention, elementwise, fused, index, matmul, optim, quant, reduce};
 use crate::storage::{Dense, GpuStorage};
 use crate::WgpuError;
-use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Layout, Packed4bit, ReduceOp, Shape, UnaryOp};
+use lowrank_tensor::{
+    AdamwStep, Backend, BinaryOp, Layout, Packed4bit, Packed8bit, ReduceOp, Shape, UnaryOp,
+};
 use std::fmt;
 use std::sync::Arc;
 
@@ -294,6 +296,20 @@ impl Backend for Wgpu {
 
     fn dequantize_4bit(&self, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
         quant::dequantize_4bit(self, q)
+    }
+
+    fn dequantize_8bit(&self, q: &Packed8bit<GpuStorage>, map: &GpuStorage) -> GpuStorage {
+        quant::dequantize_8bit(self, q, map)
+    }
+
+    fn quantize_8bit(
+        &self,
+        values: &GpuStorage,
+        numel: usize,
+        block: usize,
+        table: &GpuStorage,
+    ) -> Packed8bit<GpuStorage> {
+        quant::quantize_8bit(self, values, numel, block, table)
     }
 
     fn adamw_step(

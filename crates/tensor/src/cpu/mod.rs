@@ -15,7 +15,9 @@ mod reduce;
 mod simd;
 mod strided;
 
-use crate::{AdamwStep, Backend, BinaryOp, Element, Layout, Packed4bit, ReduceOp, Shape, UnaryOp};
+use crate::{
+    AdamwStep, Backend, BinaryOp, Element, Layout, Packed4bit, Packed8bit, ReduceOp, Shape, UnaryOp,
+};
 use std::marker::PhantomData;
 
 /// The CPU device for elements of type `E` (`Cpu<f32>` for training, `Cpu<f64>` for gradient checks).
@@ -198,6 +200,27 @@ impl<E: Element> Backend for Cpu<E> {
 
     fn dequantize_4bit(&self, q: &Packed4bit<'_, Vec<E>>) -> Vec<E> {
         quant::dequantize_4bit(q)
+    }
+
+    fn dequantize_8bit(&self, q: &Packed8bit<Vec<E>>, map: &Vec<E>) -> Vec<E> {
+        quant::dequantize_8bit(q, map)
+    }
+
+    fn quantize_8bit(
+        &self,
+        values: &Vec<E>,
+        numel: usize,
+        block: usize,
+        table: &Vec<E>,
+    ) -> Packed8bit<Vec<E>> {
+        let (codes, absmax) =
+            quant::quantize_8bit(values, numel, block, bytemuck::cast_slice(table));
+        Packed8bit {
+            codes: self.bytes_storage(&codes),
+            absmax,
+            numel,
+            block,
+        }
     }
 
     fn adamw_step(

@@ -1,13 +1,16 @@
-//! 4-bit dequantization on the GPU (`quant.wgsl`; the CPU twin is `cpu/quant.rs`): QLoRA's 4-bit base weight
-//! stays on the GPU in its packed form and is expanded there for each pass.
+//! Block-wise quantization on the GPU (`quant.wgsl`; the CPU twin is `cpu/quant.rs`): QLoRA's 4-bit base
+//! weight stays on the GPU in its packed form and is expanded there for each pass; 8-bit optimizer states
+//! are expanded for their update and quantized again there.
 
 use super::grid;
 use crate::context::Kernel;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
-use lowrank_tensor::{Packed4bit, PackedAbsmax};
+use lowrank_tensor::{Packed4bit, Packed8bit, PackedAbsmax};
 
 const DEQUANTIZE: Kernel = kernel!("quant.wgsl", "dequantize_4bit");
+const DEQUANTIZE_8BIT: Kernel = kernel!("quant.wgsl", "dequantize_8bit");
+const QUANTIZE_8BIT: Kernel = kernel!("quant.wgsl", "quantize_8bit");
 
 pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
     let out = dev.output(q.numel);
@@ -47,4 +50,53 @@ pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage
         grid(q.numel.div_ceil(256)),
     );
     out
+}
+
+pub fn dequantize_8bit(dev: &Wgpu, q: &Packed8bit<GpuStorage>, map: &GpuStorage) -> GpuStorage {
+    let out = dev.output(q.numel);
+    let params = [q.numel as u32, q.block as u32];
+    let buffers = [
+        (1, out.buffer()),
+        (2, q.codes.buffer()),
+        (3, q.absmax.buffer()),
+        (5, map.buffer()),
+    ];
+    dev.ctx.dispatch(
+        &DEQUANTIZE_8BIT,
+        &[],
+        &params,
+        &buffers,
+        grid(q.numel.div_ceil(256)),
+    );
+    out
+}
+
+pub fn quantize_8bit(
+    dev: &Wgpu,
+    values: &GpuStorage,
+    numel: usize,
+    block: usize,
+    table: &GpuStorage,
+) -> Packed8bit<GpuStorage> {
+    assert!(
+        block.is_multiple_of(4),
+        "quantize_8bit: blocks of {block} values are not whole words of codes"
+    );
+    let blocks = numel.div_ceil(block);
+    let (codes, absmax) = (dev.output(blocks * block / 4), dev.output(blocks));
+    let params = [numel as u32, block as u32];
+    let buffers = [
+        (6, codes.buffer()),
+        (7, absmax.buffer()),
+        (8, values.buffer()),
+        (9, table.buffer()),
+    ];
+    dev.ctx
+        .dispatch(&QUANTIZE_8BIT, &[], &params, &buffers, grid(blocks));
+    Packed8bit {
+        codes,
+        absmax,
+        numel,
+        block,
+    }
 }
