@@ -7,8 +7,8 @@ use lowrank::gpt::{
     GptConfig, Tokenizer, TrainConfig,
 };
 use lowrank::lora::{
-    load_adapter, load_adapter_with, save_adapter, LoadOptions, LoraConfig, LoraError, LoraLayer,
-    LoraModel, Targets, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+    hotswap_adapter, load_adapter, load_adapter_with, save_adapter, LoadOptions, LoraConfig,
+    LoraError, LoraLayer, LoraModel, Targets, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
 use lowrank::nn::{children, AdamW, AdamWConfig, Linear, Module};
 use lowrank::tensor::{rng, Backend, Cpu, Tensor};
@@ -818,4 +818,75 @@ fn modules_to_save_trains_a_full_copy_that_merges_and_goes_away() {
             "{what}: deleted is the base"
         );
     }
+}
+
+/// Hot-swapping (PEFT's `hotswap_adapter`): adapter `x` takes another saved adapter's weights and alpha in
+/// place — the same parameters, now with the other adapter's values — and gives the logits a fresh load
+/// of that adapter gives, LoRA and DoRA; a different rank, different layers, or a different kind are errors
+/// naming the problem, and leave the adapter as it was.
+#[test]
+fn hot_swapping_an_adapter_gives_a_fresh_loads_logits() {
+    let dir = std::env::temp_dir().join(format!("lowrank-hotswap-{}", std::process::id()));
+    let save = |cfg: &LoraConfig, seed: u64, sub: &str| {
+        let mut m = Gpt::new(GptConfig::tiny(), 1, &dev());
+        m.add_adapter("a", cfg, seed).unwrap();
+        randomize(&m, seed);
+        save_adapter(&m, "a", &dir.join(sub)).unwrap();
+    };
+    for use_dora in [false, true] {
+        let other_alpha = LoraConfig {
+            alpha: 5.0,
+            ..config(use_dora)
+        };
+        save(&config(use_dora), 10, "first");
+        save(&other_alpha, 20, "second");
+        let mut fresh = Gpt::new(GptConfig::tiny(), 1, &dev());
+        load_adapter(&mut fresh, &dir.join("second"), "y").unwrap();
+        let want = logits(&fresh);
+
+        let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+        load_adapter(&mut model, &dir.join("first"), "x").unwrap();
+        let before = logits(&model);
+        let params: Vec<Var<F64>> = adapter_params(&model);
+        hotswap_adapter(&mut model, &dir.join("second"), "x").unwrap();
+        assert!(max_diff(&logits(&model), &want) < 1e-12, "dora={use_dora}");
+        assert!(max_diff(&before, &want) > 1e-3, "the two adapters differ");
+        // the handles taken before the swap (an optimizer's) see the new values: swapped in place
+        let after = adapter_params(&model);
+        assert_eq!(params.len(), after.len());
+        for (p, q) in params.iter().zip(&after) {
+            assert_eq!(p.value().to_vec(), q.value().to_vec());
+        }
+
+        // misfits: rank, layers, kind
+        let misfits = [
+            (
+                LoraConfig {
+                    r: 3,
+                    ..config(use_dora)
+                },
+                "shape",
+            ),
+            (
+                LoraConfig {
+                    targets: Targets::Names(vec!["q_proj".into()]),
+                    ..config(use_dora)
+                },
+                "v_proj",
+            ),
+            (config(!use_dora), "use_dora"),
+        ];
+        for (cfg, says) in misfits {
+            save(&cfg, 30, "misfit");
+            let err = hotswap_adapter(&mut model, &dir.join("misfit"), "x").unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+            assert!(
+                max_diff(&logits(&model), &want) < 1e-12,
+                "unchanged after: {err}"
+            );
+        }
+        let err = hotswap_adapter(&mut model, &dir.join("second"), "nope").unwrap_err();
+        assert!(matches!(err, LoraError::UnknownAdapter { .. }), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -45,6 +45,10 @@ impl<B: Backend> LoraLayer<B> {
         self.adapters.get(name)
     }
 
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut LoraWeights<B>> {
+        self.adapters.get_mut(name)
+    }
+
     pub fn insert(&mut self, name: &str, weights: LoraWeights<B>) {
         self.adapters.insert(name.to_string(), weights);
     }

@@ -35,8 +35,8 @@ pub use loftq::{loftq, LoftqReport};
 pub use lora::LoraWeights;
 pub use model::{AdapterReport, LoraModel};
 pub use peft::{
-    base_fingerprint, load_adapter, load_adapter_config, load_adapter_with, save_adapter,
-    save_adapter_into, LoadOptions, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
+    base_fingerprint, hotswap_adapter, load_adapter, load_adapter_config, load_adapter_with,
+    save_adapter, save_adapter_into, LoadOptions, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
 pub use peft_config::PeftConfig;
 pub use qlora::{quantize_base, QuantConfig, QuantReport};

@@ -245,3 +245,60 @@ pub fn load_adapter_with<B: Backend, M: LoraModel<B> + ?Sized>(
     }
     result
 }
+
+/// Hot-swapping (PEFT's `hotswap_adapter`): replaces the weights of adapter `name` in place with those of
+/// the adapter saved in `dir`, without rebuilding the model: the same parameters (so an optimizer or a
+/// compiled graph that holds them keeps working) take the new values, and the new `lora_alpha` (and its
+/// patterns) sets each layer's scale. The saved adapter must fit exactly: the same layers, the same rank
+/// and the same kind (DoRA or not, a bias or not), which its tensors' names and shapes show; anything else
+/// is an error naming the tensor, and the adapter is left as it was. A merged adapter is refused (unmerge
+/// it first).
+pub fn hotswap_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
+    model: &mut M,
+    dir: &Path,
+    name: &str,
+) -> Result<(), LoraError> {
+    let (config, _) = read_peft_config(dir)?;
+    adapter_exists(model, name)?;
+    if model.merged_adapter().as_deref() == Some(name) {
+        return Err(LoraError::Merged(name.into()));
+    }
+    let (current, expected) = adapter_tensors(model, name);
+    let current = current.expect("the adapter exists");
+    if config.use_dora != current.use_dora {
+        return Err(LoraError::InvalidConfig(format!(
+            "{}: use_dora is {}, adapter `{name}` has {}: hot-swapping needs the same kind of adapter",
+            dir.join(ADAPTER_CONFIG_FILE).display(),
+            config.use_dora,
+            current.use_dora
+        )));
+    }
+    // read and check everything before changing anything
+    let file = TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE))?;
+    let values = expected
+        .iter()
+        .map(|(k, v)| file.tensor(k, Some(&v.shape()), &v.backend()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let unexpected: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|n| !expected.iter().any(|(k, _)| k == n))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(NnError::UnexpectedTensors {
+            path: file.path().into(),
+            names: unexpected,
+        }
+        .into());
+    }
+    for ((_, v), t) in expected.iter().zip(values) {
+        v.set_value(t);
+    }
+    model.for_each_lora_layer_mut(&mut |path, _, layer| {
+        if let Some(w) = layer.get_mut(name) {
+            w.alpha = config.rank_alpha_for(path).1;
+            w.config = config.clone();
+        }
+    });
+    Ok(())
+}
