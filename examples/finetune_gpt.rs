@@ -130,6 +130,9 @@ struct Args {
     /// Keep AdamW's state in host memory and page it to the GPU per parameter (with --device wgpu).
     #[arg(long)]
     paged_optimizer: bool,
+    /// LoRA+: train B at this many times A's learning rate (PEFT's loraplus_lr_ratio; e.g. 16).
+    #[arg(long)]
+    loraplus_lr_ratio: Option<f64>,
     /// AdamW's moments in f32, or in 8 bits (bitsandbytes' AdamW8bit; parameters of 4096 values or more).
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
     optimizer: OptimizerArg,
@@ -233,6 +236,15 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
                     --method qlora"
                 .into(),
         );
+    }
+    match args.loraplus_lr_ratio {
+        Some(_) if args.method == Method::Full => {
+            return Err("--loraplus-lr-ratio sets B's learning rate: --method full has no B".into())
+        }
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            return Err(format!("--loraplus-lr-ratio must be a positive number, got {r}").into())
+        }
+        _ => {}
     }
     if args.loftq_iter == 0 {
         return Err("--loftq-iter must be at least 1".into());
@@ -392,6 +404,7 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         eval_every: (args.steps / 10).max(1), // a validation curve beside the training loss
         seed: args.seed + 11,
         paged_optimizer: args.paged_optimizer,
+        loraplus_lr_ratio: args.loraplus_lr_ratio,
         optimizer_states: match args.optimizer {
             OptimizerArg::Adamw => OptimizerStates::F32,
             OptimizerArg::Adamw8bit => OptimizerStates::Int8,

@@ -95,6 +95,16 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
     );
     rejects(
         "finetune_gpt",
+        &["--loraplus-lr-ratio", "-2"],
+        "--loraplus-lr-ratio must be a positive number, got -2",
+    );
+    rejects(
+        "finetune_gpt",
+        &["--method", "full", "--loraplus-lr-ratio", "16"],
+        "--method full has no B",
+    );
+    rejects(
+        "finetune_gpt",
         &["--init", "loftq"],
         "--init loftq chooses the 4-bit base and the adapter's start together: it needs --method qlora",
     );

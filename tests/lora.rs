@@ -890,3 +890,54 @@ fn hot_swapping_an_adapter_gives_a_fresh_loads_logits() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// LoRA+ (`loraplus_groups`, `AdamW::grouped`): after one AdamW step, whose update is lr * g / (|g| + eps)
+/// ≈ lr per coordinate, B moved 16 times as far as A (weight decay off), and DoRA's magnitude (a 1-D
+/// parameter) is in B's group too.
+#[test]
+fn loraplus_trains_b_at_ratio_times_as_lr() {
+    use lowrank::nn::{loraplus_groups, AdamW, AdamWConfig};
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    model.add_adapter("a", &config(true), 2).unwrap();
+    randomize(&model, 3);
+    let before: Vec<(String, Vec<f64>)> = model
+        .named_params()
+        .into_iter()
+        .filter(|(_, p)| p.requires_grad())
+        .map(|(n, p)| (n, p.value().to_vec()))
+        .collect();
+    let ids: Vec<u32> = (1..=12).collect();
+    model.loss(&ids, &ids, 2, 6).backward().unwrap();
+    let lr = 1e-3;
+    let adamw = AdamWConfig {
+        lr,
+        weight_decay: 0.0,
+        ..AdamWConfig::default()
+    };
+    let mut opt = AdamW::grouped(loraplus_groups(model.named_params(), 16.0, 0.0), adamw);
+    opt.step();
+    let params = model.named_params();
+    for (name, old) in before {
+        let new = params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1
+            .value()
+            .to_vec();
+        let moved = old
+            .iter()
+            .zip(&new)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let want = if name.contains("lora_B") || name.contains("magnitude") {
+            16.0 * lr
+        } else {
+            lr
+        };
+        assert!(
+            (moved - want).abs() < 0.01 * want,
+            "{name}: moved {moved}, want {want}"
+        );
+    }
+}

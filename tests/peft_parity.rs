@@ -470,3 +470,80 @@ fn a_4_bit_base_with_a_peft_adapter_gives_bitsandbytes_and_peft_logits() {
         );
     }
 }
+
+/// LoRA+'s parameter groups are PEFT's (`create_loraplus_optimizer`, peft/loraplus.json): the same
+/// parameters in A's group (lr), B's (lr x ratio) and B's without weight decay (biases), for DoRA with
+/// modules_to_save and for LoRA with lora_bias; PEFT's embedding group is empty in both.
+#[test]
+fn loraplus_groups_are_pefts() {
+    use lowrank::lora::Targets;
+    use lowrank::nn::loraplus_groups;
+    let text = std::fs::read_to_string(fixtures().join("loraplus.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let configs = [
+        (
+            "dora_modules_to_save",
+            lowrank::lora::LoraConfig {
+                r: 2,
+                alpha: 3.0,
+                use_dora: true,
+                targets: Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
+                modules_to_save: vec!["lm_head".into(), "model.norm".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "lora_bias",
+            lowrank::lora::LoraConfig {
+                r: 2,
+                alpha: 3.0,
+                lora_bias: true,
+                targets: Targets::Names(vec!["q_proj".into(), "down_proj".into()]),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, config) in configs {
+        let mut model = base();
+        model.add_adapter("default", &config, 1).unwrap();
+        let named = model.named_params();
+        let peft_name = |n: &str| {
+            let n = format!("base_model.model.{n}");
+            if n.ends_with("lora_magnitude_vector.default") {
+                format!("{n}.weight") // PEFT's magnitude is a layer with a weight
+            } else {
+                n
+            }
+        };
+        let groups = loraplus_groups(named.clone(), 16.0, 0.1);
+        let theirs = cases[case]["groups"].as_array().unwrap();
+        // PEFT's groups: A, embedding (empty), B, B without decay; lowrank's: A, B, B without decay
+        assert!(
+            theirs[1]["params"].as_array().unwrap().is_empty(),
+            "{case}: embedding group"
+        );
+        for (ours, theirs) in groups.iter().zip([&theirs[0], &theirs[2], &theirs[3]]) {
+            let mut ours_names: Vec<String> = ours
+                .params
+                .iter()
+                .map(|p| {
+                    let (n, _) = named
+                        .iter()
+                        .find(|(_, q)| q.value().shares_storage(&p.value())) // the same parameter
+                        .unwrap();
+                    peft_name(n)
+                })
+                .collect();
+            ours_names.sort();
+            let want: Vec<String> = theirs["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ours_names, want, "{case}");
+            assert!((1e-3 * ours.lr_scale - theirs["lr"].as_f64().unwrap()).abs() < 1e-12);
+            assert_eq!(ours.weight_decay, theirs["weight_decay"].as_f64().unwrap());
+        }
+    }
+}

@@ -8,7 +8,8 @@ use crate::ExampleSet;
 use crate::Gpt;
 use lowrank_autograd::no_grad;
 use lowrank_nn::{
-    clip_scale, nan_unless_finite, AdamW, AdamWConfig, Module, OptimizerStates, WarmupCosine,
+    clip_scale, loraplus_groups, nan_unless_finite, AdamW, AdamWConfig, Module, OptimizerStates,
+    WarmupCosine,
 };
 use lowrank_tensor::{rng, Backend};
 use std::time::Instant;
@@ -33,6 +34,8 @@ pub struct TrainConfig {
     pub paged_optimizer: bool,
     /// AdamW's moments in f32 or in 8 bits (`AdamW::int8`).
     pub optimizer_states: OptimizerStates,
+    /// LoRA+: B's learning rate is this many times A's (`loraplus_groups`); `None` for one rate.
+    pub loraplus_lr_ratio: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -52,6 +55,7 @@ impl Default for TrainConfig {
             progress: true,
             paged_optimizer: false,
             optimizer_states: OptimizerStates::F32,
+            loraplus_lr_ratio: None,
         }
     }
 }
@@ -226,14 +230,18 @@ pub fn train_observed<B: Backend>(
 ) -> Result<TrainReport, TrainError> {
     let start = Instant::now();
     let params = model.trainable_params();
-    let mut opt = AdamW::new(
-        params.clone(),
-        AdamWConfig {
-            lr: cfg.lr,
-            weight_decay: cfg.weight_decay,
-            ..AdamWConfig::default()
-        },
-    );
+    let adamw = AdamWConfig {
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        ..AdamWConfig::default()
+    };
+    let mut opt = match cfg.loraplus_lr_ratio {
+        None => AdamW::new(params.clone(), adamw),
+        Some(ratio) => AdamW::grouped(
+            loraplus_groups(model.named_params(), ratio, cfg.weight_decay),
+            adamw,
+        ),
+    };
     if cfg.paged_optimizer {
         opt = opt.paged();
     }

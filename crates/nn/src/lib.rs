@@ -38,8 +38,8 @@ pub use linear::{Adapter, BaseWeight, CompressedWeight, Linear};
 pub use loss::{cross_entropy, cross_entropy_plain, linear_cross_entropy, LOSS_CHUNK_LOGITS};
 pub use module::{join, AsAny, Children, ChildrenMut, CopiesVisitor, CopiesVisitorMut, Module};
 pub use optim::{
-    adamw_step_plain, clip_scale, grad_norm, grad_norm_on_device, nan_unless_finite, AdamW,
-    AdamWConfig, OptimizerStates, Sgd, WarmupCosine,
+    adamw_step_plain, clip_scale, grad_norm, grad_norm_on_device, loraplus_groups,
+    nan_unless_finite, AdamW, AdamWConfig, OptimizerStates, ParamGroup, Sgd, WarmupCosine,
 };
 pub use rms_norm::RmsNorm;
 pub use save_dir::save_dir_atomic;

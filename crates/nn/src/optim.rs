@@ -99,14 +99,78 @@ pub struct AdamW<B: Backend> {
     states: OptimizerStates,
     /// The dynamic maps on the parameters' device, made at the first 8-bit update.
     maps: Option<Maps<B>>,
+    /// Per parameter: its group's learning-rate factor and weight decay (`grouped`; else 1 and the
+    /// config's).
+    groups: Vec<(f64, f64)>,
+}
+
+/// Parameters that share a learning-rate factor and a weight decay (PyTorch's parameter groups): the group
+/// trains at `lr_scale` times the optimizer's learning rate (which a schedule sets).
+pub struct ParamGroup<B: Backend> {
+    pub params: Vec<Var<B>>,
+    pub lr_scale: f64,
+    pub weight_decay: f64,
+}
+
+/// LoRA+ (Hayou et al., 2024; PEFT's `create_loraplus_optimizer`): B learns `lr_ratio` times faster than A.
+/// With A and B at one learning rate, the product B A learns inefficiently when the width is large; a
+/// larger rate for B fixes it. PEFT's rule on the parameters' names: `lora_B` and every one-dimensional
+/// parameter (DoRA's magnitude, biases, norms' gains) go to B's group, without weight decay where the name
+/// holds `bias`; everything else (`lora_A`, full copies of matrices) to A's. (PEFT's fourth group, LoRA on
+/// embeddings at a fixed 1e-6, never has members here: lowrank adapts Linear layers only.)
+pub fn loraplus_groups<B: Backend>(
+    named: Vec<(String, Var<B>)>,
+    lr_ratio: f64,
+    weight_decay: f64,
+) -> Vec<ParamGroup<B>> {
+    let (mut a, mut b, mut b_no_decay) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, p) in named.into_iter().filter(|(_, p)| p.requires_grad()) {
+        if name.contains("lora_B") || p.rank() == 1 {
+            if name.contains("bias") {
+                b_no_decay.push(p)
+            } else {
+                b.push(p)
+            }
+        } else {
+            a.push(p)
+        }
+    }
+    let group = |params, lr_scale, weight_decay| ParamGroup {
+        params,
+        lr_scale,
+        weight_decay,
+    };
+    vec![
+        group(a, 1.0, weight_decay),
+        group(b, lr_ratio, weight_decay),
+        group(b_no_decay, lr_ratio, 0.0),
+    ]
 }
 
 impl<B: Backend> AdamW<B> {
     /// Keeps only the parameters that require a gradient.
     pub fn new(params: Vec<Var<B>>, config: AdamWConfig) -> Self {
-        let params: Vec<Var<B>> = params.into_iter().filter(|p| p.requires_grad()).collect();
+        let group = ParamGroup {
+            params,
+            lr_scale: 1.0,
+            weight_decay: config.weight_decay,
+        };
+        Self::grouped(vec![group], config)
+    }
+
+    /// One optimizer over several parameter groups, each with its learning-rate factor and weight decay
+    /// (`config.weight_decay` is then unused); e.g. `loraplus_groups`.
+    pub fn grouped(groups: Vec<ParamGroup<B>>, config: AdamWConfig) -> Self {
+        let (mut params, mut hyper) = (Vec::new(), Vec::new());
+        for g in groups {
+            for p in g.params.into_iter().filter(|p| p.requires_grad()) {
+                params.push(p);
+                hyper.push((g.lr_scale, g.weight_decay));
+            }
+        }
         let moments = params.iter().map(|_| None).collect();
         AdamW {
+            groups: hyper,
             params,
             moments,
             step: 0,
@@ -155,7 +219,7 @@ impl<B: Backend> AdamW<B> {
     pub fn step_scaled(&mut self, grad_scale: &Tensor<B>) {
         self.step += 1;
         let c = self.config;
-        let step = AdamwStep {
+        let base = AdamwStep {
             lr: c.lr,
             beta1: c.beta1,
             beta2: c.beta2,
@@ -164,8 +228,14 @@ impl<B: Backend> AdamW<B> {
             bias_correction1: 1.0 - c.beta1.powi(self.step as i32),
             bias_correction2: 1.0 - c.beta2.powi(self.step as i32),
         };
-        for (p, state) in self.params.iter().zip(self.moments.iter_mut()) {
+        let params = self.params.iter().zip(&self.groups);
+        for ((p, &(lr_scale, weight_decay)), state) in params.zip(self.moments.iter_mut()) {
             let Some(g) = p.grad() else { continue };
+            let step = AdamwStep {
+                lr: c.lr * lr_scale,
+                weight_decay,
+                ..base
+            };
             let backend = g.backend();
             let eight_bit = self.states == OptimizerStates::Int8 && g.numel() >= MIN_8BIT_SIZE;
             if eight_bit && self.maps.is_none() {
