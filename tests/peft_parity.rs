@@ -547,3 +547,227 @@ fn loraplus_groups_are_pefts() {
         }
     }
 }
+
+/// `add_weighted_adapter`, every combination type, against PEFT's (peft/combine.json): adapters "a" (r 2,
+/// alpha 3, q and v) and "b" (r 2, alpha 5, q, v and o) with weights 0.7 and -0.4, density 0.5, svd_rank 3,
+/// DARE's masks as PEFT drew them. The new A and B equal PEFT's (for the `_svd` forms, whose singular
+/// vectors are fixed only up to sign, their product B A), and so do the logits with the new adapter active.
+#[test]
+fn add_weighted_adapter_gives_pefts_adapters_and_logits() {
+    use lowrank::lora::{
+        add_weighted_adapter, Combination, MajoritySign, Targets, WeightedAdapter,
+    };
+    let text = std::fs::read_to_string(fixtures().join("combine.json")).unwrap();
+    let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let tokens: Vec<u32> = floats(&f["tokens"]).iter().map(|&t| t as u32).collect();
+    let config = |alpha: f64, targets: &[&str]| lowrank::lora::LoraConfig {
+        r: 2,
+        alpha,
+        targets: Targets::Names(targets.iter().map(|t| t.to_string()).collect()),
+        ..Default::default()
+    };
+    let cases: Vec<&String> = f
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "adapters" && *k != "tokens")
+        .collect();
+    assert_eq!(
+        cases.len(),
+        12,
+        "every combination type, and ties by frequency"
+    );
+    for case in cases {
+        let c = &f[case.as_str()];
+        let mut model = base();
+        model
+            .add_adapter("a", &config(3.0, &["q_proj", "v_proj"]), 1)
+            .unwrap();
+        model
+            .add_adapter("b", &config(5.0, &["q_proj", "v_proj", "o_proj"]), 2)
+            .unwrap();
+        // PEFT's random A and B for both
+        for (name, p) in model.named_params() {
+            for adapter in ["a", "b"] {
+                let key = format!(
+                    "base_model.model.{}",
+                    name.replace(&format!(".{adapter}."), ".")
+                );
+                if name.contains(&format!(".{adapter}.")) {
+                    let v = floats(&f["adapters"][adapter][&key]);
+                    p.set_value(
+                        Tensor::from_vec(
+                            v.iter().map(|&x| x as f32).collect(),
+                            p.dims(),
+                            &Dev::new(),
+                        )
+                        .unwrap(),
+                    );
+                }
+            }
+        }
+        let mut recorded = c["masks"].as_array().unwrap().iter().map(floats);
+        let mut masks = |n: usize, _density: f64| {
+            let m = recorded.next().expect("as many masks as PEFT drew");
+            assert_eq!(m.len(), n);
+            m
+        };
+        let spec = WeightedAdapter {
+            adapters: vec!["a".into(), "b".into()],
+            weights: vec![0.7, -0.4],
+            combination: Combination::parse(c["method"].as_str().unwrap()).unwrap(),
+            density: 0.5,
+            svd_rank: Some(3),
+            majority_sign: match c["majority_sign_method"].as_str().unwrap() {
+                "total" => MajoritySign::Total,
+                _ => MajoritySign::Frequency,
+            },
+        };
+        add_weighted_adapter(&mut model, &spec, case, &mut masks).unwrap();
+        assert!(recorded.next().is_none(), "{case}: every mask used");
+        let is_svd = c["method"].as_str().unwrap().ends_with("svd");
+        let params = model.named_params();
+        let get = |layer: &str, part: &str| -> (Vec<f64>, Vec<usize>) {
+            let name = format!("{layer}.{part}.{case}.weight");
+            let p = &params
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .1;
+            (
+                p.value().to_vec().into_iter().map(f64::from).collect(),
+                p.dims(),
+            )
+        };
+        let layers: Vec<String> = c["weights"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.strip_suffix(".lora_A.weight"))
+            .map(|k| k.strip_prefix("base_model.model.").unwrap().to_string())
+            .collect();
+        assert_eq!(layers.len(), 9, "{case}: q, v, o of 3 layers");
+        for layer in &layers {
+            let theirs = |part: &str| {
+                floats(&c["weights"][format!("base_model.model.{layer}.{part}.weight")])
+            };
+            let ((a, da), (b, db)) = (get(layer, "lora_A"), get(layer, "lora_B"));
+            assert_eq!(
+                da[0] as u64,
+                c["r"].as_u64().unwrap(),
+                "{case}: the new rank"
+            );
+            let (ta, tb) = (theirs("lora_A"), theirs("lora_B"));
+            if is_svd {
+                let product =
+                    |b: &[f64], a: &[f64]| lowrank::lora::linalg::matmul(b, a, db[0], da[0], da[1]);
+                let diff = max_diff(&product(&b, &a), &product(&tb, &ta));
+                assert!(diff < 1e-5, "{case} {layer}: B A differs by {diff}");
+            } else {
+                assert!(
+                    max_diff(&a, &ta) < 1e-5,
+                    "{case} {layer}: A differs by {}",
+                    max_diff(&a, &ta)
+                );
+                assert!(
+                    max_diff(&b, &tb) < 1e-5,
+                    "{case} {layer}: B differs by {}",
+                    max_diff(&b, &tb)
+                );
+            }
+        }
+        model.set_active_adapter(case).unwrap();
+        let out = no_grad(|| model.forward(&tokens, 2, 6)).value().to_vec();
+        let last: Vec<f64> = [5usize, 11]
+            .iter()
+            .flat_map(|&row| out[row * 256..(row + 1) * 256].iter().map(|&x| x as f64))
+            .collect();
+        let diff = max_diff(&last, &floats(&c["logits"]));
+        assert!(diff < 2e-5, "{case}: logits differ from PEFT's by {diff}");
+        model.disable_adapters();
+        let plain = no_grad(|| model.forward(&tokens, 2, 6)).value().to_vec();
+        let moved = max_diff(
+            &out.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+            &plain.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        );
+        assert!(
+            moved > 1e-3,
+            "{case}: the combined adapter changes the output"
+        );
+    }
+}
+
+/// Bad requests to `add_weighted_adapter` are errors that name the problem and add nothing.
+#[test]
+fn add_weighted_adapter_refuses_bad_requests() {
+    use lowrank::lora::{
+        add_weighted_adapter, Combination, MajoritySign, Targets, WeightedAdapter,
+    };
+    let mut model = base();
+    let lora = |r: usize, use_dora: bool| lowrank::lora::LoraConfig {
+        r,
+        alpha: 3.0,
+        use_dora,
+        targets: Targets::Names(vec!["q_proj".into()]),
+        ..Default::default()
+    };
+    model.add_adapter("a", &lora(2, false), 1).unwrap();
+    model.add_adapter("b", &lora(3, false), 2).unwrap();
+    model.add_adapter("d", &lora(2, true), 3).unwrap();
+    let spec = |adapters: &[&str], weights: &[f64], combination, density| WeightedAdapter {
+        adapters: adapters.iter().map(|a| a.to_string()).collect(),
+        weights: weights.to_vec(),
+        combination,
+        density,
+        svd_rank: None,
+        majority_sign: MajoritySign::Total,
+    };
+    let masks = &mut lowrank::lora::combine::random_masks(0);
+    let cases = [
+        (
+            spec(&["a", "b"], &[1.0], Combination::Linear, 1.0),
+            "2 adapters and 1 weights",
+        ),
+        (spec(&["a", "zz"], &[1.0, 1.0], Combination::Cat, 1.0), "zz"),
+        (
+            spec(&["a", "b"], &[1.0, 1.0], Combination::Ties, 0.0),
+            "density 0 is outside (0, 1]",
+        ),
+        (
+            spec(&["a", "b"], &[1.0, 1.0], Combination::DareTies, 1.5),
+            "outside (0, 1]",
+        ),
+        (
+            spec(&["a", "b"], &[1.0, 1.0], Combination::Linear, 1.0),
+            "the same r",
+        ),
+        (
+            spec(&["a", "d"], &[1.0, 1.0], Combination::Cat, 1.0),
+            "DoRA",
+        ),
+    ];
+    for (s, says) in cases {
+        let err = add_weighted_adapter(&mut model, &s, "new", masks).unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(!model.adapter_names().contains(&"new".to_string()));
+    }
+    let err = Combination::parse("average").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown combination_type `average`"),
+        "{err}"
+    );
+    let ok = spec(&["a", "b"], &[0.5, 0.5], Combination::Cat, 1.0);
+    add_weighted_adapter(&mut model, &ok, "new", masks).unwrap();
+    assert!(matches!(
+        add_weighted_adapter(&mut model, &ok, "new", masks),
+        Err(LoraError::DuplicateAdapter(_))
+    ));
+}

@@ -14,6 +14,7 @@
 
 pub mod adapter_layer;
 pub mod analysis;
+pub mod combine;
 pub mod config;
 pub mod dora;
 mod error;
@@ -28,6 +29,7 @@ mod peft_config;
 pub mod qlora;
 pub mod quant;
 
+pub use combine::{add_weighted_adapter, Combination, MajoritySign, WeightedAdapter};
 pub use config::{Init, LoraConfig, Targets, MAX_ALPHA};
 pub use error::LoraError;
 pub use layer::LoraLayer;
