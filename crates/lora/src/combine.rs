@@ -150,6 +150,9 @@ pub fn random_masks(seed: u64) -> impl FnMut(usize, f64) -> Vec<f64> {
     }
 }
 
+/// An adapted layer: its path, its weight's (out, in), and each requested adapter's factors (if it has it).
+type Layer = (String, [usize; 2], Vec<Option<Factors>>);
+
 /// One adapter's factors on one layer, in f64 on the host: A (r, in), B (out, r), its scale.
 struct Factors {
     a: Vec<f64>,
@@ -205,7 +208,7 @@ pub fn add_weighted_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
     }
     // each adapter's config (from any of its layers) and the layers' factors
     let mut configs: Vec<Option<LoraConfig>> = vec![None; spec.adapters.len()];
-    let mut layers: Vec<(String, [usize; 2], Vec<Option<Factors>>)> = Vec::new();
+    let mut layers: Vec<Layer> = Vec::new();
     model.for_each_lora_layer(&mut |path, weight, layer| {
         let factors: Vec<Option<Factors>> = spec
             .adapters
@@ -330,7 +333,7 @@ pub fn add_weighted_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
 }
 
 /// `cat`'s rank: the sum of the adapters' ranks (each adapter's largest, where it has several).
-fn per_adapter_ranks(layers: &[(String, [usize; 2], Vec<Option<Factors>>)], n: usize) -> usize {
+fn per_adapter_ranks(layers: &[Layer], n: usize) -> usize {
     (0..n)
         .map(|i| {
             let ranks = layers
