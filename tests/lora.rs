@@ -941,3 +941,59 @@ fn loraplus_trains_b_at_ratio_times_as_lr() {
         );
     }
 }
+
+/// Mixed-adapter batches (`set_batch_adapters`, PEFT's `adapter_names=[...]`): rows using a LoRA adapter,
+/// the base, and a DoRA adapter give the logits each row gives alone with its adapter active (or with
+/// adapters off), and the loss's gradients w.r.t. both adapters' parameters match finite differences (each
+/// adapter learns from its own rows only). Unknown names are refused.
+#[test]
+fn a_mixed_adapter_batch_equals_each_row_alone_and_its_gradients_check() {
+    let mut model = Gpt::new(GptConfig::tiny(), 1, &dev());
+    model.add_adapter("a", &config(false), 2).unwrap();
+    let dora_all = LoraConfig {
+        targets: Targets::AllLinear,
+        ..config(true)
+    };
+    model.add_adapter("b", &dora_all, 3).unwrap();
+    randomize(&model, 5);
+    let (seq, rows) = (4, [Some("a"), None, Some("b"), Some("a")]);
+    let ids: Vec<u32> = vec![5, 80, 3, 200, 17, 9, 44, 120, 7, 1, 60, 33, 2, 90, 14, 250];
+    model.set_batch_adapters(Some(&rows)).unwrap();
+    let mixed = lowrank::autograd::no_grad(|| model.forward(&ids, rows.len(), seq))
+        .value()
+        .to_vec();
+    model.set_batch_adapters(None).unwrap();
+    let per_row = mixed.len() / rows.len();
+    for (i, choice) in rows.iter().enumerate() {
+        match choice {
+            Some(name) => {
+                model.enable_adapters();
+                model.set_active_adapter(name).unwrap();
+            }
+            None => model.disable_adapters(),
+        }
+        let alone =
+            lowrank::autograd::no_grad(|| model.forward(&ids[i * seq..(i + 1) * seq], 1, seq))
+                .value()
+                .to_vec();
+        let diff = max_diff(&mixed[i * per_row..(i + 1) * per_row], &alone);
+        assert!(diff < 1e-12, "row {i} ({choice:?}): {diff}");
+    }
+    model.enable_adapters();
+    // gradients of the mixed batch w.r.t. both adapters (DoRA's norm held, as in every DoRA check)
+    model.set_batch_adapters(Some(&rows)).unwrap();
+    freeze_dora_norms(&mut model);
+    let params = adapter_params(&model);
+    params.iter().for_each(|p| p.set_requires_grad(true));
+    let targets: Vec<u32> = ids[1..].iter().copied().chain([0]).collect();
+    gradcheck_params(
+        || model.loss(&ids, &targets, rows.len(), seq),
+        &params,
+        Tolerance::default(),
+    )
+    .unwrap();
+    let err = model
+        .set_batch_adapters(Some(&[Some("a"), Some("zz")]))
+        .unwrap_err();
+    assert!(matches!(err, LoraError::UnknownAdapter { .. }), "{err}");
+}

@@ -11,6 +11,7 @@ use lowrank_nn::{join, Adapter, BaseWeight, Linear};
 use lowrank_tensor::{Backend, Tensor};
 use std::any::Any;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// The adapter merged into the base weight, and (for DoRA) the row norm used, which undoes it exactly.
 struct Merged<B: Backend> {
@@ -23,6 +24,9 @@ pub struct LoraLayer<B: Backend> {
     active: Option<String>,
     disabled: bool,
     merged: Option<Merged<B>>,
+    /// A mixed-adapter batch: per batch row, the adapter it uses (`None`: the base), in place of the active
+    /// one (`LoraModel::set_batch_adapters`).
+    batch_adapters: Option<Rc<[Option<String>]>>,
 }
 
 impl<B: Backend> Default for LoraLayer<B> {
@@ -32,6 +36,7 @@ impl<B: Backend> Default for LoraLayer<B> {
             active: None,
             disabled: false,
             merged: None,
+            batch_adapters: None,
         }
     }
 }
@@ -136,10 +141,77 @@ impl<B: Backend> LoraLayer<B> {
     }
 }
 
+impl<B: Backend> LoraLayer<B> {
+    /// Gives each batch row its own adapter (`None`: the base) instead of the active one, or (`None`)
+    /// goes back to the active one.
+    pub fn set_batch_adapters(&mut self, rows: Option<Rc<[Option<String>]>>) {
+        self.batch_adapters = rows;
+    }
+
+    /// A mixed-adapter batch (PEFT's `adapter_names=[...]`): `base_out` (B, .., out), the base product of
+    /// the whole batch, is split into groups of rows that share an adapter; each adapter runs on its own
+    /// rows only (`x[rows]`, `base_out[rows]`), the base rows pass as they are, and the groups are put back
+    /// in the batch's order. Every step is a differentiable gather or concat, so gradients flow to each
+    /// adapter from its rows alone.
+    fn mixed_forward(
+        &self,
+        x: &Var<B>,
+        base: &Linear<B>,
+        base_out: Var<B>,
+        rows: &[Option<String>],
+    ) -> Var<B> {
+        let batch = x.dims()[0];
+        assert_eq!(
+            rows.len(),
+            batch,
+            "mixed-adapter batch: {} adapter choices for a batch of {batch} rows",
+            rows.len()
+        );
+        // the rows of each choice, in order of first appearance; a choice this layer lacks is the base
+        let mut groups: Vec<(Option<&LoraWeights<B>>, Vec<u32>)> = Vec::new();
+        for (i, choice) in rows.iter().enumerate() {
+            let w = choice.as_ref().and_then(|n| self.adapters.get(n));
+            let same = |g: &&mut (Option<&LoraWeights<B>>, Vec<u32>)| match (g.0, w) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            match groups.iter_mut().find(same) {
+                Some(g) => g.1.push(i as u32),
+                None => groups.push((w, vec![i as u32])),
+            }
+        }
+        if let [(w, _)] = groups.as_slice() {
+            return match w {
+                Some(w) => w.forward(x, base, base_out),
+                None => base_out,
+            };
+        }
+        let parts: Vec<Var<B>> = groups
+            .iter()
+            .map(|(w, ids)| {
+                let base_rows = base_out.index_select(0, ids); // (rows, .., out)
+                match w {
+                    Some(w) => w.forward(&x.index_select(0, ids), base, base_rows),
+                    None => base_rows,
+                }
+            })
+            .collect();
+        let stacked = Var::concat(&parts.iter().collect::<Vec<_>>(), 0); // grouped order
+        let mut position = vec![0u32; batch];
+        for (k, &row) in groups.iter().flat_map(|(_, ids)| ids).enumerate() {
+            position[row as usize] = k as u32;
+        }
+        stacked.index_select(0, &position) // back in the batch's order
+    }
+}
+
 impl<B: Backend> Adapter<B> for LoraLayer<B> {
     fn forward(&self, x: &Var<B>, base: &Linear<B>, base_out: Var<B>) -> Var<B> {
         if self.disabled || self.merged.is_some() {
             return base_out; // disabled: the base exactly; merged: the base weight already holds the update
+        }
+        if let Some(rows) = &self.batch_adapters {
+            return self.mixed_forward(x, base, base_out, rows);
         }
         let Some(active) = &self.active else {
             return base_out;

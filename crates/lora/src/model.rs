@@ -252,6 +252,39 @@ pub trait LoraModel<B: Backend>: Module<B> {
         merged
     }
 
+    /// Mixed-adapter batches (PEFT's `adapter_names=[...]`): row i of every following batch uses adapter
+    /// `rows[i]` (`None`: the base), LoRA or DoRA, instead of the active adapter; the base product still runs
+    /// once for the whole batch, and each adapter only on its rows. `None` goes back to the active adapter.
+    /// Refused: an unknown name, a merged adapter, an adapter with full copies (`modules_to_save`).
+    fn set_batch_adapters(&mut self, rows: Option<&[Option<&str>]>) -> Result<(), LoraError> {
+        let rows: Option<std::rc::Rc<[Option<String>]>> = match rows {
+            None => None,
+            Some(rows) => {
+                for name in rows.iter().flatten() {
+                    self.check_exists(name)?;
+                }
+                if let Some(merged) = self.merged_adapter() {
+                    return Err(LoraError::Merged(merged));
+                }
+                let mut copies = None;
+                self.visit_weight_copies("", &mut |path, _, c| {
+                    if let Some(n) = rows.iter().flatten().find(|n| c.get(n).is_some()) {
+                        copies.get_or_insert((n.to_string(), path.to_string()));
+                    }
+                });
+                if let Some((name, path)) = copies {
+                    return Err(LoraError::InvalidConfig(format!(
+                        "adapter `{name}` keeps a full copy of `{path}` (modules_to_save), which a \
+                         mixed-adapter batch cannot split by rows"
+                    )));
+                }
+                Some(rows.iter().map(|r| r.map(String::from)).collect())
+            }
+        };
+        self.for_each_lora_layer_mut(&mut |_, _, layer| layer.set_batch_adapters(rows.clone()));
+        Ok(())
+    }
+
     /// Runs the base model exactly (unmerging first if an adapter is merged).
     fn disable_adapters(&mut self) {
         self.unmerge_adapter();
