@@ -22,7 +22,7 @@
 //! updates (cross terms `B_i A_j` appear): that is PEFT's definition, kept here; `cat` and the `_svd` forms
 //! combine the updates themselves.
 
-use crate::model::lora_layer_mut;
+use crate::model::{lora_layer_mut, AdapterState};
 use crate::{linalg, LoraConfig, LoraError, LoraModel, Targets};
 use lowrank_tensor::{Backend, Element, Tensor};
 
@@ -298,15 +298,7 @@ pub fn add_weighted_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
         alpha_pattern: Vec::new(),
         ..configs[0].clone()
     };
-    let previous = model.active_adapter();
-    let trainable: Vec<_> = model
-        .named_params()
-        .into_iter()
-        .map(|(_, p)| {
-            let t = p.requires_grad();
-            (p, t)
-        })
-        .collect();
+    let before = AdapterState::of(model);
     model.add_adapter(name, &config, 0)?;
     let mut new = new.into_iter();
     model.visit_linears_mut("", &mut |path, linear| {
@@ -325,11 +317,7 @@ pub fn add_weighted_adapter<B: Backend, M: LoraModel<B> + ?Sized>(
         w.b.set_value(tensor(b, w.b.dims()));
     });
     // as in PEFT: the new adapter neither becomes active nor trains
-    if let Some(prev) = previous {
-        model.set_active_adapter(&prev)?;
-    }
-    trainable.iter().for_each(|(p, t)| p.set_requires_grad(*t));
-    Ok(())
+    before.restore(model)
 }
 
 /// `cat`'s rank: the sum of the adapters' ranks (each adapter's largest, where it has several).
@@ -473,12 +461,10 @@ fn merge(
 
 /// torch's `sign`: -1, 0 or 1.
 fn sign(x: f64) -> f64 {
-    if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
+    if x == 0.0 {
         0.0
+    } else {
+        x.signum()
     }
 }
 

@@ -40,6 +40,36 @@ fn lora_layer<B: Backend>(linear: &Linear<B>) -> Option<&LoraLayer<B>> {
         .and_then(|a| a.as_any().downcast_ref::<LoraLayer<B>>())
 }
 
+/// Which adapter is active and which parameters train: taken before an operation that adds an adapter
+/// (which activates it and freezes the rest), and put back after it.
+pub(crate) struct AdapterState<B: Backend> {
+    active: Option<String>,
+    trainable: Vec<(Var<B>, bool)>,
+}
+
+impl<B: Backend> AdapterState<B> {
+    pub(crate) fn of<M: LoraModel<B> + ?Sized>(model: &M) -> Self {
+        let trainable = model.named_params().into_iter().map(|(_, p)| {
+            let t = p.requires_grad();
+            (p, t)
+        });
+        AdapterState {
+            active: model.active_adapter(),
+            trainable: trainable.collect(),
+        }
+    }
+
+    pub(crate) fn restore<M: LoraModel<B> + ?Sized>(&self, model: &mut M) -> Result<(), LoraError> {
+        if let Some(active) = &self.active {
+            model.set_active_adapter(active)?;
+        }
+        self.trainable
+            .iter()
+            .for_each(|(p, t)| p.set_requires_grad(*t));
+        Ok(())
+    }
+}
+
 /// `lora_layer`, mutable.
 pub(crate) fn lora_layer_mut<B: Backend>(linear: &mut Linear<B>) -> Option<&mut LoraLayer<B>> {
     linear

@@ -8,7 +8,7 @@
 //!                                   base_model.model.<layer path>.lora_B.bias          (out,)  lora_bias only
 //! ```
 
-use crate::model::LoraModel;
+use crate::model::{AdapterState, LoraModel};
 use crate::{AdapterReport, LoraConfig, LoraError, PeftConfig};
 use lowrank_nn::{save_dir_atomic, save_tensors, write_atomic, NnError, TensorFile};
 use lowrank_tensor::{Backend, Element, Tensor};
@@ -202,15 +202,7 @@ pub fn load_adapter_with<B: Backend, M: LoraModel<B> + ?Sized>(
         }
     }
     let file = TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE))?;
-    let previous = model.active_adapter();
-    let trainable: Vec<(lowrank_autograd::Var<B>, bool)> = model
-        .named_params()
-        .into_iter()
-        .map(|(_, p)| {
-            let t = p.requires_grad();
-            (p, t)
-        })
-        .collect();
+    let before = AdapterState::of(model);
     let report = model.add_adapter(name, &config, 0)?;
     let (_, expected) = adapter_tensors(model, name);
     let loaded = expected
@@ -238,10 +230,7 @@ pub fn load_adapter_with<B: Backend, M: LoraModel<B> + ?Sized>(
     };
     if result.is_err() {
         model.delete_adapter(name)?;
-        if let Some(prev) = previous {
-            model.set_active_adapter(&prev)?;
-        }
-        trainable.iter().for_each(|(p, t)| p.set_requires_grad(*t));
+        before.restore(model)?;
     }
     result
 }
