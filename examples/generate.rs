@@ -2,15 +2,21 @@
 //!
 //! ```text
 //! cargo run --release --example generate -- --prompt "Then bob went" --adapter runs/adapter --temperature 0
+//! cargo run --release --example generate -- --adapter pirate=runs/adapter \
+//!     --prompt "Then bob went" --use pirate --prompt "Then tom went" --use base
 //! ```
 //! With several `--adapter` folders the last one is active; `--merge` merges it into the base first.
+//! Several `--prompt`s run as batches (one per prompt length); `--use NAME` (or `base`), one per prompt,
+//! gives each prompt its own adapter in the same batch (a mixed-adapter batch).
 
 use clap::Parser;
-use lowrank::gpt::{generate_streaming, printable, ByteTokenizer, GenerateConfig, Gpt, Tokenizer};
+use lowrank::gpt::{
+    generate_batch, generate_streaming, printable, ByteTokenizer, GenerateConfig, Gpt, Tokenizer,
+};
 use lowrank::lora::{load_adapter_with, LoadOptions, LoraModel};
 use lowrank::tensor::Backend;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[path = "support/cli.rs"]
 mod cli;
@@ -33,18 +39,22 @@ struct Args {
     /// Base checkpoint folder (model.safetensors + config.json).
     #[arg(long, default_value = "runs/base")]
     base: PathBuf,
-    /// Adapter folder (adapter_config.json + adapter_model.safetensors); repeat for several.
+    /// Adapter folder (adapter_config.json + adapter_model.safetensors), as `DIR` (named adapter0, 1, ..)
+    /// or `NAME=DIR`; repeat for several.
     #[arg(long)]
-    adapter: Vec<PathBuf>,
+    adapter: Vec<String>,
     /// Merge the active adapter into the base weights before generating.
     #[arg(long)]
     merge: bool,
     /// Load adapters even if they were saved on a different base (their outputs are then meaningless).
     #[arg(long)]
     force: bool,
-    /// The text to continue.
-    #[arg(long, default_value = "There was a")]
-    prompt: String,
+    /// The text to continue; repeat for several (generated as batches).
+    #[arg(long, default_values_t = ["There was a".to_string()])]
+    prompt: Vec<String>,
+    /// The adapter each prompt uses (a name from --adapter, or `base`), one per --prompt, in order.
+    #[arg(long = "use")]
+    uses: Vec<String>,
     /// Sampling temperature; 0 for greedy decoding.
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
@@ -70,8 +80,16 @@ fn main() {
         if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
             return Err(format!("--temperature must be >= 0, got {}", args.temperature).into());
         }
-        if args.prompt.is_empty() {
+        if args.prompt.iter().any(String::is_empty) {
             return Err("--prompt must not be empty: the model continues a prompt".into());
+        }
+        if !args.uses.is_empty() && args.uses.len() != args.prompt.len() {
+            return Err(format!(
+                "--use: give one per --prompt ({} prompts, {} choices)",
+                args.prompt.len(),
+                args.uses.len()
+            )
+            .into());
         }
         flags::at_least_one("--max-tokens", args.max_tokens)?;
         if args.max_tokens > MAX_TOKENS {
@@ -87,17 +105,31 @@ fn main() {
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let mut model = Gpt::load(&args.base, dev)?;
-    for (i, dir) in args.adapter.iter().enumerate() {
-        let name = format!("adapter{i}");
+    for (i, arg) in args.adapter.iter().enumerate() {
+        let (name, dir) = match arg.split_once('=') {
+            Some((name, dir)) if !name.is_empty() && name != "base" => (name.to_string(), dir),
+            Some(_) => {
+                return Err(format!(
+                    "--adapter {arg}: the name before `=` must not be empty or `base`"
+                )
+                .into())
+            }
+            None => (format!("adapter{i}"), arg.as_str()),
+        };
         let options = LoadOptions {
             check_base: !args.force,
         };
-        let report = load_adapter_with(&mut model, dir, &name, options)?;
-        eprintln!("loaded {} as `{name}`: {report}", dir.display());
+        let report = load_adapter_with(&mut model, Path::new(dir), &name, options)?;
+        eprintln!("loaded {dir} as `{name}`: {report}");
     }
     if args.merge {
         if args.adapter.is_empty() {
             return Err("--merge needs at least one --adapter".into());
+        }
+        if !args.uses.is_empty() {
+            return Err(
+                "--merge and --use do not go together: a merged adapter is in every row".into(),
+            );
         }
         model.merge_adapter()?;
     }
@@ -109,12 +141,16 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         stop: None,
     };
+    if args.prompt.len() > 1 || !args.uses.is_empty() {
+        return batched(args, &mut model, &cfg);
+    }
     // Tokens are bytes: each is printed once it completes a UTF-8 character, and a character cut off by
     // --max-tokens is dropped rather than printed as U+FFFD.
+    let prompt = &args.prompt[0];
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(printable(&args.prompt).as_bytes())?;
+    stdout.write_all(printable(prompt).as_bytes())?;
     let (mut pending, mut written) = (Vec::new(), Ok(()));
-    generate_streaming(&model, &ByteTokenizer.encode(&args.prompt), &cfg, |t| {
+    generate_streaming(&model, &ByteTokenizer.encode(prompt), &cfg, |t| {
         pending.push(ByteTokenizer.byte(t));
         let text = match std::str::from_utf8(&pending) {
             Ok(s) => s.to_string(),
@@ -130,5 +166,59 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     })?;
     written?;
     writeln!(stdout)?;
+    Ok(())
+}
+
+/// Several prompts: one batch per prompt length (the model has no padding mask), each row with its own
+/// adapter when `--use` says so; each prompt and its continuation printed on its own line, in order.
+fn batched<B: Backend>(
+    args: &Args,
+    model: &mut Gpt<B>,
+    cfg: &GenerateConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let prompts: Vec<Vec<u32>> = args
+        .prompt
+        .iter()
+        .map(|p| ByteTokenizer.encode(p))
+        .collect();
+    let choices: Vec<Option<&str>> = (0..prompts.len())
+        .map(|i| {
+            args.uses
+                .get(i)
+                .map(String::as_str)
+                .filter(|&u| u != "base")
+        })
+        .collect();
+    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, p) in prompts.iter().enumerate() {
+        by_len.entry(p.len()).or_default().push(i);
+    }
+    let mut outputs = vec![Vec::new(); prompts.len()];
+    for rows in by_len.values() {
+        if !args.uses.is_empty() {
+            let group: Vec<Option<&str>> = rows.iter().map(|&i| choices[i]).collect();
+            model.set_batch_adapters(Some(&group))?;
+        }
+        let group: Vec<Vec<u32>> = rows.iter().map(|&i| prompts[i].clone()).collect();
+        for (&i, out) in rows.iter().zip(generate_batch(model, &group, cfg)?) {
+            outputs[i] = out;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    for (i, out) in outputs.iter().enumerate() {
+        let mut bytes: Vec<u8> = out.iter().map(|&t| ByteTokenizer.byte(t)).collect();
+        // as the streaming path: a character cut off by --max-tokens (a lead byte and too few continuation
+        // bytes at the end) is dropped, invalid bytes are U+FFFD
+        let last = bytes.iter().rposition(|b| b & 0xc0 != 0x80).unwrap_or(0);
+        if matches!(std::str::from_utf8(&bytes[last..]), Err(e) if e.error_len().is_none()) {
+            bytes.truncate(last);
+        }
+        let label = args
+            .uses
+            .get(i)
+            .map_or(String::new(), |u| format!("[{u}] "));
+        let text = format!("{}{}", args.prompt[i], String::from_utf8_lossy(&bytes));
+        writeln!(stdout, "{label}{}", printable(&text))?;
+    }
     Ok(())
 }

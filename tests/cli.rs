@@ -434,3 +434,102 @@ fn the_minimal_lora_example_trains_saves_reloads_and_merges() {
         "{stdout}"
     );
 }
+
+/// `generate` with named adapters and a per-prompt choice: the prompts run as one mixed-adapter batch (per
+/// length), and each line equals what the prompt gives alone with its adapter (greedy); a choice naming no
+/// loaded adapter, or a count that does not match the prompts, is refused.
+#[test]
+fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
+    use lowrank::lora::{save_adapter, LoraConfig, LoraModel};
+    let dir = tiny_base("mixed");
+    let base = dir.join("base");
+    for (name, seed) in [("one", 3u64), ("two", 4)] {
+        let mut m = Gpt::load(&base, &Cpu::<f32>::new()).unwrap();
+        let cfg = LoraConfig {
+            r: 2,
+            alpha: 3.0,
+            init: lowrank::lora::Init::Random,
+            ..LoraConfig::default()
+        };
+        m.add_adapter("a", &cfg, seed).unwrap();
+        save_adapter(&m, "a", &dir.join(name)).unwrap();
+    }
+    let (b, one, two) = (
+        base.to_str().unwrap().to_string(),
+        format!("one={}", dir.join("one").display()),
+        format!("two={}", dir.join("two").display()),
+    );
+    let stdout = |args: &[&str]| {
+        let out = example("generate").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let common = [
+        "--base",
+        &b,
+        "--adapter",
+        &one,
+        "--adapter",
+        &two,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+    ];
+    let prompts = [
+        ("Tom went", "one"),
+        ("Ann ran", "base"),
+        ("Bob sat", "two"),
+        ("Sue said", "one"),
+    ];
+    let mut args: Vec<&str> = common.to_vec();
+    for (p, u) in &prompts {
+        args.extend(["--prompt", p, "--use", u]);
+    }
+    let mixed = stdout(&args);
+    let lines: Vec<&str> = mixed.lines().collect();
+    assert_eq!(lines.len(), 4, "{mixed}");
+    for (line, (p, u)) in lines.iter().zip(&prompts) {
+        // alone: the chosen adapter as the only (so active) one, or none
+        let mut alone: Vec<String> = [
+            "--base",
+            &b,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "6",
+            "--prompt",
+            p,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if *u != "base" {
+            alone.extend(["--adapter".into(), dir.join(u).display().to_string()]);
+        }
+        let alone: Vec<&str> = alone.iter().map(String::as_str).collect();
+        assert_eq!(
+            *line,
+            format!("[{u}] {}", stdout(&alone).trim_end()),
+            "{p} with {u}"
+        );
+    }
+    let mut bad = common.to_vec();
+    bad.extend(["--prompt", "Tom", "--use", "three"]);
+    let (code, err) = run("generate", &bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("three"), "{err}");
+    let mut bad = common.to_vec();
+    bad.extend(["--prompt", "Tom", "--prompt", "Ann", "--use", "one"]);
+    let (code, err) = run("generate", &bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--use: give one per --prompt (2 prompts, 1 choices)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -57,7 +57,8 @@ pub use prompt::{PromptTuning, PromptTuningError};
 pub use prompt_file::{PROMPT_CONFIG_FILE, PROMPT_WEIGHTS_FILE};
 pub use rope::Rope;
 pub use sample::{
-    exact_match, generate, generate_streaming, greedy_batch, Decoder, GenerateConfig, GenerateError,
+    exact_match, generate, generate_batch, generate_streaming, greedy_batch, Decoder,
+    GenerateConfig, GenerateError,
 };
 pub use tokenizer::{printable, ByteTokenizer, Tokenizer};
 pub use train::{

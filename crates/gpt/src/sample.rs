@@ -140,6 +140,67 @@ pub fn generate_streaming<B: Backend>(
     Ok(seq[0][prompt.len()..].to_vec())
 }
 
+/// `generate` for several prompts of one length at once: one batch through the decoder, each row sampling
+/// its own tokens (from one seeded generator, row by row) and stopping at its own `stop` (the stop token
+/// included, as `generate` returns it). With `LoraModel::set_batch_adapters`, each row runs its own
+/// adapter. Prompts of different lengths go in separate calls (the model has no padding mask).
+pub fn generate_batch<B: Backend>(
+    model: &Gpt<B>,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    let Some(len) = prompts.first().map(Vec::len) else {
+        return Ok(Vec::new());
+    };
+    if len == 0 {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    assert!(
+        prompts.iter().all(|p| p.len() == len),
+        "generate_batch: prompts must have one length (group them by length)"
+    );
+    let mut r = rng(cfg.seed);
+    let mut seqs = prompts.to_vec();
+    let mut done = vec![false; prompts.len()];
+    let mut decoder = Decoder::new(model);
+    for generated in 0..cfg.max_new_tokens {
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let logits: Vec<f64> = decoder
+            .next_logits(&seqs)
+            .to_vec()
+            .iter()
+            .map(|v| v.to_f64())
+            .collect(); // (N, V)
+        if logits.iter().any(|l| !l.is_finite()) {
+            return Err(GenerateError::NotFinite { generated });
+        }
+        let vocab = logits.len() / seqs.len();
+        for ((seq, row), done) in seqs.iter_mut().zip(logits.chunks(vocab)).zip(&mut done) {
+            // a finished row keeps its last token: the batch runs on, its output ends at the stop
+            let next = if *done {
+                *seq.last().expect("a prompt")
+            } else {
+                choose(row, cfg, &mut r)
+            };
+            seq.push(next);
+            *done = *done || Some(next) == cfg.stop;
+        }
+    }
+    Ok(seqs
+        .into_iter()
+        .map(|s| {
+            let new = &s[len..];
+            let end = new
+                .iter()
+                .position(|&t| Some(t) == cfg.stop)
+                .map_or(new.len(), |i| i + 1);
+            new[..end].to_vec()
+        })
+        .collect())
+}
+
 /// Picks a token from one row of logits: the most likely with temperature 0, else a sample from the
 /// softmax at that temperature, kept to the `top_k` most likely and to the smallest set of most likely
 /// tokens whose probabilities reach `top_p` (in that order, as transformers applies them).
