@@ -14,6 +14,10 @@ use lowrank::tensor::{rng, Backend, Cpu, Tensor};
 use proptest::prelude::*;
 use rand_distr::{Distribution, StandardNormal};
 
+/// 8-bit AdamW against bitsandbytes (a module here, not its own test binary: one link less in CI).
+#[path = "qlora/adamw8bit.rs"]
+mod adamw8bit;
+
 const KINDS: [QuantType; 4] = [
     QuantType::Nf4,
     QuantType::Fp4,

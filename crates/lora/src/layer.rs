@@ -139,9 +139,7 @@ impl<B: Backend> LoraLayer<B> {
         };
         weight.set_value(restored);
     }
-}
 
-impl<B: Backend> LoraLayer<B> {
     /// Gives each batch row its own adapter (`None`: the base) instead of the active one, or (`None`)
     /// goes back to the active one.
     pub fn set_batch_adapters(&mut self, rows: Option<Rc<[Option<String>]>>) {

@@ -36,7 +36,7 @@ fn gradient(n: usize, offset: usize, t: u64) -> Vec<f32> {
 }
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/bnb_adamw8bit.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/bnb_adamw8bit.json")).unwrap()
 }
 
 fn hex_f32s(hex: &str) -> Vec<f32> {
