@@ -260,7 +260,7 @@ fn check_flags(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// What `quantize` did: the 4-bit base, and with LoftQ the adapter it attached and LoftQ's errors.
-type Quantized = (QuantReport, Option<(AdapterReport, LoftqReport)>);
+type QuantizedBase = (QuantReport, Option<(AdapterReport, LoftqReport)>);
 
 /// QLoRA's base: every Linear but lm_head in 4 bits. With `--init loftq` the adapter is attached first and
 /// the adapted layers are quantized by LoftQ together with its start (both reports are returned).
@@ -268,7 +268,7 @@ fn quantize<B: Backend>(
     model: &mut Gpt<B>,
     args: &Args,
     lora_config: &LoraConfig,
-) -> Result<Quantized, Box<dyn std::error::Error>> {
+) -> Result<QuantizedBase, Box<dyn std::error::Error>> {
     let mut adapter = None;
     if args.init == InitArg::Loftq {
         let report = model.add_adapter("default", lora_config, args.seed)?;

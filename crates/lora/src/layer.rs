@@ -166,29 +166,26 @@ impl<B: Backend> LoraLayer<B> {
             rows.len()
         );
         // the rows of each choice, in order of first appearance; a choice this layer lacks is the base
-        let mut groups: Vec<(Option<&LoraWeights<B>>, Vec<u32>)> = Vec::new();
+        let mut groups: Vec<(Option<&str>, Vec<u32>)> = Vec::new();
         for (i, choice) in rows.iter().enumerate() {
-            let w = choice.as_ref().and_then(|n| self.adapters.get(n));
-            let same = |g: &&mut (Option<&LoraWeights<B>>, Vec<u32>)| match (g.0, w) {
-                (Some(a), Some(b)) => std::ptr::eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
-            };
-            match groups.iter_mut().find(same) {
-                Some(g) => g.1.push(i as u32),
-                None => groups.push((w, vec![i as u32])),
+            let name = choice.as_deref().filter(|n| self.adapters.contains_key(*n));
+            match groups.iter_mut().find(|(g, _)| *g == name) {
+                Some((_, ids)) => ids.push(i as u32),
+                None => groups.push((name, vec![i as u32])),
             }
         }
-        if let [(w, _)] = groups.as_slice() {
-            return match w {
+        let adapter = |name: &Option<&str>| name.map(|n| &self.adapters[n]);
+        if let [(name, _)] = groups.as_slice() {
+            return match adapter(name) {
                 Some(w) => w.forward(x, base, base_out),
                 None => base_out,
             };
         }
         let parts: Vec<Var<B>> = groups
             .iter()
-            .map(|(w, ids)| {
+            .map(|(name, ids)| {
                 let base_rows = base_out.index_select(0, ids); // (rows, .., out)
-                match w {
+                match adapter(name) {
                     Some(w) => w.forward(&x.index_select(0, ids), base, base_rows),
                     None => base_rows,
                 }

@@ -53,6 +53,8 @@ pub struct LoftqStart {
     pub r: Vec<f64>,
     pub plain_squared_error: f64,
     pub loftq_squared_error: f64,
+    /// `sum W^2`, the scale of both errors.
+    pub squared_norm: f64,
 }
 
 /// LoftQ's alternation on `w` (out, in), row-major, for rank `rank` and `iterations` >= 1 rounds. Fails
@@ -87,6 +89,7 @@ pub fn loftq_start(
                 r,
                 plain_squared_error,
                 loftq_squared_error,
+                squared_norm: sum_sq(&mut w.iter().map(|&x| x as f64)),
             });
         }
         target = w
@@ -163,13 +166,12 @@ pub fn loftq<B: Backend, M: Module<B> + ?Sized>(
             return;
         };
         next = starts.next();
-        let w = linear.weight().value();
-        report.squared_norm += w.to_vec().iter().map(|v| v.to_f64().powi(2)).sum::<f64>();
+        report.squared_norm += start.squared_norm;
         report.plain_squared_error += start.plain_squared_error;
         report.loftq_squared_error += start.loftq_squared_error;
         report.layers.push(path.to_string());
-        let backend = w.backend().clone();
-        let [out, inp] = [w.dims()[0], w.dims()[1]];
+        let backend = linear.weight().backend();
+        let (out, inp) = (start.base.dims[0], start.base.dims[1]);
         let rank = start.r.len() / inp;
         let factor = |v: &[f64], dims: [usize; 2]| {
             let v = v.iter().map(|x| B::Elem::from_f64(x / s.sqrt())).collect();
