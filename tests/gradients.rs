@@ -5,7 +5,7 @@
 //! harder. A failure prints the shrunk case (shapes, views, axis, seed), which reproduces it exactly.
 
 use lowrank::autograd::{gradcheck, stats, AutogradError, Tolerance, Var, F64};
-use lowrank::tensor::{rng, Tensor};
+use lowrank::tensor::{rng, Backend, Reference, Tensor};
 use proptest::prelude::*;
 
 /// One random test case: input shapes, how each input is viewed, an axis and a flag for ops that take
@@ -32,7 +32,7 @@ fn stored_shape(shape: &[usize], view: u8) -> Vec<usize> {
     s
 }
 
-fn view(v: &Var<F64>, view: u8) -> Var<F64> {
+fn view<B: Backend>(v: &Var<B>, view: u8) -> Var<B> {
     match view {
         1 if v.rank() >= 2 => v.t(),
         2 if v.rank() >= 1 => {
@@ -43,17 +43,21 @@ fn view(v: &Var<F64>, view: u8) -> Var<F64> {
     }
 }
 
-fn check(case: &Case, f: impl Fn(&[Var<F64>], &Case) -> Var<F64>) -> Result<(), TestCaseError> {
+/// Gradcheck of `f` on `case`'s inputs, made on `dev`.
+fn check_on<B: Backend<Elem = f64>>(
+    dev: &B,
+    case: &Case,
+    f: impl Fn(&[Var<B>], &Case) -> Var<B>,
+) -> Result<(), TestCaseError> {
     let mut r = rng(case.seed);
-    let dev = F64::new();
-    let inputs: Vec<Tensor<F64>> = case
+    let inputs: Vec<Tensor<B>> = case
         .shapes
         .iter()
         .zip(&case.views)
-        .map(|(s, &v)| Tensor::randn(stored_shape(s, v), 0.0, 1.0, &mut r, &dev))
+        .map(|(s, &v)| Tensor::randn(stored_shape(s, v), 0.0, 1.0, &mut r, dev))
         .collect();
-    let g = |vars: &[Var<F64>]| {
-        let viewed: Vec<Var<F64>> = vars
+    let g = |vars: &[Var<B>]| {
+        let viewed: Vec<Var<B>> = vars
             .iter()
             .zip(&case.views)
             .map(|(v, &w)| view(v, w))
@@ -61,6 +65,11 @@ fn check(case: &Case, f: impl Fn(&[Var<F64>], &Case) -> Var<F64>) -> Result<(), 
         f(&viewed, case)
     };
     gradcheck(g, &inputs, Tolerance::default()).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
+/// `check_on` the CPU.
+fn check(case: &Case, f: impl Fn(&[Var<F64>], &Case) -> Var<F64>) -> Result<(), TestCaseError> {
+    check_on(&F64::new(), case, f)
 }
 
 fn config() -> ProptestConfig {
@@ -192,7 +201,6 @@ grad_props! {
     tanh(one(0, 3)) => |v, _| v[0].tanh();
     sigmoid(one(0, 3)) => |v, _| v[0].sigmoid();
     silu(one(0, 3)) => |v, _| v[0].silu();
-    swiglu(pair()) => |v, _| Var::swiglu(&v[0], &v[1]);
     gelu(one(0, 3)) => |v, _| v[0].gelu();
     relu(one(0, 3)) => |v, _| v[0].relu();
     abs(one(0, 3)) => |v, _| v[0].abs();
@@ -249,23 +257,79 @@ grad_props! {
         let ids: Vec<u32> = (0..5).map(|i| (i * 7 + c.seed as u32) % d).collect();
         v[0].index_select(ax(c), &ids)
     };
-    softmax(one(1, 3)) => |v, _| v[0].softmax();
-    causal_softmax(one(2, 3)) => |v, _| v[0].causal_softmax();
-    log_softmax(one(1, 3)) => |v, _| v[0].log_softmax();
-    attention(attention_triple()) => |v, c| Var::attention(&v[0], &v[1], &v[2], 0.7, c.flag);
-    rms_norm(one(1, 3)) => |v, c| {
-        let n = *v[0].dims().last().unwrap();
-        let w = Var::param(Tensor::randn([n], 1.0, 0.3, &mut rng(c.seed), &F64::new()));
-        // the weight is a parameter too: check its gradient via a product that depends on it
-        let y = v[0].rms_norm(&w, 1e-5);
-        &y * &y.rms_norm(&w.detach(), 1e-5)
+}
+
+// ---- the fused ops, on the CPU's kernels and on the trait's compositions --------------------------------------
+
+/// Each fused op twice: on `Cpu<f64>`'s one-pass kernels and on `Reference<f64>`, whose fused ops are
+/// `Backend`'s defaults (compositions of the primitives, `lowrank_tensor::composed`).
+macro_rules! fused_grad_props {
+    ($($name:ident($strategy:expr) => $f:ident;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                proptest! {
+                    #![proptest_config(config())]
+                    #[test]
+                    fn cpu(case in $strategy) {
+                        check_on(&F64::new(), &case, $f)?;
+                    }
+                    #[test]
+                    fn reference(case in $strategy) {
+                        check_on(&Reference::<f64>::new(), &case, $f)?;
+                    }
+                }
+            }
+        )*
     };
-    cross_entropy(one(2, 2)) => |v, c| {
-        let (rows, classes) = (v[0].dims()[0], v[0].dims()[1]);
-        let targets: Vec<u32> = (0..rows).map(|i| ((i as u64 + c.seed) % classes as u64) as u32).collect();
-        let ignore = c.flag.then_some(targets[0]);
-        v[0].cross_entropy(&targets, ignore)
-    };
+}
+
+fn softmax<B: Backend<Elem = f64>>(v: &[Var<B>], _: &Case) -> Var<B> {
+    v[0].softmax()
+}
+
+fn causal_softmax<B: Backend<Elem = f64>>(v: &[Var<B>], _: &Case) -> Var<B> {
+    v[0].causal_softmax()
+}
+
+fn log_softmax<B: Backend<Elem = f64>>(v: &[Var<B>], _: &Case) -> Var<B> {
+    v[0].log_softmax()
+}
+
+fn swiglu<B: Backend<Elem = f64>>(v: &[Var<B>], _: &Case) -> Var<B> {
+    Var::swiglu(&v[0], &v[1])
+}
+
+fn attention<B: Backend<Elem = f64>>(v: &[Var<B>], c: &Case) -> Var<B> {
+    Var::attention(&v[0], &v[1], &v[2], 0.7, c.flag)
+}
+
+fn rms_norm<B: Backend<Elem = f64>>(v: &[Var<B>], c: &Case) -> Var<B> {
+    let n = *v[0].dims().last().unwrap();
+    let dev = v[0].value().backend().clone();
+    let w = Var::param(Tensor::randn([n], 1.0, 0.3, &mut rng(c.seed), &dev));
+    // the weight is a parameter too: check its gradient via a product that depends on it
+    let y = v[0].rms_norm(&w, 1e-5);
+    &y * &y.rms_norm(&w.detach(), 1e-5)
+}
+
+fn cross_entropy<B: Backend<Elem = f64>>(v: &[Var<B>], c: &Case) -> Var<B> {
+    let (rows, classes) = (v[0].dims()[0], v[0].dims()[1]);
+    let targets: Vec<u32> = (0..rows)
+        .map(|i| ((i as u64 + c.seed) % classes as u64) as u32)
+        .collect();
+    let ignore = c.flag.then_some(targets[0]);
+    v[0].cross_entropy(&targets, ignore)
+}
+
+fused_grad_props! {
+    softmax(one(1, 3)) => softmax;
+    causal_softmax(one(2, 3)) => causal_softmax;
+    log_softmax(one(1, 3)) => log_softmax;
+    swiglu(pair()) => swiglu;
+    attention(attention_triple()) => attention;
+    rms_norm(one(1, 3)) => rms_norm;
+    cross_entropy(one(2, 2)) => cross_entropy;
 }
 
 // ---- layers of ops: composites, fan-in, parameters -------------------------------------------------------------

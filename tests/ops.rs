@@ -1,10 +1,13 @@
 //! Property tests: every tensor op against a plain, obviously-correct reference written with loops over
 //! multi-indices, on random shapes (broadcasting, size-1 and empty axes) and on non-contiguous inputs
-//! (transposed and narrowed views), on every backend: `Cpu<f64>`, `Cpu<f32>` and `Wgpu` (skipped with a
+//! (transposed and narrowed views), on every backend: `Cpu<f64>`, `Cpu<f32>`, `Reference<f64>` (the
+//! primitives in plain loops, every fused op composed from them) and `Wgpu` (skipped with a
 //! message on a machine without a GPU adapter, unless `LOWRANK_REQUIRE_WGPU=1`).
 
 use lowrank::wgpu::{test_device, Wgpu};
-use lowrank_tensor::{AdamwStep, Backend, BinaryOp, Cpu, Element, Layout, Shape, Tensor};
+use lowrank_tensor::{
+    AdamwStep, Backend, BinaryOp, Cpu, Element, Layout, Reference, Shape, Tensor,
+};
 use proptest::prelude::*;
 
 // ---- the reference: a dense row-major array of f64 with naive indexing ------------------------------------
@@ -866,6 +869,15 @@ macro_rules! on_every_backend {
                     }
                 }
                 proptest! {
+                    // Fewer cases: plain loops, and every fused op composed from the primitives.
+                    #![proptest_config(ProptestConfig::with_cases(64))]
+                    #[test]
+                    fn reference(case in $crate::strategies::$name()) {
+                        let $dev = Reference::<f64>::new();
+                        ($body)(case);
+                    }
+                }
+                proptest! {
                     // Fewer cases: a software Vulkan driver (CI's) runs each kernel on the CPU, slowly.
                     #![proptest_config(ProptestConfig::with_cases(48))]
                     #[test]
@@ -1168,5 +1180,67 @@ fn nan_in_gives_nan_out() {
             x.to_vec(),
             y.to_vec()
         );
+    }
+}
+
+// ---- block-wise codes on a backend without kernels for them ------------------------------------------------
+
+/// `Reference` has no quantization kernels: `Backend`'s defaults decode on the host. 4-bit codes (plain
+/// and double-quantized absmax, a partial last block) and 8-bit codes both ways give the CPU's values.
+#[test]
+fn block_codes_by_the_default_methods_equal_the_cpus() {
+    use lowrank_tensor::dynamic_map::DynamicMap;
+    use lowrank_tensor::{Packed4bit, Packed8bit, PackedAbsmax};
+    fn expand<B: Backend<Elem = f32>>(dev: &B, double: bool) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+        let (numel, block) = (200, 64); // 4 absmax blocks, the last of 8 values
+        let codes: Vec<u8> = (0..numel / 2).map(|i| (i * 37 % 256) as u8).collect();
+        let levels: [f32; 16] = std::array::from_fn(|i| i as f32 / 7.5 - 1.0);
+        let absmax = dev.storage_from_vec(vec![0.5, 1.5, 2.0, 0.25]);
+        let (a_codes, map) = (dev.bytes_storage(&[3, 200, 17, 255]), DynamicMap::signed());
+        let (values, scales) = (
+            dev.storage_from_vec(map.values.to_vec()),
+            dev.storage_from_vec(vec![0.7, 1.3]),
+        );
+        let absmax = match double {
+            false => PackedAbsmax::Plain(&absmax),
+            true => PackedAbsmax::Double {
+                codes: &a_codes,
+                map: &values,
+                scales: &scales,
+                offset: 0.1,
+                block: 2,
+            },
+        };
+        let codes = dev.bytes_storage(&codes);
+        let q = Packed4bit {
+            codes: &codes,
+            numel,
+            block,
+            levels,
+            absmax,
+        };
+        let four = Tensor::from_storage(dev.dequantize_4bit(&q), [numel], dev).to_vec();
+        // 8 bits: 5000 values in blocks of 256 (the last partial), quantized and expanded again
+        let x: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let q8 = dev.quantize_8bit(
+            &dev.storage_from_vec(x),
+            5000,
+            256,
+            &dev.bytes_storage(map.table()),
+        );
+        let eight = Tensor::from_storage(dev.dequantize_8bit(&q8, &values), [5000], dev).to_vec();
+        let Packed8bit { codes, .. } = q8;
+        let len = dev.storage_len(&codes);
+        let codes = Tensor::from_storage(codes, [len], dev).to_vec();
+        (four, eight, codes.iter().map(|c| c.to_bits()).collect()) // the code bytes, 4 per element
+    }
+    for double in [false, true] {
+        let (cpu, reference) = (
+            expand(&Cpu::<f32>::new(), double),
+            expand(&Reference::<f32>::new(), double),
+        );
+        assert_eq!(cpu, reference, "double-quantized absmax: {double}");
     }
 }

@@ -1,5 +1,6 @@
 //! `gradcheck`: trust, but verify. Compares every analytic gradient with central finite differences,
-//! `(L(x + eps) - L(x - eps)) / 2 eps`, in f64 on `Cpu<f64>`.
+//! `(L(x + eps) - L(x - eps)) / 2 eps`, in f64: on `Cpu<f64>` (`F64`) as a rule, on any backend of f64
+//! elements (the tests also check `Reference<f64>`, whose fused ops are the trait's compositions).
 //!
 //! Why f64: the central difference has truncation error O(eps^2) and rounding error O(ulp / eps). In f32
 //! (ulp ~ 1e-7) no eps makes both small; in f64 (ulp ~ 1e-16) eps = 1e-6 leaves both near 1e-10.
@@ -8,7 +9,7 @@
 //! every output element matters and no two can cancel by symmetry.
 
 use crate::{no_grad, Var};
-use lowrank_tensor::{rng, Cpu, Tensor};
+use lowrank_tensor::{rng, Backend, Cpu, Tensor};
 use std::fmt;
 
 /// The f64 CPU backend that gradient checks run on.
@@ -65,13 +66,19 @@ impl std::error::Error for GradcheckFailure {}
 
 /// Runs `f` on fresh trainable leaves holding `inputs`, seeds backward with `weights`, and returns the
 /// output's op name and each input's gradient (zeros where none flowed).
-fn analytic(
-    f: &impl Fn(&[Var<F64>]) -> Var<F64>,
-    inputs: &[Tensor<F64>],
-) -> (&'static str, Tensor<F64>, Vec<Tensor<F64>>) {
-    let vars: Vec<Var<F64>> = inputs.iter().map(|t| Var::param(t.clone())).collect();
+fn analytic<B: Backend<Elem = f64>>(
+    f: &impl Fn(&[Var<B>]) -> Var<B>,
+    inputs: &[Tensor<B>],
+) -> (&'static str, Tensor<B>, Vec<Tensor<B>>) {
+    let vars: Vec<Var<B>> = inputs.iter().map(|t| Var::param(t.clone())).collect();
     let out = f(&vars);
-    let weights = Tensor::randn(out.shape(), 0.0, 1.0, &mut rng(0x5eed), &F64::new());
+    let weights = Tensor::randn(
+        out.shape(),
+        0.0,
+        1.0,
+        &mut rng(0x5eed),
+        out.value().backend(),
+    );
     if out.requires_grad() {
         out.backward_with(weights.clone())
             .expect("gradcheck: backward failed");
@@ -84,13 +91,13 @@ fn analytic(
 }
 
 /// `L(x) = sum(f(x) * weights)`, without recording a graph.
-fn loss(
-    f: &impl Fn(&[Var<F64>]) -> Var<F64>,
-    inputs: &[Tensor<F64>],
-    weights: &Tensor<F64>,
+fn loss<B: Backend<Elem = f64>>(
+    f: &impl Fn(&[Var<B>]) -> Var<B>,
+    inputs: &[Tensor<B>],
+    weights: &Tensor<B>,
 ) -> f64 {
     no_grad(|| {
-        let vars: Vec<Var<F64>> = inputs.iter().map(|t| Var::constant(t.clone())).collect();
+        let vars: Vec<Var<B>> = inputs.iter().map(|t| Var::constant(t.clone())).collect();
         f(&vars).value().mul(weights).sum_all().to_scalar()
     })
 }
@@ -99,7 +106,7 @@ fn close(analytic: f64, numeric: f64, tol: Tolerance) -> bool {
     (analytic - numeric).abs() <= tol.atol + tol.rtol * numeric.abs()
 }
 
-fn with_element(t: &Tensor<F64>, index: usize, delta: f64) -> Tensor<F64> {
+fn with_element<B: Backend<Elem = f64>>(t: &Tensor<B>, index: usize, delta: f64) -> Tensor<B> {
     let mut v = t.to_vec();
     v[index] += delta;
     Tensor::from_vec(v, t.shape(), t.backend()).unwrap()
@@ -130,9 +137,9 @@ fn check_each(
 }
 
 /// Checks the gradient of every element of every input. Cost: two evaluations of `f` per element.
-pub fn gradcheck(
-    f: impl Fn(&[Var<F64>]) -> Var<F64>,
-    inputs: &[Tensor<F64>],
+pub fn gradcheck<B: Backend<Elem = f64>>(
+    f: impl Fn(&[Var<B>]) -> Var<B>,
+    inputs: &[Tensor<B>],
     tol: Tolerance,
 ) -> Result<(), GradcheckFailure> {
     let (op, weights, grads) = analytic(&f, inputs);
@@ -149,19 +156,19 @@ pub fn gradcheck(
 
 /// The cheap check for large inputs: along one random direction v (all inputs at once), compares
 /// `<grad, v>` with `(L(x + eps v) - L(x - eps v)) / 2 eps`. Cost: two evaluations of `f`.
-pub fn gradcheck_directional(
-    f: impl Fn(&[Var<F64>]) -> Var<F64>,
-    inputs: &[Tensor<F64>],
+pub fn gradcheck_directional<B: Backend<Elem = f64>>(
+    f: impl Fn(&[Var<B>]) -> Var<B>,
+    inputs: &[Tensor<B>],
     tol: Tolerance,
     seed: u64,
 ) -> Result<(), GradcheckFailure> {
     let (op, weights, grads) = analytic(&f, inputs);
     let mut r = rng(seed);
-    let dirs: Vec<Tensor<F64>> = inputs
+    let dirs: Vec<Tensor<B>> = inputs
         .iter()
         .map(|t| Tensor::randn(t.shape(), 0.0, 1.0, &mut r, t.backend()))
         .collect();
-    let along = |s: f64| -> Vec<Tensor<F64>> {
+    let along = |s: f64| -> Vec<Tensor<B>> {
         inputs
             .iter()
             .zip(&dirs)
@@ -191,9 +198,9 @@ pub fn gradcheck_directional(
 /// Gradient check of a model's own parameters: `loss()` builds a scalar from `params` (leaves it uses).
 /// Each element of each parameter is nudged in place by ±eps and the loss recomputed; the analytic gradient
 /// comes from one `backward()`. `input` in a failure is the index into `params`.
-pub fn gradcheck_params(
-    loss: impl Fn() -> Var<F64>,
-    params: &[Var<F64>],
+pub fn gradcheck_params<B: Backend<Elem = f64>>(
+    loss: impl Fn() -> Var<B>,
+    params: &[Var<B>],
     tol: Tolerance,
 ) -> Result<(), GradcheckFailure> {
     params.iter().for_each(|p| p.zero_grad());

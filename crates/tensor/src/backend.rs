@@ -1,16 +1,19 @@
-//! The `Backend` trait: the short list of primitive kernels every device implements.
+//! The `Backend` trait: the primitive kernels every device implements, and the fused kernels it may.
 //!
 //! Everything a `Tensor` can do is composed from these, once, above the trait. Storage is opaque: callers
 //! never see device memory as a slice; data crosses only through `storage_from_vec` and `to_vec`. Every kernel receives
 //! the layouts (shape, strides, offset) of its inputs, so views reach kernels without copies, and every kernel
 //! returns a fresh contiguous (row-major) storage for its output.
 //!
-//! Besides the primitives (memory, strided copy, unary / binary elementwise, axis reductions, batched GEMM,
-//! index select / index add, select-where) the trait holds the few fused kernels that matter for speed:
-//! softmax (optionally causal), log-softmax, rms-norm, cross-entropy, RoPE and attention, each with its
-//! fused backward, the fused AdamW step, and the 4-bit dequantization that QLoRA's base weights need.
+//! Required: the primitives (memory, strided copy, unary / binary elementwise, select-where, axis
+//! reductions, batched GEMM, index select / index add), thirteen methods; `Reference` implements only
+//! these. Provided: the fused kernels that matter for speed — softmax (optionally causal), log-softmax,
+//! rms-norm, cross-entropy, RoPE and attention, each with its backward, SwiGLU's backward, the AdamW step,
+//! in-place accumulation and the block-wise codes — whose defaults in `composed` spell each formula with
+//! the primitives. The CPU and WGSL backends override every one of them with a one-pass kernel.
 
-use crate::{Element, Layout, Shape};
+use crate::composed::{self, copied};
+use crate::{Element, Layout, Shape, Tensor};
 use std::fmt::Debug;
 
 /// Elementwise functions of one tensor. Scalar parameters are carried as f64 and converted per backend.
@@ -195,7 +198,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
 
     /// `dst += src`, `dst` row-major of `src_layout`'s shape, in place: gradient accumulation
     /// (`Tensor::add_assign` calls it only on a storage that no other tensor shares).
-    fn add_assign(&self, dst: &mut Self::Storage, src: &Self::Storage, src_layout: &Layout);
+    fn add_assign(&self, dst: &mut Self::Storage, src: &Self::Storage, src_layout: &Layout) {
+        let dst_layout = Layout::contiguous(src_layout.shape());
+        *dst = self.binary(BinaryOp::Add, dst, &dst_layout, src, src_layout);
+    }
 
     /// SwiGLU's backward: for `h = silu(a) * b` and the upstream gradient g, all three of g's shape,
     /// `da = g b silu'(a)` (needs b) and `db = g silu(a)`, each where `need` asks. One pass over memory
@@ -206,7 +212,16 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         b: Option<(&Self::Storage, &Layout)>,
         g: (&Self::Storage, &Layout),
         need: [bool; 2],
-    ) -> [Option<Self::Storage>; 2];
+    ) -> [Option<Self::Storage>; 2] {
+        let da = need[0].then(|| {
+            let b = b.expect("da reads b");
+            let gb = self.binary(BinaryOp::Mul, g.0, g.1, b.0, b.1);
+            let gb_layout = Layout::contiguous(g.1.shape());
+            self.binary(BinaryOp::SiluBackward, a.0, a.1, &gb, &gb_layout)
+        });
+        let db = need[1].then(|| self.binary(BinaryOp::SiluMul, a.0, a.1, g.0, g.1));
+        [da, db]
+    }
 
     // ---- reductions and products --------------------------------------------------------------------------
     /// Reduces `axis`, which stays in the output with size 1.
@@ -247,24 +262,32 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         src_layout: &Layout,
     );
 
-    // ---- fused kernels (all along the last axis) ------------------------------------------------------------
+    // ---- fused kernels (all along the last axis; defaults in `composed`) ------------------------------------
     /// `softmax(x)` over the last axis. With `causal`, the last two axes are (queries, keys) and key j is
     /// hidden from query i when `j > i + (keys - queries)`, as if its score were -inf.
-    fn softmax(&self, x: &Self::Storage, layout: &Layout, causal: bool) -> Self::Storage;
+    fn softmax(&self, x: &Self::Storage, layout: &Layout, causal: bool) -> Self::Storage {
+        composed::softmax(&copied(self, (x, layout)), causal).into_storage()
+    }
     /// `dx = y * (g - sum(g * y))` row by row, from the softmax output y (y and g of the same shape).
     fn softmax_backward(
         &self,
         y: (&Self::Storage, &Layout),
         g: (&Self::Storage, &Layout),
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        composed::softmax_backward(&copied(self, y), &copied(self, g)).into_storage()
+    }
     /// `x - max - log(sum(exp(x - max)))` over the last axis.
-    fn log_softmax(&self, x: &Self::Storage, layout: &Layout) -> Self::Storage;
+    fn log_softmax(&self, x: &Self::Storage, layout: &Layout) -> Self::Storage {
+        composed::log_softmax(&copied(self, (x, layout))).into_storage()
+    }
     /// `dx = g - exp(y) * sum(g)` row by row, from the log-softmax output y.
     fn log_softmax_backward(
         &self,
         y: (&Self::Storage, &Layout),
         g: (&Self::Storage, &Layout),
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        composed::log_softmax_backward(&copied(self, y), &copied(self, g)).into_storage()
+    }
     /// `y = x / sqrt(mean(x^2) + eps) * w` over the last axis; `w` has the last axis' size.
     fn rms_norm(
         &self,
@@ -273,10 +296,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         w: &Self::Storage,
         w_layout: &Layout,
         eps: f64,
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        let (x, w) = (copied(self, (x, layout)), copied(self, (w, w_layout)));
+        composed::rms_norm(&x, &w, eps).into_storage()
+    }
     /// Gradients `(dx, dw)` of rms-norm, from the input x, the weight w and the upstream gradient g; `dw`
     /// only `with_dw` (a frozen gain costs no reduction over the rows). The math is in
-    /// `lowrank_autograd`'s `Var::rms_norm`.
+    /// `composed::rms_norm_backward`.
     fn rms_norm_backward(
         &self,
         x: (&Self::Storage, &Layout),
@@ -284,7 +310,11 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         g: (&Self::Storage, &Layout),
         eps: f64,
         with_dw: bool,
-    ) -> (Self::Storage, Option<Self::Storage>);
+    ) -> (Self::Storage, Option<Self::Storage>) {
+        let [x, w, g] = [x, w, g].map(|t| copied(self, t));
+        let (dx, dw) = composed::rms_norm_backward(&x, &w, &g, eps, with_dw);
+        (dx.into_storage(), dw.map(Tensor::into_storage))
+    }
     /// Rotary position embedding over the last axis of x (.., T, d), rotate-half convention:
     /// `y = x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]` over x's last axis; the
     /// tables come as views broadcast to x's shape (one row per position, repeated across the other axes).
@@ -294,7 +324,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         x: (&Self::Storage, &Layout),
         cos: (&Self::Storage, &Layout),
         sin: (&Self::Storage, &Layout),
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        let [x, cos, sin] = [x, cos, sin].map(|t| copied(self, t));
+        composed::rope(&x, &cos, &sin).into_storage()
+    }
     /// Scaled dot-product attention for q, k, v of shape (B, H, T, D), any strides: per (batch, head),
     /// `P = softmax(scale q k^T)` (with `causal`, key j > query i is masked) and `out = P v`. Returns `out`
     /// laid out as (B, T, H, D) in memory (the heads side by side, as the output projection reads them) and
@@ -306,7 +339,10 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         v: (&Self::Storage, &Layout),
         scale: f64,
         causal: bool,
-    ) -> (Self::Storage, Self::Storage);
+    ) -> (Self::Storage, Self::Storage) {
+        let [q, k, v] = [q, k, v].map(|t| copied(self, t));
+        composed::attention(&q, &k, &v, scale, causal)
+    }
     /// Gradients of `attention` w.r.t. q, k and v given the upstream gradient `g` (B, H, T, D), each laid out
     /// as (B, T, H, D); only those that `need` asks for are computed. An input is `None` when no requested
     /// gradient reads it (the tensor op has checked: k is given for dq, q for dk, v for either).
@@ -318,7 +354,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         scale: f64,
         causal: bool,
         need: [bool; 3],
-    ) -> [Option<Self::Storage>; 3];
+    ) -> [Option<Self::Storage>; 3] {
+        let _ = causal; // the masked probabilities are 0, and so are their gradients
+        let d = g.1.dims(); // (B, H, T, D)
+        let p_layout = Layout::contiguous([d[0], d[1], d[2], d[2]]);
+        let (p, g) = (copied(self, (probs, &p_layout)), copied(self, g));
+        composed::attention_backward(qkv.map(|t| t.map(|t| copied(self, t))), &p, &g, scale, need)
+    }
     /// Per-row `-log softmax(logits)[target]` for logits (n, v); rows whose target is `ignore` give 0.
     /// The tensor op has checked one target per row, each in range or `ignore` (also for the backward).
     fn cross_entropy(
@@ -327,7 +369,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         layout: &Layout,
         targets: &[u32],
         ignore: Option<u32>,
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        composed::cross_entropy(&copied(self, (logits, layout)), targets, ignore).into_storage()
+    }
     /// `dlogits = g_row * (softmax(logits) - onehot(target))`, 0 on ignored rows; `row_grads` has n values.
     fn cross_entropy_backward(
         &self,
@@ -336,15 +380,22 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         targets: &[u32],
         ignore: Option<u32>,
         row_grads: (&Self::Storage, &Layout),
-    ) -> Self::Storage;
+    ) -> Self::Storage {
+        let (logits, g) = (copied(self, (logits, layout)), copied(self, row_grads));
+        composed::cross_entropy_backward(&logits, targets, ignore, &g).into_storage()
+    }
 
     /// Expands 4-bit codes to a row-major storage of `numel` values: `out[i] = absmax(i / block) *
     /// levels[code_i]` — QLoRA's frozen base weight, dequantized on the device that holds it.
-    fn dequantize_4bit(&self, q: &Packed4bit<'_, Self::Storage>) -> Self::Storage;
+    fn dequantize_4bit(&self, q: &Packed4bit<'_, Self::Storage>) -> Self::Storage {
+        composed::dequantize_4bit(self, q)
+    }
 
     /// Expands 8-bit codes: `out[i] = map[code_i] * absmax(i / block)`, `map` the 256 values of a dynamic
     /// map.
-    fn dequantize_8bit(&self, q: &Packed8bit<Self::Storage>, map: &Self::Storage) -> Self::Storage;
+    fn dequantize_8bit(&self, q: &Packed8bit<Self::Storage>, map: &Self::Storage) -> Self::Storage {
+        composed::dequantize_8bit(self, q, map)
+    }
 
     /// Quantizes the first `numel` values of row-major `values` to 8-bit codes in blocks of `block`, as
     /// `dynamic_map::quantize_blockwise` does: `code_i = table[grid_index(x_i * (1 / absmax))]`, `table`
@@ -355,7 +406,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         numel: usize,
         block: usize,
         table: &Self::Storage,
-    ) -> Packed8bit<Self::Storage>;
+    ) -> Packed8bit<Self::Storage> {
+        composed::quantize_8bit(self, values, numel, block, table)
+    }
 
     // ---- optimizer ------------------------------------------------------------------------------------------
     /// One decoupled-weight-decay Adam step, in place on row-major `param`, `m`, `v` of the same length:
@@ -373,5 +426,13 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         grad: (&Self::Storage, &Layout),
         step: &AdamwStep,
         grad_scale: (&Self::Storage, &Layout),
-    );
+    ) {
+        // every operand as one axis of the parameter's length (grad_scale, one value, broadcasts)
+        let flat = Layout::contiguous([grad.1.shape().numel()]);
+        let t = |s: &Self::Storage| copied(self, (s, &flat));
+        let grad = copied(self, grad).reshape(flat.shape().clone());
+        let grad_scale = copied(self, grad_scale).reshape([1]);
+        let (p, m1, v1) = composed::adamw_step(&t(param), &t(m), &t(v), &grad, step, &grad_scale);
+        (*param, *m, *v) = (p.into_storage(), m1.into_storage(), v1.into_storage());
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`Shape`] and [`Layout`] describe a tensor's extent and how it maps onto storage (strides, offset);
 //!   views (reshape, transpose, broadcast, narrow, ...) are new layouts over the same storage.
-//! - [`Backend`] is the short list of primitive kernels a device implements; [`Cpu`] implements it for f32
-//!   and f64 with rayon and the `gemm` crate.
+//! - [`Backend`] is the short list of primitive kernels a device implements, plus the fused kernels as
+//!   provided methods whose defaults ([`composed`]) compose the primitives. [`Reference`] implements only
+//!   the primitives, in plain loops (how to write a backend); [`Cpu`] implements everything for f32 and
+//!   f64 with rayon and the `gemm` crate.
 //! - [`Tensor`] composes the kernels into the familiar API: creation, elementwise math with broadcasting,
 //!   reductions, batched matmul, indexing, and fused softmax / rms-norm / cross-entropy.
 //!
@@ -22,6 +24,7 @@
 //! ```
 
 mod backend;
+pub mod composed;
 pub mod counter_rng;
 mod cpu;
 pub mod dynamic_map;
@@ -30,6 +33,8 @@ mod error;
 pub mod flops;
 mod layout;
 mod ops;
+mod reference;
+mod scalar;
 mod shape;
 mod tensor;
 pub mod threads;
@@ -42,5 +47,6 @@ pub use element::{DType, Element};
 pub use error::{Error, Result};
 pub use layout::{merge_axes, Layout};
 pub use rand::rngs::StdRng;
+pub use reference::Reference;
 pub use shape::Shape;
 pub use tensor::{rng, Tensor};

@@ -8,6 +8,7 @@
 use super::reduce::contiguous_slice;
 use super::simd::widest;
 use super::strided::{par_chunks, par_rows, piece_len, Strided};
+use crate::scalar::sigmoid;
 use crate::{BinaryOp, Element, Layout, UnaryOp};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -236,87 +237,48 @@ pub fn swiglu_backward<E: Element>(
     ]
 }
 
-fn sigmoid<E: Element>(x: E) -> E {
-    E::one() / (E::one() + (-x).fast_exp())
-}
-
-fn sign<E: Element>(x: E) -> E {
-    if x > E::zero() {
-        E::one()
-    } else if x < E::zero() {
-        -E::one()
-    } else {
-        E::zero()
-    }
-}
-
-/// `(tanh(u), du/dx)` for the GELU tanh approximation, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
-fn gelu_parts<E: Element>(x: E) -> (E, E) {
-    let c = E::from_f64((2.0 / std::f64::consts::PI).sqrt());
-    let k = E::from_f64(0.044715);
-    let u = c * (x + k * x * x * x);
-    (u.tanh(), c * (E::one() + E::from_f64(3.0) * k * x * x))
-}
-
+/// Each arm hands `map1` a closure over a constant op: `apply`'s match folds away in every loop.
 pub fn unary<E: Element>(op: UnaryOp, x: &[E], l: &Layout) -> Vec<E> {
-    let half = E::from_f64(0.5);
-    match op {
-        UnaryOp::Neg => map1(x, l, |v| -v),
-        UnaryOp::Exp => map1(x, l, |v| v.fast_exp()),
-        UnaryOp::Log => map1(x, l, |v| v.ln()),
-        UnaryOp::Sqrt => map1(x, l, |v| v.sqrt()),
-        UnaryOp::Rsqrt => map1(x, l, |v| v.sqrt().recip()),
-        UnaryOp::Tanh => map1(x, l, |v| v.tanh()),
-        UnaryOp::Sigmoid => map1(x, l, sigmoid),
-        UnaryOp::Silu => map1(x, l, |v| v * sigmoid(v)),
-        UnaryOp::Gelu => map1(x, l, |v| half * v * (E::one() + gelu_parts(v).0)),
-        UnaryOp::Relu => map1(x, l, |v| v.max(E::zero())),
-        UnaryOp::Abs => map1(x, l, |v| v.abs()),
-        UnaryOp::Sign => map1(x, l, sign),
-        UnaryOp::Recip => map1(x, l, |v| v.recip()),
-        UnaryOp::Sqr => map1(x, l, |v| v * v),
-        UnaryOp::Powf(p) => {
-            let p = E::from_f64(p);
-            map1(x, l, |v| v.powf(p))
-        }
-        UnaryOp::AddScalar(c) => {
-            let c = E::from_f64(c);
-            map1(x, l, |v| v + c)
-        }
-        UnaryOp::MulScalar(c) => {
-            let c = E::from_f64(c);
-            map1(x, l, |v| v * c)
-        }
+    use UnaryOp::*;
+    macro_rules! loops {
+        ($($plain:ident),*) => {
+            match op {
+                $($plain => map1(x, l, |v| $plain.apply(v)),)*
+                Powf(p) => map1(x, l, |v| Powf(p).apply(v)),
+                AddScalar(c) => map1(x, l, |v| AddScalar(c).apply(v)),
+                MulScalar(c) => map1(x, l, |v| MulScalar(c).apply(v)),
+            }
+        };
     }
+    loops!(Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Silu, Gelu, Relu, Abs, Sign, Recip, Sqr)
 }
 
+/// One loop per op, as in `unary`.
 pub fn binary<E: Element>(op: BinaryOp, a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
-    let bool_ = |t: bool| if t { E::one() } else { E::zero() };
-    match op {
-        BinaryOp::Add => map2(a, la, b, lb, |x, y| x + y),
-        BinaryOp::Sub => map2(a, la, b, lb, |x, y| x - y),
-        BinaryOp::Mul => map2(a, la, b, lb, |x, y| x * y),
-        BinaryOp::Div => map2(a, la, b, lb, |x, y| x / y),
-        BinaryOp::Max => map2(a, la, b, lb, |x, y| x.max(y)),
-        BinaryOp::Min => map2(a, la, b, lb, |x, y| x.min(y)),
-        BinaryOp::Pow => map2(a, la, b, lb, |x, y| x.powf(y)),
-        BinaryOp::Eq => map2(a, la, b, lb, |x, y| bool_(x == y)),
-        BinaryOp::Ne => map2(a, la, b, lb, |x, y| bool_(x != y)),
-        BinaryOp::Lt => map2(a, la, b, lb, |x, y| bool_(x < y)),
-        BinaryOp::Le => map2(a, la, b, lb, |x, y| bool_(x <= y)),
-        BinaryOp::Gt => map2(a, la, b, lb, |x, y| bool_(x > y)),
-        BinaryOp::Ge => map2(a, la, b, lb, |x, y| bool_(x >= y)),
-        BinaryOp::SiluMul => map2(a, la, b, lb, |x, y| x * sigmoid(x) * y),
-        // silu'(x) = s (1 + x (1 - s)), s = sigmoid(x)
-        BinaryOp::SiluBackward => map2(a, la, b, lb, |x, g| {
-            let s = sigmoid(x);
-            g * s * (E::one() + x * (E::one() - s))
-        }),
-        // gelu'(x) = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, t = tanh(u)
-        BinaryOp::GeluBackward => map2(a, la, b, lb, |x, g| {
-            let half = E::from_f64(0.5);
-            let (t, du) = gelu_parts(x);
-            g * (half * (E::one() + t) + half * x * (E::one() - t * t) * du)
-        }),
+    use BinaryOp::*;
+    macro_rules! loops {
+        ($($op:ident),*) => {
+            match op {
+                $($op => map2(a, la, b, lb, |x, y| $op.apply(x, y)),)*
+            }
+        };
     }
+    loops!(
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Max,
+        Min,
+        Pow,
+        Eq,
+        Ne,
+        Lt,
+        Le,
+        Gt,
+        Ge,
+        SiluMul,
+        SiluBackward,
+        GeluBackward
+    )
 }

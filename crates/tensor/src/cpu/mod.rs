@@ -10,7 +10,7 @@ mod fused;
 mod index;
 mod matmul;
 mod optim;
-mod quant;
+pub(crate) mod quant;
 mod reduce;
 mod simd;
 mod strided;
