@@ -97,7 +97,7 @@ fn child<B: Backend>(
     let before = gpu_counters(args.device);
     // the steps' matrix products, as issued: FLOPs (docs: src/flops.rs; equal to its formula,
     // tests/flops.rs) and the time spent in them
-    flops::reset();
+    flops::start();
     let mut times: Vec<f64> = (0..steps)
         .map(|_| {
             let t = Instant::now();
@@ -105,7 +105,7 @@ fn child<B: Backend>(
             Ok(t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_, lowrank::gpt::StepFailed>>()?;
-    let products = flops::read();
+    let products = flops::stop();
     let after = gpu_counters(args.device);
     let per_step = |i: usize| (after[i] - before[i]) as f64 / steps as f64;
     let mean_ms = times.iter().sum::<f64>() / steps as f64;

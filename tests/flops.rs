@@ -19,13 +19,13 @@ const SEQ: usize = 7;
 fn counted(model: &Gpt<F64>, backward: bool) -> u64 {
     let ids: Vec<u32> = (0..BATCH * SEQ).map(|i| (i * 37 % 256) as u32).collect();
     let targets: Vec<u32> = ids.iter().map(|i| (i + 1) % 256).collect();
-    flops::reset();
+    flops::start();
     if backward {
         model.loss(&ids, &targets, BATCH, SEQ).backward().unwrap();
     } else {
         no_grad(|| model.loss(&ids, &targets, BATCH, SEQ));
     }
-    flops::read().flops()
+    flops::stop().flops()
 }
 
 fn config(tie_embeddings: bool) -> GptConfig {
@@ -108,13 +108,15 @@ fn products_are_timed_within_the_wall_time_around_them() {
     let randn = |dims: &[usize], seed| Tensor::randn(dims.to_vec(), 0.0, 1.0, &mut rng(seed), &dev);
     let (a, b) = (randn(&[64, 96], 1), randn(&[96, 80], 2));
     let q = randn(&[1, 2, 33, 8], 3); // (B, H, T, D)
-    flops::reset();
+    a.matmul(&b); // not counted: the tally is off until `start`
+    assert_eq!(flops::read(), flops::Products::default());
+    flops::start();
     let start = Instant::now();
     a.matmul(&b);
     let after_matmul = start.elapsed().as_secs_f64();
     Tensor::attention(&q, &q, &q, 0.3, true);
     let after_both = start.elapsed().as_secs_f64();
-    let p = flops::read();
+    let p = flops::stop();
     assert_eq!(p.matmul.flops, 2 * 64 * 96 * 80);
     let per_product = (2 * 8) * 2 * (33 * 34 / 2); // 2 D per visible score, in B H = 2 heads
     assert_eq!(p.attention.flops, 2 * per_product); // q k^T and P v
@@ -129,14 +131,17 @@ fn products_are_timed_within_the_wall_time_around_them() {
         "{p:?}"
     );
 
+    a.matmul(&b); // stopped: not counted
+    assert_eq!(flops::read(), p);
     std::thread::spawn(|| {
         let dev = Cpu::<f32>::new();
+        flops::start();
         Tensor::zeros([4, 4], &dev).matmul(&Tensor::zeros([4, 4], &dev));
-        assert_eq!(flops::read().matmul.flops, 2 * 4 * 4 * 4);
+        assert_eq!(flops::stop().matmul.flops, 2 * 4 * 4 * 4);
     })
     .join()
     .unwrap();
-    assert_eq!(flops::read(), p);
-    flops::reset();
+    assert_eq!(flops::read(), p); // each thread has its own tally
+    flops::start();
     assert_eq!(flops::read(), flops::Products::default());
 }

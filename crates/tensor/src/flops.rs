@@ -8,13 +8,14 @@
 //! rest, so the bench can say how fast the products themselves ran and how much time lies outside them.
 //! It is the wall time of the op call on the calling thread: the kernel's time on a backend that finishes
 //! its work before returning (the CPU), only the time to queue it on one that does not (wgpu).
-//! Per thread (the thread that calls the op; kernels may fan out to rayon threads, the tally does not) and
-//! cheap: two clock reads per product.
+//! Per thread (the thread that calls the op; kernels may fan out to rayon threads, the tally does not), and
+//! off until a measurement turns it on: `start()` counts from zero on the calling thread, `stop()` ends
+//! it. Off, a product costs one thread-local flag read; on, two clock reads more.
 
 use std::cell::Cell;
 use std::time::Instant;
 
-/// What one kind of product cost since the last `reset`.
+/// What one kind of product cost since the last `start`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Tally {
     pub flops: u64,
@@ -45,19 +46,32 @@ pub(crate) enum Kind {
 
 thread_local! {
     static PRODUCTS: Cell<Products> = Cell::new(Products::default());
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
 }
 
-pub fn reset() {
+/// Counts this thread's products from zero, until `stop`.
+pub fn start() {
     PRODUCTS.with(|c| c.set(Products::default()));
+    COUNTING.with(|c| c.set(true));
 }
 
-/// The products issued on this thread since the last `reset`.
+/// Stops counting on this thread and returns the tally since `start`.
+pub fn stop() -> Products {
+    COUNTING.with(|c| c.set(false));
+    read()
+}
+
+/// The products counted on this thread since the last `start`.
 pub fn read() -> Products {
     PRODUCTS.with(|c| c.get())
 }
 
-/// Runs `op`, a product of `flops` FLOPs, adding its FLOPs and its time to the `kind` tally.
+/// Runs `op`, a product of `flops` FLOPs, adding its FLOPs and its time to the `kind` tally when this
+/// thread counts.
 pub(crate) fn timed<R>(kind: Kind, flops: u64, op: impl FnOnce() -> R) -> R {
+    if !COUNTING.with(Cell::get) {
+        return op();
+    }
     let start = Instant::now();
     let out = op();
     let seconds = start.elapsed().as_secs_f64();
