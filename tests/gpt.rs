@@ -8,7 +8,7 @@ use lowrank::gpt::{
     TrainConfig, TrainError, CONFIG_FILE, WEIGHTS_FILE,
 };
 use lowrank::nn::{Embedding, Linear, Module, NnError, RmsNorm};
-use lowrank::tensor::{rng, Cpu, Tensor};
+use lowrank::tensor::{rng, Cpu, Reference, Tensor};
 
 fn dev() -> F64 {
     F64::new()
@@ -124,7 +124,10 @@ fn grouped_query_attention_gradients() {
     let mut params = vec![x.clone()];
     params.extend(attn.named_params().into_iter().map(|(_, p)| p));
     for kernels in [Kernels::Fused, Kernels::Plain] {
-        check(|| weighted(&attn.forward(&x, &rope, kernels), 22), &params);
+        check(
+            || kernels.run(|| weighted(&attn.forward(&x, &rope), 22)),
+            &params,
+        );
     }
 }
 
@@ -192,10 +195,7 @@ fn attention_gradients_with_causal_mask() {
     let x = randn(&[2, 5, 8], 11);
     let mut params = vec![x.clone()];
     params.extend(attn.named_params().into_iter().map(|(_, p)| p));
-    check(
-        || weighted(&attn.forward(&x, &rope, Kernels::Fused), 12),
-        &params,
-    );
+    check(|| weighted(&attn.forward(&x, &rope), 12), &params);
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn swiglu_mlp_gradients() {
     let x = randn(&[3, 4], 4);
     let mut params = vec![x.clone()];
     params.extend(mlp.named_params().into_iter().map(|(_, p)| p));
-    check(|| weighted(&mlp.forward(&x, Kernels::Fused), 5), &params);
+    check(|| weighted(&mlp.forward(&x), 5), &params);
 }
 
 fn tiny_batch() -> (Vec<u32>, Vec<u32>) {
@@ -363,6 +363,49 @@ fn training_a_tiny_model_drives_the_loss_down() {
         "initial loss {first} should be near ln(256) = 5.5"
     );
     assert!(last < 2.5, "loss only went from {first} to {last}");
+}
+
+/// "How to write a backend", proven: `Reference` (primitives only, every fused op from `Backend`'s
+/// composed defaults) trains a tiny GPT with grouped-query attention step for step as the CPU's fused
+/// kernels do.
+#[test]
+fn the_reference_backend_trains_a_tiny_gpt_as_the_cpu_does() {
+    let config = GptConfig {
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        n_kv_heads: 1,
+        d_ff: 32,
+        max_seq_len: 16,
+        ..GptConfig::tiny()
+    };
+    let data = Dataset::new(ByteTokenizer.encode(&corpus::general_corpus(2_000, 1)));
+    let cfg = TrainConfig {
+        steps: 12,
+        batch: 2,
+        seq: 16,
+        lr: 1e-2,
+        warmup: 2,
+        progress: false,
+        ..TrainConfig::default()
+    };
+    let on_cpu = train(&Gpt::new(config.clone(), 3, &dev()), &data, None, &cfg).unwrap();
+    let model = Gpt::new(config, 3, &Reference::<f64>::new());
+    let (on_cpu, on_reference) = (
+        on_cpu.losses,
+        train(&model, &data, None, &cfg).unwrap().losses,
+    );
+    assert_eq!(on_cpu.len(), 12);
+    for (step, (a, b)) in on_cpu.iter().zip(&on_reference).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-9 * a.abs(),
+            "step {step}: CPU {a}, reference {b}"
+        );
+    }
+    assert!(
+        on_reference[11] < on_reference[0] - 0.5,
+        "loss {on_reference:?}"
+    );
 }
 
 #[test]

@@ -23,19 +23,20 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// x (B, T, C) -> (B, T, C)
-    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>, kernels: Kernels) -> Var<B> {
-        self.forward_cached(x, rope, kernels, None)
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
+        self.forward_cached(x, rope, None)
     }
 
     /// `forward` for the T tokens after those in `cache` (at positions `cache.len()..`), whose keys and
-    /// values are appended to it. Without a cache, the tokens start at position 0.
+    /// values are appended to it. Without a cache, the tokens start at position 0. RoPE and attention run
+    /// fused or plain as `Kernels::in_force` says.
     pub fn forward_cached(
         &self,
         x: &Var<B>,
         rope: &Rope<B>,
-        kernels: Kernels,
         cache: Option<&mut LayerCache<B>>,
     ) -> Var<B> {
+        let kernels = Kernels::in_force();
         let (b, t, c) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, c / self.n_heads);
         let start = cache.as_ref().map_or(0, |cache| cache.len());

@@ -6,7 +6,7 @@ use crate::mlp::Mlp;
 use crate::model::norm;
 use crate::rope::Rope;
 use lowrank_autograd::Var;
-use lowrank_nn::{children, Kernels, Module, RmsNorm};
+use lowrank_nn::{children, Module, RmsNorm};
 use lowrank_tensor::Backend;
 
 pub struct Block<B: Backend> {
@@ -18,8 +18,8 @@ pub struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     /// x (B, T, C) -> (B, T, C)
-    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>, kernels: Kernels) -> Var<B> {
-        self.forward_cached(x, rope, kernels, None)
+    pub fn forward(&self, x: &Var<B>, rope: &Rope<B>) -> Var<B> {
+        self.forward_cached(x, rope, None)
     }
 
     /// `forward` for the tokens after those in `cache` (see [`Attention::forward_cached`]).
@@ -27,15 +27,12 @@ impl<B: Backend> Block<B> {
         &self,
         x: &Var<B>,
         rope: &Rope<B>,
-        kernels: Kernels,
         cache: Option<&mut LayerCache<B>>,
     ) -> Var<B> {
-        let attn_in = norm(&self.input_layernorm, x, kernels); // (B, T, C)
-        let h = x + &self
-            .self_attn
-            .forward_cached(&attn_in, rope, kernels, cache); // (B, T, C)
-        let mlp_in = norm(&self.post_attention_layernorm, &h, kernels); // (B, T, C)
-        &h + &self.mlp.forward(&mlp_in, kernels) // (B, T, C)
+        let attn_in = norm(&self.input_layernorm, x); // (B, T, C)
+        let h = x + &self.self_attn.forward_cached(&attn_in, rope, cache); // (B, T, C)
+        let mlp_in = norm(&self.post_attention_layernorm, &h); // (B, T, C)
+        &h + &self.mlp.forward(&mlp_in) // (B, T, C)
     }
 }
 

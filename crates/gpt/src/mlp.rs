@@ -11,11 +11,11 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// x (B, T, C) -> (B, T, C) through a (B, T, d_ff) hidden layer
-    pub fn forward(&self, x: &Var<B>, kernels: Kernels) -> Var<B> {
+    /// x (B, T, C) -> (B, T, C) through a (B, T, d_ff) hidden layer (SwiGLU as `Kernels::in_force` says)
+    pub fn forward(&self, x: &Var<B>) -> Var<B> {
         let gate = self.gate_proj.forward(x); // (B, T, d_ff)
         let up = self.up_proj.forward(x); // (B, T, d_ff)
-        let hidden = match kernels {
+        let hidden = match Kernels::in_force() {
             Kernels::Fused => Var::swiglu(&gate, &up), // silu(gate) * up, one pass: (B, T, d_ff)
             Kernels::Plain => swiglu_plain(&gate, &up),
         };

@@ -133,12 +133,14 @@ impl<B: Backend> Gpt<B> {
         if let Some(prompt) = prompt {
             x = prompt.prepend(&x); // (B, P + T, C)
         }
-        for (i, layer) in self.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.forward_cached(&x, &self.rope, self.kernels, layer_cache);
-            // (B, P + T, C)
-        }
-        let x = norm(&self.norm, &x, self.kernels); // (B, P + T, C)
+        // the layers run the kernels this model chose (`Kernels::in_force`)
+        let x = self.kernels.run(|| {
+            for (i, layer) in self.layers.iter().enumerate() {
+                let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+                x = layer.forward_cached(&x, &self.rope, layer_cache); // (B, P + T, C)
+            }
+            norm(&self.norm, &x) // (B, P + T, C)
+        });
         match prompt {
             Some(prompt) => x.narrow(1, prompt.len(), seq), // (B, T, C): the real tokens only, a view
             None => x,
@@ -248,9 +250,9 @@ impl<B: Backend> Module<B> for Gpt<B> {
     }
 }
 
-/// RMSNorm in the chosen form.
-pub(crate) fn norm<B: Backend>(n: &RmsNorm<B>, x: &Var<B>, kernels: Kernels) -> Var<B> {
-    match kernels {
+/// RMSNorm in the form in force (`Kernels::in_force`).
+pub(crate) fn norm<B: Backend>(n: &RmsNorm<B>, x: &Var<B>) -> Var<B> {
+    match Kernels::in_force() {
         Kernels::Fused => n.forward(x),
         Kernels::Plain => n.forward_plain(x),
     }
