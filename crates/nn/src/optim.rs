@@ -332,29 +332,9 @@ impl<B: Backend> AdamW<B> {
 /// The AdamW update as the formula reads, one elementary op per line; returns the new `(param, m, v)`,
 /// the old ones where `grad_scale` is not finite (a diverged step). `Tensor::adamw_step` computes the same in
 /// one pass over the four tensors, where this makes a dozen passes and ten temporaries
-/// (tests/plain_vs_fused.rs checks they agree).
-pub fn adamw_step_plain<B: Backend>(
-    param: &Tensor<B>,
-    m0: &Tensor<B>,
-    v0: &Tensor<B>,
-    grad: &Tensor<B>,
-    s: &AdamwStep,
-    grad_scale: &Tensor<B>,
-) -> (Tensor<B>, Tensor<B>, Tensor<B>) {
-    let (m, v) = (m0, v0);
-    let g = grad * grad_scale; // the clipped gradient
-    let m = &(m * s.beta1) + &(&g * (1.0 - s.beta1)); // first moment: running mean of g
-    let v = &(v * s.beta2) + &(&g.sqr() * (1.0 - s.beta2)); // second moment: running mean of g^2
-    let m_hat = &m * (1.0 / s.bias_correction1); // bias correction: the moments start at 0
-    let v_hat = &v * (1.0 / s.bias_correction2);
-    let adam = &m_hat / &v_hat.sqrt().add_scalar(s.eps); // per-coordinate step direction
-    let decayed = param * (1.0 - s.lr * s.weight_decay); // decoupled weight decay
-    let p = &decayed - &(&adam * s.lr);
-    // a diverged step keeps everything
-    let finite = nan_unless_finite(grad_scale).equal(&grad_scale.zeros_like());
-    let keep_old = |new: Tensor<B>, old: &Tensor<B>| Tensor::where_cond(&finite, &new, old);
-    (keep_old(p, param), keep_old(m, m0), keep_old(v, v0))
-}
+/// (tests/plain_vs_fused.rs checks they agree). It is `Backend::adamw_step`'s default, which a backend
+/// without an AdamW kernel runs.
+pub use lowrank_tensor::composed::adamw_step as adamw_step_plain;
 
 /// Plain stochastic gradient descent with decoupled weight decay: `p -= lr (g + wd p)`. No state.
 pub struct Sgd<B: Backend> {
