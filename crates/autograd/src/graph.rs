@@ -34,14 +34,7 @@ pub fn grad_enabled() -> bool {
 
 /// Runs `f` without recording anything: for evaluation, sampling and optimizer updates.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            GRAD_ENABLED.with(|g| g.set(self.0));
-        }
-    }
-    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
-    f()
+    lowrank_tensor::threads::scoped(&GRAD_ENABLED, false, f)
 }
 
 /// A Var as the backward pass sees it: everything but the value.

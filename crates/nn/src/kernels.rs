@@ -33,13 +33,6 @@ impl Kernels {
     /// read the choice (`in_force`) instead of taking it as an argument through every forward. The previous
     /// choice comes back afterwards, also when `f` panics.
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Restore(Kernels);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                IN_FORCE.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(IN_FORCE.with(|c| c.replace(self)));
-        f()
+        lowrank_tensor::threads::scoped(&IN_FORCE, self, f)
     }
 }

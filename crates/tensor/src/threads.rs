@@ -10,6 +10,12 @@
 //!
 //! The library cannot do this for its callers: rayon's global pool is built once per process, by its
 //! first user, and only a program knows which of its threads is the one that runs the model.
+//!
+//! Also here: [`scoped`], a per-thread setting changed for the length of a call (`no_grad`,
+//! `Kernels::run`).
+
+use std::cell::Cell;
+use std::thread::LocalKey;
 
 /// Builds rayon's global pool with the calling thread as worker 0 (and one more worker per remaining
 /// core, or `RAYON_NUM_THREADS` in all).
@@ -20,4 +26,21 @@ pub fn use_calling_thread() -> Result<(), rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new()
         .use_current_thread()
         .build_global()
+}
+
+/// Runs `f` with the thread-local `setting` at `value`, then restores the previous value, also when `f`
+/// panics.
+pub fn scoped<T: Copy + 'static, R>(
+    setting: &'static LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(setting, setting.with(|c| c.replace(value)));
+    f()
 }
