@@ -4,16 +4,25 @@
 //! ```text
 //! bash scripts/fetch-model.sh
 //! cargo run --release --example chat -- --prompt "What is LoRA?"
+//! cargo run --release --example chat -- --adapter tuned=runs/llm-adapter \
+//!     --prompt "What is LoRA?" --use tuned --prompt "What is LoRA?" --use base
 //! ```
-//! Tokens are printed as they come; the prefill and decode speeds follow on stderr.
+//! One prompt: tokens are printed as they come; the prefill and decode speeds follow on stderr. Several
+//! prompts, or `--use NAME|base` per prompt: the answers are generated as mixed-adapter batches (each row
+//! with its own adapter) and printed one per line, in order.
 
 use clap::Parser;
-use lowrank::gpt::{generate_streaming, printable, GenerateConfig, Message, Pretrained, Tokenizer};
+use lowrank::gpt::{
+    generate_streaming, printable, BpeTokenizer, GenerateConfig, Gpt, Message, Pretrained,
+    Tokenizer,
+};
 use lowrank::tensor::Backend;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "support/adapters.rs"]
+mod adapters;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
@@ -34,9 +43,19 @@ struct Args {
     /// A GGUF file or a Hugging Face Llama folder (config.json, model.safetensors, tokenizer.json).
     #[arg(long, default_value = model_file::DEFAULT_MODEL)]
     model: PathBuf,
-    /// The user's message.
-    #[arg(long, default_value = "What is LoRA?")]
-    prompt: String,
+    /// Adapter folder in the PEFT layout, as `DIR` (named adapter0, 1, ..) or `NAME=DIR`; repeat for
+    /// several (the last one is active).
+    #[arg(long)]
+    adapter: Vec<String>,
+    /// Load adapters even if they were saved on a different base (their outputs are then meaningless).
+    #[arg(long)]
+    force: bool,
+    /// The user's message; repeat for several (answered as batches).
+    #[arg(long, default_values_t = ["What is LoRA?".to_string()])]
+    prompt: Vec<String>,
+    /// The adapter each prompt uses (a name from --adapter, or `base`), one per --prompt, in order.
+    #[arg(long = "use")]
+    uses: Vec<String>,
     /// A system message (without one, the model's template may put its own default first).
     #[arg(long)]
     system: Option<String>,
@@ -70,9 +89,10 @@ fn main() {
         if !(args.top_p > 0.0 && args.top_p <= 1.0) {
             return Err(format!("--top-p must be in (0, 1], got {}", args.top_p).into());
         }
-        if args.prompt.is_empty() {
+        if args.prompt.iter().any(String::is_empty) {
             return Err("--prompt must not be empty".into());
         }
+        adapters::check_uses(args.prompt.len(), &args.uses)?;
         flags::at_least_one("--max-tokens", args.max_tokens)?;
         model_file::check_exists(&args.model)?;
         with_device!(args.device, |dev| run(&args, &dev))
@@ -82,7 +102,7 @@ fn main() {
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let loading = Instant::now();
     let Pretrained {
-        model,
+        mut model,
         tokenizer,
         chat,
     } = Pretrained::load(&args.model, dev)?;
@@ -96,18 +116,21 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         model.config.vocab_size,
         loading.elapsed().as_secs_f64()
     );
-    let mut messages = vec![];
-    if let Some(system) = &args.system {
-        messages.push(Message::new("system", system));
+    adapters::load_named(&mut model, &args.adapter, args.force)?;
+    let mut prompts = Vec::new();
+    for user in &args.prompt {
+        let mut messages = vec![];
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", user));
+        prompts.push(tokenizer.encode(&chat.render(&messages, true)?));
     }
-    messages.push(Message::new("user", &args.prompt));
-    let text = chat.render(&messages, true)?;
-    let prompt = tokenizer.encode(&text);
-    let room = model.context_len().saturating_sub(prompt.len());
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let room = model.context_len().saturating_sub(longest);
     if room == 0 {
         return Err(format!(
-            "the prompt takes {} tokens, the whole context of {}",
-            prompt.len(),
+            "a prompt takes {longest} tokens, the whole context of {}",
             model.context_len()
         )
         .into());
@@ -120,12 +143,16 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         seed: args.seed,
         stop: tokenizer.eos(),
     };
+    if prompts.len() > 1 || !args.uses.is_empty() {
+        return batched(args, &mut model, &tokenizer, &prompts, &cfg);
+    }
+    let prompt = &prompts[0];
     // Decoding the whole answer so far, printing what is new: a character split across tokens is
     // printed once complete.
     let (mut answer, mut printed) = (Vec::new(), 0);
     let start = Instant::now();
     let mut first_token = None;
-    let out = generate_streaming(&model, &prompt, &cfg, |t| {
+    let out = generate_streaming(&model, prompt, &cfg, |t| {
         first_token.get_or_insert_with(Instant::now);
         if Some(t) == cfg.stop {
             return;
@@ -150,5 +177,30 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
         prompt.len() as f64 / prefill,
         decoded as f64 / (end - first).as_secs_f64().max(1e-9)
     );
+    Ok(())
+}
+
+/// Several prompts, or a choice of adapter per prompt: the answers as mixed-adapter batches
+/// (`adapters::generate_mixed`), one line each, in order, without the end-of-turn token.
+fn batched<B: Backend>(
+    args: &Args,
+    model: &mut Gpt<B>,
+    tokenizer: &BpeTokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let outputs = adapters::generate_mixed(model, prompts, &args.uses, cfg)?;
+    let mut stdout = std::io::stdout().lock();
+    for (i, out) in outputs.iter().enumerate() {
+        let answer: Vec<u32> = out
+            .iter()
+            .copied()
+            .filter(|&t| Some(t) != cfg.stop)
+            .collect();
+        // as the streaming path prints it: a character cut off at the end is dropped; one line per answer
+        let text = tokenizer.decode(&answer);
+        let text = printable(text.trim_end_matches('\u{fffd}')).replace('\n', " ");
+        writeln!(stdout, "{}{text}", adapters::label(&args.uses, i))?;
+    }
     Ok(())
 }

@@ -10,14 +10,14 @@
 //! gives each prompt its own adapter in the same batch (a mixed-adapter batch).
 
 use clap::Parser;
-use lowrank::gpt::{
-    generate_batch, generate_streaming, printable, ByteTokenizer, GenerateConfig, Gpt, Tokenizer,
-};
-use lowrank::lora::{load_adapter_with, LoadOptions, LoraModel};
+use lowrank::gpt::{generate_streaming, printable, ByteTokenizer, GenerateConfig, Gpt, Tokenizer};
+use lowrank::lora::LoraModel;
 use lowrank::tensor::Backend;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+#[path = "support/adapters.rs"]
+mod adapters;
 #[path = "support/cli.rs"]
 mod cli;
 #[path = "support/device.rs"]
@@ -83,14 +83,7 @@ fn main() {
         if args.prompt.iter().any(String::is_empty) {
             return Err("--prompt must not be empty: the model continues a prompt".into());
         }
-        if !args.uses.is_empty() && args.uses.len() != args.prompt.len() {
-            return Err(format!(
-                "--use: give one per --prompt ({} prompts, {} choices)",
-                args.prompt.len(),
-                args.uses.len()
-            )
-            .into());
-        }
+        adapters::check_uses(args.prompt.len(), &args.uses)?;
         flags::at_least_one("--max-tokens", args.max_tokens)?;
         if args.max_tokens > MAX_TOKENS {
             return Err(format!(
@@ -105,23 +98,7 @@ fn main() {
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let mut model = Gpt::load(&args.base, dev)?;
-    for (i, arg) in args.adapter.iter().enumerate() {
-        let (name, dir) = match arg.split_once('=') {
-            Some((name, dir)) if !name.is_empty() && name != "base" => (name.to_string(), dir),
-            Some(_) => {
-                return Err(format!(
-                    "--adapter {arg}: the name before `=` must not be empty or `base`"
-                )
-                .into())
-            }
-            None => (format!("adapter{i}"), arg.as_str()),
-        };
-        let options = LoadOptions {
-            check_base: !args.force,
-        };
-        let report = load_adapter_with(&mut model, Path::new(dir), &name, options)?;
-        eprintln!("loaded {dir} as `{name}`: {report}");
-    }
+    adapters::load_named(&mut model, &args.adapter, args.force)?;
     if args.merge {
         if args.adapter.is_empty() {
             return Err("--merge needs at least one --adapter".into());
@@ -169,8 +146,8 @@ fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
-/// Several prompts: one batch per prompt length (the model has no padding mask), each row with its own
-/// adapter when `--use` says so; each prompt and its continuation printed on its own line, in order.
+/// Several prompts, as mixed-adapter batches (`adapters::generate_mixed`); each prompt and its
+/// continuation printed on its own line, in order.
 fn batched<B: Backend>(
     args: &Args,
     model: &mut Gpt<B>,
@@ -181,29 +158,7 @@ fn batched<B: Backend>(
         .iter()
         .map(|p| ByteTokenizer.encode(p))
         .collect();
-    let choices: Vec<Option<&str>> = (0..prompts.len())
-        .map(|i| {
-            args.uses
-                .get(i)
-                .map(String::as_str)
-                .filter(|&u| u != "base")
-        })
-        .collect();
-    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, p) in prompts.iter().enumerate() {
-        by_len.entry(p.len()).or_default().push(i);
-    }
-    let mut outputs = vec![Vec::new(); prompts.len()];
-    for rows in by_len.values() {
-        if !args.uses.is_empty() {
-            let group: Vec<Option<&str>> = rows.iter().map(|&i| choices[i]).collect();
-            model.set_batch_adapters(Some(&group))?;
-        }
-        let group: Vec<Vec<u32>> = rows.iter().map(|&i| prompts[i].clone()).collect();
-        for (&i, out) in rows.iter().zip(generate_batch(model, &group, cfg)?) {
-            outputs[i] = out;
-        }
-    }
+    let outputs = adapters::generate_mixed(model, &prompts, &args.uses, cfg)?;
     let mut stdout = std::io::stdout().lock();
     for (i, out) in outputs.iter().enumerate() {
         let mut bytes: Vec<u8> = out.iter().map(|&t| ByteTokenizer.byte(t)).collect();
@@ -213,12 +168,13 @@ fn batched<B: Backend>(
         if matches!(std::str::from_utf8(&bytes[last..]), Err(e) if e.error_len().is_none()) {
             bytes.truncate(last);
         }
-        let label = args
-            .uses
-            .get(i)
-            .map_or(String::new(), |u| format!("[{u}] "));
         let text = format!("{}{}", args.prompt[i], String::from_utf8_lossy(&bytes));
-        writeln!(stdout, "{label}{}", printable(&text))?;
+        writeln!(
+            stdout,
+            "{}{}",
+            adapters::label(&args.uses, i),
+            printable(&text)
+        )?;
     }
     Ok(())
 }

@@ -533,3 +533,73 @@ fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `chat` with named adapters and a per-prompt choice, on the tiny GGUF model (its BPE tokenizer and
+/// ChatML template): each answer of the mixed-adapter batch equals the prompt's answer alone with its
+/// adapter (greedy, streamed); a count of choices that does not match the prompts is refused.
+#[test]
+fn chat_answers_a_mixed_adapter_batch_with_a_choice_per_prompt() {
+    use lowrank::gpt::Pretrained;
+    use lowrank::lora::{save_adapter, LoraConfig, LoraModel};
+    #[path = "support/models.rs"]
+    mod models;
+    let Some(gguf) = models::model_file(models::TINY) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("lowrank-cli-chat-{}", std::process::id()));
+    for (name, seed) in [("one", 5u64), ("two", 6)] {
+        let mut m = Pretrained::load(&gguf, &Cpu::<f32>::new()).unwrap().model;
+        let cfg = LoraConfig {
+            r: 2,
+            alpha: 3.0,
+            init: lowrank::lora::Init::Random,
+            ..LoraConfig::default()
+        };
+        m.add_adapter("a", &cfg, seed).unwrap();
+        save_adapter(&m, "a", &dir.join(name)).unwrap();
+    }
+    let gguf = gguf.to_str().unwrap().to_string();
+    let (one, two) = (
+        format!("one={}", dir.join("one").display()),
+        format!("two={}", dir.join("two").display()),
+    );
+    let stdout = |args: &[&str]| {
+        let out = example("chat").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let common = ["--model", &gguf, "--temperature", "0", "--max-tokens", "6"];
+    let prompts = [
+        ("Hi there", "one"),
+        ("Hi there", "base"),
+        ("Who are you?", "two"),
+    ];
+    let mut args: Vec<&str> = common.to_vec();
+    args.extend(["--adapter", &one, "--adapter", &two]);
+    for (p, u) in &prompts {
+        args.extend(["--prompt", p, "--use", u]);
+    }
+    let mixed = stdout(&args);
+    let lines: Vec<&str> = mixed.lines().collect();
+    assert_eq!(lines.len(), 3, "{mixed}");
+    for (line, (p, u)) in lines.iter().zip(&prompts) {
+        let mut alone: Vec<String> = common.iter().map(|s| s.to_string()).collect();
+        alone.extend(["--prompt".into(), p.to_string()]);
+        if *u != "base" {
+            alone.extend(["--adapter".into(), dir.join(u).display().to_string()]);
+        }
+        let alone: Vec<&str> = alone.iter().map(String::as_str).collect();
+        let answer = stdout(&alone).trim_end().replace('\n', " ");
+        assert_eq!(*line, format!("[{u}] {answer}"), "{p} with {u}");
+    }
+    let mut bad = common.to_vec();
+    bad.extend(["--prompt", "Hi", "--prompt", "Yo", "--use", "base"]);
+    let (code, err) = run("chat", &bad);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--use: give one per --prompt (2 prompts, 1 choices)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
