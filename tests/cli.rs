@@ -541,8 +541,6 @@ fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
 fn chat_answers_a_mixed_adapter_batch_with_a_choice_per_prompt() {
     use lowrank::gpt::Pretrained;
     use lowrank::lora::{save_adapter, LoraConfig, LoraModel};
-    #[path = "support/models.rs"]
-    mod models;
     let Some(gguf) = models::model_file(models::TINY) else {
         return;
     };
