@@ -21,7 +21,7 @@ use lowrank::nn::write_atomic;
 use lowrank::plan::ModelShape;
 use lowrank::study::{
     adapter_matrices, base_general_loss, effective_weight, fine_tune, fine_tune_observed, mean_std,
-    rank_for_budget, tokens_per_second, Dev, Kind, Outcome, Spec, Task, ALPHA,
+    rank_for_budget, tokens_per_second, Dev, Kind, Outcome, Spec, Task, ALPHA, LORAPLUS_RATIO,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -184,7 +184,9 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     let methods = [
         Kind::Full,
+        Kind::Full8bit,
         Kind::Lora,
+        Kind::LoraPlus,
         Kind::Dora,
         Kind::Qlora,
         Kind::AdapterLayer,
@@ -272,7 +274,7 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
             trajectories.insert(spec.kind, points);
         }
         let what = match spec.kind {
-            Kind::Full => "full fine-tuning".to_string(),
+            kind if kind.is_full() => kind.name().to_string(),
             kind => format!("{kind:?} {} r={}", spec.targets.join("+"), spec.r),
         };
         progress.println(&format!(
@@ -550,6 +552,23 @@ fn run(args: &mut Args) -> Result<(), Box<dyn std::error::Error>> {
         method(Kind::PromptTuning).r,
         base.config.max_seq_len
     )?;
+    // LoRA+ against LoRA: the same adapter, B's learning rate 16 x A's; the loss curve in quarters
+    writeln!(
+        md,
+        "\nLoRA+ (B's learning rate {LORAPLUS_RATIO} x A's) against LoRA, the mean training loss over \
+         each quarter of the {steps} steps (seed 0):\n\n\
+         | method | 1st quarter | 2nd | 3rd | 4th | accuracy |\n|---|---:|---:|---:|---:|---:|"
+    )?;
+    for kind in [Kind::Lora, Kind::LoraPlus, Kind::Full, Kind::Full8bit] {
+        let o = runs.outcomes[&method(kind)];
+        let [a, b, c, d] = o.loss_by_quarter;
+        writeln!(
+            md,
+            "| {} | {a:.3} | {b:.3} | {c:.3} | {d:.3} | {:.2} |",
+            kind.name(),
+            o.accuracy
+        )?;
+    }
 
     // 7. Magnitude and direction.
     writeln!(

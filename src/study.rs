@@ -9,7 +9,7 @@ use crate::gpt::{
 };
 use crate::lora::adapter_layer::add_bottleneck_adapters;
 use crate::lora::{quantize_base, LoraConfig, LoraModel, QuantConfig, Targets};
-use crate::nn::Module;
+use crate::nn::{Module, OptimizerStates};
 use crate::plan::ModelShape;
 use crate::tensor::{Cpu, Element};
 use std::path::Path;
@@ -51,7 +51,14 @@ pub enum Kind {
     AdapterLayer,
     /// `r` trainable virtual tokens before every sequence (targets unused).
     PromptTuning,
+    /// LoRA with B's learning rate `LORAPLUS_RATIO` times A's (Hayou et al.).
+    LoraPlus,
+    /// Full fine-tuning with AdamW's moments in 8-bit block-wise codes (bitsandbytes' AdamW8bit).
+    Full8bit,
 }
+
+/// LoRA+'s ratio of B's learning rate to A's in the study (the LoRA+ paper's recommended 2^4).
+pub const LORAPLUS_RATIO: f64 = 16.0;
 
 impl Kind {
     /// The method's usual name, for charts and tables.
@@ -63,7 +70,14 @@ impl Kind {
             Kind::Qlora => "QLoRA",
             Kind::AdapterLayer => "adapter layers",
             Kind::PromptTuning => "prompt tuning",
+            Kind::LoraPlus => "LoRA+",
+            Kind::Full8bit => "full, 8-bit AdamW",
         }
+    }
+
+    /// Every weight trains (no adapter).
+    pub fn is_full(self) -> bool {
+        matches!(self, Kind::Full | Kind::Full8bit)
     }
 }
 
@@ -99,6 +113,8 @@ pub struct Outcome {
     pub trainable: usize,
     pub optimizer_bytes: usize,
     pub ms_per_step: f64,
+    /// The mean training loss over each quarter of the steps: the loss curve, in four numbers.
+    pub loss_by_quarter: [f64; 4],
 }
 
 /// LoRA's alpha in every fine-tune, fixed while r varies, as the paper fixes it (`alpha / r` scales B A).
@@ -134,7 +150,7 @@ pub fn fine_tune_observed(
     } else if spec.kind == Kind::AdapterLayer {
         let places: Vec<&str> = spec.targets.iter().map(String::as_str).collect();
         add_bottleneck_adapters(&mut model, &places, spec.r, spec.seed)?;
-    } else if spec.kind != Kind::Full {
+    } else if !spec.kind.is_full() {
         let lora = LoraConfig {
             r: spec.r,
             alpha: ALPHA,
@@ -158,6 +174,11 @@ pub fn fine_tune_observed(
         eval_batches: 2,
         seed: spec.seed + 11,
         progress: false,
+        optimizer_states: match spec.kind {
+            Kind::Full8bit => OptimizerStates::Int8,
+            _ => OptimizerStates::F32,
+        },
+        loraplus_lr_ratio: (spec.kind == Kind::LoraPlus).then_some(LORAPLUS_RATIO),
         ..TrainConfig::default()
     };
     let report = train_observed(&model, &task.train, Some(&task.val), &config, &mut |step| {
@@ -170,14 +191,25 @@ pub fn fine_tune_observed(
         trainable: model.num_trainable_params(),
         optimizer_bytes: report.optimizer_state_bytes,
         ms_per_step: 1e3 * report.seconds / steps.max(1) as f64,
+        loss_by_quarter: quarter_means(&report.losses),
     };
     Ok((model, outcome))
+}
+
+/// The mean of each quarter of `losses` (step q n / 4 up to (q + 1) n / 4, at least one step each).
+fn quarter_means(losses: &[f64]) -> [f64; 4] {
+    let n = losses.len();
+    std::array::from_fn(|q| {
+        let start = (q * n / 4).min(n.saturating_sub(1));
+        let part = &losses[start..((q + 1) * n / 4).clamp(start + 1, n.max(1))];
+        part.iter().sum::<f64>() / part.len() as f64
+    })
 }
 
 /// AdamW's peak learning rate for each kind of fine-tune.
 pub fn learning_rate(kind: Kind) -> f64 {
     match kind {
-        Kind::Full => 1e-3,
+        Kind::Full | Kind::Full8bit => 1e-3,
         // virtual tokens need larger steps (Lester et al. use 0.3); at 1e-2 they barely move
         Kind::PromptTuning => 1e-1,
         _ => 1e-2,
