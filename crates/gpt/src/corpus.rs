@@ -156,9 +156,45 @@ const TRIGGERS: &[(&str, &str)] = &[
 impl PirateTask {
     /// Translates English text word by word (a capitalised word stays capitalised).
     pub fn translate(english: &str) -> String {
+        Dialect::PIRATE.translate(english)
+    }
+
+    /// About `n_bytes` of pirate stories.
+    pub fn corpus(&self, n_bytes: usize, seed: u64) -> String {
+        Dialect::PIRATE.corpus(n_bytes, seed)
+    }
+
+    /// A training stream of pirate stories (every token counts).
+    pub fn dataset(&self, n_bytes: usize, seed: u64) -> Dataset {
+        Dialect::PIRATE.dataset(n_bytes, seed)
+    }
+
+    /// `n` (prompt, answer) pairs: a pirate story cut after a trigger word, and the pirate word that must
+    /// follow (` ye`, ` ahoy`, ` aboard`). Use a seed never used for training to get held-out stories.
+    pub fn examples(&self, n: usize, seed: u64) -> Vec<(String, String)> {
+        Dialect::PIRATE.examples(n, seed)
+    }
+}
+
+/// A dialect of the general corpus's stories: some English words swapped, word by word. Pirate speak is
+/// all of `PIRATE_WORDS`; a part of them is a task of its own (two such tasks make two adapters to
+/// combine, examples/combine_adapters.rs).
+#[derive(Clone, Copy, Debug)]
+pub struct Dialect {
+    /// English word -> the dialect's word.
+    pub words: &'static [(&'static str, &'static str)],
+}
+
+impl Dialect {
+    pub const PIRATE: Dialect = Dialect {
+        words: PIRATE_WORDS,
+    };
+
+    /// Translates English text word by word (a capitalised word stays capitalised).
+    pub fn translate(&self, english: &str) -> String {
         let swap = |w: &str| -> String {
             let lower = w.to_lowercase();
-            match PIRATE_WORDS.iter().find(|(e, _)| *e == lower) {
+            match self.words.iter().find(|(e, _)| *e == lower) {
                 Some((_, p)) if w.starts_with(|c: char| c.is_uppercase()) => capitalize(p),
                 Some((_, p)) => p.to_string(),
                 None => w.to_string(),
@@ -179,19 +215,25 @@ impl PirateTask {
         out
     }
 
-    /// About `n_bytes` of pirate stories.
+    /// About `n_bytes` of stories in this dialect.
     pub fn corpus(&self, n_bytes: usize, seed: u64) -> String {
-        Self::translate(&general_corpus(n_bytes, seed))
+        self.translate(&general_corpus(n_bytes, seed))
     }
 
-    /// A training stream of pirate stories (every token counts).
+    /// A training stream of stories in this dialect (every token counts).
     pub fn dataset(&self, n_bytes: usize, seed: u64) -> Dataset {
         Dataset::new(ByteTokenizer.encode(&self.corpus(n_bytes, seed)))
     }
 
-    /// `n` (prompt, answer) pairs: a pirate story cut after a trigger word, and the pirate word that must
-    /// follow (` ye`, ` ahoy`, ` aboard`). Use a seed never used for training to get held-out stories.
+    /// `n` (prompt, answer) pairs: a story in this dialect cut after a trigger word whose fixed next word
+    /// the dialect swaps, and the swapped word that must follow.
     pub fn examples(&self, n: usize, seed: u64) -> Vec<(String, String)> {
+        let swapped = |w: &str| self.words.iter().any(|(e, _)| *e == w);
+        assert!(
+            TRIGGERS.iter().any(|&(_, w)| swapped(w)),
+            "examples: the dialect {:?} swaps no word a trigger fixes",
+            self.words
+        );
         let mut r = rng(seed);
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -199,9 +241,10 @@ impl PirateTask {
             let words: Vec<&str> = english.split(' ').collect();
             for i in 1..words.len() {
                 let (prev, next) = (words[i - 1], words[i].trim_end_matches(['.', '\n']));
-                if TRIGGERS.iter().any(|&(t, w)| t == prev && w == next) && out.len() < n {
-                    let prompt = Self::translate(&words[..i].join(" "));
-                    out.push((prompt, format!(" {}", Self::translate(next))));
+                let fixed = TRIGGERS.iter().any(|&(t, w)| t == prev && w == next);
+                if fixed && swapped(next) && out.len() < n {
+                    let prompt = self.translate(&words[..i].join(" "));
+                    out.push((prompt, format!(" {}", self.translate(next))));
                 }
             }
         }
