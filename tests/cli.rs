@@ -41,7 +41,7 @@ fn rejects(name: &str, args: &[&str], message: &str) {
         .args(match name {
             "finetune_gpt" => vec!["--base", base, "--out", out],
             "pretrain" | "finetune_llm" => vec!["--out", out],
-            "generate" => vec!["--base", base],
+            "generate" | "combine_adapters" => vec!["--base", base],
             _ => vec![],
         })
         .output()
@@ -126,6 +126,16 @@ fn bad_numeric_flags_are_rejected_before_any_work() {
         "--lr must be a finite number above 0",
     );
     rejects("generate", &["--prompt", ""], "--prompt must not be empty");
+    rejects(
+        "combine_adapters",
+        &["--density", "0"],
+        "--density must be in (0, 1], got 0",
+    );
+    rejects(
+        "combine_adapters",
+        &["--steps", "0"],
+        "--steps must be at least 1",
+    );
     for (flag, value, message) in [
         ("--lr", "2", "--lr must be at most 1"),
         ("--steps", "0", "--steps must be at least 1"),
@@ -599,5 +609,54 @@ fn chat_answers_a_mixed_adapter_batch_with_a_choice_per_prompt() {
         err.contains("--use: give one per --prompt (2 prompts, 1 choices)"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `combine_adapters` end to end on a tiny base, in a few steps: the base, both adapters alone and every
+/// combination method each get a row scored on both tasks.
+#[test]
+fn combine_adapters_scores_every_method_on_both_tasks() {
+    let dir = tiny_base("combine");
+    let base = dir.join("base");
+    let args = [
+        "--base",
+        base.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--held-out",
+        "4",
+    ];
+    let out = example("combine_adapters").args(args).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 1 + 3 + 11, "{stdout}"); // the header, base and each alone, 11 methods
+    for name in [
+        "linear",
+        "cat",
+        "svd",
+        "ties",
+        "dare_ties_svd",
+        "magnitude_prune_svd",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("| `{name}` |"))),
+            "{name}: {stdout}"
+        );
+    }
+    for row in &rows[1..] {
+        let scores: Vec<f64> = row
+            .split('|')
+            .skip(2)
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
+        assert!(
+            scores.len() == 2 && scores.iter().all(|s| (0.0..=1.0).contains(s)),
+            "{row}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
