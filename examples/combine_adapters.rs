@@ -44,6 +44,9 @@ struct Args {
     /// Training steps per adapter.
     #[arg(long, default_value_t = 200)]
     steps: usize,
+    /// Each adapter's rank (`cat` adds them up: 2 r must fit the model's width).
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
     /// Held-out examples per task.
     #[arg(long, default_value_t = 200)]
     held_out: usize,
@@ -75,6 +78,7 @@ fn main() {
     let args = Args::parse();
     cli::exit_on_error((|| {
         flags::at_least_one("--steps", args.steps)?;
+        flags::at_least_one("--rank", args.rank)?;
         flags::at_least_one("--held-out", args.held_out)?;
         if !(args.density > 0.0 && args.density <= 1.0) {
             return Err(format!("--density must be in (0, 1], got {}", args.density).into());
@@ -105,10 +109,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
     };
 
-    // 1. One adapter per task: LoRA on q and v, r = 8; only the newest adapter trains.
+    // 1. One adapter per task: LoRA on q and v (r = 8, alpha = 16); only the newest adapter trains.
     let lora = LoraConfig {
-        r: 8,
-        alpha: 16.0,
+        r: args.rank,
+        alpha: 2.0 * args.rank as f64,
         ..LoraConfig::default()
     };
     let cfg = TrainConfig {

@@ -3,7 +3,7 @@
 
 use lowrank::gpt::{Gpt, GptConfig};
 use lowrank::tensor::Cpu;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
@@ -445,16 +445,12 @@ fn the_minimal_lora_example_trains_saves_reloads_and_merges() {
     );
 }
 
-/// `generate` with named adapters and a per-prompt choice: the prompts run as one mixed-adapter batch (per
-/// length), and each line equals what the prompt gives alone with its adapter (greedy); a choice naming no
-/// loaded adapter, or a count that does not match the prompts, is refused.
-#[test]
-fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
+/// Two random LoRA adapters (`one`, `two`; r = 2, alpha = 3) on `model`, saved in the PEFT layout under
+/// `dir`/one and `dir`/two.
+fn save_two_adapters(dir: &Path, model: impl Fn() -> Gpt<Cpu<f32>>) {
     use lowrank::lora::{save_adapter, LoraConfig, LoraModel};
-    let dir = tiny_base("mixed");
-    let base = dir.join("base");
     for (name, seed) in [("one", 3u64), ("two", 4)] {
-        let mut m = Gpt::load(&base, &Cpu::<f32>::new()).unwrap();
+        let mut m = model();
         let cfg = LoraConfig {
             r: 2,
             alpha: 3.0,
@@ -464,151 +460,102 @@ fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
         m.add_adapter("a", &cfg, seed).unwrap();
         save_adapter(&m, "a", &dir.join(name)).unwrap();
     }
-    let (b, one, two) = (
-        base.to_str().unwrap().to_string(),
-        format!("one={}", dir.join("one").display()),
-        format!("two={}", dir.join("two").display()),
-    );
-    let stdout = |args: &[&str]| {
-        let out = example("generate").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+}
+
+/// `name` (generate or chat) with `common` flags, both adapters of `save_two_adapters` and a choice per
+/// prompt: the prompts run as mixed-adapter batches (per length), and each output line is `[use] ` and what
+/// the prompt gives alone with its adapter (greedy; `one_line` folds a streamed answer onto one line). A
+/// choice naming no loaded adapter, or a count that does not match the prompts, is refused.
+fn mixed_batch_equals_each_prompt_alone(
+    name: &str,
+    common: &[&str],
+    dir: &Path,
+    prompts: &[(&str, &str)],
+    one_line: fn(&str) -> String,
+) {
+    let stdout = |args: &[String]| {
+        let out = example(name).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {err}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let common = [
-        "--base",
-        &b,
-        "--adapter",
-        &one,
-        "--adapter",
-        &two,
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "6",
-    ];
+    let adapter = |u: &str| dir.join(u).display().to_string();
+    let mut args: Vec<String> = common.iter().map(|s| s.to_string()).collect();
+    for u in ["one", "two"] {
+        args.extend(["--adapter".into(), format!("{u}={}", adapter(u))]);
+    }
+    let with_adapters = args.clone();
+    for (p, u) in prompts {
+        args.extend(["--prompt", p, "--use", u].map(String::from));
+    }
+    let mixed = stdout(&args);
+    let lines: Vec<&str> = mixed.lines().collect();
+    assert_eq!(lines.len(), prompts.len(), "{name}: {mixed}");
+    for (line, (p, u)) in lines.iter().zip(prompts) {
+        // alone: the chosen adapter as the only (so active) one, or none
+        let mut alone: Vec<String> = common.iter().map(|s| s.to_string()).collect();
+        alone.extend(["--prompt".into(), p.to_string()]);
+        if *u != "base" {
+            alone.extend(["--adapter".into(), adapter(u)]);
+        }
+        let answer = one_line(stdout(&alone).trim_end());
+        assert_eq!(*line, format!("[{u}] {answer}"), "{name}: {p} with {u}");
+    }
+    let refused = |extra: &[&str], message: &str| {
+        let out = example(name)
+            .args(&with_adapters)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name} {extra:?}: {err}");
+        assert!(err.contains(message), "{name} {extra:?}: {err}");
+    };
+    refused(&["--prompt", "Tom", "--use", "three"], "three");
+    refused(
+        &["--prompt", "Tom", "--prompt", "Ann", "--use", "one"],
+        "--use: give one per --prompt (2 prompts, 1 choices)",
+    );
+}
+
+/// `generate` with named adapters and a choice per prompt (`mixed_batch_equals_each_prompt_alone`).
+#[test]
+fn generate_runs_a_mixed_adapter_batch_with_a_choice_per_prompt() {
+    let dir = tiny_base("mixed");
+    let base = dir.join("base");
+    save_two_adapters(&dir, || Gpt::load(&base, &Cpu::<f32>::new()).unwrap());
+    let b = base.to_str().unwrap();
+    let common = ["--base", b, "--temperature", "0", "--max-tokens", "6"];
     let prompts = [
         ("Tom went", "one"),
         ("Ann ran", "base"),
         ("Bob sat", "two"),
         ("Sue said", "one"),
     ];
-    let mut args: Vec<&str> = common.to_vec();
-    for (p, u) in &prompts {
-        args.extend(["--prompt", p, "--use", u]);
-    }
-    let mixed = stdout(&args);
-    let lines: Vec<&str> = mixed.lines().collect();
-    assert_eq!(lines.len(), 4, "{mixed}");
-    for (line, (p, u)) in lines.iter().zip(&prompts) {
-        // alone: the chosen adapter as the only (so active) one, or none
-        let mut alone: Vec<String> = [
-            "--base",
-            &b,
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "6",
-            "--prompt",
-            p,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if *u != "base" {
-            alone.extend(["--adapter".into(), dir.join(u).display().to_string()]);
-        }
-        let alone: Vec<&str> = alone.iter().map(String::as_str).collect();
-        assert_eq!(
-            *line,
-            format!("[{u}] {}", stdout(&alone).trim_end()),
-            "{p} with {u}"
-        );
-    }
-    let mut bad = common.to_vec();
-    bad.extend(["--prompt", "Tom", "--use", "three"]);
-    let (code, err) = run("generate", &bad);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("three"), "{err}");
-    let mut bad = common.to_vec();
-    bad.extend(["--prompt", "Tom", "--prompt", "Ann", "--use", "one"]);
-    let (code, err) = run("generate", &bad);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--use: give one per --prompt (2 prompts, 1 choices)"),
-        "{err}"
-    );
+    mixed_batch_equals_each_prompt_alone("generate", &common, &dir, &prompts, str::to_string);
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// `chat` with named adapters and a per-prompt choice, on the tiny GGUF model (its BPE tokenizer and
-/// ChatML template): each answer of the mixed-adapter batch equals the prompt's answer alone with its
-/// adapter (greedy, streamed); a count of choices that does not match the prompts is refused.
+/// `chat` with named adapters and a choice per prompt, on the tiny GGUF model (its BPE tokenizer and
+/// ChatML template); a streamed answer's lines fold onto one.
 #[test]
 fn chat_answers_a_mixed_adapter_batch_with_a_choice_per_prompt() {
     use lowrank::gpt::Pretrained;
-    use lowrank::lora::{save_adapter, LoraConfig, LoraModel};
     let Some(gguf) = models::model_file(models::TINY) else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("lowrank-cli-chat-{}", std::process::id()));
-    for (name, seed) in [("one", 5u64), ("two", 6)] {
-        let mut m = Pretrained::load(&gguf, &Cpu::<f32>::new()).unwrap().model;
-        let cfg = LoraConfig {
-            r: 2,
-            alpha: 3.0,
-            init: lowrank::lora::Init::Random,
-            ..LoraConfig::default()
-        };
-        m.add_adapter("a", &cfg, seed).unwrap();
-        save_adapter(&m, "a", &dir.join(name)).unwrap();
-    }
-    let gguf = gguf.to_str().unwrap().to_string();
-    let (one, two) = (
-        format!("one={}", dir.join("one").display()),
-        format!("two={}", dir.join("two").display()),
-    );
-    let stdout = |args: &[&str]| {
-        let out = example("chat").args(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{err}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let common = ["--model", &gguf, "--temperature", "0", "--max-tokens", "6"];
+    save_two_adapters(&dir, || {
+        Pretrained::load(&gguf, &Cpu::<f32>::new()).unwrap().model
+    });
+    let g = gguf.to_str().unwrap();
+    let common = ["--model", g, "--temperature", "0", "--max-tokens", "6"];
     let prompts = [
         ("Hi there", "one"),
         ("Hi there", "base"),
         ("Who are you?", "two"),
     ];
-    let mut args: Vec<&str> = common.to_vec();
-    args.extend(["--adapter", &one, "--adapter", &two]);
-    for (p, u) in &prompts {
-        args.extend(["--prompt", p, "--use", u]);
-    }
-    let mixed = stdout(&args);
-    let lines: Vec<&str> = mixed.lines().collect();
-    assert_eq!(lines.len(), 3, "{mixed}");
-    for (line, (p, u)) in lines.iter().zip(&prompts) {
-        let mut alone: Vec<String> = common.iter().map(|s| s.to_string()).collect();
-        alone.extend(["--prompt".into(), p.to_string()]);
-        if *u != "base" {
-            alone.extend(["--adapter".into(), dir.join(u).display().to_string()]);
-        }
-        let alone: Vec<&str> = alone.iter().map(String::as_str).collect();
-        let answer = stdout(&alone).trim_end().replace('\n', " ");
-        assert_eq!(*line, format!("[{u}] {answer}"), "{p} with {u}");
-    }
-    let mut bad = common.to_vec();
-    bad.extend(["--prompt", "Hi", "--prompt", "Yo", "--use", "base"]);
-    let (code, err) = run("chat", &bad);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--use: give one per --prompt (2 prompts, 1 choices)"),
-        "{err}"
-    );
+    mixed_batch_equals_each_prompt_alone("chat", &common, &dir, &prompts, |s| s.replace('\n', " "));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -625,6 +572,8 @@ fn combine_adapters_scores_every_method_on_both_tasks() {
         "2",
         "--held-out",
         "4",
+        "--rank",
+        "2",
     ];
     let out = example("combine_adapters").args(args).output().unwrap();
     let (stdout, stderr) = (

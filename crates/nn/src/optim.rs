@@ -33,8 +33,9 @@ pub fn grad_norm<B: Backend>(params: &[Var<B>]) -> f64 {
 /// non-finite norm gives a non-finite factor, which `AdamW::step_scaled` takes as a diverged step.
 pub fn clip_scale<B: Backend>(params: &[Var<B>], max_norm: f64) -> Option<(Tensor<B>, Tensor<B>)> {
     let norm = grad_norm_on_device(params)?;
-    let factor = norm.add_scalar(1e-6).recip().mul_scalar(max_norm); // max_norm / (norm + 1e-6)
-                                                                     // a minimum may drop a NaN: adding nan_unless_finite(norm) puts it back
+    // max_norm / (norm + 1e-6)
+    let factor = norm.add_scalar(1e-6).recip().mul_scalar(max_norm);
+    // a minimum may drop a NaN: adding nan_unless_finite(norm) puts it back
     let scale = &factor.minimum(&norm.full_like(1.0)) + &nan_unless_finite(&norm);
     Some((scale, norm))
 }

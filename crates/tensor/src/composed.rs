@@ -169,8 +169,8 @@ pub fn cross_entropy_backward<B: Backend>(
     let (n, classes) = (logits.dims()[0], logits.dims()[1]);
     let (picked, kept) = picks(logits, targets, ignore);
     let p = logits.softmax().reshape([n * classes]); // (n v)
-    let minus_onehot = p.index_add(0, &picked, &kept.neg()).reshape([n, classes]);
-    &minus_onehot * &(row_grads * &kept).unsqueeze(1) // (n, v)
+    let p_minus_onehot = p.index_add(0, &picked, &kept.neg()).reshape([n, classes]);
+    &p_minus_onehot * &(row_grads * &kept).unsqueeze(1) // (n, v)
 }
 
 /// Each row's flat index `row * classes + target` (0 for an ignored row) and a 1 / 0 per row that keeps

@@ -257,28 +257,13 @@ pub fn unary<E: Element>(op: UnaryOp, x: &[E], l: &Layout) -> Vec<E> {
 pub fn binary<E: Element>(op: BinaryOp, a: &[E], la: &Layout, b: &[E], lb: &Layout) -> Vec<E> {
     use BinaryOp::*;
     macro_rules! loops {
-        ($($op:ident),*) => {
+        ($($($op:ident),*);*) => {
             match op {
-                $($op => map2(a, la, b, lb, |x, y| $op.apply(x, y)),)*
+                $($($op => map2(a, la, b, lb, |x, y| $op.apply(x, y)),)*)*
             }
         };
     }
-    loops!(
-        Add,
-        Sub,
-        Mul,
-        Div,
-        Max,
-        Min,
-        Pow,
-        Eq,
-        Ne,
-        Lt,
-        Le,
-        Gt,
-        Ge,
-        SiluMul,
-        SiluBackward,
-        GeluBackward
-    )
+    // arithmetic; comparisons; the fused activation products
+    loops!(Add, Sub, Mul, Div, Max, Min, Pow; Eq, Ne, Lt, Le, Gt, Ge;
+           SiluMul, SiluBackward, GeluBackward)
 }
