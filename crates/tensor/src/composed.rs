@@ -25,9 +25,9 @@ pub(crate) fn copied<B: Backend>(b: &B, (storage, layout): (&B::Storage, &Layout
     Tensor::from_storage(out, layout.shape(), b)
 }
 
-/// A whole storage as one row-major axis.
-fn flat<B: Backend>(b: &B, storage: &B::Storage) -> Tensor<B> {
-    copied(b, (storage, &Layout::contiguous([b.storage_len(storage)])))
+/// Every element of a storage, read back to the host.
+fn host<B: Backend>(b: &B, storage: &B::Storage) -> Vec<B::Elem> {
+    b.to_vec(storage, &Layout::contiguous([b.storage_len(storage)]))
 }
 
 /// `exp(x - max) / sum(exp(x - max))` over the last axis; with `causal`, key j is hidden from query i
@@ -220,30 +220,29 @@ pub fn adamw_step<B: Backend>(
 
 /// 4-bit dequantization on the host: the storages read back, expanded by the CPU kernel, uploaded.
 pub fn dequantize_4bit<B: Backend>(b: &B, q: &Packed4bit<'_, B::Storage>) -> B::Storage {
-    let host = |s: &B::Storage| flat(b, s).to_vec();
-    let codes = host(q.codes);
+    let codes = host(b, q.codes);
+    let (plain, double_codes, map, scales); // the host copies the absmax below borrows
     let absmax = match &q.absmax {
-        PackedAbsmax::Plain(a) => (host(a), None),
+        PackedAbsmax::Plain(a) => {
+            plain = host(b, a);
+            PackedAbsmax::Plain(&plain)
+        }
         PackedAbsmax::Double {
             codes,
-            map,
-            scales,
+            map: m,
+            scales: s,
             offset,
             block,
-        } => (
-            host(codes),
-            Some((host(map), host(scales), *offset, *block)),
-        ),
-    };
-    let absmax = match &absmax {
-        (a, None) => PackedAbsmax::Plain(a),
-        (codes, Some((map, scales, offset, block))) => PackedAbsmax::Double {
-            codes,
-            map,
-            scales,
-            offset: *offset,
-            block: *block,
-        },
+        } => {
+            (double_codes, map, scales) = (host(b, codes), host(b, m), host(b, s));
+            PackedAbsmax::Double {
+                codes: &double_codes,
+                map: &map,
+                scales: &scales,
+                offset: *offset,
+                block: *block,
+            }
+        }
     };
     let host_q = Packed4bit {
         codes: &codes,
@@ -261,14 +260,13 @@ pub fn dequantize_8bit<B: Backend>(
     q: &Packed8bit<B::Storage>,
     map: &B::Storage,
 ) -> B::Storage {
-    let host = |s: &B::Storage| flat(b, s).to_vec();
     let host_q = Packed8bit {
-        codes: host(&q.codes),
-        absmax: host(&q.absmax),
+        codes: host(b, &q.codes),
+        absmax: host(b, &q.absmax),
         numel: q.numel,
         block: q.block,
     };
-    b.storage_from_vec(crate::cpu::quant::dequantize_8bit(&host_q, &host(map)))
+    b.storage_from_vec(crate::cpu::quant::dequantize_8bit(&host_q, &host(b, map)))
 }
 
 /// 8-bit quantization on the host (see `dequantize_4bit`).
@@ -279,9 +277,9 @@ pub fn quantize_8bit<B: Backend>(
     block: usize,
     table: &B::Storage,
 ) -> Packed8bit<B::Storage> {
-    let table = flat(b, table).to_vec();
+    let table = host(b, table);
     let table: &[u8] = bytemuck::cast_slice(&table);
-    let values = flat(b, values).to_vec();
+    let values = host(b, values);
     let (codes, absmax) = crate::cpu::quant::quantize_8bit(&values, numel, block, &table[..65536]);
     Packed8bit {
         codes: b.bytes_storage(&codes),
