@@ -22,6 +22,8 @@ mod device;
 mod model_file;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/weights.rs"]
+mod weights;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +49,9 @@ struct Args {
     /// Where to run the model.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
+    /// How to hold the GGUF file's 4- and 8-bit matrices (default: blocks on the CPU, f32 on the GPU).
+    #[arg(long, value_enum)]
+    weights: Option<weights::WeightsArg>,
     /// Internal: run one variant in this process.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -77,7 +82,8 @@ fn main() {
 }
 
 fn run<B: Backend>(args: &Args, variant: &str, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
-    let Pretrained { model, .. } = Pretrained::load(&args.model, dev)?;
+    let weights = weights::WeightsArg::or_default_for(args.weights, args.device);
+    let Pretrained { model, .. } = Pretrained::load_with(&args.model, dev, weights)?;
     let vocab = model.config.vocab_size as u32;
     let (mut r, uniform) = (rng(1), Uniform::new(0, vocab)?);
     let ids: Vec<u32> = (0..args.batch * args.seq)
@@ -118,7 +124,7 @@ fn run<B: Backend>(args: &Args, variant: &str, dev: &B) -> Result<(), Box<dyn st
             "tokens_per_s": (tokens as f64 / ms * 1e4).round() / 10.0,
             "params_total": model.num_params(),
             "peak_rss_mib": process::peak_rss_mib(),
-            "engine": "lowrank",
+            "engine": "lowrank", "weights": format!("{weights:?}"),
         })
     );
     Ok(())

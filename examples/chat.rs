@@ -33,6 +33,8 @@ mod flags;
 mod model_file;
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/weights.rs"]
+mod weights;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,6 +79,9 @@ struct Args {
     /// Where to run the model.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
+    /// How to hold the GGUF file's 4- and 8-bit matrices (default: blocks on the CPU, f32 on the GPU).
+    #[arg(long, value_enum)]
+    weights: Option<weights::WeightsArg>,
 }
 
 fn main() {
@@ -101,11 +106,12 @@ fn main() {
 
 fn run<B: Backend>(args: &Args, dev: &B) -> Result<(), Box<dyn std::error::Error>> {
     let loading = Instant::now();
+    let weights = weights::WeightsArg::or_default_for(args.weights, args.device);
     let Pretrained {
         mut model,
         tokenizer,
         chat,
-    } = Pretrained::load(&args.model, dev)?;
+    } = Pretrained::load_with(&args.model, dev, weights)?;
     eprintln!(
         "loaded {} ({} layers, d {}, {} heads / {} KV heads, vocab {}) in {:.1}s",
         args.model.display(),

@@ -7,7 +7,7 @@
 //! Hugging Face folder loads the same.
 
 use lowrank::autograd::no_grad;
-use lowrank::gpt::{BpeTokenizer, Gpt, Message, Pretrained, Tokenizer};
+use lowrank::gpt::{BpeTokenizer, Gpt, Message, Pretrained, Tokenizer, Weights};
 use lowrank::nn::{GgufFile, Module};
 use lowrank::tensor::{Backend, Cpu, Element};
 use lowrank::wgpu::test_device;
@@ -129,10 +129,11 @@ fn weights_are_transformers_weights() {
     }
 }
 
-/// The fixture's logits for its batch of token ids, on `dev`.
-fn logits_match<B: Backend>(dev: &B) {
+/// The fixture's logits for its batch of token ids, on `dev`, its block-quantized matrices held as
+/// `weights` says.
+fn logits_match<B: Backend>(dev: &B, weights: Weights) {
     let Some(path) = fixture_path() else { return };
-    let Pretrained { model, .. } = Pretrained::load(&path, dev).unwrap();
+    let Pretrained { model, .. } = Pretrained::load_with(&path, dev, weights).unwrap();
     let batch: Vec<Vec<u32>> = expected()["ids"]
         .as_array()
         .unwrap()
@@ -147,19 +148,24 @@ fn logits_match<B: Backend>(dev: &B) {
         .map(|v| v.to_f64())
         .collect();
     let d = max_diff("logits", &got, &floats(&expected()["logits"]));
-    assert!(d <= 1e-4, "logits differ from transformers' by {d}");
+    assert!(
+        d <= 1e-4,
+        "{weights:?}: logits differ from transformers' by {d}"
+    );
 }
 
 #[test]
 fn logits_match_transformers_on_cpu() {
-    logits_match(&Cpu::<f32>::new());
-    logits_match(&Cpu::<f64>::new());
+    logits_match(&Cpu::<f32>::new(), Weights::F32);
+    logits_match(&Cpu::<f64>::new(), Weights::F32);
+    // the products straight from the blocks (more than DIRECT_ROWS rows: by expanded panels)
+    logits_match(&Cpu::<f32>::new(), Weights::Blocks);
 }
 
 #[test]
 fn logits_match_transformers_on_wgpu() {
     if let Some(dev) = test_device() {
-        logits_match(&dev);
+        logits_match(&dev, Weights::F32);
     }
 }
 
@@ -198,9 +204,9 @@ fn chat_template_renders_as_transformers() {
 }
 
 /// Prefill then one token at a time through the KV cache gives the logits of one full forward pass.
-fn kv_cache_matches_full_forward<B: Backend>(dev: &B, tol: f64) {
+fn kv_cache_matches_full_forward<B: Backend>(dev: &B, weights: Weights, tol: f64) {
     let Some(path) = fixture_path() else { return };
-    let Pretrained { model, .. } = Pretrained::load(&path, dev).unwrap();
+    let Pretrained { model, .. } = Pretrained::load_with(&path, dev, weights).unwrap();
     let ids: Vec<u32> = (0..2 * 11).map(|i| (i * 37 % 400) as u32).collect(); // batch 2 x 11
     let (batch, seq, vocab) = (2, 11, model.config.vocab_size);
     let full = no_grad(|| model.forward(&ids, batch, seq)).value(); // (2, 11, V)
@@ -232,14 +238,16 @@ fn kv_cache_matches_full_forward<B: Backend>(dev: &B, tol: f64) {
 
 #[test]
 fn kv_cache_decoding_equals_a_full_forward_on_cpu() {
-    kv_cache_matches_full_forward(&Cpu::<f64>::new(), 1e-10);
-    kv_cache_matches_full_forward(&Cpu::<f32>::new(), 2e-5);
+    kv_cache_matches_full_forward(&Cpu::<f64>::new(), Weights::F32, 1e-10);
+    kv_cache_matches_full_forward(&Cpu::<f32>::new(), Weights::F32, 2e-5);
+    // decoding's few rows multiply the blocks directly, the prefill's many rows by expanded panels
+    kv_cache_matches_full_forward(&Cpu::<f32>::new(), Weights::Blocks, 2e-5);
 }
 
 #[test]
 fn kv_cache_decoding_equals_a_full_forward_on_wgpu() {
     if let Some(dev) = test_device() {
-        kv_cache_matches_full_forward(&dev, 2e-5);
+        kv_cache_matches_full_forward(&dev, Weights::F32, 2e-5);
     }
 }
 
@@ -333,4 +341,50 @@ fn a_hugging_face_folder_gives_the_same_model() {
     assert_eq!(text, case["text"].as_str().unwrap());
     assert_eq!(from_hf.tokenizer.encode(&text), ids(&case["ids"]));
     assert_eq!(from_hf.tokenizer.eos(), from_gguf.tokenizer.eos());
+}
+
+/// A model holding its matrices in blocks keeps them out of its parameters (frozen, 4.5 or 8.5 bits per
+/// weight) but saves every weight it computes with: its checkpoint holds the f32 form's weights (to
+/// Q4_0's rounding) and reloads with its logits; and expanding them in place changes no logit either.
+#[test]
+fn a_model_in_blocks_saves_the_weights_it_computes_with() {
+    let Some(path) = fixture_path() else { return };
+    let dev = Cpu::<f32>::new();
+    let f32_form = Pretrained::load(&path, &dev).unwrap().model;
+    let mut blocks = Pretrained::load_with(&path, &dev, Weights::Blocks)
+        .unwrap()
+        .model;
+    assert!(blocks.compressed_weights() > 0);
+    assert!(blocks.num_params() < f32_form.num_params());
+    let by_name = |m: &Gpt<Cpu<f32>>| -> std::collections::BTreeMap<String, Vec<f32>> {
+        m.weights()
+            .into_iter()
+            .map(|(n, t)| (n, t.to_vec()))
+            .collect()
+    };
+    let (a, b) = (by_name(&f32_form), by_name(&blocks));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, want) in &a {
+        let got: Vec<f64> = b[name].iter().map(|&v| v.into()).collect();
+        let want: Vec<f64> = want.iter().map(|&v| v.into()).collect();
+        let d = max_diff(name, &got, &want);
+        assert!(d <= 1e-6, "{name}: max |diff| {d}");
+    }
+    let tokens: Vec<u32> = (0..12).map(|i| i * 31 % 400).collect(); // one sequence: 12 rows, by panels
+    let logits = |m: &Gpt<Cpu<f32>>| -> Vec<f64> {
+        let l = no_grad(|| m.forward(&tokens, 1, 12)).value().to_vec();
+        l.iter().map(|&v| v.into()).collect()
+    };
+    let in_blocks = logits(&blocks);
+    let dir = std::env::temp_dir().join(format!("lowrank-gguf-blocks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    blocks.save(&dir).unwrap();
+    let reloaded = Gpt::load_any_vocab(&dir, &dev).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let d = max_diff("reloaded logits", &logits(&reloaded), &in_blocks);
+    assert!(d <= 1e-4, "the saved model's logits differ by {d}");
+    blocks.decompress_weights();
+    assert_eq!(blocks.compressed_weights(), 0);
+    let d = max_diff("expanded logits", &logits(&blocks), &in_blocks);
+    assert!(d <= 1e-4, "the expanded model's logits differ by {d}");
 }

@@ -7,7 +7,7 @@
 //! the model): then a missing model is a failure.
 
 use lowrank::autograd::no_grad;
-use lowrank::gpt::{generate, GenerateConfig, Message, Pretrained, Tokenizer};
+use lowrank::gpt::{generate, GenerateConfig, Message, Pretrained, Tokenizer, Weights};
 use lowrank::tensor::Cpu;
 use serde_json::Value;
 use std::path::Path;
@@ -17,20 +17,29 @@ type Model = Pretrained<Cpu<f32>>;
 #[path = "support/models.rs"]
 mod models;
 
-/// The fetched model; `None` (with a message) when it is not there.
-fn load_model() -> Option<Model> {
+/// The fetched model, its 4- and 8-bit matrices held as `weights` says; `None` (with a message) when it
+/// is not there.
+fn load_model(weights: Weights) -> Option<Model> {
     let path = models::model_file(models::SMOLLM2)?;
-    Some(Pretrained::load(&path, &Cpu::<f32>::new()).expect("the fetched model loads"))
+    let model = Pretrained::load_with(&path, &Cpu::<f32>::new(), weights);
+    Some(model.expect("the fetched model loads"))
 }
 
 /// One test, so that the 0.5 GB model is loaded once (a model is not `Sync`: tests cannot share it).
 #[test]
 fn smollm2_matches_transformers() {
-    let Some(m) = load_model() else { return };
+    let Some(m) = load_model(Weights::F32) else {
+        return;
+    };
     config_is_smollm2s(&m);
     logits_of_three_prompts_match_transformers(&m);
     greedy_chat_answer_is_transformers_answer(&m);
     loftq_beats_plain_nf4_on_trained_weights(&m);
+    drop(m);
+    // multiplied straight from the file's blocks (decoding) and by expanded panels (the prompts)
+    let m = load_model(Weights::Blocks).expect("the model is there");
+    logits_of_three_prompts_match_transformers(&m);
+    greedy_chat_answer_is_transformers_answer(&m);
 }
 
 /// LoftQ on a trained weight (layer 3's k_proj, 192 x 576): the 4-bit base plus the rank-8 start is

@@ -54,15 +54,19 @@ impl<B: Backend> Attention<B> {
             Some(cache) => cache.append(&k, &v), // (B, KV, S, hd): S = start + T positions
             None => (k, v),
         };
-        let (k, v) = (repeat_kv(&k, h / kvh), repeat_kv(&v, h / kvh)); // (B, H, S, hd)
+        let repeat = |x: &Var<B>| repeat_kv(x, h / kvh); // (B, KV, S, hd) -> (B, H, S, hd)
 
         // softmax(q k^T / sqrt(hd)) v per head, key j after query i masked (see docs/gpt.md)
         let scale = 1.0 / (hd as f64).sqrt();
         let y = match kernels {
             // one fused op, for queries and keys of the same positions (no cache, or an empty one)
-            Kernels::Fused if start == 0 => Var::attention(&q, &k, &v, scale, true), // (B, H, T, hd)
-            // queries after cached keys: T rows of S scores (a decoding step has T = 1)
-            _ => attention_plain(&q, &k, &v, scale, true), // (B, H, T, hd)
+            Kernels::Fused if start == 0 => {
+                Var::attention(&q, &repeat(&k), &repeat(&v), scale, true)
+            } // (B, H, T, hd)
+            // a decoding step: one query per sequence after the cached keys
+            Kernels::Fused if t == 1 => decode_attention(&q, &k, &v, scale), // (B, H, 1, hd)
+            // queries after cached keys: T rows of S scores
+            _ => attention_plain(&q, &repeat(&k), &repeat(&v), scale, true), // (B, H, T, hd)
         };
         let y = y.permute(&[0, 2, 1, 3]).reshape([b, t, c]); // (B, T, C): a view where y's memory is (B, T, H, hd)
         self.o_proj.forward(&y)
@@ -85,6 +89,24 @@ pub fn repeat_kv<B: Backend>(x: &Var<B>, groups: usize) -> Var<B> {
 
 impl<B: Backend> Module<B> for Attention<B> {
     children! { "q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj }
+}
+
+/// Attention for one new query per sequence, q (B, H, 1, hd), over the S cached keys and values k, v
+/// (B, KV, S, hd): a decoding step. Every key is in the query's past, so nothing is masked; and the G =
+/// H / KV query heads that share a key/value head become G rows of one product with it, so k and v are
+/// read in place instead of repeated G times (query head kv G + g is row g of group kv, as in `repeat_kv`).
+pub fn decode_attention<B: Backend>(q: &Var<B>, k: &Var<B>, v: &Var<B>, scale: f64) -> Var<B> {
+    let (b, h, hd, kvh) = (q.dims()[0], q.dims()[1], q.dims()[3], k.dims()[1]);
+    assert_eq!(
+        q.dims()[2],
+        1,
+        "decode_attention: one query per sequence, got q {}",
+        q.shape()
+    );
+    let q = q.reshape([b, kvh, h / kvh, hd]); // (B, KV, G, hd)
+    let scores = q.matmul(&k.transpose(-1, -2)).mul_scalar(scale); // (B, KV, G, S)
+    let y = scores.softmax().matmul(v); // (B, KV, G, hd)
+    y.reshape([b, h, 1, hd]) // (B, H, 1, hd)
 }
 
 /// `Var::attention` as the formula reads, for q (B, H, T, hd) and k, v (B, H, S, hd) with S >= T:

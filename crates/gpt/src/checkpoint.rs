@@ -4,8 +4,10 @@
 //! then every tensor's name, shape and dtype.
 
 use crate::{ByteTokenizer, Gpt, GptConfig};
-use lowrank_nn::{load_module, save_dir_atomic, save_module, write_atomic, NnError, TensorFile};
-use lowrank_tensor::Backend;
+use lowrank_nn::{
+    join, load_module, save_dir_atomic, save_tensors, write_atomic, Module, NnError, TensorFile,
+};
+use lowrank_tensor::{Backend, Tensor};
 use std::path::Path;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -34,6 +36,22 @@ pub fn load_validation_text(dir: &Path) -> Option<crate::Dataset> {
 }
 
 impl<B: Backend> Gpt<B> {
+    /// Every weight the model computes with, by Hugging Face name: its parameters, then the base weights
+    /// held compressed (GGUF blocks, NF4), expanded: what a checkpoint of the model holds.
+    pub fn weights(&self) -> Vec<(String, Tensor<B>)> {
+        let mut weights: Vec<_> = self
+            .named_params()
+            .into_iter()
+            .map(|(name, p)| (name, p.value()))
+            .collect();
+        self.visit_linears("", &mut |path, linear| {
+            if linear.compressed_weight().is_some() {
+                weights.push((join(path, "weight"), linear.weight().value()));
+            }
+        });
+        weights
+    }
+
     /// Saves the checkpoint folder as one unit (`save_dir_atomic`).
     pub fn save(&self, dir: &Path) -> Result<(), NnError> {
         save_dir_atomic(dir, |staging| self.save_into(staging))
@@ -46,7 +64,7 @@ impl<B: Backend> Gpt<B> {
         let metadata = [("format".to_string(), "pt".to_string())]
             .into_iter()
             .collect();
-        save_module(self, &dir.join(WEIGHTS_FILE), Some(metadata))?;
+        save_tensors(&dir.join(WEIGHTS_FILE), &self.weights(), Some(metadata))?;
         write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
     }
 

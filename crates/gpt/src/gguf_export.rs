@@ -5,7 +5,7 @@
 
 use crate::pretrained::{gguf_name, permute_rows};
 use crate::Pretrained;
-use lowrank_nn::{GgmlType, GgufValue, GgufWriter, Module, NnError};
+use lowrank_nn::{GgmlType, GgufValue, GgufWriter, NnError};
 use lowrank_tensor::{Backend, Element};
 use std::path::Path;
 
@@ -51,7 +51,7 @@ pub fn write_gguf<B: Backend>(p: &Pretrained<B>, path: &Path, ty: GgmlType) -> R
         "tokenizer.chat_template",
         GgufValue::String(p.chat.source().to_string()),
     );
-    for (hf, param) in p.model.named_params() {
+    for (hf, value) in p.model.weights() {
         let name = gguf_name(&hf).ok_or_else(|| {
             NnError::gguf(
                 path,
@@ -60,7 +60,6 @@ pub fn write_gguf<B: Backend>(p: &Pretrained<B>, path: &Path, ty: GgmlType) -> R
                 ),
             )
         })?;
-        let value = param.value();
         let dims = value.dims().to_vec();
         let mut values: Vec<f32> = value.to_vec().iter().map(|v| v.to_f64() as f32).collect();
         match hf.rsplit('.').nth(1) {

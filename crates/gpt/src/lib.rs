@@ -51,7 +51,7 @@ pub use kv_cache::{KvCache, LayerCache};
 pub use lowrank_nn::Kernels;
 pub use mlp::{swiglu_plain, Mlp};
 pub use model::Gpt;
-pub use pretrained::{gguf_name, permute_rows, unpermute_rows, Pretrained};
+pub use pretrained::{gguf_name, permute_rows, unpermute_rows, Pretrained, Weights};
 pub use progress::Progress;
 pub use prompt::{PromptTuning, PromptTuningError};
 pub use prompt_file::{PROMPT_CONFIG_FILE, PROMPT_WEIGHTS_FILE};

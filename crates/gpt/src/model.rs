@@ -27,6 +27,9 @@ pub struct Gpt<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     /// Prompt tuning's virtual tokens, put before every sequence (`add_prompt_tuning`).
     pub prompt: Option<PromptTuning<B>>,
+    /// The tied output projection kept in the embedding's GGUF blocks (`Weights::Blocks`), used in place
+    /// of the f32 table while that is frozen and has no active copy. Not a child: it holds no parameter.
+    pub(crate) tied_head: Option<Linear<B>>,
     rope: Rope<B>,
 }
 
@@ -71,6 +74,7 @@ impl<B: Backend> Gpt<B> {
             norm: RmsNorm::new(c, config.norm_eps, backend),
             lm_head,
             prompt: None,
+            tied_head: None,
             rope: Rope::new(
                 config.head_dim(),
                 config.max_seq_len,
@@ -149,10 +153,32 @@ impl<B: Backend> Gpt<B> {
 
     /// The output projection of hidden states (.., C) -> logits (.., V).
     pub fn head(&self, x: &Var<B>) -> Var<B> {
-        match &self.lm_head {
-            Some(head) => head.forward(x),                            // (.., V)
-            None => x.matmul(&self.embed_tokens.weight_in_use().t()), // (.., V), tied weights
+        let embedding = &self.embed_tokens;
+        match (&self.lm_head, &self.tied_head) {
+            (Some(head), _) => head.forward(x), // (.., V)
+            (None, Some(blocks))
+                if embedding.copies.in_use().is_none() && !embedding.weight.requires_grad() =>
+            {
+                blocks.forward(x) // (.., V), tied weights in their blocks
+            }
+            (None, _) => x.matmul(&embedding.weight_in_use().t()), // (.., V), tied weights
         }
+    }
+
+    /// Expands every compressed base weight (GGUF blocks, NF4) to a frozen f32 one, and drops the tied
+    /// output projection's blocks: what saving or merging into the base needs.
+    pub fn decompress_weights(&mut self) {
+        self.visit_linears_mut("", &mut |_, linear| linear.decompress_weight());
+        self.tied_head = None;
+    }
+
+    /// How many base weights are held compressed (not parameters, so not saved).
+    pub fn compressed_weights(&self) -> usize {
+        let mut n = 0;
+        self.visit_linears("", &mut |_, linear| {
+            n += usize::from(linear.compressed_weight().is_some())
+        });
+        n
     }
 
     /// The (V, C) weight the output projection multiplies by, when it is a plain product: the token

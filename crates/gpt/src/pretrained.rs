@@ -9,9 +9,11 @@
 
 use crate::checkpoint::check_backed;
 use crate::{BpeTokenizer, ChatTemplate, Gpt, GptConfig, CHATML, CONFIG_FILE};
-use lowrank_nn::{GgufFile, Module, NnError};
+use lowrank_autograd::Var;
+use lowrank_nn::{BlockWeight, CompressedWeight, GgufFile, Linear, Module, NnError};
 use lowrank_tensor::{Backend, Element, Shape, Tensor};
 use std::path::Path;
+use std::rc::Rc;
 
 /// The GGUF name of a model parameter given by its Hugging Face name (`None` for a name llama.cpp's
 /// Llama layout does not have).
@@ -44,7 +46,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 /// Undoes llama.cpp's row order of a q_proj or k_proj weight (`heads` x head_dim rows of `cols` values):
 /// within each head, GGUF row `2 i + j` is Hugging Face row `j * head_dim / 2 + i` (i < head_dim / 2,
 /// j = 0 or 1).
-pub fn unpermute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+pub fn unpermute_rows<T: Copy + Default>(w: &[T], heads: usize, cols: usize) -> Vec<T> {
     reorder_rows(w, heads, cols, |gguf, hf| (gguf, hf))
 }
 
@@ -55,15 +57,15 @@ pub fn permute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
 
 /// Copies each row of `w` to its place in the other order: `from_to(gguf row, hf row)` says which of the
 /// two is read and which written.
-fn reorder_rows(
-    w: &[f32],
+fn reorder_rows<T: Copy + Default>(
+    w: &[T],
     heads: usize,
     cols: usize,
     from_to: impl Fn(usize, usize) -> (usize, usize),
-) -> Vec<f32> {
+) -> Vec<T> {
     let rows = w.len() / cols;
     let (hd, half) = (rows / heads, rows / heads / 2);
-    let mut out = vec![0.0; w.len()];
+    let mut out = vec![T::default(); w.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
@@ -131,37 +133,93 @@ impl GptConfig {
     }
 }
 
+/// How a GGUF model holds its block-quantized matrices (Q8_0, Q4_0, Q4_1); other tensors are f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// Decoded to f32 parameters: what training the base, merging adapters and saving need.
+    #[default]
+    F32,
+    /// Kept in their blocks, frozen ([`BlockWeight`]): a token's decoding reads about a sixth of the
+    /// bytes, and the model takes a sixth of the memory. The tied output projection multiplies by the
+    /// embedding's blocks while the embedding itself (a row lookup) stays f32. Adapters train over such a
+    /// base as QLoRA's do over NF4; saving the base needs `Gpt::decompress_weights` first.
+    Blocks,
+}
+
 impl<B: Backend> Gpt<B> {
-    /// A Llama model from a GGUF file: config from its metadata, every weight decoded to f32 and checked
-    /// (name, shape, finite values), q_proj and k_proj rows put back in Hugging Face's order. Every tensor
-    /// of the file must be used: one this model has no place for is an error, not silently dropped.
+    /// A Llama model from a GGUF file, every weight decoded to f32 (`from_gguf_with` and `Weights::F32`).
     pub fn from_gguf(file: &GgufFile, backend: &B) -> Result<Self, NnError> {
+        Self::from_gguf_with(file, backend, Weights::F32)
+    }
+
+    /// A Llama model from a GGUF file: config from its metadata, every weight checked (name, shape,
+    /// finite values) and decoded to f32 or, for `Weights::Blocks`, the block-quantized matrices kept as
+    /// they are; q_proj and k_proj rows put back in Hugging Face's order. Every tensor of the file must be
+    /// used: one this model has no place for is an error, not silently dropped.
+    pub fn from_gguf_with(file: &GgufFile, backend: &B, weights: Weights) -> Result<Self, NnError> {
         let config = GptConfig::from_gguf(file)?;
         // The model is built only once the file is known to hold as many values as the config asks for.
         let stored: u128 = file.tensors.iter().map(|t| t.numel() as u128).sum();
         check_backed(&config, stored, file.path(), file.path())?;
-        let model = Gpt::new(config, 0, backend);
-        let params = model.named_params();
+        let mut model = Gpt::new(config, 0, backend);
+        let heads = |hf: &str| match hf.rsplit('.').nth(1) {
+            Some("q_proj") => Some(model.config.n_heads),
+            Some("k_proj") => Some(model.config.n_kv_heads),
+            _ => None,
+        };
+        let in_blocks = |name: &str| {
+            weights == Weights::Blocks
+                && file
+                    .tensor_info(name)
+                    .is_some_and(|t| BlockWeight::holds(t.ggml_type) && t.dims.len() == 2)
+        };
         let mut used = std::collections::HashSet::new();
-        for (hf, param) in &params {
+        let mut blocks = vec![]; // (Hugging Face path of the Linear, its weight in blocks)
+        for (hf, param) in &model.named_params() {
             let name = gguf_name(hf).expect("every Llama parameter has a GGUF name");
             let expected = param.shape();
-            let tensor = match hf.rsplit('.').nth(1) {
-                Some(proj @ ("q_proj" | "k_proj")) => {
-                    let heads = if proj == "q_proj" {
-                        model.config.n_heads
-                    } else {
-                        model.config.n_kv_heads
-                    };
-                    check_shape(file, &name, &expected)?;
-                    let (values, _) = file.read_f32(&name)?;
-                    let values = unpermute_rows(&values, heads, expected.dims()[1]);
-                    tensor_from(file, &name, values, expected, backend)?
+            check_shape(file, &name, &expected)?;
+            if in_blocks(&name) {
+                let (ty, dims, mut bytes) = file.read_blocks(&name)?;
+                if let Some(heads) = heads(hf) {
+                    bytes = unpermute_rows(&bytes, heads, bytes.len() / dims[0]);
+                    // whole rows of blocks
                 }
-                _ => file.tensor(&name, Some(&expected), backend)?,
-            };
-            param.set_value(tensor);
+                blocks.push((hf.clone(), BlockWeight::new(ty, dims, &bytes)));
+            } else {
+                let tensor = match heads(hf) {
+                    Some(heads) => {
+                        let (values, _) = file.read_f32(&name)?;
+                        let values = unpermute_rows(&values, heads, expected.dims()[1]);
+                        tensor_from(file, &name, values, expected, backend)?
+                    }
+                    None => file.tensor(&name, Some(&expected), backend)?,
+                };
+                param.set_value(tensor);
+            }
             used.insert(name);
+        }
+        for (hf, weight) in blocks {
+            let weight = Rc::new(weight);
+            match hf.strip_suffix(".weight") {
+                // the tied output projection: the embedding's blocks, the table itself stays f32
+                Some("model.embed_tokens") => {
+                    model.embed_tokens.weight = Var::constant(weight.decompress(backend));
+                    if model.lm_head.is_none() {
+                        model.tied_head = Some(Linear::from_compressed(weight, backend));
+                    }
+                }
+                Some(path) => {
+                    let linear = model
+                        .find_module(path)
+                        .and_then(|m| m.as_any_mut().downcast_mut::<Linear<B>>())
+                        .expect(
+                            "a block-quantized matrix of a Llama is a Linear's or the embedding's",
+                        );
+                    linear.set_compressed_weight(weight);
+                }
+                None => unreachable!("GGUF parameter names end in .weight"),
+            }
         }
         let extra: Vec<String> = file
             .tensors
@@ -220,11 +278,17 @@ impl<B: Backend> Pretrained<B> {
     /// Loads a GGUF file (`*.gguf`) or a Hugging Face folder (`config.json`, `model.safetensors`,
     /// `tokenizer.json`, and `tokenizer_config.json` for the chat template and end-of-turn token).
     pub fn load(path: &Path, backend: &B) -> Result<Self, NnError> {
+        Self::load_with(path, backend, Weights::F32)
+    }
+
+    /// `load`, with a GGUF file's block-quantized matrices held as `weights` says (a folder's weights
+    /// are f32 either way).
+    pub fn load_with(path: &Path, backend: &B, weights: Weights) -> Result<Self, NnError> {
         if path.is_dir() {
             return Self::load_hf_folder(path, backend);
         }
         let file = GgufFile::open(path)?;
-        let model = Gpt::from_gguf(&file, backend)?;
+        let model = Gpt::from_gguf_with(&file, backend, weights)?;
         let tokenizer = BpeTokenizer::from_gguf(&file)?;
         let chat = match file.get("tokenizer.chat_template") {
             Some(_) => file.str("tokenizer.chat_template")?,

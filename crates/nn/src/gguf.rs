@@ -16,7 +16,8 @@
 //! before anything is allocated for it, so a damaged or hostile file is an error, never a huge allocation.
 //! Tensors are read one at a time, on demand, and decoded to f32 ([`GgmlType::dequantize`]).
 
-use crate::gguf_blocks::GgmlType;
+use crate::gguf_blocks::{f16_at, GgmlType};
+use crate::BlockWeight;
 use crate::NnError;
 use lowrank_tensor::{Backend, Element, Shape, Tensor};
 use std::collections::BTreeMap;
@@ -281,6 +282,59 @@ impl GgufFile {
     /// Reads tensor `name` and decodes it to f32 values, row-major. Fails on a missing tensor, a type
     /// lowrank does not decode, a read error, or a value that is not finite.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Shape), NnError> {
+        let (info, bytes) = self.read_bytes(name)?;
+        let mut values = vec![0f32; info.numel()];
+        info.ggml_type.dequantize(&bytes, &mut values);
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(NnError::NotFinite {
+                path: self.path.clone(),
+                name: name.into(),
+                index,
+                value: values[index].into(),
+            });
+        }
+        Ok((values, Shape::from(info.dims.clone())))
+    }
+
+    /// Reads matrix `name`, stored in one of the block types (Q8_0, Q4_0, Q4_1), as it is: its type, dims
+    /// and bytes, ready for [`BlockWeight::new`] (no f32 copy). Fails like `read_f32`, and on a tensor that
+    /// is not such a matrix. Every block's scale (and minimum) is checked finite, which makes each of its
+    /// values finite.
+    pub fn read_blocks(&self, name: &str) -> Result<(GgmlType, [usize; 2], Vec<u8>), NnError> {
+        let (info, bytes) = self.read_bytes(name)?;
+        let ty = info.ggml_type;
+        let &[out, d_in] = &info.dims[..] else {
+            return Err(self.error(format!(
+                "tensor `{name}` is not a matrix: dims {:?}",
+                info.dims
+            )));
+        };
+        if !BlockWeight::holds(ty) {
+            return Err(self.error(format!(
+                "tensor `{name}` has type {ty}, not a block type (Q8_0, Q4_0, Q4_1)"
+            )));
+        }
+        let size = ty.block().expect("a block type").1;
+        let scales = if ty == GgmlType::Q4_1 { 2 } else { 1 }; // f16s at the start of each block
+        for (b, block) in bytes.chunks_exact(size).enumerate() {
+            for at in (0..scales).map(|k| 2 * k) {
+                let value = f16_at(block, at);
+                if !value.is_finite() {
+                    return Err(NnError::NotFinite {
+                        path: self.path.clone(),
+                        name: name.into(),
+                        index: b * 32,
+                        value: value.into(),
+                    });
+                }
+            }
+        }
+        Ok((ty, [out, d_in], bytes))
+    }
+
+    /// Tensor `name`'s info and its bytes, read from the file. Fails on a missing tensor, a type lowrank
+    /// does not decode, or a read error.
+    fn read_bytes(&self, name: &str) -> Result<(&TensorInfo, Vec<u8>), NnError> {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| NnError::MissingTensor {
@@ -296,23 +350,11 @@ impl GgufFile {
             ))
         })?;
         let mut bytes = vec![0u8; n_bytes as usize];
-        {
-            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-            file.seek(SeekFrom::Start(info.start))
-                .and_then(|_| file.read_exact(&mut bytes))
-                .map_err(|e| NnError::io(&self.path, e))?;
-        }
-        let mut values = vec![0f32; info.numel()];
-        info.ggml_type.dequantize(&bytes, &mut values);
-        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-            return Err(NnError::NotFinite {
-                path: self.path.clone(),
-                name: name.into(),
-                index,
-                value: values[index].into(),
-            });
-        }
-        Ok((values, Shape::from(info.dims.clone())))
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(info.start))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|e| NnError::io(&self.path, e))?;
+        Ok((info, bytes))
     }
 
     /// Reads tensor `name` onto `backend`, checking its shape against `expected` if given.

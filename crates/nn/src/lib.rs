@@ -9,6 +9,7 @@
 //! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks;
 //!   GGUF files (llama.cpp's format) read with their block-quantized tensors decoded to f32.
 
+mod block_weight;
 mod checkpoint;
 mod embedding;
 mod error;
@@ -25,6 +26,7 @@ mod rms_norm;
 mod save_dir;
 mod weight_copies;
 
+pub use block_weight::{BlockWeight, DIRECT_ROWS};
 pub use checkpoint::{
     load_module, load_params, save_module, save_tensors, write_atomic, TensorFile,
 };

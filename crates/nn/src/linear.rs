@@ -22,6 +22,11 @@ pub trait CompressedWeight<B: Backend> {
     fn decompress(&self, backend: &B) -> Tensor<B>;
     /// Bytes of the compact form.
     fn size_in_bytes(&self) -> usize;
+    /// `x W^T` for x (rows, in) computed from the compact form, where that beats expanding W (a few rows,
+    /// as in decoding: see `BlockWeight`); `None` (the default) lets the layer expand W and run the GEMM.
+    fn product(&self, _x: &Tensor<B>) -> Option<Tensor<B>> {
+        None
+    }
 }
 
 /// A layer's base weight: a (possibly trainable) tensor, or a frozen compressed one.
@@ -120,6 +125,15 @@ impl<B: Backend> Linear<B> {
         );
         Linear {
             weight: Weight::Dense(weight),
+            adapter: None,
+            copies: WeightCopies::default(),
+        }
+    }
+
+    /// A layer over a frozen compressed weight (it has no parameter of its own).
+    pub fn from_compressed(weight: Rc<dyn CompressedWeight<B>>, backend: &B) -> Self {
+        Linear {
+            weight: Weight::Compressed(weight, backend.clone()),
             adapter: None,
             copies: WeightCopies::default(),
         }
@@ -248,7 +262,10 @@ fn compressed_matmul<B: Backend>(
     weight: &Rc<dyn CompressedWeight<B>>,
     backend: &B,
 ) -> Var<B> {
-    let y = x.value().matmul(&weight.decompress(backend).t()); // (rows, out)
+    let x_value = x.value();
+    let y = weight
+        .product(&x_value)
+        .unwrap_or_else(|| x_value.matmul(&weight.decompress(backend).t())); // (rows, out)
     x.unary_rule("compressed_matmul", y, || {
         let (weight, backend) = (weight.clone(), backend.clone());
         move |g: &Tensor<B>| g.matmul(&weight.decompress(&backend)) // (rows, out) @ (out, in)

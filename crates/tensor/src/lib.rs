@@ -42,6 +42,7 @@ pub mod threads;
 pub use backend::{
     AdamwStep, Backend, BinaryOp, Packed4bit, Packed8bit, PackedAbsmax, ReduceOp, UnaryOp,
 };
+pub use cpu::simd::widest;
 pub use cpu::Cpu;
 pub use element::{DType, Element};
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ mod matmul;
 mod optim;
 pub(crate) mod quant;
 mod reduce;
-mod simd;
+pub(crate) mod simd;
 mod strided;
 
 use crate::{
