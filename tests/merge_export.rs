@@ -9,7 +9,9 @@ use lowrank::gpt::{
     encode_records, train, velmora_train, write_gguf, ExampleSet, Message, Pretrained, Tokenizer,
     TrainConfig,
 };
-use lowrank::lora::{load_adapter, save_adapter, LoraConfig, LoraModel, Targets};
+use lowrank::lora::{
+    load_adapter, quantize_base, save_adapter, LoraConfig, LoraModel, QuantConfig, Targets,
+};
 use lowrank::nn::{GgmlType, Module};
 use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
 use lowrank::wgpu::test_device;
@@ -250,4 +252,44 @@ fn transformers_gives_the_same_logits_for_the_merged_files() {
             "transformers on {name}: max |logit diff| {diff}"
         );
     }
+}
+
+/// QLoRA quantizes every linear layer but adapts only some: a merge expands the adapted ones, and the
+/// others stay 4-bit. The files a merge writes must still hold every weight (those expanded), so that the
+/// merged model reloads with its logits.
+#[test]
+fn a_merged_qlora_model_writes_its_4_bit_layers_too() {
+    let Some(path) = models::model_file(models::TINY) else {
+        return;
+    };
+    let dev = Cpu::<f32>::new();
+    let mut p = Pretrained::load(&path, &dev).unwrap();
+    quantize_base(&mut p.model, &QuantConfig::default()).unwrap();
+    let lora = LoraConfig {
+        targets: Targets::Names(vec!["q_proj".into(), "v_proj".into()]),
+        ..config()
+    };
+    p.model.add_adapter("default", &lora, 0).unwrap();
+    for (i, (name, param)) in p.model.named_params().into_iter().enumerate() {
+        if name.contains("lora_") {
+            let noise = Tensor::randn(param.shape(), 0.0, 0.05, &mut rng(200 + i as u64), &dev);
+            param.set_value(noise);
+        }
+    }
+    p.model.merge_and_unload().unwrap();
+    assert!(
+        p.model.compressed_weights() > 0,
+        "the unadapted layers stay 4-bit"
+    );
+    let expected = logits(&p);
+    let dir = scratch("qlora");
+    std::fs::create_dir_all(&dir).unwrap();
+    p.save_hf_folder(&dir.join("hf")).unwrap();
+    write_gguf(&p, &dir.join("merged.gguf"), GgmlType::F32).unwrap();
+    for name in ["hf", "merged.gguf"] {
+        let back = Pretrained::load(&dir.join(name), &dev).unwrap();
+        let diff = max_diff(&logits(&back), &expected);
+        assert!(diff <= 1e-5, "{name}: max |logit diff| {diff}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
