@@ -122,7 +122,7 @@ fn run<B: Backend>(args: &Args, variant: &str, dev: &B) -> Result<(), Box<dyn st
             "model": "SmolLM2-135M-Instruct", "variant": variant, "batch": args.batch, "seq": args.seq,
             "ms_per_step": (ms * 10.0).round() / 10.0,
             "tokens_per_s": (tokens as f64 / ms * 1e4).round() / 10.0,
-            "params_total": model.num_params(),
+            "params_total": model.num_params() + model.compressed_values(),
             "peak_rss_mib": process::peak_rss_mib(),
             "engine": "lowrank", "weights": format!("{weights:?}"),
         })

@@ -253,11 +253,16 @@ fn kv_cache_decoding_equals_a_full_forward_on_wgpu() {
 
 /// Writes `bytes` as a GGUF file in a fresh folder and loads it as a pretrained model.
 fn load_bytes(name: &str, bytes: &[u8]) -> String {
+    load_bytes_as(name, bytes, Weights::F32)
+}
+
+/// `load_bytes`, the model's block matrices held as `weights` says.
+fn load_bytes_as(name: &str, bytes: &[u8], weights: Weights) -> String {
     let dir = std::env::temp_dir().join(format!("lowrank-gguf-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.gguf");
     std::fs::write(&path, bytes).unwrap();
-    let err = Pretrained::load(&path, &Cpu::<f32>::new())
+    let err = Pretrained::load_with(&path, &Cpu::<f32>::new(), weights)
         .err()
         .map(|e| e.to_string());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -308,6 +313,17 @@ fn damaged_files_get_errors_that_say_what_is_wrong() {
         err.contains("`blk.0.attn_q.weight` has type Q5_K (type 13)"),
         "{err}"
     );
+    // a NaN scale (a Q4_1 block's first two bytes) is refused whether the blocks are decoded or kept
+    let start = file.tensor_info("blk.0.attn_q.weight").unwrap().start as usize;
+    let mut nan = good.clone();
+    nan[start..start + 2].copy_from_slice(&0x7e00u16.to_le_bytes()); // f16 NaN
+    for weights in [Weights::F32, Weights::Blocks] {
+        let err = load_bytes_as("nan", &nan, weights);
+        assert!(
+            err.contains("tensor `blk.0.attn_q.weight` holds NaN at index 0"),
+            "{weights:?}: {err}"
+        );
+    }
 }
 
 /// The other route: the same model saved as a Hugging Face folder (config.json with num_key_value_heads,
@@ -354,8 +370,12 @@ fn a_model_in_blocks_saves_the_weights_it_computes_with() {
     let mut blocks = Pretrained::load_with(&path, &dev, Weights::Blocks)
         .unwrap()
         .model;
-    assert!(blocks.compressed_weights() > 0);
-    assert!(blocks.num_params() < f32_form.num_params());
+    assert!(blocks.compressed_values() > 0);
+    assert_eq!(
+        blocks.num_params() + blocks.compressed_values(),
+        f32_form.num_params(),
+        "every weight is a parameter or held in blocks, none both"
+    );
     let by_name = |m: &Gpt<Cpu<f32>>| -> std::collections::BTreeMap<String, Vec<f32>> {
         m.weights()
             .into_iter()
@@ -384,7 +404,7 @@ fn a_model_in_blocks_saves_the_weights_it_computes_with() {
     let d = max_diff("reloaded logits", &logits(&reloaded), &in_blocks);
     assert!(d <= 1e-4, "the saved model's logits differ by {d}");
     blocks.decompress_weights();
-    assert_eq!(blocks.compressed_weights(), 0);
+    assert_eq!(blocks.compressed_values(), 0);
     let d = max_diff("expanded logits", &logits(&blocks), &in_blocks);
     assert!(d <= 1e-4, "the expanded model's logits differ by {d}");
 }

@@ -278,7 +278,7 @@ fn a_merged_qlora_model_writes_its_4_bit_layers_too() {
     }
     p.model.merge_and_unload().unwrap();
     assert!(
-        p.model.compressed_weights() > 0,
+        p.model.compressed_values() > 0,
         "the unadapted layers stay 4-bit"
     );
     let expected = logits(&p);

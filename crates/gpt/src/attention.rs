@@ -61,8 +61,8 @@ impl<B: Backend> Attention<B> {
         let y = match kernels {
             // one fused op, for queries and keys of the same positions (no cache, or an empty one)
             Kernels::Fused if start == 0 => {
-                Var::attention(&q, &repeat(&k), &repeat(&v), scale, true)
-            } // (B, H, T, hd)
+                Var::attention(&q, &repeat(&k), &repeat(&v), scale, true) // (B, H, T, hd)
+            }
             // a decoding step: one query per sequence after the cached keys
             Kernels::Fused if t == 1 => decode_attention(&q, &k, &v, scale), // (B, H, 1, hd)
             // queries after cached keys: T rows of S scores

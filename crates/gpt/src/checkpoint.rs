@@ -90,7 +90,7 @@ impl<B: Backend> Gpt<B> {
             file.path(),
             &dir.join(CONFIG_FILE),
         )?;
-        let model = Gpt::new(config, 0, backend);
+        let model = Gpt::zeros(config, backend);
         load_module(&model, &file)?;
         Ok(model)
     }

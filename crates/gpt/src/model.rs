@@ -14,7 +14,7 @@ use lowrank_nn::{
     children, cross_entropy, cross_entropy_plain, linear_cross_entropy, Embedding, Kernels, Linear,
     Module, RmsNorm,
 };
-use lowrank_tensor::Backend;
+use lowrank_tensor::{Backend, Tensor};
 
 pub struct Gpt<B: Backend> {
     pub config: GptConfig,
@@ -37,15 +37,29 @@ impl<B: Backend> Gpt<B> {
     /// A freshly initialised model: weights ~ N(0, 0.02^2), the projections that write into the residual
     /// stream (o_proj, down_proj) scaled down by sqrt(2 n_layers) as in GPT-2, norms at 1.
     pub fn new(config: GptConfig, seed: u64, backend: &B) -> Self {
+        Self::build(config, Some(seed), backend)
+    }
+
+    /// A model whose weights are all zero (norms at 1), for a loader to fill in: nothing is drawn, and
+    /// the zeroed memory of a weight the loader replaces is never touched (so never resident).
+    pub fn zeros(config: GptConfig, backend: &B) -> Self {
+        Self::build(config, None, backend)
+    }
+
+    /// The model, its weights random from `seed` or, without one, zero.
+    fn build(config: GptConfig, seed: Option<u64>, backend: &B) -> Self {
         config
             .validate()
             .unwrap_or_else(|e| panic!("GptConfig: {e}"));
         let (c, kv, ff, std) = (config.d_model, config.kv_dim(), config.d_ff, 0.02);
         let resid_std = std / (2.0 * config.n_layers as f64).sqrt();
-        let mut next_seed = seed;
+        let mut next_seed = seed.unwrap_or(0);
         let mut linear = |d_in, d_out, std| {
             next_seed += 1;
-            Linear::new(d_in, d_out, std, next_seed, backend)
+            match seed {
+                Some(_) => Linear::new(d_in, d_out, std, next_seed, backend),
+                None => Linear::from_weight(Var::param(Tensor::zeros([d_out, d_in], backend))),
+            }
         };
         let layers = (0..config.n_layers)
             .map(|_| Block {
@@ -69,7 +83,10 @@ impl<B: Backend> Gpt<B> {
         let lm_head = (!config.tie_embeddings).then(|| linear(c, config.vocab_size, std));
         Gpt {
             kernels: Kernels::Fused,
-            embed_tokens: Embedding::new(config.vocab_size, c, std, seed, backend),
+            embed_tokens: match seed {
+                Some(seed) => Embedding::new(config.vocab_size, c, std, seed, backend),
+                None => Embedding::from_weight(Tensor::zeros([config.vocab_size, c], backend)),
+            },
             layers,
             norm: RmsNorm::new(c, config.norm_eps, backend),
             lm_head,
@@ -172,11 +189,14 @@ impl<B: Backend> Gpt<B> {
         self.tied_head = None;
     }
 
-    /// How many base weights are held compressed (not parameters, so not saved).
-    pub fn compressed_weights(&self) -> usize {
+    /// How many values the base weights held compressed have (they are not parameters: `num_params`
+    /// leaves them out).
+    pub fn compressed_values(&self) -> usize {
         let mut n = 0;
         self.visit_linears("", &mut |_, linear| {
-            n += usize::from(linear.compressed_weight().is_some())
+            if let Some(c) = linear.compressed_weight() {
+                n += c.dims().iter().product::<usize>();
+            }
         });
         n
     }

@@ -161,7 +161,7 @@ impl<B: Backend> Gpt<B> {
         // The model is built only once the file is known to hold as many values as the config asks for.
         let stored: u128 = file.tensors.iter().map(|t| t.numel() as u128).sum();
         check_backed(&config, stored, file.path(), file.path())?;
-        let mut model = Gpt::new(config, 0, backend);
+        let mut model = Gpt::zeros(config, backend);
         let heads = |hf: &str| match hf.rsplit('.').nth(1) {
             Some("q_proj") => Some(model.config.n_heads),
             Some("k_proj") => Some(model.config.n_kv_heads),
@@ -169,9 +169,9 @@ impl<B: Backend> Gpt<B> {
         };
         let in_blocks = |name: &str| {
             weights == Weights::Blocks
-                && file
-                    .tensor_info(name)
-                    .is_some_and(|t| BlockWeight::holds(t.ggml_type) && t.dims.len() == 2)
+                && file.tensor_info(name).is_some_and(|t| {
+                    BlockWeight::holds(t.ggml_type) && t.dims.len() == 2 && t.dims[1] % 32 == 0
+                })
         };
         let mut used = std::collections::HashSet::new();
         let mut blocks = vec![]; // (Hugging Face path of the Linear, its weight in blocks)
@@ -182,8 +182,8 @@ impl<B: Backend> Gpt<B> {
             if in_blocks(&name) {
                 let (ty, dims, mut bytes) = file.read_blocks(&name)?;
                 if let Some(heads) = heads(hf) {
+                    // rows of an (out, in) matrix in blocks: out runs of bytes, each whole blocks
                     bytes = unpermute_rows(&bytes, heads, bytes.len() / dims[0]);
-                    // whole rows of blocks
                 }
                 blocks.push((hf.clone(), BlockWeight::new(ty, dims, &bytes)));
             } else {
@@ -201,24 +201,21 @@ impl<B: Backend> Gpt<B> {
         }
         for (hf, weight) in blocks {
             let weight = Rc::new(weight);
-            match hf.strip_suffix(".weight") {
-                // the tied output projection: the embedding's blocks, the table itself stays f32
-                Some("model.embed_tokens") => {
-                    model.embed_tokens.weight = Var::constant(weight.decompress(backend));
-                    if model.lm_head.is_none() {
-                        model.tied_head = Some(Linear::from_compressed(weight, backend));
-                    }
+            let path = hf
+                .strip_suffix(".weight")
+                .expect("Llama parameter names end in .weight");
+            if path == "model.embed_tokens" {
+                // the table stays f32 (a lookup); a tied output projection multiplies by its blocks
+                model.embed_tokens.weight = Var::constant(weight.decompress(backend));
+                if model.lm_head.is_none() {
+                    model.tied_head = Some(Linear::from_compressed(weight, backend));
                 }
-                Some(path) => {
-                    let linear = model
-                        .find_module(path)
-                        .and_then(|m| m.as_any_mut().downcast_mut::<Linear<B>>())
-                        .expect(
-                            "a block-quantized matrix of a Llama is a Linear's or the embedding's",
-                        );
-                    linear.set_compressed_weight(weight);
-                }
-                None => unreachable!("GGUF parameter names end in .weight"),
+            } else {
+                let linear = model
+                    .find_module(path)
+                    .and_then(|m| m.as_any_mut().downcast_mut::<Linear<B>>())
+                    .expect("a block-quantized matrix of a Llama is a Linear's or the embedding's");
+                linear.set_compressed_weight(weight);
             }
         }
         let extra: Vec<String> = file

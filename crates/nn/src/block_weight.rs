@@ -2,15 +2,18 @@
 //! stores it, and multiplied in that form.
 //!
 //! Generating a token multiplies every weight of the model by one row of input, so decoding runs at the
-//! speed the weights come from memory: SmolLM2-135M is 0.54 GB in f32 but 0.09 GB in its Q4_1 and Q8_0
-//! blocks. For a few rows of input (`DIRECT_ROWS`) the product therefore reads the blocks and expands each
-//! one in registers, never writing an f32 weight. Per block b of output row o (values `32b .. 32b + 32`):
+//! speed the weights come from memory: SmolLM2-135M is 0.54 GB in f32 but 0.11 GB as Q4_1 and Q8_0 codes
+//! with their scales. For a few rows of input (`DIRECT_ROWS`) the product therefore reads the blocks and
+//! expands each one in registers, never writing an f32 weight. Per block b of output row o (values
+//! `32b .. 32b + 32`):
 //!
 //! ```text
-//! y[r, o] = sum_b  d_b * (sum_i code_i x[r, 32b + i])  +  m_b * s[r, b]
-//! s[r, b] = sum_i x[r, 32b + i]        (once per row of x, shared by every output row)
+//! y[r, o] = sum_b  d_b * (sum_i code_i x[r, 32b + i])  +  m_b * (sum_i x[r, 32b + i])
 //! Q4_1: m_b as stored      Q4_0: m_b = -8 d_b (codes 0..15 stand for -8..7)      Q8_0: no m_b (codes signed)
 //! ```
+//!
+//! The minimums' sum over i is taken in 16 lanes, as the codes' is: lane j gets `m_b (x_j + x_j+16)`,
+//! those pair sums computed once per row of x and shared by every output row.
 //!
 //! Many rows (a prompt's prefill) make the product compute-bound instead: there it expands W in panels of
 //! 64 output rows, each into a buffer that stays in cache, and runs the GEMM on each panel; no f32 copy of
@@ -218,7 +221,8 @@ impl BlockWeight {
             .chunks_exact(32)
             .flat_map(|b| (0..16).map(move |j| b[j] + b[j + 16]))
             .collect(); // (rows, blocks * 16)
-                        // a small product runs as one task, on the calling thread: waking another costs more than it saves
+
+        // a small product runs as one task, on the calling thread: waking another costs more than it saves
         let per_task = if out * d_in * rows < PAR_MIN_WEIGHTS {
             out
         } else {

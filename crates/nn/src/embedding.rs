@@ -21,6 +21,14 @@ impl<B: Backend> Embedding<B> {
         }
     }
 
+    /// A table of the given (vocab, dim) values, trainable.
+    pub fn from_weight(weight: Tensor<B>) -> Self {
+        Embedding {
+            weight: Var::param(weight),
+            copies: WeightCopies::default(),
+        }
+    }
+
     /// ids of shape `dims` (e.g. (B, T)) -> vectors (B, T, dim). Its gradient is a scatter-add into the rows.
     pub fn forward(&self, ids: &[u32], dims: &[usize]) -> Var<B> {
         let table = self.weight_in_use();

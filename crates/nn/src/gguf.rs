@@ -314,6 +314,11 @@ impl GgufFile {
                 "tensor `{name}` has type {ty}, not a block type (Q8_0, Q4_0, Q4_1)"
             )));
         }
+        if d_in % 32 != 0 {
+            return Err(self.error(format!(
+                "tensor `{name}` ({out}, {d_in}): rows of {d_in} values are not whole blocks of 32"
+            )));
+        }
         let size = ty.block().expect("a block type").1;
         let scales = if ty == GgmlType::Q4_1 { 2 } else { 1 }; // f16s at the start of each block
         for (b, block) in bytes.chunks_exact(size).enumerate() {
