@@ -182,8 +182,8 @@ impl<B: Backend> Gpt<B> {
         }
     }
 
-    /// Expands every compressed base weight (GGUF blocks, NF4) to a frozen f32 one, and drops the tied
-    /// output projection's blocks: what saving or merging into the base needs.
+    /// Expands every compressed base weight (GGUF blocks, NF4) to a frozen f32 one (which
+    /// `set_trainable` can then make trainable), and drops the tied output projection's blocks.
     pub fn decompress_weights(&mut self) {
         self.visit_linears_mut("", &mut |_, linear| linear.decompress_weight());
         self.tied_head = None;

@@ -136,13 +136,13 @@ impl GptConfig {
 /// How a GGUF model holds its block-quantized matrices (Q8_0, Q4_0, Q4_1); other tensors are f32 either way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Weights {
-    /// Decoded to f32 parameters: what training the base, merging adapters and saving need.
+    /// Decoded to f32 parameters: what training the base needs, and what the GPU's kernels multiply.
     #[default]
     F32,
-    /// Kept in their blocks, frozen ([`BlockWeight`]): a token's decoding reads about a sixth of the
-    /// bytes, and the model takes a sixth of the memory. The tied output projection multiplies by the
-    /// embedding's blocks while the embedding itself (a row lookup) stays f32. Adapters train over such a
-    /// base as QLoRA's do over NF4; saving the base needs `Gpt::decompress_weights` first.
+    /// Kept in their blocks, frozen ([`BlockWeight`]): a token's decoding reads a fifth of the bytes. The
+    /// tied output projection multiplies by the embedding's blocks while the embedding itself (a row
+    /// lookup) stays f32. Adapters train over such a base as QLoRA's do over NF4; saving writes the
+    /// matrices expanded (`Gpt::weights`), and `Gpt::decompress_weights` turns them into f32 weights.
     Blocks,
 }
 

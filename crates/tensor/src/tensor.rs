@@ -301,6 +301,31 @@ impl<B: Backend> Tensor<B> {
         *self = &*self + other;
     }
 
+    /// Writes `src` into positions `start..start + n` of `axis` of this tensor (n: src's extent on that
+    /// axis, every other axis as src's), in place when no other tensor shares the storage: what a KV
+    /// cache does to append a token's keys. A shared storage is copied first, so that the tensors sharing
+    /// it keep their values.
+    pub fn write_narrow(&mut self, axis: usize, start: usize, src: &Self) {
+        let n = src.dims().get(axis).copied().unwrap_or(0);
+        let fits = src.rank() == self.rank()
+            && start + n <= self.dims()[axis]
+            && (0..self.rank()).all(|a| a == axis || src.dims()[a] == self.dims()[a]);
+        assert!(
+            fits,
+            "write_narrow: {} does not fit into {} at position {start} of axis {axis}",
+            src.shape(),
+            self.shape()
+        );
+        if Arc::get_mut(&mut self.storage).is_none() {
+            *self = Self::from_storage(self.copy_storage(), self.shape(), &self.backend);
+        }
+        let dst = self.layout.narrow(axis, start, n);
+        let storage =
+            Arc::get_mut(&mut self.storage).expect("a storage of its own, made just above");
+        self.backend
+            .copy_strided(&src.storage, &src.layout, storage, &dst);
+    }
+
     /// One fused AdamW step with the gradient multiplied by `grad_scale` (one element, on the device):
     /// returns the updated `(param, m, v)`, unchanged when `grad_scale` is not finite; see
     /// `Backend::adamw_step`.
@@ -364,5 +389,32 @@ impl<B: Backend> fmt::Debug for Tensor<B> {
             write!(f, " ..")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cpu, Tensor};
+
+    /// In place for a storage of its own; a tensor that shares the storage keeps its values.
+    #[test]
+    fn write_narrow_writes_in_place_and_leaves_sharers_alone() {
+        let dev = Cpu::<f64>::new();
+        let mut a = Tensor::zeros([2, 4], &dev);
+        let src = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2], &dev).unwrap();
+        a.write_narrow(1, 1, &src);
+        assert_eq!(a.to_vec(), [0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 0.0]);
+        let shared = a.clone();
+        a.write_narrow(1, 3, &src.narrow(1, 0, 1));
+        assert_eq!(a.to_vec(), [0.0, 1.0, 2.0, 1.0, 0.0, 3.0, 4.0, 3.0]);
+        assert_eq!(shared.to_vec(), [0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 0.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn write_narrow_refuses_what_does_not_fit() {
+        let dev = Cpu::<f64>::new();
+        let mut a = Tensor::zeros([2, 4], &dev);
+        a.write_narrow(1, 3, &Tensor::zeros([2, 2], &dev));
     }
 }
