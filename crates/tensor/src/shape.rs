@@ -49,6 +49,13 @@ impl Shape {
         Shape(dims)
     }
 
+    /// Whether `other` has this rank and these dims on every axis but `axis` (what concat and a write
+    /// into a narrowed view require).
+    pub fn agrees_outside(&self, other: &Shape, axis: usize) -> bool {
+        other.rank() == self.rank()
+            && (0..self.rank()).all(|a| a == axis || other.dims()[a] == self.dims()[a])
+    }
+
     /// The shape seen as (outer, len, inner) around `axis`: the product of the axes before it, its size, and
     /// the product of the axes after it. Kernels that work along one axis (reductions, index select / add)
     /// address element (o, i, j) at `(o * len + i) * inner + j`.

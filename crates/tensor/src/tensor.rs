@@ -307,9 +307,9 @@ impl<B: Backend> Tensor<B> {
     /// it keep their values.
     pub fn write_narrow(&mut self, axis: usize, start: usize, src: &Self) {
         let n = src.dims().get(axis).copied().unwrap_or(0);
-        let fits = src.rank() == self.rank()
-            && start + n <= self.dims()[axis]
-            && (0..self.rank()).all(|a| a == axis || src.dims()[a] == self.dims()[a]);
+        let fits = axis < self.rank()
+            && self.shape().agrees_outside(src.shape(), axis)
+            && start + n <= self.dims()[axis];
         assert!(
             fits,
             "write_narrow: {} does not fit into {} at position {start} of axis {axis}",

@@ -66,10 +66,8 @@ impl<B: Backend> Tensor<B> {
         let mut dims = first.dims().to_vec();
         dims[axis] = 0;
         for t in tensors {
-            let ok = t.rank() == first.rank()
-                && (0..t.rank()).all(|i| i == axis || t.dims()[i] == first.dims()[i]);
             assert!(
-                ok,
+                first.shape().agrees_outside(t.shape(), axis),
                 "concat: shapes {} and {} do not agree outside axis {axis}",
                 first.shape(),
                 t.shape()
