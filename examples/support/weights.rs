@@ -7,8 +7,8 @@ use lowrank::gpt::Weights;
 pub enum WeightsArg {
     /// Decoded to f32 (what the GPU runs fastest: its kernels multiply f32).
     F32,
-    /// Kept in their 4- and 8-bit blocks and multiplied in that form (the CPU decodes ~3x faster: a
-    /// token reads a sixth of the bytes).
+    /// Kept in their 4- and 8-bit blocks and multiplied in that form (the CPU decodes 2.5-3x faster: a
+    /// token reads a fifth of the bytes).
     Blocks,
 }
 

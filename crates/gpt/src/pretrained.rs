@@ -169,9 +169,9 @@ impl<B: Backend> Gpt<B> {
         };
         let in_blocks = |name: &str| {
             weights == Weights::Blocks
-                && file.tensor_info(name).is_some_and(|t| {
-                    BlockWeight::holds(t.ggml_type) && t.dims.len() == 2 && t.dims[1] % 32 == 0
-                })
+                && file
+                    .tensor_info(name)
+                    .is_some_and(|t| t.block_matrix().is_some())
         };
         let mut used = std::collections::HashSet::new();
         let mut blocks = vec![]; // (Hugging Face path of the Linear, its weight in blocks)

@@ -97,10 +97,6 @@ impl BlockWeight {
         matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
     }
 
-    pub fn ggml_type(&self) -> GgmlType {
-        self.ty
-    }
-
     /// Bytes of codes per block.
     fn code_bytes_of(ty: GgmlType) -> usize {
         if ty == GgmlType::Q8_0 {
@@ -216,11 +212,14 @@ impl BlockWeight {
         let [out, d_in] = self.dims;
         let blocks = d_in / 32; // per row of W and of x
         let row_codes = blocks * Self::code_bytes_of(self.ty);
-        // the minimums multiply x's pair sums p[j] = x[j] + x[j + 16] of each block (for lane j)
-        let pairs: Vec<f32> = x
-            .chunks_exact(32)
-            .flat_map(|b| (0..16).map(move |j| b[j] + b[j + 16]))
-            .collect(); // (rows, blocks * 16)
+        // the minimums (4-bit types) multiply x's pair sums p[j] = x[j] + x[j + 16] of each block
+        let pairs: Vec<f32> = match self.ty {
+            GgmlType::Q8_0 => vec![],
+            _ => x
+                .chunks_exact(32)
+                .flat_map(|b| (0..16).map(move |j| b[j] + b[j + 16]))
+                .collect(), // (rows, blocks * 16)
+        };
 
         // a small product runs as one task, on the calling thread: waking another costs more than it saves
         let per_task = if out * d_in * rows < PAR_MIN_WEIGHTS {

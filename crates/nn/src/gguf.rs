@@ -14,7 +14,8 @@
 //!
 //! The header is streamed and every count and length is checked against the bytes the file has left
 //! before anything is allocated for it, so a damaged or hostile file is an error, never a huge allocation.
-//! Tensors are read one at a time, on demand, and decoded to f32 ([`GgmlType::dequantize`]).
+//! Tensors are read one at a time, on demand, and decoded to f32 ([`GgmlType::dequantize`]), or read as
+//! they are stored, for a [`BlockWeight`] (`read_blocks`).
 
 use crate::gguf_blocks::{f16_at, GgmlType};
 use crate::BlockWeight;
@@ -100,6 +101,17 @@ pub struct TensorInfo {
 impl TensorInfo {
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
+    }
+
+    /// The (out, in) of a matrix a [`BlockWeight`] can hold as it is stored: a block type (Q8_0, Q4_0,
+    /// Q4_1) whose rows are whole blocks of 32; `None` for any other tensor.
+    pub fn block_matrix(&self) -> Option<[usize; 2]> {
+        match self.dims[..] {
+            [out, d_in] if BlockWeight::holds(self.ggml_type) && d_in % 32 == 0 => {
+                Some([out, d_in])
+            }
+            _ => None,
+        }
     }
 }
 
@@ -298,27 +310,17 @@ impl GgufFile {
 
     /// Reads matrix `name`, stored in one of the block types (Q8_0, Q4_0, Q4_1), as it is: its type, dims
     /// and bytes, ready for [`BlockWeight::new`] (no f32 copy). Fails like `read_f32`, and on a tensor that
-    /// is not such a matrix. Every block's scale (and minimum) is checked finite, which makes each of its
-    /// values finite.
+    /// is not such a matrix ([`TensorInfo::block_matrix`]). Every block's scale (and minimum) is checked
+    /// finite, which makes each of its values finite.
     pub fn read_blocks(&self, name: &str) -> Result<(GgmlType, [usize; 2], Vec<u8>), NnError> {
         let (info, bytes) = self.read_bytes(name)?;
         let ty = info.ggml_type;
-        let &[out, d_in] = &info.dims[..] else {
+        let Some(dims) = info.block_matrix() else {
             return Err(self.error(format!(
-                "tensor `{name}` is not a matrix: dims {:?}",
+                "tensor `{name}` ({ty}, dims {:?}) is not a matrix of whole Q8_0, Q4_0 or Q4_1 blocks",
                 info.dims
             )));
         };
-        if !BlockWeight::holds(ty) {
-            return Err(self.error(format!(
-                "tensor `{name}` has type {ty}, not a block type (Q8_0, Q4_0, Q4_1)"
-            )));
-        }
-        if d_in % 32 != 0 {
-            return Err(self.error(format!(
-                "tensor `{name}` ({out}, {d_in}): rows of {d_in} values are not whole blocks of 32"
-            )));
-        }
         let size = ty.block().expect("a block type").1;
         let scales = if ty == GgmlType::Q4_1 { 2 } else { 1 }; // f16s at the start of each block
         for (b, block) in bytes.chunks_exact(size).enumerate() {
@@ -334,7 +336,7 @@ impl GgufFile {
                 }
             }
         }
-        Ok((ty, [out, d_in], bytes))
+        Ok((ty, dims, bytes))
     }
 
     /// Tensor `name`'s info and its bytes, read from the file. Fails on a missing tensor, a type lowrank

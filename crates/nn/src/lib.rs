@@ -7,7 +7,8 @@
 //! - Optimizers [`AdamW`] and [`Sgd`] (state only for trainable parameters), gradient clipping by global
 //!   norm, and the [`WarmupCosine`] learning-rate schedule.
 //! - Checkpoints: safetensors files written atomically and loaded with name / shape / dtype checks;
-//!   GGUF files (llama.cpp's format) read with their block-quantized tensors decoded to f32.
+//!   GGUF files (llama.cpp's format) read with their block-quantized tensors decoded to f32, or kept in
+//!   their blocks and multiplied in that form (`BlockWeight`).
 
 mod block_weight;
 mod checkpoint;
