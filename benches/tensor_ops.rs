@@ -3,15 +3,16 @@
 //! (FLOP/s, as criterion's "elements"/s), transposed operands, and memory-bound elementwise / reduction /
 //! softmax kernels against a plain copy of the same size (bytes/s).
 //!
-//! The `wgpu_*` groups run on the GPU (skipped with a message when there is no adapter): the tiled matmul
-//! at 256-4096 (FLOP/s; up to 1024 on a software adapter such as lavapipe) and the fused kernels at the
-//! medium config's sizes. Each GPU iteration ends by reading one value back, so it times finished work.
+//! The `wgpu_*` groups run on the GPU (skipped with a message when there is no adapter): both GEMM kernels
+//! (`tiled`, the first version, and `vec4`) at 256-4096 (FLOP/s; up to 1024 on a software adapter such as
+//! lavapipe) and at SmolLM2's LoRA-step shapes, and the fused kernels at the medium config's sizes. Each
+//! GPU iteration ends by reading one value back, so it times finished work.
 //!
 //! `cargo bench --bench tensor_ops` (`-- wgpu` for the GPU groups only)
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
-use lowrank::wgpu::{wgpu::DeviceType, Wgpu};
+use lowrank::wgpu::{wgpu::DeviceType, Gemm, Wgpu};
 use std::hint::black_box;
 
 type T = Tensor<Cpu<f32>>;
@@ -173,7 +174,14 @@ fn wgpu_kernels(c: &mut Criterion) {
     };
     eprintln!("wgpu benchmarks on {}", gpu.adapter_name());
     let software = gpu.adapter_info().device_type == DeviceType::Cpu;
-    let randn = |dims: &[usize], seed| Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), &gpu);
+    let randn_on =
+        |dev: &Wgpu, dims: &[usize], seed| Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), dev);
+    let randn = |dims: &[usize], seed| randn_on(&gpu, dims, seed);
+    // both GEMM kernels: matmul.wgsl (`tiled`, the first version) and matmul_vec4.wgsl (`auto`)
+    let kernels = [
+        ("tiled", gpu.with_gemm(Gemm::Tiled)),
+        ("vec4", gpu.with_gemm(Gemm::Auto)),
+    ];
     let mut g = c.benchmark_group("wgpu_matmul");
     g.sample_size(10);
     for n in [256, 512, 1024, 2048, 4096] {
@@ -181,10 +189,51 @@ fn wgpu_kernels(c: &mut Criterion) {
             continue;
         }
         g.throughput(Throughput::Elements((2 * n * n * n) as u64));
-        let (a, b) = (randn(&[n, n], 1), randn(&[n, n], 2));
-        g.bench_function(BenchmarkId::from_parameter(n), |bench| {
-            bench.iter(|| black_box(finish(&a.matmul(&b))))
-        });
+        for (name, dev) in &kernels {
+            let (a, b) = (randn_on(dev, &[n, n], 1), randn_on(dev, &[n, n], 2));
+            g.bench_function(BenchmarkId::new(*name, n), |bench| {
+                bench.iter(|| black_box(finish(&a.matmul(&b))))
+            });
+        }
+    }
+    g.finish();
+
+    // SmolLM2's LoRA step at batch 4 x 256 tokens (BT 1024, d 576, SwiGLU 1536, r 8): x @ W^T of q_proj,
+    // gate_proj and down_proj, the head (software adapters skip it), LoRA's x @ A^T, and the gradients
+    // dW-shaped dy^T @ x and dA = (dy B)^T @ x, whose long K (BT) is split
+    let mut g = c.benchmark_group("wgpu_matmul_smollm2");
+    g.sample_size(10);
+    let shapes: [(&str, [usize; 3], bool); 7] = [
+        ("q_proj", [1024, 576, 576], true),
+        ("gate_proj", [1024, 576, 1536], true),
+        ("down_proj", [1024, 1536, 576], true),
+        ("lm_head", [1024, 576, 49152], true),
+        ("lora_a", [1024, 576, 8], true),
+        ("grad_w", [576, 1024, 576], false),
+        ("grad_lora_a", [8, 1024, 576], false),
+    ];
+    for (name, [m, k, n], weight_rhs) in shapes {
+        if software && n > 4096 {
+            continue;
+        }
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        // a Linear's right operand is W^T, a view of the (n, k) weight; a gradient's left one is dy^T
+        for (kernel, dev) in &kernels {
+            let randn = |dims: &[usize], seed| randn_on(dev, dims, seed);
+            let a = if weight_rhs {
+                randn(&[m, k], 11)
+            } else {
+                randn(&[k, m], 11).t()
+            };
+            let b = if weight_rhs {
+                randn(&[n, k], 12).t()
+            } else {
+                randn(&[k, n], 12)
+            };
+            g.bench_function(BenchmarkId::new(*kernel, name), |bench| {
+                bench.iter(|| black_box(finish(&a.matmul(&b))))
+            });
+        }
     }
     g.finish();
 

@@ -14,7 +14,7 @@ use lowrank::lora::{
 use lowrank::nn::CompressedWeight;
 use lowrank::nn::{AdamW, AdamWConfig, Module};
 use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
-use lowrank::wgpu::{test_device, Wgpu};
+use lowrank::wgpu::{test_device, Gemm, Wgpu};
 use std::sync::{Mutex, MutexGuard};
 
 /// The GPU, held by one test at a time so that each test's work counters are its own.
@@ -257,35 +257,98 @@ fn hashed_uniform_draws_are_the_same_on_the_gpu_and_the_cpu() {
     }
 }
 
-#[test]
-fn tiled_matmul_matches_the_cpu_across_tile_edges() {
+/// `x`, or its view with the last two axes swapped.
+fn maybe_transposed<B: Backend>(x: Tensor<B>, t: bool) -> Tensor<B> {
+    if t {
+        x.transpose(1, 2)
+    } else {
+        x
+    }
+}
+
+/// `a @ b` on the GPU (both GEMM kernels) against the CPU, for `(batch, m, k, n)` shapes with A and B
+/// given as (batch, m, k) / (batch, k, n) or as transposed views of (batch, k, m) / (batch, n, k).
+fn matmuls_match_the_cpu(shapes: &[(usize, usize, usize, usize)]) {
     let Some((_one, gpu)) = gpu() else { return };
     let cpu = Cpu::<f32>::new();
-    // (batch, m, k, n) around the 64 x 64 output tile and the 16-deep K slice, with transposed operands.
-    for (bt, m, k, n) in [
+    for &(bt, m, k, n) in shapes {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            // the stored matrix (transposed when `t`), and the operand as a view of it
+            let stored = |rows, cols, t: bool, seed| {
+                let dims = if t {
+                    [bt, cols, rows]
+                } else {
+                    [bt, rows, cols]
+                };
+                Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), &cpu)
+            };
+            let (a, b) = (stored(m, k, ta, 1), stored(k, n, tb, 2));
+            let want = maybe_transposed(a.clone(), ta)
+                .matmul(&maybe_transposed(b.clone(), tb))
+                .to_vec();
+            for gemm in [Gemm::Auto, Gemm::Tiled] {
+                let dev = gpu.with_gemm(gemm);
+                let up = |x: &Tensor<Cpu<f32>>| {
+                    Tensor::from_vec(x.to_vec(), x.shape().clone(), &dev).unwrap()
+                };
+                let got = maybe_transposed(up(&a), ta)
+                    .matmul(&maybe_transposed(up(&b), tb))
+                    .to_vec();
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    diff < 1e-4 * k as f32,
+                    "{gemm:?} ({bt}, {m}, {k}, {n}), transposed {ta} {tb}: max diff {diff}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_the_cpu_across_tile_edges() {
+    // around matmul.wgsl's 64 x 64 tile and 16-deep K slice, and sizes not multiples of 4 (which
+    // matmul_vec4.wgsl leaves to it)
+    matmuls_match_the_cpu(&[
         (1, 1, 1, 1),
         (2, 65, 17, 63),
         (3, 130, 70, 97),
         (1, 64, 128, 64),
-    ] {
-        let a = Tensor::randn([bt, m, k], 0.0, 1.0, &mut rng(1), &cpu);
-        let b = Tensor::randn([bt, n, k], 0.0, 1.0, &mut rng(2), &cpu);
-        let want = a.matmul(&b.transpose(1, 2)).to_vec();
-        let (ga, gb) = (
-            Tensor::from_vec(a.to_vec(), a.shape().clone(), &gpu).unwrap(),
-            Tensor::from_vec(b.to_vec(), b.shape().clone(), &gpu).unwrap(),
-        );
-        let got = ga.matmul(&gb.transpose(1, 2)).to_vec();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            diff < 1e-4 * k as f32,
-            "({bt}, {m}, {k}, {n}): max diff {diff}"
-        );
-    }
+    ]);
+}
+
+#[test]
+fn vec4_matmul_matches_the_cpu_across_tiles_and_splits() {
+    // multiples of 4 around matmul_vec4.wgsl's 128 x 128 tile and 8-deep K step, a batch, and skinny
+    // products with a long K, which split K (LoRA's gradients: (r, BT) @ (BT, in))
+    matmuls_match_the_cpu(&[
+        (1, 4, 4, 4),
+        (2, 132, 12, 260),
+        (1, 128, 264, 124),
+        (1, 8, 1028, 96),
+    ]);
+}
+
+#[test]
+fn vec4_matmul_takes_unaligned_views_to_the_first_kernel() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    // a narrow view starting one element in: rows contiguous but not 16-byte aligned
+    let a = Tensor::randn([40, 37], 0.0, 1.0, &mut rng(3), &cpu);
+    let b = Tensor::randn([36, 20], 0.0, 1.0, &mut rng(4), &cpu);
+    let want = a.narrow(1, 1, 36).matmul(&b).to_vec();
+    let up = |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
+    let (ga, gb) = (up(&a), up(&b));
+    let got = ga.narrow(1, 1, 36).matmul(&gb).to_vec();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4 * 36.0, "max diff {diff}");
 }
 
 #[test]

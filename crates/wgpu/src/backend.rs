@@ -2,6 +2,7 @@
 //! (as `crates/tensor/src/cpu/mod.rs` wires the CPU kernels).
 
 use crate::context::{self, Context, Stats};
+use crate::kernels::matmul::Gemm;
 use crate::kernels::{attention, elementwise, fused, index, matmul, optim, quant, reduce};
 use crate::storage::{Dense, GpuStorage};
 use crate::WgpuError;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Wgpu {
     pub(crate) ctx: Arc<Context>,
+    /// The GEMM kernel its products run (`with_gemm`).
+    pub(crate) gemm: Gemm,
 }
 
 impl fmt::Debug for Wgpu {
@@ -29,7 +32,16 @@ impl Wgpu {
     pub fn new() -> Result<Self, WgpuError> {
         Ok(Wgpu {
             ctx: context::global()?,
+            gemm: Gemm::Auto,
         })
+    }
+
+    /// The same device, its products run by `gemm` (to compare the first GEMM kernel with the fast one).
+    pub fn with_gemm(&self, gemm: Gemm) -> Self {
+        Wgpu {
+            gemm,
+            ..self.clone()
+        }
     }
 
     /// The adapter's name and graphics API, e.g. `NVIDIA H100 (Vulkan)` or `llvmpipe (Vulkan)`.

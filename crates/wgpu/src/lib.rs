@@ -27,6 +27,7 @@ mod storage;
 pub use backend::Wgpu;
 pub use context::Stats;
 pub use error::WgpuError;
+pub use kernels::matmul::Gemm;
 pub use storage::GpuStorage;
 /// The wgpu version this backend is built on (for `AdapterInfo` and friends).
 pub use wgpu;

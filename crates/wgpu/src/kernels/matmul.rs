@@ -1,6 +1,16 @@
-//! Batched matrix multiplication on the GPU: a tiled kernel (`matmul.wgsl`; the CPU twin is `cpu/matmul.rs`,
-//! which calls the `gemm` crate). Like the CPU GEMM it takes a row and a column stride per operand, so a
-//! transposed view (`k.t()`) is multiplied as it is, without a copy.
+//! Batched matrix multiplication on the GPU, two kernels (the CPU twin is `cpu/matmul.rs`, which calls the
+//! `gemm` crate). Like the CPU GEMM both take a row and a column stride per operand, so a transposed view
+//! (`k.t()`, a Linear's `W^T`) is multiplied as it is, without a copy.
+//!
+//! - `matmul.wgsl`, the first version: 64 x 64 output tiles, scalar loads, a 4 x 4 block per invocation;
+//!   any strides.
+//! - `matmul_vec4.wgsl`, the fast one: 128 x 128 tiles, vec4 loads and stores, an 8 x 8 block per
+//!   invocation, double-buffered tiles, and split-K for products with few output tiles and a long K. It
+//!   needs each operand's rows or columns contiguous and 16-byte aligned (`Vec4Layout`), which the model's
+//!   products all are; anything else goes to the first version.
+//!
+//! [`Gemm`] picks between them; `Gemm::Tiled` keeps the first version for every shape (tests and benchmarks
+//! compare the two).
 
 use crate::context::{Kernel, MAX_GROUPS};
 use crate::storage::GpuStorage;
@@ -8,10 +18,30 @@ use crate::Wgpu;
 use lowrank_tensor::{merge_axes, Layout};
 
 const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul");
-/// The output block one workgroup computes is TILE x TILE.
+const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4");
+const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits");
+/// The output block one workgroup of `matmul.wgsl` computes is TILE x TILE; `matmul_vec4.wgsl`'s is
+/// TILE_VEC4 x TILE_VEC4, over steps of BK along K.
 const TILE: usize = 64;
-/// Batch axes the kernel takes after merging.
+const TILE_VEC4: usize = 128;
+const BK: usize = 8;
+/// Batch axes the kernels take after merging.
 const MAX_BATCH_RANK: usize = 6;
+/// Split-K: a product with fewer output tiles than this is split along K until it has about as many
+/// workgroups (a GPU has tens of compute units, each running several workgroups at once) ...
+const BUSY_GROUPS: usize = 128;
+/// ... with at least this much of K per split, so that the partial sums stay few.
+const MIN_SPLIT_K: usize = 256;
+
+/// Which GEMM kernel `matmul` runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gemm {
+    /// `matmul_vec4.wgsl` wherever the operands' layouts allow it, else `matmul.wgsl`.
+    #[default]
+    Auto,
+    /// `matmul.wgsl`, the first version, for every product.
+    Tiled,
+}
 
 pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) -> GpuStorage {
     let (la, lb) = (a.1, b.1);
@@ -22,7 +52,6 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
     if batch * m * n == 0 || k == 0 {
         return super::elementwise::fill(dev, batch * m * n, 0.0); // an empty sum is zero
     }
-    let out = dev.output(batch * m * n);
     let (dims, [sa, sb]) = merge_axes(
         batch_dims,
         [&la.strides()[..nd - 2], &lb.strides()[..nd - 2]],
@@ -38,23 +67,109 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
             .collect()
     };
     let s = |l: &Layout, i: usize| l.strides()[nd - 2 + i] as u32;
+    // p[0..28], shared by both kernels (see matmul.wgsl)
     let mut params = vec![m as u32, k as u32, n as u32, dims.len() as u32];
     params.extend(pad(&dims));
     params.extend([la.offset() as u32, s(la, 0), s(la, 1)]);
     params.extend(pad(&sa));
     params.extend([lb.offset() as u32, s(lb, 0), s(lb, 1)]);
     params.extend(pad(&sb));
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE)];
-    assert!(
-        groups.iter().all(|&g| g <= MAX_GROUPS as usize),
-        "wgpu matmul: a ({m}, {n}) output is over one dispatch"
-    );
+    fn buffers<'s>(
+        out: &'s GpuStorage,
+        a: &'s GpuStorage,
+        b: &'s GpuStorage,
+    ) -> [(u32, &'s wgpu::Buffer); 3] {
+        [(1, out.buffer()), (2, a.buffer()), (3, b.buffer())]
+    }
+
+    let vec4 = (dev.gemm == Gemm::Auto && n.is_multiple_of(4))
+        .then(|| Vec4Layout::of(la, &sa).zip(Vec4Layout::of(lb, &sb)))
+        .flatten();
+    let Some((va, vb)) = vec4 else {
+        let out = dev.output(batch * m * n);
+        dev.ctx.dispatch(
+            &MATMUL,
+            &[],
+            &params,
+            &buffers(&out, a.0, b.0),
+            [groups(n, TILE), groups(m, TILE), batch as u32],
+        );
+        return out;
+    };
+    let tiles = n.div_ceil(TILE_VEC4) * m.div_ceil(TILE_VEC4) * batch;
+    let (splits, k_per_split) = split_k(tiles, k, batch);
+    let flags = u32::from(va == Vec4Layout::Rows) | u32::from(vb == Vec4Layout::Rows) << 1;
+    params.extend([flags, splits as u32, k_per_split as u32]);
+    let grid = [
+        groups(n, TILE_VEC4),
+        groups(m, TILE_VEC4),
+        (batch * splits) as u32,
+    ];
+    let out = dev.output(batch * m * n);
+    if splits == 1 {
+        dev.ctx
+            .dispatch(&MATMUL_VEC4, &[], &params, &buffers(&out, a.0, b.0), grid);
+        return out;
+    }
+    let part = dev.output(batch * splits * m * n); // (batch, splits, M, N)
+    dev.ctx
+        .dispatch(&MATMUL_VEC4, &[], &params, &buffers(&part, a.0, b.0), grid);
+    let vecs = batch * m * n / 4;
     dev.ctx.dispatch(
-        &MATMUL,
+        &SUM_SPLITS,
         &[],
-        &params,
-        &[(1, out.buffer()), (2, a.0.buffer()), (3, b.0.buffer())],
-        [groups[0] as u32, groups[1] as u32, batch as u32],
+        &[vecs as u32, (m * n / 4) as u32, splits as u32],
+        &[(1, out.buffer()), (4, part.buffer())],
+        super::grid(vecs.div_ceil(256)),
     );
     out
+}
+
+/// Workgroups covering `len` in tiles of `tile`, within one grid dimension.
+fn groups(len: usize, tile: usize) -> u32 {
+    let g = len.div_ceil(tile);
+    assert!(
+        g <= MAX_GROUPS as usize,
+        "wgpu matmul: {len} rows or columns are over one dispatch"
+    );
+    g as u32
+}
+
+/// (splits, k per split) for a product of `tiles` output tiles: one split when the tiles already keep
+/// the GPU busy or K is short; else enough splits of at least `MIN_SPLIT_K` (a multiple of BK) to reach
+/// about `BUSY_GROUPS` workgroups, each split non-empty.
+fn split_k(tiles: usize, k: usize, batch: usize) -> (usize, usize) {
+    let want = BUSY_GROUPS.div_ceil(tiles).min(k / MIN_SPLIT_K);
+    let want = want.min(MAX_GROUPS as usize / batch).max(1);
+    let per = k.div_ceil(want).next_multiple_of(BK);
+    (k.div_ceil(per), per)
+}
+
+/// How `matmul_vec4.wgsl` reads an operand: as vec4 along its rows (column stride 1: four consecutive
+/// values of a row) or along its columns (row stride 1: a transposed view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vec4Layout {
+    Rows,
+    Columns,
+}
+
+impl Vec4Layout {
+    /// The way to read a 2-D (+ batch) operand in aligned vec4, if there is one: the contiguous axis of
+    /// length a multiple of 4, and the offset, the other axis' stride and every batch stride multiples of
+    /// 4 (16 bytes).
+    fn of(l: &Layout, batch_strides: &[usize]) -> Option<Self> {
+        let nd = l.shape().rank();
+        let (dims, strides) = (&l.dims()[nd - 2..], &l.strides()[nd - 2..]);
+        let aligned = |v: usize| v.is_multiple_of(4);
+        if !aligned(l.offset()) || !batch_strides.iter().all(|&s| aligned(s)) {
+            return None;
+        }
+        if strides[1] == 1 && aligned(dims[1]) && aligned(strides[0]) {
+            Some(Vec4Layout::Rows)
+        } else if strides[0] == 1 && aligned(dims[0]) && aligned(strides[1]) {
+            Some(Vec4Layout::Columns)
+        } else {
+            None
+        }
+    }
 }
