@@ -249,6 +249,10 @@ fn wgpu_kernels(c: &mut Criterion) {
     g.bench_function("rms_norm_backward", |bench| {
         bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5, true).0)))
     });
+    // a column sum over the tokens (a broadcast operand's gradient, `sum_to`)
+    g.bench_function("sum_over_tokens", |bench| {
+        bench.iter(|| black_box(finish(&x.sum(0, false))))
+    });
     let logits = randn(&[b * t, 256], 5);
     let targets: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();
     g.bench_function("cross_entropy", |bench| {

@@ -266,7 +266,7 @@ fn maybe_transposed<B: Backend>(x: Tensor<B>, t: bool) -> Tensor<B> {
     }
 }
 
-/// `a @ b` on the GPU (both GEMM kernels) against the CPU, for `(batch, m, k, n)` shapes with A and B
+/// `a @ b` on the GPU (`Gemm::Auto`'s kernels and the first one) against the CPU, for `(batch, m, k, n)` shapes with A and B
 /// given as (batch, m, k) / (batch, k, n) or as transposed views of (batch, k, m) / (batch, n, k).
 fn matmuls_match_the_cpu(shapes: &[(usize, usize, usize, usize)]) {
     let Some((_one, gpu)) = gpu() else { return };
@@ -328,7 +328,21 @@ fn vec4_matmul_matches_the_cpu_across_tiles_and_splits() {
         (1, 4, 4, 4),
         (2, 132, 12, 260),
         (1, 128, 264, 124),
-        (1, 8, 1028, 96),
+        (1, 20, 1028, 96),
+    ]);
+}
+
+#[test]
+fn narrow_matmul_matches_the_cpu_for_lora_ranks() {
+    // N <= 16 (x A^T with r = 8, an odd r, a batch), M <= 16 run as the transpose ((r, BT) @ (BT, in)),
+    // with and without split-K (M N not a multiple of 4 takes one split), and both sides small
+    matmuls_match_the_cpu(&[
+        (3, 130, 70, 8),
+        (1, 1000, 600, 12),
+        (2, 40, 33, 5),
+        (1, 7, 1030, 300),
+        (1, 5, 700, 33),
+        (2, 16, 40, 16),
     ]);
 }
 
@@ -361,6 +375,73 @@ fn grids_past_65535_workgroups_cover_every_row() {
     let want: Vec<f32> = data.chunks(2).map(|r| r[0] + r[1]).collect();
     assert_eq!(x.sum(1, false).to_vec(), want);
     assert_eq!(x.softmax().to_vec().len(), rows * 2);
+}
+
+/// The largest |got - want| relative to 1 + |want|.
+fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0, f32::max)
+}
+
+/// `x.sum`, `x.max` or `x.min` over `axis`.
+fn reduced<B: Backend<Elem = f32>>(x: &Tensor<B>, op: &str, axis: isize) -> Vec<f32> {
+    match op {
+        "sum" => x.sum(axis, false),
+        "max" => x.max(axis, false),
+        _ => x.min(axis, false),
+    }
+    .to_vec()
+}
+
+#[test]
+fn column_reductions_match_the_cpu_through_every_pass() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    // (dims, axis): one chunk of rows; 79 chunks (two passes); 300_000 rows (four passes); a middle axis
+    // with a batch before it; and a transposed view (copied to rows first)
+    let cases: [(&[usize], isize, bool); 5] = [
+        (&[40, 70], 0, false),
+        (&[5000, 70], 0, false),
+        (&[300_000, 3], 0, false),
+        (&[3, 300, 37], 1, false),
+        (&[70, 130], 1, true),
+    ];
+    for (dims, axis, transposed) in cases {
+        let x = Tensor::randn(dims, 0.0, 1.0, &mut rng(dims[0] as u64), &cpu);
+        let g = Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
+        let (x, g) = if transposed { (x.t(), g.t()) } else { (x, g) };
+        for name in ["sum", "max", "min"] {
+            let (want, got) = (reduced(&x, name, axis), reduced(&g, name, axis));
+            // a sum of n standard normals is off by about sqrt(n) ulps of its size
+            let diff = max_rel_diff(&got, &want);
+            assert!(
+                diff < 1e-4,
+                "{name} over axis {axis} of {dims:?}: max diff {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rms_norm_weight_gradient_sums_every_chunk_of_rows() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    for rows in [1, 64, 65, 5000] {
+        let n = 72;
+        let randn = |dims: &[usize], seed| Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), &cpu);
+        let (x, w, g) = (randn(&[rows, n], 1), randn(&[n], 2), randn(&[rows, n], 3));
+        let up =
+            |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
+        let (dx, dw) = x.rms_norm_backward(&w, &g, 1e-5, true);
+        let (gdx, gdw) = up(&x).rms_norm_backward(&up(&w), &up(&g), 1e-5, true);
+        let diff = max_rel_diff(&gdw.unwrap().to_vec(), &dw.unwrap().to_vec());
+        assert!(diff < 1e-4, "dw over {rows} rows: max diff {diff}");
+        let diff = max_rel_diff(&gdx.to_vec(), &dx.to_vec());
+        assert!(diff < 1e-4, "dx over {rows} rows: max diff {diff}");
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use super::{bits, grid, rows_of, strided_params};
 use crate::context::Kernel;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
-use lowrank_tensor::Layout;
+use lowrank_tensor::{Layout, ReduceOp};
 
 const ROPE: Kernel = kernel!("rope.wgsl", "rope");
 
@@ -89,7 +89,7 @@ pub fn rms_norm(
 }
 
 /// `(dx, dw)`: a row pass computes dx and each row's 1 / rms, and (`with_dw`) a column pass sums dw over
-/// the rows.
+/// chunks of rows, and `reduce`'s column sum adds the chunks.
 pub fn rms_norm_backward(
     dev: &Wgpu,
     x: (&GpuStorage, &Layout),
@@ -105,11 +105,12 @@ pub fn rms_norm_backward(
         dev.dense(g.0, g.1),
     );
     let (dx, inv) = (dev.output(rows * n), dev.output(rows));
+    let (chunk, chunks) = super::reduce::column_chunks(rows); // dw's row chunks
     let params = [
         rows as u32,
         n as u32,
         bits(eps),
-        0,
+        chunk as u32,
         x.offset(),
         w.offset(),
         g.offset(),
@@ -131,20 +132,26 @@ pub fn rms_norm_backward(
     if !with_dw {
         return (dx, None);
     }
-    let dw = dev.output(n);
+    let part = dev.output(chunks * n); // (chunks, n)
     let buffers = [
-        (1, dw.buffer()),
+        (1, part.buffer()),
         (2, x.buffer()),
         (4, g.buffer()),
         (5, inv.buffer()),
     ];
+    let [gx, gy, _] = grid(n.div_ceil(64));
     dev.ctx.dispatch(
         &kernel!("rms_norm.wgsl", "rms_norm_backward_weight", rows),
         &[],
         &params,
         &buffers,
-        [n.div_ceil(64) as u32, 1, 1],
+        [gx, gy, chunks as u32],
     );
+    if chunks == 1 {
+        return (dx, Some(part));
+    }
+    let parts = Layout::contiguous([chunks, n]);
+    let dw = super::reduce::reduce(dev, ReduceOp::Sum, &part, &parts, 0);
     (dx, Some(dw))
 }
 

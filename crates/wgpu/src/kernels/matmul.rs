@@ -1,6 +1,6 @@
-//! Batched matrix multiplication on the GPU, two kernels (the CPU twin is `cpu/matmul.rs`, which calls the
-//! `gemm` crate). Like the CPU GEMM both take a row and a column stride per operand, so a transposed view
-//! (`k.t()`, a Linear's `W^T`) is multiplied as it is, without a copy.
+//! Batched matrix multiplication on the GPU, three kernels (the CPU twin is `cpu/matmul.rs`, which calls
+//! the `gemm` crate). Like the CPU GEMM they take a row and a column stride per operand, so a transposed
+//! view (`k.t()`, a Linear's `W^T`) is multiplied as it is, without a copy.
 //!
 //! - `matmul.wgsl`, the first version: 64 x 64 output tiles, scalar loads, a 4 x 4 block per invocation;
 //!   any strides.
@@ -8,9 +8,11 @@
 //!   invocation, double-buffered tiles, and split-K for products with few output tiles and a long K. It
 //!   needs each operand's rows or columns contiguous and 16-byte aligned (`Vec4Layout`), which the model's
 //!   products all are; anything else goes to the first version.
+//! - `matmul_narrow.wgsl`, for LoRA's skinny products (N <= 16, or M <= 16 run as the transpose): blocks
+//!   of 16 rows by all of N, any strides, split-K.
 //!
-//! [`Gemm`] picks between them; `Gemm::Tiled` keeps the first version for every shape (tests and benchmarks
-//! compare the two).
+//! [`Gemm`] picks among them by shape and layout; `Gemm::Tiled` keeps the first version for every shape
+//! (tests and benchmarks compare them).
 
 use crate::context::{Kernel, MAX_GROUPS};
 use crate::storage::GpuStorage;
@@ -20,11 +22,16 @@ use lowrank_tensor::{merge_axes, Layout};
 const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul");
 const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4");
 const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits");
+const MATMUL_NARROW: Kernel = kernel!("matmul_narrow.wgsl", "matmul_narrow");
 /// The output block one workgroup of `matmul.wgsl` computes is TILE x TILE; `matmul_vec4.wgsl`'s is
 /// TILE_VEC4 x TILE_VEC4, over steps of BK along K.
 const TILE: usize = 64;
 const TILE_VEC4: usize = 128;
 const BK: usize = 8;
+/// `matmul_narrow.wgsl` takes products with at most NARROW output columns (or rows), in blocks of
+/// NARROW_ROWS rows.
+const NARROW: usize = 16;
+const NARROW_ROWS: usize = 16;
 /// Batch axes the kernels take after merging.
 const MAX_BATCH_RANK: usize = 6;
 /// Split-K: a product with fewer output tiles than this is split along K until it has about as many
@@ -36,7 +43,8 @@ const MIN_SPLIT_K: usize = 256;
 /// Which GEMM kernel `matmul` runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Gemm {
-    /// `matmul_vec4.wgsl` wherever the operands' layouts allow it, else `matmul.wgsl`.
+    /// `matmul_narrow.wgsl` for skinny products, else `matmul_vec4.wgsl` wherever the operands' layouts
+    /// allow it, else `matmul.wgsl`.
     #[default]
     Auto,
     /// `matmul.wgsl`, the first version, for every product.
@@ -47,43 +55,21 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
     let (la, lb) = (a.1, b.1);
     let nd = la.shape().rank();
     let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
-    let batch_dims = &la.dims()[..nd - 2];
-    let batch: usize = batch_dims.iter().product();
+    let batch: usize = la.dims()[..nd - 2].iter().product();
     if batch * m * n == 0 || k == 0 {
         return super::elementwise::fill(dev, batch * m * n, 0.0); // an empty sum is zero
     }
-    let (dims, [sa, sb]) = merge_axes(
-        batch_dims,
-        [&la.strides()[..nd - 2], &lb.strides()[..nd - 2]],
-    );
-    assert!(
-        dims.len() <= MAX_BATCH_RANK && batch <= MAX_GROUPS as usize,
-        "wgpu matmul: batch shape {batch_dims:?} is over the kernel's limits ({MAX_BATCH_RANK} axes, \
-         {MAX_GROUPS} matrices)"
-    );
-    let pad = |v: &[usize]| -> Vec<u32> {
-        (0..MAX_BATCH_RANK)
-            .map(|i| v.get(i).map_or(1, |&x| x as u32))
-            .collect()
-    };
-    let s = |l: &Layout, i: usize| l.strides()[nd - 2 + i] as u32;
-    // p[0..28], shared by both kernels (see matmul.wgsl)
-    let mut params = vec![m as u32, k as u32, n as u32, dims.len() as u32];
-    params.extend(pad(&dims));
-    params.extend([la.offset() as u32, s(la, 0), s(la, 1)]);
-    params.extend(pad(&sa));
-    params.extend([lb.offset() as u32, s(lb, 0), s(lb, 1)]);
-    params.extend(pad(&sb));
-    fn buffers<'s>(
-        out: &'s GpuStorage,
-        a: &'s GpuStorage,
-        b: &'s GpuStorage,
-    ) -> [(u32, &'s wgpu::Buffer); 3] {
-        [(1, out.buffer()), (2, a.buffer()), (3, b.buffer())]
+    if dev.gemm == Gemm::Auto && n <= NARROW {
+        return narrow(dev, a, b, false);
     }
-
+    if dev.gemm == Gemm::Auto && m <= NARROW {
+        // out^T = B^T A^T, written back through swapped output strides
+        let t = |l: &Layout| l.transpose(nd - 2, nd - 1);
+        return narrow(dev, (b.0, &t(lb)), (a.0, &t(la)), true);
+    }
+    let mut params = gemm_params(la, lb);
     let vec4 = (dev.gemm == Gemm::Auto && n.is_multiple_of(4))
-        .then(|| Vec4Layout::of(la, &sa).zip(Vec4Layout::of(lb, &sb)))
+        .then(|| Vec4Layout::of(la).zip(Vec4Layout::of(lb)))
         .flatten();
     let Some((va, vb)) = vec4 else {
         let out = dev.output(batch * m * n);
@@ -105,20 +91,112 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
         groups(m, TILE_VEC4),
         (batch * splits) as u32,
     ];
-    let out = dev.output(batch * m * n);
+    split_dispatch(
+        dev,
+        &MATMUL_VEC4,
+        &params,
+        (a.0, b.0),
+        grid,
+        [batch, splits, m * n],
+    )
+}
+
+/// `matmul_narrow.wgsl` for a product with N <= NARROW; `transposed`: the operands are B^T and A^T of a
+/// product with M <= NARROW, whose output (M, N) is written as out^T.
+fn narrow(
+    dev: &Wgpu,
+    a: (&GpuStorage, &Layout),
+    b: (&GpuStorage, &Layout),
+    transposed: bool,
+) -> GpuStorage {
+    let (la, lb) = (a.1, b.1);
+    let nd = la.shape().rank();
+    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
+    let batch: usize = la.dims()[..nd - 2].iter().product();
+    let mut params = gemm_params(la, lb);
+    let blocks = m.div_ceil(NARROW_ROWS) * batch;
+    // sum_splits adds vec4: a product of M N not a multiple of 4 runs in one split
+    let (splits, k_per_split) = if (m * n).is_multiple_of(4) {
+        split_k(blocks, k, batch)
+    } else {
+        (1, k)
+    };
+    let out_strides = if transposed { [1, m] } else { [n, 1] };
+    params.extend([0, splits, k_per_split, out_strides[0], out_strides[1]].map(|v| v as u32));
+    let grid = [groups(m, NARROW_ROWS), 1, (batch * splits) as u32];
+    split_dispatch(
+        dev,
+        &MATMUL_NARROW,
+        &params,
+        (a.0, b.0),
+        grid,
+        [batch, splits, m * n],
+    )
+}
+
+/// The parameters p[0..28] the GEMM kernels share (see matmul.wgsl): M, K, N, the merged batch axes, and
+/// each operand's offset, row and column strides and batch strides.
+fn gemm_params(la: &Layout, lb: &Layout) -> Vec<u32> {
+    let nd = la.shape().rank();
+    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
+    let batch_dims = &la.dims()[..nd - 2];
+    let batch: usize = batch_dims.iter().product();
+    let (dims, [sa, sb]) = merge_axes(
+        batch_dims,
+        [&la.strides()[..nd - 2], &lb.strides()[..nd - 2]],
+    );
+    assert!(
+        dims.len() <= MAX_BATCH_RANK && batch <= MAX_GROUPS as usize,
+        "wgpu matmul: batch shape {batch_dims:?} is over the kernel's limits ({MAX_BATCH_RANK} axes, \
+         {MAX_GROUPS} matrices)"
+    );
+    let pad = |v: &[usize]| -> Vec<u32> {
+        (0..MAX_BATCH_RANK)
+            .map(|i| v.get(i).map_or(1, |&x| x as u32))
+            .collect()
+    };
+    let s = |l: &Layout, i: usize| l.strides()[nd - 2 + i] as u32;
+    let mut params = vec![m as u32, k as u32, n as u32, dims.len() as u32];
+    params.extend(pad(&dims));
+    params.extend([la.offset() as u32, s(la, 0), s(la, 1)]);
+    params.extend(pad(&sa));
+    params.extend([lb.offset() as u32, s(lb, 0), s(lb, 1)]);
+    params.extend(pad(&sb));
+    params
+}
+
+fn buffers<'s>(
+    out: &'s GpuStorage,
+    a: &'s GpuStorage,
+    b: &'s GpuStorage,
+) -> [(u32, &'s wgpu::Buffer); 3] {
+    [(1, out.buffer()), (2, a.buffer()), (3, b.buffer())]
+}
+
+/// Dispatches a split-K `kernel` over `grid`: with one split straight into the (batch, M, N) output, else
+/// into (batch, splits, M, N) partial products that `sum_splits` adds up.
+fn split_dispatch(
+    dev: &Wgpu,
+    kernel: &Kernel,
+    params: &[u32],
+    (a, b): (&GpuStorage, &GpuStorage),
+    grid: [u32; 3],
+    [batch, splits, mn]: [usize; 3],
+) -> GpuStorage {
+    let out = dev.output(batch * mn);
     if splits == 1 {
         dev.ctx
-            .dispatch(&MATMUL_VEC4, &[], &params, &buffers(&out, a.0, b.0), grid);
+            .dispatch(kernel, &[], params, &buffers(&out, a, b), grid);
         return out;
     }
-    let part = dev.output(batch * splits * m * n); // (batch, splits, M, N)
+    let part = dev.output(batch * splits * mn); // (batch, splits, M, N)
     dev.ctx
-        .dispatch(&MATMUL_VEC4, &[], &params, &buffers(&part, a.0, b.0), grid);
-    let vecs = batch * m * n / 4;
+        .dispatch(kernel, &[], params, &buffers(&part, a, b), grid);
+    let vecs = batch * mn / 4;
     dev.ctx.dispatch(
         &SUM_SPLITS,
         &[],
-        &[vecs as u32, (m * n / 4) as u32, splits as u32],
+        &[vecs as u32, (mn / 4) as u32, splits as u32],
         &[(1, out.buffer()), (4, part.buffer())],
         super::grid(vecs.div_ceil(256)),
     );
@@ -155,13 +233,14 @@ enum Vec4Layout {
 
 impl Vec4Layout {
     /// The way to read a 2-D (+ batch) operand in aligned vec4, if there is one: the contiguous axis of
-    /// length a multiple of 4, and the offset, the other axis' stride and every batch stride multiples of
-    /// 4 (16 bytes).
-    fn of(l: &Layout, batch_strides: &[usize]) -> Option<Self> {
+    /// length a multiple of 4, and the offset, the other axis' stride and the stride of every batch axis
+    /// longer than 1 multiples of 4 (16 bytes).
+    fn of(l: &Layout) -> Option<Self> {
         let nd = l.shape().rank();
         let (dims, strides) = (&l.dims()[nd - 2..], &l.strides()[nd - 2..]);
         let aligned = |v: usize| v.is_multiple_of(4);
-        if !aligned(l.offset()) || !batch_strides.iter().all(|&s| aligned(s)) {
+        let batch = l.dims()[..nd - 2].iter().zip(&l.strides()[..nd - 2]);
+        if !aligned(l.offset()) || !batch.into_iter().all(|(&d, &s)| d == 1 || aligned(s)) {
             return None;
         }
         if strides[1] == 1 && aligned(dims[1]) && aligned(strides[0]) {

@@ -1,8 +1,12 @@
-// Axis reductions. The input is a row-major run viewed as (outer, len, inner) around the reduced axis; one
-// workgroup of LANES invocations reduces one output (o, j): each lane folds a strided share of the len values,
-// then the lanes combine in shared memory.
+// Axis reductions. The input is a row-major run viewed as (outer, len, inner) around the reduced axis.
+// - `fold` and `arg` (the last axis, inner 1): one workgroup of LANES invocations reduces one output (o, j):
+//   each lane folds a strided share of the len values, then the lanes combine in shared memory.
+// - `fold_columns` (inner > 1, where `fold`'s lanes would read values `inner` apart): one invocation per
+//   output folds a chunk of the rows, so neighbouring invocations read neighbouring values; reduce.rs
+//   folds the chunks' partial results the same way until one chunk is left.
 // `{{OP}}` combines two values (a + b, max(a, b), min(a, b)); `{{INIT}}` is its identity.
-// p[0] = outputs (outer * inner), p[1] = len, p[2] = inner, p[3] = offset of the input.
+// p[0] = outputs (outer * inner), p[1] = len, p[2] = inner, p[3] = offset of the input; `fold_columns`:
+// p[4] = rows per chunk.
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -42,6 +46,24 @@ fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if lane == 0u {
         out[r] = scratch[0];
     }
+}
+
+// Output r of chunk wid.z (rows [z p[4], (z + 1) p[4]) of len) goes to out[z * p[0] + r]: the partial
+// results are (chunks, outer * inner), which is (1, chunks, outputs) for the next pass.
+@compute @workgroup_size(64)
+fn fold_columns(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lane: u32) {
+    let r = group_index(wid, nwg) * 64u + lane;
+    if r >= p[0] {
+        return;
+    }
+    let first = wid.z * p[4];
+    let last = min(first + p[4], p[1]);
+    var acc = {{INIT}};
+    for (var i = first; i < last; i = i + 1u) {
+        acc = combine(acc, input_at(r, i));
+    }
+    out[wid.z * p[0] + r] = acc;
 }
 
 // Arg-max / arg-min: the index (as f32) of the first value that `combine` prefers over all others.

@@ -1,6 +1,7 @@
 // RMS norm over the last axis, y = x / sqrt(mean(x^2) + eps) * w, and its backward pass (the math is in
 // the autograd rule, crates/autograd/src/ops/fused.rs). Row kernels: one workgroup per row.
-// p[0] = rows, p[1] = n, p[2] = eps (f32), p[4], p[5], p[6] = offsets of x, w, g (row-major).
+// p[0] = rows, p[1] = n, p[2] = eps (f32), p[3] = rows per chunk (the weight gradient's), p[4], p[5], p[6] =
+// offsets of x, w, g (row-major).
 
 // (x, the input, is declared in rows.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -53,17 +54,22 @@ fn rms_norm_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     }
 }
 
-// dw[j] = sum over rows of g * xhat: one invocation per column j walks the rows.
+// dw[j] = sum over rows of g * xhat, in two stages: invocation (j, chunk wid.z) sums the chunk's p[3] rows
+// (neighbouring invocations read neighbouring columns) into part[z * n + j]; reduce.rs's column sum adds
+// the chunks up.
 @compute @workgroup_size(64)
-fn rms_norm_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let j = gid.x;
+fn rms_norm_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lane: u32) {
+    let j = group_index(wid, nwg) * 64u + lane;
     let n = p[1];
     if j >= n {
         return;
     }
+    let first = wid.z * p[3];
+    let last = min(first + p[3], p[0]);
     var s = 0.0;
-    for (var r = 0u; r < p[0]; r = r + 1u) {
+    for (var r = first; r < last; r = r + 1u) {
         s = s + g[p[6] + r * n + j] * x[p[4] + r * n + j] * inv_rms[r];
     }
-    out[j] = s;
+    out[wid.z * n + j] = s;
 }
