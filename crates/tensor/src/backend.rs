@@ -77,6 +77,37 @@ pub enum ReduceOp {
     ArgMin,
 }
 
+/// What a backend's `attention` keeps for the backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionSaved {
+    /// The probabilities P, a contiguous (B, H, T, T) (the CPU backends). The backward reads v only for
+    /// dq or dk, k only for dq and q only for dk: dv = P^T g needs P alone.
+    Probs,
+    /// Each query row's log-sum-exp L = log sum_j exp(s_ij), a contiguous (B, H, T), from which the
+    /// backward recomputes P tile by tile (flash attention: the wgpu backend). It reads q, k and v for
+    /// any gradient.
+    LogSumExp,
+}
+
+impl AttentionSaved {
+    /// Which of q, k, v the backward pass reads to give the gradients `need` asks for.
+    pub fn reads(self, need: [bool; 3]) -> [bool; 3] {
+        let [dq, dk, dv] = need;
+        match self {
+            AttentionSaved::Probs => [dk, dq, dq || dk],
+            AttentionSaved::LogSumExp => [dq || dk || dv; 3],
+        }
+    }
+
+    /// The saved tensor's shape for q of dims (B, H, T, D).
+    pub fn dims(self, qdims: &[usize]) -> Vec<usize> {
+        match self {
+            AttentionSaved::Probs => vec![qdims[0], qdims[1], qdims[2], qdims[2]],
+            AttentionSaved::LogSumExp => qdims[..3].to_vec(),
+        }
+    }
+}
+
 /// The numbers of one AdamW step (see `Backend::adamw_step`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamwStep {
@@ -328,10 +359,14 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         let [x, cos, sin] = [x, cos, sin].map(|t| copied(self, t));
         composed::rope(&x, &cos, &sin).into_storage()
     }
+    /// What `attention` keeps for its backward pass (see [`AttentionSaved`]); the default kernels keep P.
+    fn attention_saves(&self) -> AttentionSaved {
+        AttentionSaved::Probs
+    }
     /// Scaled dot-product attention for q, k, v of shape (B, H, T, D), any strides: per (batch, head),
     /// `P = softmax(scale q k^T)` (with `causal`, key j > query i is masked) and `out = P v`. Returns `out`
     /// laid out as (B, T, H, D) in memory (the heads side by side, as the output projection reads them) and
-    /// `P` as a contiguous (B, H, T, T), which the backward pass takes back.
+    /// what `attention_saves` says, which the backward pass takes back.
     fn attention(
         &self,
         q: (&Self::Storage, &Layout),
@@ -344,8 +379,9 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         composed::attention(&q, &k, &v, scale, causal)
     }
     /// Gradients of `attention` w.r.t. q, k and v given the upstream gradient `g` (B, H, T, D), each laid out
-    /// as (B, T, H, D); only those that `need` asks for are computed. An input is `None` when no requested
-    /// gradient reads it (the tensor op has checked: k is given for dq, q for dk, v for either).
+    /// as (B, T, H, D); only those that `need` asks for are computed. `saved` is what `attention` returned.
+    /// An input is `None` when no requested gradient reads it (the tensor op has checked that those
+    /// `AttentionSaved::reads` names are given).
     fn attention_backward(
         &self,
         qkv: [Option<(&Self::Storage, &Layout)>; 3],

@@ -40,7 +40,8 @@ mod tensor;
 pub mod threads;
 
 pub use backend::{
-    AdamwStep, Backend, BinaryOp, Packed4bit, Packed8bit, PackedAbsmax, ReduceOp, UnaryOp,
+    AdamwStep, AttentionSaved, Backend, BinaryOp, Packed4bit, Packed8bit, PackedAbsmax, ReduceOp,
+    UnaryOp,
 };
 pub use cpu::simd::widest;
 pub use cpu::Cpu;

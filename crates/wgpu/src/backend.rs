@@ -7,7 +7,8 @@ use crate::kernels::{attention, elementwise, fused, index, matmul, optim, quant,
 use crate::storage::{Dense, GpuStorage};
 use crate::WgpuError;
 use lowrank_tensor::{
-    AdamwStep, Backend, BinaryOp, Layout, Packed4bit, Packed8bit, ReduceOp, Shape, UnaryOp,
+    AdamwStep, AttentionSaved, Backend, BinaryOp, Layout, Packed4bit, Packed8bit, ReduceOp, Shape,
+    UnaryOp,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -262,6 +263,10 @@ impl Backend for Wgpu {
         fused::rope(self, x, cos, sin)
     }
 
+    fn attention_saves(&self) -> AttentionSaved {
+        AttentionSaved::LogSumExp
+    }
+
     fn attention(
         &self,
         q: (&GpuStorage, &Layout),
@@ -276,13 +281,13 @@ impl Backend for Wgpu {
     fn attention_backward(
         &self,
         qkv: [Option<(&GpuStorage, &Layout)>; 3],
-        probs: &GpuStorage,
+        lse: &GpuStorage,
         g: (&GpuStorage, &Layout),
         scale: f64,
         causal: bool,
         need: [bool; 3],
     ) -> [Option<GpuStorage>; 3] {
-        attention::attention_backward(self, qkv, probs, g, scale, causal, need)
+        attention::attention_backward(self, qkv, lse, g, scale, causal, need)
     }
 
     fn cross_entropy(

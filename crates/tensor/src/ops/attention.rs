@@ -11,9 +11,10 @@ fn heads_view<B: Backend>(storage: B::Storage, like: &Tensor<B>) -> Tensor<B> {
 
 impl<B: Backend> Tensor<B> {
     /// Attention of q, k, v (B, H, T, D): `P = softmax(scale q k^T)` with key j > query i masked when
-    /// `causal`, and `out = P v`. Returns `(out, P)`: out (B, H, T, D) is a view of (B, T, H, D) memory, so
-    /// merging the heads afterwards (`permute` + `reshape` to (B, T, H * D)) is free; P (B, H, T, T) is what
-    /// `attention_backward` needs.
+    /// `causal`, and `out = P v`. Returns `(out, saved)`: out (B, H, T, D) is a view of (B, T, H, D) memory,
+    /// so merging the heads afterwards (`permute` + `reshape` to (B, T, H * D)) is free; saved is what
+    /// `attention_backward` needs, as the backend's `attention_saves` says: P (B, H, T, T), or each row's
+    /// log-sum-exp (B, H, T).
     pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> (Self, Self) {
         check_shapes(q, k, v);
         let flops = 2 * crate::flops::attention_product(q.dims(), causal); // q k^T, P v
@@ -26,48 +27,49 @@ impl<B: Backend> Tensor<B> {
                 causal,
             )
         });
-        let d = q.dims();
-        let probs = Self::from_storage(probs, [d[0], d[1], d[2], d[2]], q.backend());
-        (heads_view(out, q), probs)
+        let dims = q.backend().attention_saves().dims(q.dims());
+        let saved = Self::from_storage(probs, dims, q.backend());
+        (heads_view(out, q), saved)
     }
 
-    /// Gradients of `attention` w.r.t. (q, k, v) given its probabilities and the upstream gradient g; only
-    /// those that `need` asks for are computed, and only the inputs they read must be given: k for dq, q
-    /// for dk, v for either (dv = P^T g reads P alone).
+    /// Gradients of `attention` w.r.t. (q, k, v) given what it saved and the upstream gradient g; only
+    /// those that `need` asks for are computed, and only the inputs they read must be given
+    /// ([`AttentionSaved::reads`](crate::AttentionSaved::reads)).
     pub fn attention_backward(
         [q, k, v]: [Option<&Self>; 3],
-        probs: &Self,
+        saved: &Self,
         g: &Self,
         scale: f64,
         causal: bool,
         need: [bool; 3],
     ) -> [Option<Self>; 3] {
         let d = g.dims();
+        let kind = g.backend().attention_saves();
         assert!(
             g.rank() == 4
                 && [q, k, v].iter().flatten().all(|x| x.dims() == d)
-                && probs.dims() == [&d[..3], &[d[2]]].concat()
-                && probs.layout().is_contiguous(),
-            "attention_backward: q, k, v {:?} must match g {} and probs {} be a contiguous (B, H, T, T)",
+                && saved.dims() == kind.dims(d)
+                && saved.layout().is_contiguous(),
+            "attention_backward: q, k, v {:?} must match g {} and the saved {kind:?} {} be a contiguous {:?}",
             [q, k, v].map(|x| x.map(|x| x.shape().to_string())),
             g.shape(),
-            probs.shape()
+            saved.shape(),
+            kind.dims(d)
         );
         let [dq, dk, dv] = need;
         // dv = P^T g;  dP = g v^T (for dq or dk);  dq = dS k;  dk = dS^T q
         let products = [dv, dq || dk, dq, dk].iter().filter(|&&x| x).count() as u64;
         let flops = products * crate::flops::attention_product(d, causal);
+        let given = [q, k, v].map(|x| x.is_some());
         assert!(
-            (!dq || k.is_some()) && (!dk || q.is_some()) && (!(dq || dk) || v.is_some()),
-            "attention_backward: dq needs k, dk needs q, both need v (need {need:?}, given q {}, k {}, v {})",
-            q.is_some(),
-            k.is_some(),
-            v.is_some()
+            kind.reads(need).iter().zip(given).all(|(&read, given)| !read || given),
+            "attention_backward: with {kind:?} saved, need {need:?} reads q, k, v {:?}; given {given:?}",
+            kind.reads(need)
         );
         crate::flops::timed(Kind::Attention, flops, || {
             g.backend().attention_backward(
                 [q, k, v].map(|x| x.map(|x| (x.storage(), x.layout()))),
-                probs.storage(),
+                saved.storage(),
                 (g.storage(), g.layout()),
                 scale,
                 causal,

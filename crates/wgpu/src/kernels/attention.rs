@@ -1,14 +1,18 @@
-//! Fused causal attention on the GPU (`attention.wgsl`; the CPU twin is `cpu/attention.rs`, whose module doc
-//! derives the backward formulas). Forward: one workgroup per (query, batch * head) computes its row of P and
-//! its output row. Backward: a pass over query rows computes dS (and dq), a pass over key rows dk and dv.
+//! Flash attention on the GPU (`attention.wgsl`; the CPU twin is `cpu/attention.rs`, whose module doc
+//! derives the backward formulas). Forward: a workgroup per (64 queries, batch * head) streams the keys
+//! and values through workgroup memory with an online softmax and keeps each row's log-sum-exp, never the
+//! (T, T) probabilities. Backward: a pass over query rows recomputes them for delta and dq, a pass over
+//! key rows for dk and dv.
 
 use crate::context::MAX_GROUPS;
 use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::Layout;
 
-/// The longest head the kernels stage in workgroup memory (`MAX_D` in `attention.wgsl`).
-const MAX_HEAD_DIM: usize = 256;
+/// The longest head the kernels hold in registers (`MAX_D` in `attention.wgsl`).
+const MAX_HEAD_DIM: usize = 128;
+/// Rows (queries or keys) a workgroup owns (`ROWS`).
+const ROWS: usize = 64;
 
 /// The parameter block shared by the forward and backward kernels (see `attention.wgsl`).
 fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<u32>, [u32; 3]) {
@@ -20,9 +24,9 @@ fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<
     );
     let (b, h, t, dh) = (d[0], d[1], d[2], d[3]);
     assert!(
-        t <= MAX_GROUPS as usize && b * h <= MAX_GROUPS as usize && dh <= MAX_HEAD_DIM,
+        b * h <= MAX_GROUPS as usize && dh <= MAX_HEAD_DIM,
         "wgpu attention: (B, H, T, D) = ({b}, {h}, {t}, {dh}) is over the kernel's limits ({MAX_GROUPS} \
-         rows or heads, head dim {MAX_HEAD_DIM})"
+         heads, head dim {MAX_HEAD_DIM})"
     );
     let need = need[0] as u32 | (need[1] as u32) << 1 | (need[2] as u32) << 2;
     let mut p = vec![
@@ -39,7 +43,7 @@ fn params(ops: [&Layout; 4], scale: f64, causal: bool, need: [bool; 3]) -> (Vec<
         p.push(l.offset() as u32);
         p.extend(l.strides().iter().map(|&s| s as u32));
     }
-    (p, [t as u32, (b * h) as u32, 1])
+    (p, [t.div_ceil(ROWS) as u32, (b * h) as u32, 1])
 }
 
 pub fn attention(
@@ -50,12 +54,12 @@ pub fn attention(
 ) -> (GpuStorage, GpuStorage) {
     let d = q.1.dims();
     let out = dev.output(q.1.shape().numel());
-    let probs = dev.output(d[0] * d[1] * d[2] * d[2]);
-    // dO's slot is unused in the forward pass.
+    let lse = dev.output(d[0] * d[1] * d[2]); // (B * H, T)
+                                              // dO's slot is unused in the forward pass.
     let (params, groups) = params([q.1, k.1, v.1, q.1], scale, causal, [false; 3]);
     let buffers = [
         (1, out.buffer()),
-        (2, probs.buffer()),
+        (2, lse.buffer()),
         (3, q.0.buffer()),
         (4, k.0.buffer()),
         (5, v.0.buffer()),
@@ -67,13 +71,13 @@ pub fn attention(
         &buffers,
         groups,
     );
-    (out, probs)
+    (out, lse)
 }
 
 pub fn attention_backward(
     dev: &Wgpu,
     qkv: [Option<(&GpuStorage, &Layout)>; 3],
-    probs: &GpuStorage,
+    lse: &GpuStorage,
     g: (&GpuStorage, &Layout),
     scale: f64,
     causal: bool,
@@ -81,42 +85,41 @@ pub fn attention_backward(
 ) -> [Option<GpuStorage>; 3] {
     let d = g.1.dims();
     let n = g.1.shape().numel();
-    // An output nobody asked for is not written, and an input no requested gradient reads was not kept:
-    // their bindings get a one-value placeholder (and the input g's layout, never read).
-    let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
-    let placeholder = out(false);
-    let [q, k, v] = qkv.map(|x| x.unwrap_or((&placeholder, g.1)));
-    let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
-    let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
-    let ds = dev.output(if need[0] || need[1] {
-        d[0] * d[1] * d[2] * d[2]
-    } else {
-        1
-    });
-    if need[0] || need[1] {
-        let buffers = [
-            (1, dq.buffer()),
-            (2, probs.buffer()),
-            (4, k.0.buffer()),
-            (5, v.0.buffer()),
-            (6, g.0.buffer()),
-            (7, ds.buffer()),
-        ];
-        dev.ctx.dispatch(
-            &kernel!("attention.wgsl", "attention_backward_rows"),
-            &[],
-            &params,
-            &buffers,
-            groups,
-        );
+    if !need.contains(&true) {
+        return [None, None, None];
     }
+    // the tensor op has checked that all three are given (AttentionSaved::LogSumExp reads them all)
+    let [q, k, v] = qkv.map(|x| x.expect("wgpu attention_backward reads q, k and v"));
+    let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
+    // An output nobody asked for is not written: its binding gets a one-value placeholder.
+    let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
+    let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
+    let delta = dev.output(2 * d[0] * d[1] * d[2]); // (B * H, T, 2): delta_i and 1 / z_i
+    let buffers = [
+        (1, dq.buffer()),
+        (2, lse.buffer()),
+        (3, q.0.buffer()),
+        (4, k.0.buffer()),
+        (5, v.0.buffer()),
+        (6, g.0.buffer()),
+        (7, delta.buffer()),
+    ];
+    dev.ctx.dispatch(
+        &kernel!("attention.wgsl", "attention_backward_rows"),
+        &[],
+        &params,
+        &buffers,
+        groups,
+    );
     if need[1] || need[2] {
         let buffers = [
             (1, dk.buffer()),
-            (2, probs.buffer()),
+            (2, lse.buffer()),
             (3, q.0.buffer()),
+            (4, k.0.buffer()),
+            (5, v.0.buffer()),
             (6, g.0.buffer()),
-            (7, ds.buffer()),
+            (7, delta.buffer()),
             (8, dv.buffer()),
         ];
         dev.ctx.dispatch(
