@@ -95,8 +95,8 @@ pub fn attention_backward(
     let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
     let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
     let delta = dev.output(2 * d[0] * d[1] * d[2]); // (B * H, T, 2): delta_i and 1 / z_i
-    let buffers = [
-        (1, dq.buffer()),
+                                                    // bindings 2..=7 are the same for both passes; 1 is dq or dk, 8 dv
+    let inputs = [
         (2, lse.buffer()),
         (3, q.0.buffer()),
         (4, k.0.buffer()),
@@ -104,31 +104,21 @@ pub fn attention_backward(
         (6, g.0.buffer()),
         (7, delta.buffer()),
     ];
-    dev.ctx.dispatch(
-        &kernel!("attention.wgsl", "attention_backward_rows"),
-        &[],
-        &params,
-        &buffers,
-        groups,
-    );
-    if need[1] || need[2] {
-        let buffers = [
-            (1, dk.buffer()),
-            (2, lse.buffer()),
-            (3, q.0.buffer()),
-            (4, k.0.buffer()),
-            (5, v.0.buffer()),
-            (6, g.0.buffer()),
-            (7, delta.buffer()),
-            (8, dv.buffer()),
-        ];
+    let pass = |entry, first: &GpuStorage, last: Option<&GpuStorage>| {
+        let mut buffers = vec![(1, first.buffer())];
+        buffers.extend(inputs);
+        buffers.extend(last.map(|dv| (8, dv.buffer())));
         dev.ctx.dispatch(
-            &kernel!("attention.wgsl", "attention_backward_cols"),
+            &kernel!("attention.wgsl", entry),
             &[],
             &params,
             &buffers,
             groups,
         );
+    };
+    pass("attention_backward_rows", &dq, None);
+    if need[1] || need[2] {
+        pass("attention_backward_cols", &dk, Some(&dv));
     }
     [
         need[0].then_some(dq),

@@ -38,7 +38,7 @@ fn row_forward(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, q as u32, 0, x.offset()];
     dev.ctx.dispatch(
-        &kernel!("softmax.wgsl", entry, rows),
+        &kernel!("softmax.wgsl", entry, "rows.wgsl"),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer())],
@@ -59,7 +59,7 @@ pub fn row_backward(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, 0, 0, y.offset(), g.offset()];
     dev.ctx.dispatch(
-        &kernel!("softmax.wgsl", entry, rows),
+        &kernel!("softmax.wgsl", entry, "rows.wgsl"),
         &[],
         &params,
         &[(1, out.buffer()), (2, y.buffer()), (3, g.buffer())],
@@ -79,7 +79,7 @@ pub fn rms_norm(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, bits(eps), 0, x.offset(), w.offset()];
     dev.ctx.dispatch(
-        &kernel!("rms_norm.wgsl", "rms_norm", rows),
+        &kernel!("rms_norm.wgsl", "rms_norm", "rows.wgsl"),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer()), (3, w.buffer())],
@@ -123,7 +123,7 @@ pub fn rms_norm_backward(
         (5, inv.buffer()),
     ];
     dev.ctx.dispatch(
-        &kernel!("rms_norm.wgsl", "rms_norm_backward_input", rows),
+        &kernel!("rms_norm.wgsl", "rms_norm_backward_input", "rows.wgsl"),
         &[],
         &params,
         &buffers,
@@ -141,7 +141,7 @@ pub fn rms_norm_backward(
     ];
     let [gx, gy, _] = grid(n.div_ceil(64));
     dev.ctx.dispatch(
-        &kernel!("rms_norm.wgsl", "rms_norm_backward_weight", rows),
+        &kernel!("rms_norm.wgsl", "rms_norm_backward_weight", "rows.wgsl"),
         &[],
         &params,
         &buffers,
@@ -209,7 +209,7 @@ pub fn cross_entropy(
         None => "cross_entropy",
     };
     dev.ctx.dispatch(
-        &kernel!("cross_entropy.wgsl", entry, rows),
+        &kernel!("cross_entropy.wgsl", entry, "rows.wgsl"),
         &[],
         &params,
         &buffers,

@@ -19,10 +19,10 @@ use crate::storage::GpuStorage;
 use crate::Wgpu;
 use lowrank_tensor::{merge_axes, Layout};
 
-const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul");
-const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4");
-const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits");
-const MATMUL_NARROW: Kernel = kernel!("matmul_narrow.wgsl", "matmul_narrow");
+const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul", "gemm.wgsl");
+const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4", "gemm.wgsl");
+const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits", "gemm.wgsl");
+const MATMUL_NARROW: Kernel = kernel!("matmul_narrow.wgsl", "matmul_narrow", "gemm.wgsl");
 /// The output block one workgroup of `matmul.wgsl` computes is TILE x TILE; `matmul_vec4.wgsl`'s is
 /// TILE_VEC4 x TILE_VEC4, over steps of BK along K.
 const TILE: usize = 64;
@@ -54,8 +54,7 @@ pub enum Gemm {
 pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) -> GpuStorage {
     let (la, lb) = (a.1, b.1);
     let nd = la.shape().rank();
-    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
-    let batch: usize = la.dims()[..nd - 2].iter().product();
+    let [batch, m, k, n] = sizes(la, lb);
     if batch * m * n == 0 || k == 0 {
         return super::elementwise::fill(dev, batch * m * n, 0.0); // an empty sum is zero
     }
@@ -109,11 +108,8 @@ fn narrow(
     b: (&GpuStorage, &Layout),
     transposed: bool,
 ) -> GpuStorage {
-    let (la, lb) = (a.1, b.1);
-    let nd = la.shape().rank();
-    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
-    let batch: usize = la.dims()[..nd - 2].iter().product();
-    let mut params = gemm_params(la, lb);
+    let [batch, m, k, n] = sizes(a.1, b.1);
+    let mut params = gemm_params(a.1, b.1);
     let blocks = m.div_ceil(NARROW_ROWS) * batch;
     // sum_splits adds vec4: a product of M N not a multiple of 4 runs in one split
     let (splits, k_per_split) = if (m * n).is_multiple_of(4) {
@@ -134,13 +130,24 @@ fn narrow(
     )
 }
 
-/// The parameters p[0..28] the GEMM kernels share (see matmul.wgsl): M, K, N, the merged batch axes, and
+/// [matrices in the batch, M, K, N] of the product of A (.., M, K) and B (.., K, N).
+fn sizes(la: &Layout, lb: &Layout) -> [usize; 4] {
+    let nd = la.shape().rank();
+    let batch = la.dims()[..nd - 2].iter().product();
+    [
+        batch,
+        la.dims()[nd - 2],
+        la.dims()[nd - 1],
+        lb.dims()[nd - 1],
+    ]
+}
+
+/// The parameters p[0..28] the GEMM kernels share (see gemm.wgsl): M, K, N, the merged batch axes, and
 /// each operand's offset, row and column strides and batch strides.
 fn gemm_params(la: &Layout, lb: &Layout) -> Vec<u32> {
     let nd = la.shape().rank();
-    let (m, k, n) = (la.dims()[nd - 2], la.dims()[nd - 1], lb.dims()[nd - 1]);
+    let [batch, m, k, n] = sizes(la, lb);
     let batch_dims = &la.dims()[..nd - 2];
-    let batch: usize = batch_dims.iter().product();
     let (dims, [sa, sb]) = merge_axes(
         batch_dims,
         [&la.strides()[..nd - 2], &lb.strides()[..nd - 2]],

@@ -7,9 +7,7 @@
 // outputs are 16 rows / columns apart (rows ty + 16 i, columns tx + 16 j), so neighbouring invocations read
 // neighbouring words of the B block and write neighbouring outputs.
 //
-// p[0] = M, p[1] = K, p[2] = N, p[3] = batch rank R (batch axes after merging, at most 6), p[4..10] = batch
-// dims; A: p[10] = offset, p[11] = row stride, p[12] = column stride, p[13..19] = batch strides;
-// B: p[19] = offset, p[20] = row stride, p[21] = column stride, p[22..28] = batch strides.
+// p[0..28]: M, K, N, the batch axes, and A's and B's offsets and strides (see gemm.wgsl).
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
@@ -26,17 +24,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let m = p[0];
     let k = p[1];
     let n = p[2];
-    // Where this batch's matrices start.
-    var rem = wid.z;
-    var off_a = p[10];
-    var off_b = p[19];
-    for (var ax = i32(p[3]) - 1; ax >= 0; ax = ax - 1) {
-        let d = p[4u + u32(ax)];
-        let i = rem % d;
-        rem = rem / d;
-        off_a = off_a + i * p[13u + u32(ax)];
-        off_b = off_b + i * p[22u + u32(ax)];
-    }
+    let off = batch_offsets(wid.z); // where this batch's matrices start
+    let off_a = off.x;
+    let off_b = off.y;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
     let tid = lid.y * 16u + lid.x;

@@ -10,7 +10,7 @@
 // per step. Any strides, as in matmul.wgsl. Split-K as in matmul_vec4.wgsl (wid.z = batch * splits +
 // split; partial products summed by its `sum_splits`).
 //
-// p[0..28] as in matmul.wgsl (M, K, N, the batch axes, then A's and B's offsets and strides, in f32
+// p[0..28] as in gemm.wgsl (M, K, N, the batch axes, then A's and B's offsets and strides, in f32
 // elements); p[29] = splits, p[30] = k per split; p[31], p[32] = the output's row and column strides
 // ((N, 1), or (1, M) for a transposed product).
 
@@ -32,17 +32,9 @@ fn matmul_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let n = p[2];
     let splits = p[29];
     let split = wid.z % splits;
-    // Where this batch's matrices start.
-    var rem = wid.z / splits;
-    var off_a = p[10];
-    var off_b = p[19];
-    for (var ax = i32(p[3]) - 1; ax >= 0; ax = ax - 1) {
-        let d = p[4u + u32(ax)];
-        let i = rem % d;
-        rem = rem / d;
-        off_a = off_a + i * p[13u + u32(ax)];
-        off_b = off_b + i * p[22u + u32(ax)];
-    }
+    let off = batch_offsets(wid.z / splits); // where this batch's matrices start
+    let off_a = off.x;
+    let off_b = off.y;
     let k_begin = split * p[30];
     let k_end = min(p[1], k_begin + p[30]);
     let row0 = wid.x * BM;

@@ -16,7 +16,7 @@
 //   Products with few output blocks and a long K (LoRA's gradients: (r, in) = (r, BT) @ (BT, in)) then
 //   keep the whole GPU busy.
 //
-// p[0..28] as in matmul.wgsl (M, K, N, the batch axes, then A's and B's offsets and strides, in f32
+// p[0..28] as in gemm.wgsl (M, K, N, the batch axes, then A's and B's offsets and strides, in f32
 // elements); p[28] bit 0: A's k axis is contiguous (column stride 1), else its m axis (row stride 1); bit 1:
 // B's n axis is contiguous (column stride 1), else its k axis (row stride 1); p[29] = splits, p[30] = k per
 // split (a multiple of BK).
@@ -100,17 +100,9 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let n = p[2];
     let splits = p[29];
     let split = wid.z % splits;
-    // Where this batch's matrices start.
-    var rem = wid.z / splits;
-    var off_a = p[10];
-    var off_b = p[19];
-    for (var ax = i32(p[3]) - 1; ax >= 0; ax = ax - 1) {
-        let d = p[4u + u32(ax)];
-        let i = rem % d;
-        rem = rem / d;
-        off_a = off_a + i * p[13u + u32(ax)];
-        off_b = off_b + i * p[22u + u32(ax)];
-    }
+    let off = batch_offsets(wid.z / splits); // where this batch's matrices start
+    let off_a = off.x;
+    let off_b = off.y;
     let k_begin = split * p[30];
     let k_end = min(p[1], k_begin + p[30]);
     let steps = (k_end - k_begin + BK - 1u) / BK;

@@ -5,7 +5,8 @@
 //! strided-index helper and the workgroup reductions.
 
 /// `kernel!("file.wgsl", "entry")`: an entry point of a WGSL file in this folder;
-/// `kernel!("file.wgsl", "entry", rows)` also puts `rows.wgsl`, the row kernels' helpers, in front of it.
+/// `kernel!("file.wgsl", "entry", "prelude.wgsl")` also puts a family's shared helpers in front of it
+/// (`rows.wgsl` for the row kernels, `gemm.wgsl` for the GEMMs).
 macro_rules! kernel {
     ($file:literal, $entry:expr) => {
         $crate::context::Kernel {
@@ -15,11 +16,11 @@ macro_rules! kernel {
             entry: $entry,
         }
     };
-    ($file:literal, $entry:expr, rows) => {
+    ($file:literal, $entry:expr, $prelude:literal) => {
         $crate::context::Kernel {
             file: $file,
             source: include_str!($file),
-            prelude: include_str!("rows.wgsl"),
+            prelude: include_str!($prelude),
             entry: $entry,
         }
     };
