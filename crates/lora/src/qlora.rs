@@ -95,12 +95,9 @@ impl<B: Backend> QuantizedWeight<B> {
     }
 }
 
-impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
-    fn dims(&self) -> [usize; 2] {
-        self.dims
-    }
-
-    fn decompress(&self, backend: &B) -> Tensor<B> {
+impl<B: Backend> QuantizedWeight<B> {
+    /// The codes and constants as the backend's 4-bit kernels take them.
+    fn packed(&self) -> Packed4bit<'_, B::Storage> {
         let absmax = match &self.absmax {
             DeviceAbsmax::Plain(a) => PackedAbsmax::Plain(a),
             DeviceAbsmax::Double {
@@ -116,14 +113,34 @@ impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
                 block: DOUBLE_BLOCK,
             },
         };
-        let packed = Packed4bit {
+        Packed4bit {
             codes: &self.codes,
             numel: self.dims[0] * self.dims[1],
             block: BLOCK,
             levels: self.levels,
             absmax,
-        };
+        }
+    }
+}
+
+impl<B: Backend> CompressedWeight<B> for QuantizedWeight<B> {
+    fn dims(&self) -> [usize; 2] {
+        self.dims
+    }
+
+    fn decompress(&self, backend: &B) -> Tensor<B> {
+        let packed = self.packed();
         Tensor::from_storage(backend.dequantize_4bit(&packed), self.dims, backend)
+    }
+
+    /// `x W^T` with W expanded where the backend chooses (inside its GEMM on the GPU).
+    fn product(&self, x: &Tensor<B>) -> Option<Tensor<B>> {
+        Some(x.matmul_4bit(&self.packed(), self.dims, false))
+    }
+
+    /// `g W`, likewise.
+    fn product_transposed(&self, g: &Tensor<B>) -> Option<Tensor<B>> {
+        Some(g.matmul_4bit(&self.packed(), self.dims, true))
     }
 
     fn size_in_bytes(&self) -> usize {

@@ -27,6 +27,11 @@ pub trait CompressedWeight<B: Backend> {
     fn product(&self, _x: &Tensor<B>) -> Option<Tensor<B>> {
         None
     }
+    /// `g W` for g (rows, out), the input gradient, computed from the compact form where the backend can
+    /// (a 4-bit weight on the GPU); `None` (the default) lets the layer expand W.
+    fn product_transposed(&self, _g: &Tensor<B>) -> Option<Tensor<B>> {
+        None
+    }
 }
 
 /// A layer's base weight: a (possibly trainable) tensor, or a frozen compressed one.
@@ -255,8 +260,9 @@ fn matmul_rows<B: Backend>(x: &Var<B>, w: &Var<B>) -> Var<B> {
     y.reshape([&x.dims()[..x.rank() - 1], &[dims[0]]].concat())
 }
 
-/// `y = x W^T` (rows, out) with W expanded from its compressed form for the product only. The backward rule
-/// expands it again for `dx = g W` instead of keeping the full-precision W alive until backward.
+/// `y = x W^T` (rows, out) with W expanded from its compressed form for the product only (or not at all,
+/// where the weight multiplies from its compact form). The backward rule does the same for `dx = g W`
+/// instead of keeping the full-precision W alive until backward.
 fn compressed_matmul<B: Backend>(
     x: &Var<B>,
     weight: &Rc<dyn CompressedWeight<B>>,
@@ -268,7 +274,11 @@ fn compressed_matmul<B: Backend>(
         .unwrap_or_else(|| x_value.matmul(&weight.decompress(backend).t())); // (rows, out)
     x.unary_rule("compressed_matmul", y, || {
         let (weight, backend) = (weight.clone(), backend.clone());
-        move |g: &Tensor<B>| g.matmul(&weight.decompress(&backend)) // (rows, out) @ (out, in)
+        move |g: &Tensor<B>| {
+            weight
+                .product_transposed(g)
+                .unwrap_or_else(|| g.matmul(&weight.decompress(&backend))) // (rows, out) @ (out, in)
+        }
     })
 }
 

@@ -427,6 +427,27 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         composed::dequantize_4bit(self, q)
     }
 
+    /// `x W^T` (`transposed` false: x (rows, in)) or `x W` (true: x (rows, out)) for the 4-bit weight W
+    /// (out, in) that `q` holds, row-major (rows, out) or (rows, in). The default expands W with
+    /// `dequantize_4bit` and multiplies; a backend may expand it inside its GEMM instead, so that the
+    /// f32 weight never exists in memory (the wgpu backend).
+    fn matmul_4bit(
+        &self,
+        x: (&Self::Storage, &Layout),
+        q: &Packed4bit<'_, Self::Storage>,
+        dims: [usize; 2],
+        transposed: bool,
+    ) -> Self::Storage {
+        let w = self.dequantize_4bit(q);
+        let w_layout = Layout::contiguous(dims); // (out, in)
+        let w_layout = if transposed {
+            w_layout
+        } else {
+            w_layout.transpose(0, 1) // W^T, a view
+        };
+        self.matmul(x.0, x.1, &w, &w_layout)
+    }
+
     /// Expands 8-bit codes: `out[i] = map[code_i] * absmax(i / block)`, `map` the 256 values of a dynamic
     /// map.
     fn dequantize_8bit(&self, q: &Packed8bit<Self::Storage>, map: &Self::Storage) -> Self::Storage {

@@ -311,6 +311,16 @@ impl Backend for Wgpu {
         fused::cross_entropy(self, (logits, layout), targets, ignore, Some(row_grads))
     }
 
+    fn matmul_4bit(
+        &self,
+        x: (&GpuStorage, &Layout),
+        q: &Packed4bit<'_, GpuStorage>,
+        dims: [usize; 2],
+        transposed: bool,
+    ) -> GpuStorage {
+        matmul::matmul_4bit(self, x, q, dims, transposed)
+    }
+
     fn dequantize_4bit(&self, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
         quant::dequantize_4bit(self, q)
     }

@@ -337,7 +337,11 @@ impl Context {
     // ---- dispatch -------------------------------------------------------------------------------------------
 
     fn pipeline(&self, kernel: &Kernel, subs: &[(&str, &str)]) -> Arc<wgpu::ComputePipeline> {
-        let key = format!("{}:{}:{subs:?}", kernel.file, kernel.entry);
+        // a file compiled with two preludes (matmul.wgsl's B) is two pipelines
+        let key = format!(
+            "{}:{:p}:{}:{subs:?}",
+            kernel.file, kernel.prelude, kernel.entry
+        );
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return p.clone();
         }

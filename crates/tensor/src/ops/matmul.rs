@@ -36,4 +36,38 @@ impl<B: Backend> Tensor<B> {
         });
         Self::from_storage(out, with([m, n]), self.backend())
     }
+
+    /// `self W^T` (`transposed` false: self (rows, in) -> (rows, out)) or `self W` (true: (rows, out) ->
+    /// (rows, in)) for a 4-bit weight W (out, in) = `q`: QLoRA's base product, where the backend may
+    /// expand W inside its GEMM instead of in memory (`Backend::matmul_4bit`).
+    pub fn matmul_4bit(
+        &self,
+        q: &crate::Packed4bit<'_, B::Storage>,
+        [out_features, in_features]: [usize; 2],
+        transposed: bool,
+    ) -> Self {
+        let (k, n) = if transposed {
+            (out_features, in_features)
+        } else {
+            (in_features, out_features)
+        };
+        assert!(
+            self.rank() == 2 && self.dims()[1] == k && q.numel == out_features * in_features,
+            "matmul_4bit: input {} does not fit the 4-bit weight ({out_features}, {in_features}) of {} \
+             values (transposed: {transposed})",
+            self.shape(),
+            q.numel
+        );
+        let m = self.dims()[0];
+        let flops = crate::flops::gemm(1, m, n, k);
+        let out = crate::flops::timed(Kind::Matmul, flops, || {
+            self.backend().matmul_4bit(
+                (self.storage(), self.layout()),
+                q,
+                [out_features, in_features],
+                transposed,
+            )
+        });
+        Self::from_storage(out, [m, n], self.backend())
+    }
 }

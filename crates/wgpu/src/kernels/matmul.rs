@@ -17,9 +17,17 @@
 use crate::context::{Kernel, MAX_GROUPS};
 use crate::storage::GpuStorage;
 use crate::Wgpu;
-use lowrank_tensor::{merge_axes, Layout};
+use lowrank_tensor::{merge_axes, Layout, Packed4bit};
 
-const MATMUL: Kernel = kernel!("matmul.wgsl", "matmul", "gemm.wgsl");
+const MATMUL: Kernel = Kernel {
+    prelude: concat!(include_str!("gemm.wgsl"), include_str!("gemm_b_dense.wgsl")),
+    ..kernel!("matmul.wgsl", "matmul")
+};
+/// `matmul.wgsl` with B expanded from 4-bit codes as its tiles are staged.
+const MATMUL_4BIT: Kernel = Kernel {
+    prelude: concat!(include_str!("gemm.wgsl"), include_str!("gemm_b_nf4.wgsl")),
+    ..kernel!("matmul.wgsl", "matmul")
+};
 const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4", "gemm.wgsl");
 const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits", "gemm.wgsl");
 const MATMUL_NARROW: Kernel = kernel!("matmul_narrow.wgsl", "matmul_narrow", "gemm.wgsl");
@@ -98,6 +106,42 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
         grid,
         [batch, splits, m * n],
     )
+}
+
+/// `x W^T` (`transposed` false; x (rows, in)) or `x W` (x (rows, out)) for a 4-bit W (out, in), its
+/// values expanded inside the GEMM as `matmul.wgsl` stages its tiles of B.
+pub fn matmul_4bit(
+    dev: &Wgpu,
+    x: (&GpuStorage, &Layout),
+    q: &Packed4bit<'_, GpuStorage>,
+    [out_features, in_features]: [usize; 2],
+    transposed: bool,
+) -> GpuStorage {
+    let (m, k) = (x.1.dims()[0], x.1.dims()[1]);
+    let n = if transposed {
+        in_features
+    } else {
+        out_features
+    };
+    if m * n == 0 || k == 0 {
+        return super::elementwise::fill(dev, m * n, 0.0); // an empty sum is zero
+    }
+    let mut params = gemm_params(x.1, &Layout::contiguous([k, n])); // B's strides are not read
+    let (tail, [codes, absmax, scales, map]) = super::quant::packed_4bit(q);
+    params.extend([u32::from(transposed), in_features as u32]);
+    params.extend(tail);
+    let out = dev.output(m * n);
+    let buffers = [
+        (1, out.buffer()),
+        (2, x.0.buffer()),
+        (3, codes),
+        (4, absmax),
+        (5, scales),
+        (6, map),
+    ];
+    let grid = [groups(n, TILE), groups(m, TILE), 1];
+    dev.ctx.dispatch(&MATMUL_4BIT, &[], &params, &buffers, grid);
+    out
 }
 
 /// `matmul_narrow.wgsl` for a product with N <= NARROW; `transposed`: the operands are B^T and A^T of a

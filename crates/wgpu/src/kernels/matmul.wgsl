@@ -11,7 +11,8 @@
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
+// B comes through `b_at(offset, k, column)`, from a prelude: gemm_b_dense.wgsl (an f32 matrix) or
+// gemm_b_nf4.wgsl (a 4-bit weight expanded as its tile is staged).
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;
@@ -46,7 +47,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let bc = col0 + e % TILE;
             var bv = 0.0;
             if bk < k && bc < n {
-                bv = b[off_b + bk * p[20] + bc * p[21]];
+                bv = b_at(off_b, bk, bc);
             }
             b_tile[e] = bv;
         }

@@ -1,5 +1,6 @@
 //! Block-wise quantization on the GPU (`quant.wgsl`; the CPU twin is `cpu/quant.rs`): QLoRA's 4-bit base
-//! weight stays on the GPU in its packed form and is expanded there for each pass; 8-bit optimizer states
+//! weight stays on the GPU in its packed form (its products expand it inside the GEMM: `matmul_4bit`, and
+//! `dequantize_4bit` expands it whole where asked); 8-bit optimizer states
 //! are expanded for their update and quantized again there.
 
 use super::grid;
@@ -14,6 +15,33 @@ const QUANTIZE_8BIT: Kernel = kernel!("quant.wgsl", "quantize_8bit");
 
 pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage {
     let out = dev.output(q.numel);
+    let (tail, [codes, absmax, scales, map]) = packed_4bit(q);
+    let mut params = vec![q.numel as u32];
+    params.extend(tail);
+    let buffers = [
+        (1, out.buffer()),
+        (2, codes),
+        (3, absmax),
+        (4, scales),
+        (5, map),
+    ];
+    dev.ctx.dispatch(
+        &DEQUANTIZE,
+        &[],
+        &params,
+        &buffers,
+        grid(q.numel.div_ceil(256)),
+    );
+    out
+}
+
+/// A 4-bit tensor as the kernels read it: the 23 parameters after the first (block, whether the absmax
+/// values are double-quantized, their offset, values per absmax scale, 3 unused, the 16 levels) and the
+/// buffers of its codes, absmax values (or their codes), scales and map (the plain absmax buffer stands in
+/// for the last two when there are none).
+pub(crate) fn packed_4bit<'q>(
+    q: &'q Packed4bit<'_, GpuStorage>,
+) -> (Vec<u32>, [&'q wgpu::Buffer; 4]) {
     let (absmax, map, scales, double, offset, scale_block) = match &q.absmax {
         PackedAbsmax::Plain(a) => (*a, *a, *a, 0, 0.0, 1),
         PackedAbsmax::Double {
@@ -25,7 +53,6 @@ pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage
         } => (*codes, *map, *scales, 1, *offset, *block),
     };
     let mut params = vec![
-        q.numel as u32,
         q.block as u32,
         double,
         offset.to_bits(),
@@ -36,20 +63,12 @@ pub fn dequantize_4bit(dev: &Wgpu, q: &Packed4bit<'_, GpuStorage>) -> GpuStorage
     ];
     params.extend(q.levels.iter().map(|l| l.to_bits()));
     let buffers = [
-        (1, out.buffer()),
-        (2, q.codes.buffer()),
-        (3, absmax.buffer()),
-        (4, scales.buffer()),
-        (5, map.buffer()),
+        q.codes.buffer(),
+        absmax.buffer(),
+        scales.buffer(),
+        map.buffer(),
     ];
-    dev.ctx.dispatch(
-        &DEQUANTIZE,
-        &[],
-        &params,
-        &buffers,
-        grid(q.numel.div_ceil(256)),
-    );
-    out
+    (params, buffers)
 }
 
 pub fn dequantize_8bit(dev: &Wgpu, q: &Packed8bit<GpuStorage>, map: &GpuStorage) -> GpuStorage {
