@@ -509,43 +509,43 @@ fn dequantizing_4_bit_weights_on_the_gpu_matches_the_cpu() {
 fn the_4_bit_gemm_matches_expanding_the_weight_on_the_cpu() {
     let Some((_one, gpu)) = gpu() else { return };
     let cpu = Cpu::<f32>::new();
-    // W (70, 300): 329 blocks of 64, the last partial; x W^T with 130 rows (past a 64-row tile), and
-    // g W; x also as a transposed view (strided rows)
-    let dims = [70, 300];
-    let values: Vec<f32> = Tensor::randn(dims, 0.0, 0.05, &mut rng(8), &cpu).to_vec();
-    let up = |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
-    for (kind, double) in [
-        (QuantType::Nf4, true),
-        (QuantType::Nf4, false),
-        (QuantType::Fp4, true),
-    ] {
-        let q = Quantized::new(&values, &dims, kind, double).unwrap();
-        let (wc, wg) = (
-            QuantizedWeight::new(&q, &cpu),
-            QuantizedWeight::new(&q, &gpu),
-        );
-        let w = wc.decompress(&cpu); // (70, 300)
-        for transposed in [false, true] {
-            let k = dims[usize::from(!transposed)];
-            let stored = Tensor::randn([k, 130], 0.0, 1.0, &mut rng(9), &cpu);
-            for view in [true, false] {
-                // x (130, k): a view of the stored (k, 130), or its contiguous copy, on both devices
-                let (x, gx) = if view {
-                    (stored.t(), up(&stored).t())
-                } else {
-                    (stored.t().contiguous(), up(&stored.t().contiguous()))
-                };
-                let (want, got) = if transposed {
-                    (x.matmul(&w), wg.product_transposed(&gx))
-                } else {
-                    (x.matmul(&w.t()), wg.product(&gx))
-                };
-                let got = got.expect("the GPU multiplies from the codes").to_vec();
-                let diff = max_rel_diff(&got, &want.to_vec());
-                assert!(
-                    diff < 1e-4,
-                    "{kind:?} double={double} transposed={transposed} view={view}: {diff}"
-                );
+    // W (70, 300): 329 blocks of 64, the last partial, and N or K not a multiple of 4 (the first kernel);
+    // W (72, 600): the fast kernel, K split in two for x W^T. x W^T and g W with 132 rows (past a 128-row
+    // tile), x contiguous or a transposed view
+    for dims in [[70, 300], [72, 600]] {
+        let values: Vec<f32> = Tensor::randn(dims, 0.0, 0.05, &mut rng(8), &cpu).to_vec();
+        let up =
+            |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
+        for (kind, double) in [
+            (QuantType::Nf4, true),
+            (QuantType::Nf4, false),
+            (QuantType::Fp4, true),
+        ] {
+            let q = Quantized::new(&values, &dims, kind, double).unwrap();
+            let wg = QuantizedWeight::new(&q, &gpu);
+            let w = QuantizedWeight::new(&q, &cpu).decompress(&cpu); // (out, in)
+            for transposed in [false, true] {
+                let k = dims[usize::from(!transposed)];
+                let stored = Tensor::randn([k, 132], 0.0, 1.0, &mut rng(9), &cpu);
+                for view in [true, false] {
+                    // x (132, k): a view of the stored (k, 132), or its contiguous copy, on both devices
+                    let (x, gx) = if view {
+                        (stored.t(), up(&stored).t())
+                    } else {
+                        (stored.t().contiguous(), up(&stored.t().contiguous()))
+                    };
+                    let (want, got) = if transposed {
+                        (x.matmul(&w), wg.product_transposed(&gx))
+                    } else {
+                        (x.matmul(&w.t()), wg.product(&gx))
+                    };
+                    let got = got.expect("the GPU multiplies from the codes").to_vec();
+                    let diff = max_rel_diff(&got, &want.to_vec());
+                    assert!(
+                        diff < 1e-4,
+                        "{dims:?} {kind:?} double={double} transposed={transposed} view={view}: {diff}"
+                    );
+                }
             }
         }
     }

@@ -23,13 +23,26 @@ const MATMUL: Kernel = Kernel {
     prelude: concat!(include_str!("gemm.wgsl"), include_str!("gemm_b_dense.wgsl")),
     ..kernel!("matmul.wgsl", "matmul")
 };
-/// `matmul.wgsl` with B expanded from 4-bit codes as its tiles are staged.
+/// The first and the fast kernel with B expanded from 4-bit codes as their tiles are staged.
 const MATMUL_4BIT: Kernel = Kernel {
     prelude: concat!(include_str!("gemm.wgsl"), include_str!("gemm_b_nf4.wgsl")),
-    ..kernel!("matmul.wgsl", "matmul")
+    ..MATMUL
 };
-const MATMUL_VEC4: Kernel = kernel!("matmul_vec4.wgsl", "matmul_vec4", "gemm.wgsl");
-const SUM_SPLITS: Kernel = kernel!("matmul_vec4.wgsl", "sum_splits", "gemm.wgsl");
+const MATMUL_VEC4: Kernel = Kernel {
+    prelude: concat!(
+        include_str!("gemm.wgsl"),
+        include_str!("gemm_b_dense4.wgsl")
+    ),
+    ..kernel!("matmul_vec4.wgsl", "matmul_vec4")
+};
+const MATMUL_VEC4_4BIT: Kernel = Kernel {
+    prelude: concat!(include_str!("gemm.wgsl"), include_str!("gemm_b_nf4.wgsl")),
+    ..MATMUL_VEC4
+};
+const SUM_SPLITS: Kernel = Kernel {
+    entry: "sum_splits",
+    ..MATMUL_VEC4
+};
 const MATMUL_NARROW: Kernel = kernel!("matmul_narrow.wgsl", "matmul_narrow", "gemm.wgsl");
 /// The output block one workgroup of `matmul.wgsl` computes is TILE x TILE; `matmul_vec4.wgsl`'s is
 /// TILE_VEC4 x TILE_VEC4, over steps of BK along K.
@@ -78,16 +91,17 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
     let vec4 = (dev.gemm == Gemm::Auto && n.is_multiple_of(4))
         .then(|| Vec4Layout::of(la).zip(Vec4Layout::of(lb)))
         .flatten();
+    let b_binding = [(3, b.0.buffer())];
     let Some((va, vb)) = vec4 else {
-        let out = dev.output(batch * m * n);
-        dev.ctx.dispatch(
+        let grid = [groups(n, TILE), groups(m, TILE), batch as u32];
+        return split_dispatch(
+            dev,
             &MATMUL,
-            &[],
             &params,
-            &buffers(&out, a.0, b.0),
-            [groups(n, TILE), groups(m, TILE), batch as u32],
+            (a.0, &b_binding),
+            grid,
+            [batch, 1, m * n],
         );
-        return out;
     };
     let tiles = n.div_ceil(TILE_VEC4) * m.div_ceil(TILE_VEC4) * batch;
     let (splits, k_per_split) = split_k(tiles, k, batch);
@@ -102,7 +116,7 @@ pub fn matmul(dev: &Wgpu, a: (&GpuStorage, &Layout), b: (&GpuStorage, &Layout)) 
         dev,
         &MATMUL_VEC4,
         &params,
-        (a.0, b.0),
+        (a.0, &b_binding),
         grid,
         [batch, splits, m * n],
     )
@@ -128,20 +142,37 @@ pub fn matmul_4bit(
     }
     let mut params = gemm_params(x.1, &Layout::contiguous([k, n])); // B's strides are not read
     let (tail, [codes, absmax, scales, map]) = super::quant::packed_4bit(q);
-    params.extend([u32::from(transposed), in_features as u32]);
-    params.extend(tail);
-    let out = dev.output(m * n);
-    let buffers = [
-        (1, out.buffer()),
-        (2, x.0.buffer()),
-        (3, codes),
-        (4, absmax),
-        (5, scales),
-        (6, map),
-    ];
-    let grid = [groups(n, TILE), groups(m, TILE), 1];
-    dev.ctx.dispatch(&MATMUL_4BIT, &[], &params, &buffers, grid);
-    out
+    let b = [(3, codes), (4, absmax), (5, scales), (6, map)];
+    let nf4 = |params: &mut Vec<u32>| {
+        params.extend([u32::from(transposed), in_features as u32]);
+        params.extend(&tail);
+    };
+    // the fast kernel reads four consecutive codes of one absmax block
+    let vec4 = (dev.gemm == Gemm::Auto
+        && k.is_multiple_of(4)
+        && n.is_multiple_of(4)
+        && q.block.is_multiple_of(4))
+    .then(|| Vec4Layout::of(x.1))
+    .flatten();
+    let Some(va) = vec4 else {
+        nf4(&mut params);
+        let grid = [groups(n, TILE), groups(m, TILE), 1];
+        return split_dispatch(dev, &MATMUL_4BIT, &params, (x.0, &b), grid, [1, 1, m * n]);
+    };
+    let (splits, k_per_split) = split_k(n.div_ceil(TILE_VEC4) * m.div_ceil(TILE_VEC4), k, 1);
+    // B's contiguous axis is W's rows: k for x W^T (columns), n for g W (rows)
+    let flags = u32::from(va == Vec4Layout::Rows) | u32::from(transposed) << 1;
+    params.extend([flags, splits as u32, k_per_split as u32]);
+    nf4(&mut params);
+    let grid = [groups(n, TILE_VEC4), groups(m, TILE_VEC4), splits as u32];
+    split_dispatch(
+        dev,
+        &MATMUL_VEC4_4BIT,
+        &params,
+        (x.0, &b),
+        grid,
+        [1, splits, m * n],
+    )
 }
 
 /// `matmul_narrow.wgsl` for a product with N <= NARROW; `transposed`: the operands are B^T and A^T of a
@@ -168,7 +199,7 @@ fn narrow(
         dev,
         &MATMUL_NARROW,
         &params,
-        (a.0, b.0),
+        (a.0, &[(3, b.0.buffer())]),
         grid,
         [batch, splits, m * n],
     )
@@ -216,39 +247,35 @@ fn gemm_params(la: &Layout, lb: &Layout) -> Vec<u32> {
     params
 }
 
-fn buffers<'s>(
-    out: &'s GpuStorage,
-    a: &'s GpuStorage,
-    b: &'s GpuStorage,
-) -> [(u32, &'s wgpu::Buffer); 3] {
-    [(1, out.buffer()), (2, a.buffer()), (3, b.buffer())]
-}
-
-/// Dispatches a split-K `kernel` over `grid`: with one split straight into the (batch, M, N) output, else
-/// into (batch, splits, M, N) partial products that `sum_splits` adds up.
+/// Dispatches a split-K `kernel` reading A from `a` and B from the `b` bindings over `grid`: with one split
+/// straight into the (batch, M, N) output, else into (batch, splits, M, N) partial products that
+/// `sum_splits` adds up.
 fn split_dispatch(
     dev: &Wgpu,
     kernel: &Kernel,
     params: &[u32],
-    (a, b): (&GpuStorage, &GpuStorage),
+    (a, b): (&GpuStorage, &[(u32, &wgpu::Buffer)]),
     grid: [u32; 3],
     [batch, splits, mn]: [usize; 3],
 ) -> GpuStorage {
+    let dispatch = |out: &GpuStorage| {
+        let mut buffers = vec![(1, out.buffer()), (2, a.buffer())];
+        buffers.extend_from_slice(b);
+        dev.ctx.dispatch(kernel, &[], params, &buffers, grid);
+    };
     let out = dev.output(batch * mn);
     if splits == 1 {
-        dev.ctx
-            .dispatch(kernel, &[], params, &buffers(&out, a, b), grid);
+        dispatch(&out);
         return out;
     }
     let part = dev.output(batch * splits * mn); // (batch, splits, M, N)
-    dev.ctx
-        .dispatch(kernel, &[], params, &buffers(&part, a, b), grid);
+    dispatch(&part);
     let vecs = batch * mn / 4;
     dev.ctx.dispatch(
         &SUM_SPLITS,
         &[],
         &[vecs as u32, (mn / 4) as u32, splits as u32],
-        &[(1, out.buffer()), (4, part.buffer())],
+        &[(1, out.buffer()), (7, part.buffer())],
         super::grid(vecs.div_ceil(256)),
     );
     out

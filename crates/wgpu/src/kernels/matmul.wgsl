@@ -12,7 +12,8 @@
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 // B comes through `b_at(offset, k, column)`, from a prelude: gemm_b_dense.wgsl (an f32 matrix) or
-// gemm_b_nf4.wgsl (a 4-bit weight expanded as its tile is staged).
+// gemm_b_nf4.wgsl (a 4-bit weight expanded as its tile is staged), whose parameters start at p[B_PARAMS].
+const B_PARAMS: u32 = 28u;
 
 const TILE: u32 = 64u;
 const BK: u32 = 16u;

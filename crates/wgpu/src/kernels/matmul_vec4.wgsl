@@ -23,7 +23,10 @@
 
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b: array<vec4<f32>>;
+// B comes through `b_vec4(offset, k, column)`, four values along its contiguous axis, from a prelude:
+// gemm_b_dense4.wgsl (an f32 matrix) or gemm_b_nf4.wgsl (a 4-bit weight, expanded as the tile is staged).
+// The NF4 prelude's parameters start at p[B_PARAMS].
+const B_PARAMS: u32 = 31u;
 
 const BM: u32 = 128u;
 const BN: u32 = 128u;
@@ -59,13 +62,13 @@ fn b_part(off: u32, col0: u32, k0: u32, k_end: u32, t: u32) -> vec4<f32> {
         let k = k0 + t / 32u;
         let c = col0 + (t % 32u) * 4u;
         if k < k_end && c < p[2] {
-            return b[(off + k * p[20] + c) / 4u];
+            return b_vec4(off, k, c);
         }
     } else {
         let c = col0 + t / 2u;
         let k = k0 + (t % 2u) * 4u;
         if k < k_end && c < p[2] {
-            return b[(off + c * p[21] + k) / 4u];
+            return b_vec4(off, k, c);
         }
     }
     return vec4<f32>(0.0);
@@ -156,7 +159,7 @@ fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // out (batch, M * N / 4) = the sum over splits of part (batch, splits, M * N / 4), in vec4; one invocation
 // per output vec4. p[0] = batch * M * N / 4, p[1] = M * N / 4, p[2] = splits.
 
-@group(0) @binding(4) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> part: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
