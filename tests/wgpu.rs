@@ -510,9 +510,9 @@ fn the_4_bit_gemm_matches_expanding_the_weight_on_the_cpu() {
     let Some((_one, gpu)) = gpu() else { return };
     let cpu = Cpu::<f32>::new();
     // W (70, 300): 329 blocks of 64, the last partial, and N or K not a multiple of 4 (the first kernel);
-    // W (72, 600): the fast kernel, K split in two for x W^T. x W^T and g W with 132 rows (past a 128-row
-    // tile), x contiguous or a transposed view
-    for dims in [[70, 300], [72, 600]] {
+    // W (72, 600): the fast kernel, K split in two for x W^T. x W^T and g W with 120 rows (decoded
+    // inside the GEMM) and 132 (past one row block: expanded first), x contiguous or a transposed view
+    for (dims, rows) in [([70, 300], 120), ([72, 600], 120), ([72, 600], 132)] {
         let values: Vec<f32> = Tensor::randn(dims, 0.0, 0.05, &mut rng(8), &cpu).to_vec();
         let up =
             |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
@@ -526,9 +526,9 @@ fn the_4_bit_gemm_matches_expanding_the_weight_on_the_cpu() {
             let w = QuantizedWeight::new(&q, &cpu).decompress(&cpu); // (out, in)
             for transposed in [false, true] {
                 let k = dims[usize::from(!transposed)];
-                let stored = Tensor::randn([k, 132], 0.0, 1.0, &mut rng(9), &cpu);
+                let stored = Tensor::randn([k, rows], 0.0, 1.0, &mut rng(9), &cpu);
                 for view in [true, false] {
-                    // x (132, k): a view of the stored (k, 132), or its contiguous copy, on both devices
+                    // x (rows, k): a view of the stored (k, rows), or its contiguous copy, on both devices
                     let (x, gx) = if view {
                         (stored.t(), up(&stored).t())
                     } else {
@@ -543,7 +543,8 @@ fn the_4_bit_gemm_matches_expanding_the_weight_on_the_cpu() {
                     let diff = max_rel_diff(&got, &want.to_vec());
                     assert!(
                         diff < 1e-4,
-                        "{dims:?} {kind:?} double={double} transposed={transposed} view={view}: {diff}"
+                        "{dims:?} x {rows} {kind:?} double={double} transposed={transposed} \
+                         view={view}: {diff}"
                     );
                 }
             }
