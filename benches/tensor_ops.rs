@@ -3,10 +3,11 @@
 //! (FLOP/s, as criterion's "elements"/s), transposed operands, and memory-bound elementwise / reduction /
 //! softmax kernels against a plain copy of the same size (bytes/s).
 //!
-//! The `wgpu_*` groups run on the GPU (skipped with a message when there is no adapter): both GEMM kernels
-//! (`tiled`, the first version, and `vec4`) at 256-4096 (FLOP/s; up to 1024 on a software adapter such as
-//! lavapipe) and at SmolLM2's LoRA-step shapes, and the fused kernels at the medium config's sizes. Each
-//! GPU iteration ends by reading one value back, so it times finished work.
+//! The `wgpu_*` groups run on the GPU (skipped with a message when there is no adapter): the GEMM as
+//! `tiled` (the first kernel) and `auto` (what `Gemm::Auto` picks: vec4, or narrow for LoRA's rank) at
+//! 256-4096 (FLOP/s; up to 1024 on a software adapter such as lavapipe) and at SmolLM2's LoRA-step
+//! shapes, and the fused kernels at the medium config's sizes. Each GPU iteration ends by reading one
+//! value back, so it times finished work.
 //!
 //! `cargo bench --bench tensor_ops` (`-- wgpu` for the GPU groups only)
 
@@ -177,10 +178,11 @@ fn wgpu_kernels(c: &mut Criterion) {
     let randn_on =
         |dev: &Wgpu, dims: &[usize], seed| Tensor::randn(dims, 0.0, 1.0, &mut rng(seed), dev);
     let randn = |dims: &[usize], seed| randn_on(&gpu, dims, seed);
-    // both GEMM kernels: matmul.wgsl (`tiled`, the first version) and matmul_vec4.wgsl (`auto`)
+    // matmul.wgsl (`tiled`, the first version) and what `Gemm::Auto` picks (matmul_vec4.wgsl, or
+    // matmul_narrow.wgsl for LoRA's skinny products)
     let kernels = [
         ("tiled", gpu.with_gemm(Gemm::Tiled)),
-        ("vec4", gpu.with_gemm(Gemm::Auto)),
+        ("auto", gpu.with_gemm(Gemm::Auto)),
     ];
     let mut g = c.benchmark_group("wgpu_matmul");
     g.sample_size(10);
