@@ -15,3 +15,16 @@ fn batch_offsets(batch: u32) -> vec2<u32> {
     }
     return off;
 }
+
+// The batch and the k range [begin, end) of workgroup z of a split-K kernel: z = batch * splits + split,
+// split s sums k in [s p[30], (s + 1) p[30]) (p[29] = splits).
+struct Split {
+    batch: u32,
+    k_begin: u32,
+    k_end: u32,
+}
+
+fn split_of(z: u32) -> Split {
+    let begin = (z % p[29]) * p[30];
+    return Split(z / p[29], begin, min(p[1], begin + p[30]));
+}

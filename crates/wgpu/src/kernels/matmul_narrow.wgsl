@@ -30,13 +30,12 @@ var<workgroup> b_tile: array<vec4<f32>, 128>;
 fn matmul_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let m = p[0];
     let n = p[2];
-    let splits = p[29];
-    let split = wid.z % splits;
-    let off = batch_offsets(wid.z / splits); // where this batch's matrices start
+    let split = split_of(wid.z);
+    let off = batch_offsets(split.batch); // where this batch's matrices start
     let off_a = off.x;
     let off_b = off.y;
-    let k_begin = split * p[30];
-    let k_end = min(p[1], k_begin + p[30]);
+    let k_begin = split.k_begin;
+    let k_end = split.k_end;
     let row0 = wid.x * BM;
     let a_rows = p[12] == 1u; // A's k axis is contiguous: neighbours load along k, else along m
     let b_rows = p[21] == 1u; // B's n axis is contiguous: neighbours load along n, else along k

@@ -101,13 +101,12 @@ fn stage(buf: u32, va: vec4<f32>, vb: vec4<f32>, t: u32) {
 fn matmul_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m = p[0];
     let n = p[2];
-    let splits = p[29];
-    let split = wid.z % splits;
-    let off = batch_offsets(wid.z / splits); // where this batch's matrices start
+    let split = split_of(wid.z);
+    let off = batch_offsets(split.batch); // where this batch's matrices start
     let off_a = off.x;
     let off_b = off.y;
-    let k_begin = split * p[30];
-    let k_end = min(p[1], k_begin + p[30]);
+    let k_begin = split.k_begin;
+    let k_end = split.k_end;
     let steps = (k_end - k_begin + BK - 1u) / BK;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
