@@ -426,6 +426,24 @@ fn column_reductions_match_the_cpu_through_every_pass() {
 }
 
 #[test]
+fn index_add_sums_repeated_ids_as_the_cpu_does() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    // 3000 ids into 50 of 61 rows (an embedding's gradient: repeated tokens), on the middle axis of
+    // (2, 61, 70), onto a non-zero tensor
+    let ids: Vec<u32> = (0..3000u32)
+        .map(|i| (i * 7919 + i / 3) % 50 + 11 * (i % 2))
+        .collect();
+    let base = Tensor::randn([2, 61, 70], 0.0, 1.0, &mut rng(5), &cpu);
+    let src = Tensor::randn([2, 3000, 70], 0.0, 1.0, &mut rng(6), &cpu);
+    let up = |x: &Tensor<Cpu<f32>>| Tensor::from_vec(x.to_vec(), x.shape().clone(), &gpu).unwrap();
+    let want = base.index_add(1, &ids, &src).to_vec();
+    let got = up(&base).index_add(1, &ids, &up(&src)).to_vec();
+    let diff = max_rel_diff(&got, &want);
+    assert!(diff < 1e-6, "max diff {diff}");
+}
+
+#[test]
 fn rms_norm_weight_gradient_sums_every_chunk_of_rows() {
     let Some((_one, gpu)) = gpu() else { return };
     let cpu = Cpu::<f32>::new();

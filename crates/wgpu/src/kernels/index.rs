@@ -51,19 +51,43 @@ pub fn index_add(
         return;
     }
     let src = dev.dense(src.0, src.1);
-    let ids_buf = dev.upload_ids(ids);
+    let (rows, table) = by_destination(ids);
+    let table = dev.upload_ids(&table);
+    let n = outer * rows * inner; // one invocation per value of a destination row
     let params = [
-        (outer * inner) as u32,
+        n as u32,
         len as u32,
         inner as u32,
-        ids.len() as u32,
+        rows as u32,
         src.offset(),
+        ids.len() as u32,
     ];
     dev.ctx.dispatch(
         &kernel!("index.wgsl", "index_add"),
         &[],
         &params,
-        &[(1, dst.buffer()), (2, src.buffer()), (3, ids_buf.buffer())],
-        grid((outer * inner).div_ceil(256)),
+        &[(1, dst.buffer()), (2, src.buffer()), (3, table.buffer())],
+        grid(n.div_ceil(256)),
     );
+}
+
+/// The ids grouped by destination, as `index_add` reads them: the number of distinct ids r, and a table
+/// of the r ids, r + 1 starts, and the positions of `ids` sorted by id (each id's in their order, so that
+/// a destination sums its sources as the CPU does): destination u's sources are
+/// `positions[starts[u]..starts[u + 1]]`.
+fn by_destination(ids: &[u32]) -> (usize, Vec<u32>) {
+    let mut positions: Vec<u32> = (0..ids.len() as u32).collect();
+    positions.sort_by_key(|&i| ids[i as usize]); // stable: equal ids keep their order
+    let (mut rows, mut starts) = (Vec::new(), Vec::new());
+    for (k, &i) in positions.iter().enumerate() {
+        if rows.last() != Some(&ids[i as usize]) {
+            rows.push(ids[i as usize]);
+            starts.push(k as u32);
+        }
+    }
+    starts.push(ids.len() as u32);
+    let r = rows.len();
+    rows.extend(starts);
+    rows.extend(positions);
+    (r, rows)
 }
