@@ -11,6 +11,9 @@
 //! - `matmul_narrow.wgsl`, for LoRA's skinny products (N <= 16, or M <= 16 run as the transpose): blocks
 //!   of 16 rows by all of N, any strides, split-K.
 //!
+//! The first two read B through a prelude (`gemm_b_dense*.wgsl`); with `gemm_b_nf4.wgsl` instead they
+//! multiply by a 4-bit weight, decoding it as they stage their tiles (`matmul_4bit`, QLoRA's base).
+//!
 //! [`Gemm`] picks among them by shape and layout; `Gemm::Tiled` keeps the first version for every shape
 //! (tests and benchmarks compare them).
 
