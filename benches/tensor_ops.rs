@@ -251,14 +251,20 @@ fn wgpu_kernels(c: &mut Criterion) {
     g.bench_function("rms_norm_backward", |bench| {
         bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5, true).0)))
     });
+    // the embedding's gradient: every token's row scattered onto its id (`index_add`, repeated ids)
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();
+    let table = randn(&[256, h * d], 6);
+    g.bench_function("index_add", |bench| {
+        bench.iter(|| black_box(finish(&table.index_add(0, &ids, &x))))
+    });
     // a column sum over the tokens (a broadcast operand's gradient, `sum_to`)
     g.bench_function("sum_over_tokens", |bench| {
         bench.iter(|| black_box(finish(&x.sum(0, false))))
     });
     let logits = randn(&[b * t, 256], 5);
-    let targets: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();
+    let targets = &ids; // the same token ids, as next-token targets
     g.bench_function("cross_entropy", |bench| {
-        bench.iter(|| black_box(finish(&logits.cross_entropy(&targets, None))))
+        bench.iter(|| black_box(finish(&logits.cross_entropy(targets, None))))
     });
     g.bench_function("softmax", |bench| {
         bench.iter(|| black_box(finish(&logits.softmax())))
