@@ -438,14 +438,7 @@ pub trait Backend: Clone + Debug + Send + Sync + 'static {
         dims: [usize; 2],
         transposed: bool,
     ) -> Self::Storage {
-        let w = self.dequantize_4bit(q);
-        let w_layout = Layout::contiguous(dims); // (out, in)
-        let w_layout = if transposed {
-            w_layout
-        } else {
-            w_layout.transpose(0, 1) // W^T, a view
-        };
-        self.matmul(x.0, x.1, &w, &w_layout)
+        composed::matmul_4bit(self, x, q, dims, transposed)
     }
 
     /// Expands 8-bit codes: `out[i] = map[code_i] * absmax(i / block)`, `map` the 256 values of a dynamic

@@ -218,6 +218,25 @@ pub fn adamw_step<B: Backend>(
 
 // ---- block-wise codes: bytes are no arithmetic of the primitives, so the host decodes them ----------------
 
+/// `x W^T` (or `x W`, `transposed`) for a 4-bit W (out, in): W expanded with `dequantize_4bit`, then one
+/// `matmul` through a view of it (`Backend::matmul_4bit`'s default, and the GPU's for many rows).
+pub fn matmul_4bit<B: Backend>(
+    b: &B,
+    x: (&B::Storage, &Layout),
+    q: &Packed4bit<'_, B::Storage>,
+    dims: [usize; 2],
+    transposed: bool,
+) -> B::Storage {
+    let w = b.dequantize_4bit(q);
+    let w_layout = Layout::contiguous(dims); // (out, in)
+    let w_layout = if transposed {
+        w_layout
+    } else {
+        w_layout.transpose(0, 1) // W^T, a view
+    };
+    b.matmul(x.0, x.1, &w, &w_layout)
+}
+
 /// 4-bit dequantization on the host: the storages read back, expanded by the CPU kernel, uploaded.
 pub fn dequantize_4bit<B: Backend>(b: &B, q: &Packed4bit<'_, B::Storage>) -> B::Storage {
     let codes = host(b, q.codes);

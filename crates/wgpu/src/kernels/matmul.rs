@@ -148,14 +148,8 @@ pub fn matmul_4bit(
         // Each row block of the output decodes all of W again: past one block, expanding W once and
         // running the dense GEMM is faster (on lavapipe, a small QLoRA step: 1356 ms decoding inside,
         // 901 ms expanding, LoRA 864-986 ms)
-        let w = super::quant::dequantize_4bit(dev, q);
-        let w_layout = Layout::contiguous([out_features, in_features]);
-        let w_layout = if transposed {
-            w_layout
-        } else {
-            w_layout.transpose(0, 1)
-        };
-        return matmul(dev, x, (&w, &w_layout));
+        let dims = [out_features, in_features];
+        return lowrank_tensor::composed::matmul_4bit(dev, x, q, dims, transposed);
     }
     let mut params = gemm_params(x.1, &Layout::contiguous([k, n])); // B's strides are not read
     let (tail, [codes, absmax, scales, map]) = super::quant::packed_4bit(q);
