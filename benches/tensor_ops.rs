@@ -13,7 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lowrank::tensor::{rng, Backend, Cpu, Element, Tensor};
-use lowrank::wgpu::{wgpu::DeviceType, Gemm, Wgpu};
+use lowrank::wgpu::{wgpu::DeviceType, Gemm, Lanes, Wgpu};
 use std::hint::black_box;
 
 type T = Tensor<Cpu<f32>>;
@@ -244,13 +244,6 @@ fn wgpu_kernels(c: &mut Criterion) {
     // the medium config: 16 x 128 tokens, d 256, 8 heads of 32, vocab 256
     let (b, t, h, d) = (16, 128, 8, 32);
     let x = randn(&[b * t, h * d], 3);
-    let w = randn(&[h * d], 4);
-    g.bench_function("rms_norm", |bench| {
-        bench.iter(|| black_box(finish(&x.rms_norm(&w, 1e-5))))
-    });
-    g.bench_function("rms_norm_backward", |bench| {
-        bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5, true).0)))
-    });
     // the embedding's gradient: every token's row scattered onto its id (`index_add`, repeated ids)
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 256) as u32).collect();
     let table = randn(&[256, h * d], 6);
@@ -260,14 +253,6 @@ fn wgpu_kernels(c: &mut Criterion) {
     // a column sum over the tokens (a broadcast operand's gradient, `sum_to`)
     g.bench_function("sum_over_tokens", |bench| {
         bench.iter(|| black_box(finish(&x.sum(0, false))))
-    });
-    let logits = randn(&[b * t, 256], 5);
-    let targets = &ids; // the same token ids, as next-token targets
-    g.bench_function("cross_entropy", |bench| {
-        bench.iter(|| black_box(finish(&logits.cross_entropy(targets, None))))
-    });
-    g.bench_function("softmax", |bench| {
-        bench.iter(|| black_box(finish(&logits.softmax())))
     });
     let heads = |seed| randn(&[b, t, h, d], seed).permute(&[0, 2, 1, 3]);
     let (q, k, v, dy) = (heads(7), heads(8), heads(9), heads(10));
@@ -289,6 +274,44 @@ fn wgpu_kernels(c: &mut Criterion) {
             black_box(grads.map(|g| g.map(|g| finish(&g))))
         })
     });
+    g.finish();
+
+    // The row kernels (one workgroup per row), their lanes combined with subgroup operations (where the
+    // adapter has them) and through workgroup memory: the medium config's rows (width 256, vocab 256) and
+    // SmolLM2's (width 576, vocab 49152) over 1024 tokens.
+    let mut lanes = vec![(
+        "workgroup",
+        gpu.with_lanes(Lanes::Workgroup).expect("always"),
+    )];
+    lanes.extend(
+        gpu.with_lanes(Lanes::Subgroup)
+            .ok()
+            .map(|dev| ("subgroup", dev)),
+    );
+    let mut g = c.benchmark_group("wgpu_rows");
+    g.sample_size(10);
+    for (size, width, vocab) in [("medium", 256, 256), ("smollm2", 576, 49152)] {
+        let tokens = if software && vocab > 256 { 256 } else { 1024 };
+        let targets: Vec<u32> = (0..tokens).map(|i| (i * 7 % vocab) as u32).collect();
+        for (name, dev) in &lanes {
+            let x = randn_on(dev, &[tokens, width], 3);
+            let w = randn_on(dev, &[width], 4);
+            let logits = randn_on(dev, &[tokens, vocab], 5);
+            let id = |op: &str| BenchmarkId::new(*name, format!("{op}/{size}"));
+            g.bench_function(id("rms_norm"), |bench| {
+                bench.iter(|| black_box(finish(&x.rms_norm(&w, 1e-5))))
+            });
+            g.bench_function(id("rms_norm_backward"), |bench| {
+                bench.iter(|| black_box(finish(&x.rms_norm_backward(&w, &x, 1e-5, true).0)))
+            });
+            g.bench_function(id("cross_entropy"), |bench| {
+                bench.iter(|| black_box(finish(&logits.cross_entropy(&targets, None))))
+            });
+            g.bench_function(id("softmax"), |bench| {
+                bench.iter(|| black_box(finish(&logits.softmax())))
+            });
+        }
+    }
     g.finish();
 }
 

@@ -8,7 +8,10 @@
 //! the % of peak the products reached while they ran.
 //!
 //! With `--device wgpu` the steps run on the GPU, and each line adds the GPU work of one step: compute
-//! dispatches, queue submits and read-backs (the loss is the one read-back a step needs).
+//! dispatches, queue submits and read-backs (the loss is the one read-back a step needs). Where the adapter
+//! has timestamp queries, `gpu_time_in` gives where the GPU's time went, from as many steps again with each
+//! kernel timed (so not in `ms_per_step`: a timed submission waits for the GPU): ms per step in the GEMMs
+//! (with their GFLOP/s), in attention, in the rest, and by kernel.
 //!
 //! `cargo run --release --example bench_train -- --configs small,medium --steps 20`
 //! `cargo run --release --example bench_train -- --configs smollm2 --steps 5` (SmolLM2 from its GGUF)
@@ -75,6 +78,49 @@ fn gpu_counters(device: device::Device) -> [u64; 3] {
     }
 }
 
+/// `gpu_time_in` (see the module doc): `steps` more steps with every kernel timed, or `None` when the run
+/// is not on a GPU that can time its passes.
+fn gpu_time_in<B: Backend>(
+    device: device::Device,
+    w: &mut Workload<B>,
+    steps: usize,
+    gflop_per_step: f64,
+) -> Result<Option<serde_json::Value>, lowrank::gpt::StepFailed> {
+    let gpu = match device {
+        device::Device::Wgpu => lowrank::wgpu::Wgpu::new().ok(),
+        device::Device::Cpu => None,
+    };
+    let Some(gpu) = gpu.filter(|g| g.start_profiling().is_ok()) else {
+        return Ok(None);
+    };
+    for _ in 0..steps {
+        w.step()?;
+    }
+    let times = gpu.stop_profiling();
+    let ms = |t: &lowrank::wgpu::KernelTime| t.seconds * 1e3 / steps as f64;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let in_files = |prefix: &str| -> f64 {
+        times
+            .iter()
+            .filter(|t| t.file.starts_with(prefix))
+            .map(ms)
+            .sum()
+    };
+    let (total, gemm, attention) = (in_files(""), in_files("matmul"), in_files("attention"));
+    let by_kernel: serde_json::Map<_, _> = times
+        .iter()
+        .map(|t| (format!("{}:{}", t.file, t.entry), round2(ms(t)).into()))
+        .collect();
+    Ok(Some(serde_json::json!({
+        "total_ms": round2(total),
+        "matmul_ms": round2(gemm),
+        "matmul_gflops": round2(gflop_per_step / (gemm * 1e-3).max(1e-12)),
+        "attention_ms": round2(attention),
+        "rest_ms": round2(total - gemm - attention),
+        "by_kernel": by_kernel,
+    })))
+}
+
 fn child<B: Backend>(
     args: &Args,
     config: &str,
@@ -125,6 +171,7 @@ fn child<B: Backend>(
     let state_bytes = 4 * total + compressed + 4 * trainable + w.opt.state_bytes();
     let total = total + compressed_params;
     let gflops = gflop / ms * 1e3;
+    let gpu_time = gpu_time_in(args.device, &mut w, steps, gflop)?;
     // % of the CPU's measured FMA peak, and where the step's time went (for the CPU backend: a GPU's
     // peak is not probed, and its ops return before their kernels have run)
     let peak = matches!(args.device, device::Device::Cpu).then(|| fma_peak_gflops(0.5));
@@ -151,7 +198,8 @@ fn child<B: Backend>(
             "dispatches_per_step": per_step(0), "submits_per_step": per_step(1),
             "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,
             "gflops": round1(gflops), "fma_peak_gflops": peak.map(round1),
-            "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p)), "time_in": breakdown
+            "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p)), "time_in": breakdown,
+            "gpu_time_in": gpu_time
         })
     );
     Ok(())

@@ -1001,6 +1001,35 @@ on_every_backend! {
     attention => |dev| |case: AttentionCase| check_attention(&dev, &case);
 }
 
+/// The row kernels (softmax, RMSNorm, cross-entropy: `fused` and `backward`) on the GPU with the lanes
+/// combined through workgroup memory: `gpu()` combines them with subgroup operations where the adapter has
+/// them, so both ways are tested (on an adapter without subgroups this repeats the path `wgpu` took).
+mod workgroup_lanes {
+    use super::*;
+    use lowrank::wgpu::Lanes;
+    fn dev() -> Option<Wgpu> {
+        gpu().map(|g| {
+            g.with_lanes(Lanes::Workgroup)
+                .expect("every adapter has workgroup memory")
+        })
+    }
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn fused(((nd, how), tg) in strategies::fused()) {
+            if let Some(dev) = dev() {
+                check_fused(&dev, &nd, how, &tg);
+            }
+        }
+        #[test]
+        fn backward(((nd, how), tg) in strategies::backward()) {
+            if let Some(dev) = dev() {
+                check_backward(&dev, &nd, how, &tg);
+            }
+        }
+    }
+}
+
 // ---- large inputs take the parallel paths ------------------------------------------------------------------
 
 #[test]

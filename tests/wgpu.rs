@@ -178,7 +178,11 @@ fn dora_trains_the_same_on_gpu_and_cpu() {
 fn the_adapter_is_vulkan_where_ci_requires_it() {
     let Some((_one, gpu)) = gpu() else { return };
     let backend = gpu.adapter_info().backend;
-    eprintln!("wgpu adapter: {}", gpu.adapter_name());
+    eprintln!(
+        "wgpu adapter: {}, row kernels' lanes: {:?}",
+        gpu.adapter_name(),
+        gpu.lanes()
+    );
     if std::env::var("LOWRANK_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
         assert_eq!(
             backend,
@@ -186,6 +190,15 @@ fn the_adapter_is_vulkan_where_ci_requires_it() {
             "CI runs the GPU tests on Vulkan (lavapipe), got {}",
             gpu.adapter_name()
         );
+        // tests/ops.rs runs the row kernels both ways only where the default is the subgroup one
+        if gpu.adapter_info().name.starts_with("llvmpipe") {
+            assert_eq!(
+                gpu.lanes(),
+                lowrank::wgpu::Lanes::Subgroup,
+                "lavapipe has subgroup operations (Mesa 22 and later): without them CI would test only \
+                 the row kernels' workgroup-memory path"
+            );
+        }
     }
 }
 
@@ -207,6 +220,40 @@ fn a_training_step_reads_back_only_the_loss() {
         after.pool_misses, before.pool_misses,
         "the pool serves a warm step"
     );
+}
+
+#[test]
+fn profiling_times_every_dispatch_of_a_step_and_then_stops() {
+    let Some((_one, gpu)) = gpu() else { return };
+    let model = model_with_adapter(&gpu, Method::Lora);
+    train(&model, 1);
+    if let Err(e) = gpu.start_profiling() {
+        // lavapipe has timestamp queries: CI always takes the path below
+        assert!(!gpu.adapter_info().name.starts_with("llvmpipe"), "{e}");
+        return eprintln!("skipping: {e}");
+    }
+    let before = gpu.stats();
+    train(&model, 1);
+    let times = gpu.stop_profiling();
+    let dispatches = gpu.stats().dispatches - before.dispatches;
+    assert_eq!(
+        times.iter().map(|t| t.dispatches).sum::<u64>(),
+        dispatches,
+        "each dispatch of the step is timed once"
+    );
+    assert!(times.iter().all(|t| t.seconds >= 0.0 && t.dispatches > 0));
+    assert!(
+        times.windows(2).all(|w| w[0].seconds >= w[1].seconds),
+        "longest first"
+    );
+    let gemm = times.iter().find(|t| t.file.starts_with("matmul"));
+    assert!(
+        gemm.is_some_and(|t| t.seconds > 0.0),
+        "the products take GPU time: {times:?}"
+    );
+    // stopped: the next step is not timed, and stopping again gives nothing
+    train(&model, 1);
+    assert!(gpu.stop_profiling().is_empty());
 }
 
 /// Every step uploads token ids, targets and (with dropout) masks, and frees its activations: the pool

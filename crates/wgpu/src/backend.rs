@@ -1,7 +1,7 @@
 //! `Wgpu`: the device handle, and the wiring of each `Backend` method to its kernel family in `kernels/`
 //! (as `crates/tensor/src/cpu/mod.rs` wires the CPU kernels).
 
-use crate::context::{self, Context, Stats};
+use crate::context::{self, Context, Lanes, Stats};
 use crate::kernels::matmul::Gemm;
 use crate::kernels::{attention, elementwise, fused, index, matmul, optim, quant, reduce};
 use crate::storage::{Dense, GpuStorage};
@@ -19,6 +19,8 @@ pub struct Wgpu {
     pub(crate) ctx: Arc<Context>,
     /// The GEMM kernel its products run (`with_gemm`).
     pub(crate) gemm: Gemm,
+    /// How the row kernels' lanes combine (`with_lanes`).
+    pub(crate) lanes: Lanes,
 }
 
 impl fmt::Debug for Wgpu {
@@ -30,10 +32,18 @@ impl fmt::Debug for Wgpu {
 impl Wgpu {
     /// The process's GPU: the first call picks an adapter (a discrete GPU first, a software one last) and
     /// creates the device; later calls share it.
+    /// Its row kernels use subgroup operations where the adapter has them.
     pub fn new() -> Result<Self, WgpuError> {
+        let ctx = context::global()?;
+        let lanes = if ctx.subgroups {
+            Lanes::Subgroup
+        } else {
+            Lanes::Workgroup
+        };
         Ok(Wgpu {
-            ctx: context::global()?,
+            ctx,
             gemm: Gemm::Auto,
+            lanes,
         })
     }
 
@@ -43,6 +53,26 @@ impl Wgpu {
             gemm,
             ..self.clone()
         }
+    }
+
+    /// The same device, its row kernels' lanes combined by `lanes` (to test and time both ways);
+    /// `Lanes::Subgroup` is an error on an adapter without subgroups.
+    pub fn with_lanes(&self, lanes: Lanes) -> Result<Self, WgpuError> {
+        if lanes == Lanes::Subgroup && !self.ctx.subgroups {
+            return Err(WgpuError::Unsupported(format!(
+                "{} has no subgroup operations (wgpu::Features::SUBGROUP)",
+                self.adapter_name()
+            )));
+        }
+        Ok(Wgpu {
+            lanes,
+            ..self.clone()
+        })
+    }
+
+    /// How its row kernels' lanes combine.
+    pub fn lanes(&self) -> Lanes {
+        self.lanes
     }
 
     /// The adapter's name and graphics API, e.g. `NVIDIA H100 (Vulkan)` or `llvmpipe (Vulkan)`.
@@ -57,6 +87,25 @@ impl Wgpu {
     /// Dispatches, submits and read-backs so far (take the difference around a step to count its work).
     pub fn stats(&self) -> Stats {
         self.ctx.stats()
+    }
+
+    /// Starts timing every kernel on the GPU with timestamp queries (each submission then waits for the
+    /// GPU, so time steps without it); an error on an adapter without `Features::TIMESTAMP_QUERY`.
+    pub fn start_profiling(&self) -> Result<(), WgpuError> {
+        if self.ctx.start_profiling() {
+            Ok(())
+        } else {
+            Err(WgpuError::Unsupported(format!(
+                "{} cannot time compute passes (wgpu::Features::TIMESTAMP_QUERY)",
+                self.adapter_name()
+            )))
+        }
+    }
+
+    /// Waits for the GPU, stops timing, and returns each kernel's dispatches and GPU seconds since
+    /// `start_profiling`, longest first.
+    pub fn stop_profiling(&self) -> Vec<crate::KernelTime> {
+        self.ctx.stop_profiling()
     }
 
     /// Waits until the GPU has finished everything recorded so far (for timing).

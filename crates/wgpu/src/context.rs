@@ -9,6 +9,7 @@
 //! gives back to the device the buffers of size classes that no allocation asked for in a while, so the
 //! pool follows the working set instead of growing with every shape it ever saw.
 
+use crate::profiler::{KernelTime, Profiler};
 use crate::WgpuError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,26 @@ pub struct Kernel {
     pub source: &'static str,
     pub prelude: &'static str,
     pub entry: &'static str,
+    /// How its workgroups combine lanes (`lanes_sum`, `lanes_max`); only the row kernels use them.
+    pub lanes: Lanes,
+}
+
+/// How a workgroup's lanes combine their partial sums and maxima (`lanes_sum` and `lanes_max` in the WGSL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lanes {
+    /// Through workgroup memory, a tree of halvings with a barrier each (`lanes.wgsl`): every adapter.
+    #[default]
+    Workgroup,
+    /// Each subgroup in registers, then one pass over workgroup memory (`lanes_subgroup.wgsl`): adapters
+    /// with `Features::SUBGROUP`.
+    Subgroup,
+}
+
+impl Kernel {
+    /// The same kernel compiled with `lanes`' reductions.
+    pub const fn with_lanes(self, lanes: Lanes) -> Kernel {
+        Kernel { lanes, ..self }
+    }
 }
 
 /// Free buffers by size class (bytes, a power of two); see the module doc for recent and settled.
@@ -101,6 +122,8 @@ struct Pending {
     encoder: wgpu::CommandEncoder,
     params: Vec<u8>,
     count: usize,
+    /// Timestamps around each pass, while profiling (`profiler.rs`).
+    profiler: Option<Profiler>,
 }
 
 pub struct Context {
@@ -108,6 +131,10 @@ pub struct Context {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Whether the adapter has subgroup operations (`Features::SUBGROUP`, then requested on the device).
+    pub subgroups: bool,
+    /// Whether it can time compute passes (`Features::TIMESTAMP_QUERY`, then requested on the device).
+    pub timestamps: bool,
     /// One storage buffer holding the parameter blocks of up to `MAX_PENDING` dispatches.
     param_arena: wgpu::Buffer,
     pending: Mutex<Pending>,
@@ -173,10 +200,15 @@ impl Context {
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut required_features = wgpu::Features::empty();
+        required_features.set(wgpu::Features::SUBGROUP, subgroups);
+        required_features.set(wgpu::Features::TIMESTAMP_QUERY, timestamps);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lowrank"),
-                required_features: wgpu::Features::empty(),
+                required_features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::default(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -207,12 +239,15 @@ impl Context {
             encoder: device.create_command_encoder(&Default::default()),
             params: Vec::new(),
             count: 0,
+            profiler: None,
         };
         Ok(Context {
             device,
             queue,
             info,
             limits,
+            subgroups,
+            timestamps,
             param_arena,
             pending: Mutex::new(pending),
             pipelines: Mutex::new(HashMap::new()),
@@ -339,8 +374,8 @@ impl Context {
     fn pipeline(&self, kernel: &Kernel, subs: &[(&str, &str)]) -> Arc<wgpu::ComputePipeline> {
         // a file compiled with two preludes (matmul.wgsl's B) is two pipelines
         let key = format!(
-            "{}:{:p}:{}:{subs:?}",
-            kernel.file, kernel.prelude, kernel.entry
+            "{}:{:p}:{}:{:?}:{subs:?}",
+            kernel.file, kernel.prelude, kernel.entry, kernel.lanes
         );
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return p.clone();
@@ -350,8 +385,14 @@ impl Context {
             .fold(kernel.source.to_string(), |src, (from, to)| {
                 src.replace(from, to)
             });
+        // naga takes the subgroup functions without WGSL's `enable subgroups;` (which it rejects as not
+        // yet implemented) once the device has `Features::SUBGROUP`
+        let lanes = match kernel.lanes {
+            Lanes::Workgroup => include_str!("kernels/lanes.wgsl"),
+            Lanes::Subgroup => include_str!("kernels/lanes_subgroup.wgsl"),
+        };
         let source = format!(
-            "{}\n{}\n{body}",
+            "{}\n{lanes}\n{}\n{body}",
             include_str!("kernels/common.wgsl"),
             kernel.prelude
         );
@@ -423,12 +464,13 @@ impl Context {
             entries: &entries,
         });
         {
-            let mut pass = pending
-                .encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(kernel.entry),
-                    timestamp_writes: None,
-                });
+            let Pending {
+                encoder, profiler, ..
+            } = &mut *pending;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry),
+                timestamp_writes: profiler.as_mut().map(|p| p.pass(kernel)),
+            });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -437,9 +479,10 @@ impl Context {
         self.dispatches.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes the parameter blocks and submits the recorded commands (does not wait for them).
+    /// Writes the parameter blocks and submits the recorded commands (does not wait for them, unless
+    /// profiling).
     fn submit(&self, pending: &mut Pending) {
-        let encoder = std::mem::replace(
+        let mut encoder = std::mem::replace(
             &mut pending.encoder,
             self.device.create_command_encoder(&Default::default()),
         );
@@ -447,11 +490,41 @@ impl Context {
             self.queue
                 .write_buffer(&self.param_arena, 0, &pending.params);
         }
+        if let Some(p) = &pending.profiler {
+            p.resolve(&mut encoder);
+        }
         self.queue.submit([encoder.finish()]);
         pending.params.clear();
         pending.count = 0;
         let now = self.submits.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.pool).settle(now);
+        if let Some(p) = &mut pending.profiler {
+            if let Err(e) = p.collect(&self.device) {
+                lock(&self.error).get_or_insert(e);
+            }
+        }
+    }
+
+    /// Starts timing each dispatch on the GPU (see `profiler.rs`); false when the adapter cannot.
+    pub fn start_profiling(&self) -> bool {
+        if !self.timestamps {
+            return false;
+        }
+        let mut pending = lock(&self.pending);
+        self.submit(&mut pending); // the commands recorded before are not timed
+        pending.profiler = Some(Profiler::new(&self.device, &self.queue, MAX_PENDING));
+        true
+    }
+
+    /// Waits for everything recorded, stops timing and returns each kernel's GPU time since
+    /// `start_profiling`, longest first (empty when it was not started).
+    pub fn stop_profiling(&self) -> Vec<KernelTime> {
+        let mut pending = lock(&self.pending);
+        self.submit(&mut pending);
+        pending
+            .profiler
+            .take()
+            .map_or_else(Vec::new, |p| p.totals())
     }
 
     /// The first error the device reported, if any: a kernel or an allocation failed earlier. It stays: the

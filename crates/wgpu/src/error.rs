@@ -3,7 +3,7 @@
 //! own message and the op that was being recorded: as an `Err` from `Tensor::try_to_vec` (which
 //! `gpt::train_step` uses, so training returns `TrainError::Device`), as a panic from `to_vec`.
 
-/// Why no `Wgpu` device could be created.
+/// Why no `Wgpu` device could be created, or not with the asked-for kernels.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum WgpuError {
     #[error(
@@ -14,4 +14,6 @@ pub enum WgpuError {
     NoAdapter { tried: String },
     #[error("wgpu: the adapter refused to create a device: {0}")]
     Device(String),
+    #[error("wgpu: {0}")]
+    Unsupported(String),
 }

@@ -8,6 +8,8 @@
 //!   (`crates/tensor/src/cpu/`), each beside the WGSL it dispatches. Shapes, strides and scalars travel in a
 //!   small parameter block, so one compiled pipeline serves every shape.
 //! - Data crosses to the host only in `to_vec` (a read-back waits for the GPU); everything else stays on it.
+//! - `profiler.rs`: `Wgpu::start_profiling` / `stop_profiling` give each kernel's GPU time from
+//!   timestamp queries, where the adapter has them.
 //!
 //! ```no_run
 //! use lowrank_tensor::Tensor;
@@ -22,12 +24,14 @@ mod backend;
 pub mod context;
 mod error;
 mod kernels;
+mod profiler;
 mod storage;
 
 pub use backend::Wgpu;
-pub use context::Stats;
+pub use context::{Lanes, Stats};
 pub use error::WgpuError;
 pub use kernels::matmul::Gemm;
+pub use profiler::KernelTime;
 pub use storage::GpuStorage;
 /// The wgpu version this backend is built on (for `AdapterInfo` and friends).
 pub use wgpu;

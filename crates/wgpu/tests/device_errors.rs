@@ -3,7 +3,7 @@
 //! device's state is unknown afterwards. Its own test binary, since the error poisons the process's context.
 
 use lowrank_tensor::{Backend, Tensor};
-use lowrank_wgpu::context::{self, Kernel};
+use lowrank_wgpu::context::{self, Kernel, Lanes};
 use lowrank_wgpu::test_device;
 
 #[test]
@@ -22,6 +22,7 @@ fn a_device_error_is_a_result_at_the_read_back_naming_the_op() {
                  @compute @workgroup_size(1) fn missing_binding() { out[0] = f32(p[0]); }",
         prelude: "",
         entry: "missing_binding",
+        lanes: Lanes::Workgroup,
     };
     ctx.dispatch(&broken, &[], &[1], &[], [1, 1, 1]); // binding 1 is not given
     let err = x

@@ -29,37 +29,10 @@ fn strided_offset(i: u32, k: u32) -> u32 {
     return off;
 }
 
-// Workgroup-wide sum and max over LANES invocations (every lane gets the result).
+// A workgroup's lanes (the row kernels and reduce.wgsl's `fold`: one workgroup per output) and their shared
+// scratch. `lanes_sum` and `lanes_max` come from lanes.wgsl or lanes_subgroup.wgsl (context.rs: `Lanes`).
 const LANES: u32 = 64u;
 var<workgroup> scratch: array<f32, 64>;
-
-fn lanes_sum(v: f32, lane: u32) -> f32 {
-    scratch[lane] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
-        if lane < s {
-            scratch[lane] = scratch[lane] + scratch[lane + s];
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn lanes_max(v: f32, lane: u32) -> f32 {
-    scratch[lane] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
-        if lane < s {
-            scratch[lane] = max(scratch[lane], scratch[lane + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
 
 // tanh that stays finite for large |x| on every driver.
 fn tanh_(x: f32) -> f32 {

@@ -1,7 +1,7 @@
 //! Fused row kernels on the GPU: softmax (optionally causal), log-softmax, rms-norm, cross-entropy, RoPE and
 //! their backward passes (`softmax.wgsl`, `rms_norm.wgsl`, `cross_entropy.wgsl`, `rope.wgsl`; the CPU twin
-//! is `cpu/fused.rs`). A row is one workgroup: its lanes split the row and meet in workgroup memory for the
-//! row's max and sum.
+//! is `cpu/fused.rs`). A row is one workgroup: its lanes split the row and combine for the row's max and sum,
+//! with subgroup operations where the adapter has them (`Wgpu::with_lanes`).
 
 use super::{bits, grid, rows_of, strided_params};
 use crate::context::Kernel;
@@ -38,7 +38,7 @@ fn row_forward(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, q as u32, 0, x.offset()];
     dev.ctx.dispatch(
-        &kernel!("softmax.wgsl", entry, "rows.wgsl"),
+        &kernel!("softmax.wgsl", entry, "rows.wgsl").with_lanes(dev.lanes),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer())],
@@ -59,7 +59,7 @@ pub fn row_backward(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, 0, 0, y.offset(), g.offset()];
     dev.ctx.dispatch(
-        &kernel!("softmax.wgsl", entry, "rows.wgsl"),
+        &kernel!("softmax.wgsl", entry, "rows.wgsl").with_lanes(dev.lanes),
         &[],
         &params,
         &[(1, out.buffer()), (2, y.buffer()), (3, g.buffer())],
@@ -79,7 +79,7 @@ pub fn rms_norm(
     let out = dev.output(rows * n);
     let params = [rows as u32, n as u32, bits(eps), 0, x.offset(), w.offset()];
     dev.ctx.dispatch(
-        &kernel!("rms_norm.wgsl", "rms_norm", "rows.wgsl"),
+        &kernel!("rms_norm.wgsl", "rms_norm", "rows.wgsl").with_lanes(dev.lanes),
         &[],
         &params,
         &[(1, out.buffer()), (2, x.buffer()), (3, w.buffer())],
@@ -123,7 +123,7 @@ pub fn rms_norm_backward(
         (5, inv.buffer()),
     ];
     dev.ctx.dispatch(
-        &kernel!("rms_norm.wgsl", "rms_norm_backward_input", "rows.wgsl"),
+        &kernel!("rms_norm.wgsl", "rms_norm_backward_input", "rows.wgsl").with_lanes(dev.lanes),
         &[],
         &params,
         &buffers,
@@ -209,7 +209,7 @@ pub fn cross_entropy(
         None => "cross_entropy",
     };
     dev.ctx.dispatch(
-        &kernel!("cross_entropy.wgsl", entry, "rows.wgsl"),
+        &kernel!("cross_entropy.wgsl", entry, "rows.wgsl").with_lanes(dev.lanes),
         &[],
         &params,
         &buffers,

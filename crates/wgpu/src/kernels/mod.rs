@@ -2,7 +2,8 @@
 //! (`crates/tensor/src/cpu/`): a reader finds an op's CPU loop and its GPU kernel in parallel places.
 //!
 //! Every WGSL file is compiled with `common.wgsl` in front of it: the parameter block at binding 0, the
-//! strided-index helper and the workgroup reductions.
+//! strided-index helper and the lanes' scratch; then the lanes' sum and max, from `lanes.wgsl` or, where the
+//! adapter has subgroups and the kernel asks for them (`Kernel::with_lanes`), `lanes_subgroup.wgsl`.
 
 /// `kernel!("file.wgsl", "entry")`: an entry point of a WGSL file in this folder;
 /// `kernel!("file.wgsl", "entry", "prelude.wgsl")` also puts a family's shared helpers in front of it
@@ -14,6 +15,7 @@ macro_rules! kernel {
             source: include_str!($file),
             prelude: "",
             entry: $entry,
+            lanes: $crate::context::Lanes::Workgroup,
         }
     };
     ($file:literal, $entry:expr, $prelude:literal) => {
@@ -22,6 +24,7 @@ macro_rules! kernel {
             source: include_str!($file),
             prelude: include_str!($prelude),
             entry: $entry,
+            lanes: $crate::context::Lanes::Workgroup,
         }
     };
 }
