@@ -15,5 +15,6 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if i >= p[0] {
         return;
     }
-    out[i] = op(lhs[strided_offset(i, 0u)], rhs[strided_offset(i, 1u)]);
+    let at = strided_offsets(i);
+    out[i] = op(lhs[at.x], rhs[at.y]);
 }

@@ -15,16 +15,22 @@ fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-// The storage index of element i (row-major over the shape) of strided operand k:
-// p[4] = rank, p[5..13] = dims, p[13 + 9k] = offset, p[14 + 9k..] = strides.
-fn strided_offset(i: u32, k: u32) -> u32 {
-    let base = 13u + 9u * k;
+// The storage indices of element i (row-major over the shape) in strided operands 0, 1 and 2, from one
+// walk over the axes (a division per axis, shared by the three):
+// p[4] = rank, p[5..13] = dims, p[13 + 9k] = offset of operand k, p[14 + 9k..] = its strides.
+// A kernel with fewer operands ignores the other components (the parameter block is zero past its end).
+fn strided_offsets(i: u32) -> vec3<u32> {
+    var off = vec3<u32>(p[13u], p[22u], p[31u]);
+    if p[4] == 1u {
+        // one axis after merging (contiguous or evenly strided operands): no division
+        return off + i * vec3<u32>(p[14u], p[23u], p[32u]);
+    }
     var rem = i;
-    var off = p[base];
     for (var a = i32(p[4]) - 1; a >= 0; a = a - 1) {
         let d = p[5u + u32(a)];
-        off = off + (rem % d) * p[base + 1u + u32(a)];
+        let at = rem % d;
         rem = rem / d;
+        off = off + at * vec3<u32>(p[14u + u32(a)], p[23u + u32(a)], p[32u + u32(a)]);
     }
     return off;
 }

@@ -47,7 +47,8 @@ fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if i >= p[0] {
         return;
     }
-    out[strided_offset(i, 1u)] = a[strided_offset(i, 0u)];
+    let at = strided_offsets(i);
+    out[at.y] = a[at.x];
 }
 
 // out[i] = cond != 0 ? a : b, with cond, a and b at layouts 0, 1 and 2
@@ -57,7 +58,8 @@ fn where_cond(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if i >= p[0] {
         return;
     }
-    out[i] = select(c[strided_offset(i, 2u)], b[strided_offset(i, 1u)], a[strided_offset(i, 0u)] != 0.0);
+    let at = strided_offsets(i);
+    out[i] = select(c[at.z], b[at.y], a[at.x] != 0.0);
 }
 
 // out[i] += a at layout 0: gradient accumulation into a buffer the tensor owns alone
@@ -67,7 +69,7 @@ fn add_assign(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if i >= p[0] {
         return;
     }
-    out[i] = out[i] + a[strided_offset(i, 0u)];
+    out[i] = out[i] + a[strided_offsets(i).x];
 }
 
 // SwiGLU's backward in one pass, for h = silu(a) * b and the upstream gradient g = c (a, b, c at layouts
@@ -79,10 +81,11 @@ fn swiglu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if i >= p[0] {
         return;
     }
-    let x = a[strided_offset(i, 0u)];
-    let g = c[strided_offset(i, 2u)];
+    let at = strided_offsets(i);
+    let x = a[at.x];
+    let g = c[at.z];
     let s = sigmoid(x);
-    out[i] = g * b[strided_offset(i, 1u)] * (s * (1.0 + x * (1.0 - s)));
+    out[i] = g * b[at.y] * (s * (1.0 + x * (1.0 - s)));
     out2[i] = g * (x * s);
 }
 
@@ -93,5 +96,6 @@ fn swiglu_backward_da(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if i >= p[0] {
         return;
     }
-    out[i] = c[strided_offset(i, 2u)] * b[strided_offset(i, 1u)] * silu_grad(a[strided_offset(i, 0u)]);
+    let at = strided_offsets(i);
+    out[i] = c[at.z] * b[at.y] * silu_grad(a[at.x]);
 }

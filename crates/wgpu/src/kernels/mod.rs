@@ -63,7 +63,7 @@ pub fn bits(v: f64) -> u32 {
 
 /// The parameter block of a kernel over K strided operands of one shape: `p[0..4]` are the kernel's own
 /// scalars, `p[4]` the rank after merging axes, `p[5..13]` the dims, and operand k's offset and strides at
-/// `p[13 + 9k]` and `p[14 + 9k..]` (read by `strided_offset` in `common.wgsl`).
+/// `p[13 + 9k]` and `p[14 + 9k..]` (read by `strided_offsets` in `common.wgsl`).
 pub fn strided_params<const K: usize>(scalars: [u32; 4], layouts: [&Layout; K]) -> Vec<u32> {
     let dims = layouts[0].dims();
     let (dims, strides) = merge_axes(dims, layouts.map(|l| l.strides()));

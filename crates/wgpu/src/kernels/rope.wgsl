@@ -16,9 +16,12 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let h = p[1] / 2u;
     let first_half = e % p[1] < h;
-    // The partner of element i is i + h in the first half and i - h in the second.
-    let partner = select(e - h, e + h, first_half);
-    let xp = x[strided_offset(partner, 0u)];
+    let at = strided_offsets(e);
+    // The partner of element e is e + h in the first half of its row and e - h in the second: h steps
+    // along the last axis (after merging, the row lies inside the last merged axis, stride s).
+    let s = p[14u + p[4] - 1u];
+    let partner = select(at.x - h * s, at.x + h * s, first_half);
+    let xp = x[partner];
     let rotated = select(xp, -xp, first_half);
-    out[e] = x[strided_offset(e, 0u)] * cos_t[strided_offset(e, 1u)] + rotated * sin_t[strided_offset(e, 2u)];
+    out[e] = x[at.x] * cos_t[at.y] + rotated * sin_t[at.z];
 }

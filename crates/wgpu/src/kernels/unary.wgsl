@@ -14,5 +14,5 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     if i >= p[0] {
         return;
     }
-    out[i] = op(input[strided_offset(i, 0u)], pf(1u));
+    out[i] = op(input[strided_offsets(i).x], pf(1u));
 }
