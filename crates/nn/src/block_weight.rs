@@ -12,8 +12,9 @@
 //! Q4_1: m_b as stored      Q4_0: m_b = -8 d_b (codes 0..15 stand for -8..7)      Q8_0: no m_b (codes signed)
 //! ```
 //!
-//! The minimums' sum over i is taken in 16 lanes, as the codes' is: lane j gets `m_b (x_j + x_j+16)`,
-//! those pair sums computed once per row of x and shared by every output row.
+//! The minimums' term needs only each block's sum of x, `s_b = sum_i x[r, 32b + i]`, computed once per row
+//! of x and shared by every output row: per output row it is a dot product of length in / 32,
+//! `sum_b m_b s_b`, beside the codes' one.
 //!
 //! Many rows (a prompt's prefill) make the product compute-bound instead: there it expands W in panels of
 //! 64 output rows, each into a buffer that stays in cache, and runs the GEMM on each panel; no f32 copy of
@@ -212,13 +213,10 @@ impl BlockWeight {
         let [out, d_in] = self.dims;
         let blocks = d_in / 32; // per row of W and of x
         let row_codes = blocks * Self::code_bytes_of(self.ty);
-        // the minimums (4-bit types) multiply x's pair sums p[j] = x[j] + x[j + 16] of each block
-        let pairs: Vec<f32> = match self.ty {
+        // the minimums (4-bit types) multiply x's block sums s_b
+        let sums: Vec<f32> = match self.ty {
             GgmlType::Q8_0 => vec![],
-            _ => x
-                .chunks_exact(32)
-                .flat_map(|b| (0..16).map(move |j| b[j] + b[j + 16]))
-                .collect(), // (rows, blocks * 16)
+            _ => x.chunks_exact(32).map(|b| b.iter().sum()).collect(), // (rows, blocks)
         };
 
         // a small product runs as one task, on the calling thread: waking another costs more than it saves
@@ -244,8 +242,8 @@ impl BlockWeight {
                                     dot_q8(codes, d, x)
                                 } else {
                                     let m = &self.mins[o * blocks..(o + 1) * blocks];
-                                    let p = &pairs[r * d_in / 2..(r + 1) * d_in / 2];
-                                    dot_q4(codes, d, m, x, p)
+                                    let s = &sums[r * blocks..(r + 1) * blocks];
+                                    dot_q4(codes, d, x) + dot(m, s)
                                 };
                             }
                         }
@@ -278,27 +276,25 @@ fn dot_q8(codes: &[u8], d: &[f32], x: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// One output row of 4-bit codes times x: `sum_b d_b sum_i code_i x_i + m_b sum_i x_i`. Byte j of a block
-/// holds code j in its low nibble and code j + 16 in its high one, so lane j takes both, and the minimum's
-/// share of lane j is `m_b p[j]` (x's pair sums). Two sets of lanes (scaled codes, minimums) are two
-/// independent chains of adds.
+/// One output row of 4-bit codes times x, without the minimums: `sum_b d_b sum_i code_i x_i`. Byte j of a
+/// block holds code j in its low nibble and code j + 16 in its high one, so lane j takes both.
 #[inline(always)]
-fn dot_q4(codes: &[u8], d: &[f32], m: &[f32], x: &[f32], p: &[f32]) -> f32 {
-    let (mut acc, mut acc_m) = ([0f32; 16], [0f32; 16]);
-    let per_block = codes
-        .chunks_exact(16)
-        .zip(d.iter().zip(m))
-        .zip(x.chunks_exact(32).zip(p.chunks_exact(16)));
-    for ((codes, (&d, &m)), (x, p)) in per_block {
+fn dot_q4(codes: &[u8], d: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for ((codes, &d), x) in codes.chunks_exact(16).zip(d).zip(x.chunks_exact(32)) {
         let (lo, hi) = x.split_at(16);
-        let lanes = acc.iter_mut().zip(&mut acc_m).zip(codes.iter().zip(p));
-        for (((acc, acc_m), (&q, &p)), (&lo, &hi)) in lanes.zip(lo.iter().zip(hi)) {
+        for ((acc, &q), (&lo, &hi)) in acc.iter_mut().zip(codes).zip(lo.iter().zip(hi)) {
             let codes_x = f32::from(q & 0x0f).mul_add(lo, f32::from(q >> 4) * hi);
             *acc = codes_x.mul_add(d, *acc);
-            *acc_m = p.mul_add(m, *acc_m);
         }
     }
-    acc.iter().zip(&acc_m).map(|(a, b)| a + b).sum()
+    acc.iter().sum()
+}
+
+/// `sum_b m_b s_b`: the minimums' share of an output row.
+#[inline(always)]
+fn dot(m: &[f32], s: &[f32]) -> f32 {
+    m.iter().zip(s).map(|(m, s)| m * s).sum()
 }
 
 impl<B: Backend> CompressedWeight<B> for BlockWeight {
