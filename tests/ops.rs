@@ -1001,9 +1001,10 @@ on_every_backend! {
     attention => |dev| |case: AttentionCase| check_attention(&dev, &case);
 }
 
-/// The row kernels (softmax, RMSNorm, cross-entropy: `fused` and `backward`) on the GPU with the lanes
-/// combined through workgroup memory: `gpu()` combines them with subgroup operations where the adapter has
-/// them, so both ways are tested (on an adapter without subgroups this repeats the path `wgpu` took).
+/// The row kernels (softmax, RMSNorm, cross-entropy: `fused` and `backward`; sum, max and min over the
+/// last axis: `reduce`) on the GPU with the lanes combined through workgroup memory: `gpu()` combines them
+/// with subgroup operations where the adapter has them, so both ways are tested (on an adapter without
+/// subgroups this repeats the path `wgpu` took).
 mod workgroup_lanes {
     use super::*;
     use lowrank::wgpu::Lanes;
@@ -1025,6 +1026,12 @@ mod workgroup_lanes {
         fn backward(((nd, how), tg) in strategies::backward()) {
             if let Some(dev) = dev() {
                 check_backward(&dev, &nd, how, &tg);
+            }
+        }
+        #[test]
+        fn reduce(((nd, how), axis, keep) in strategies::reduce()) {
+            if let Some(dev) = dev() {
+                check_reduce(&dev, &nd, how, axis, keep);
             }
         }
     }

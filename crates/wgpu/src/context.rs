@@ -52,7 +52,8 @@ pub struct Kernel {
     pub source: &'static str,
     pub prelude: &'static str,
     pub entry: &'static str,
-    /// How its workgroups combine lanes (`lanes_sum`, `lanes_max`); only the row kernels use them.
+    /// How its workgroups combine lanes (`lanes_sum`, `lanes_max`); the row kernels and `reduce.wgsl`'s
+    /// `fold` use them.
     pub lanes: Lanes,
 }
 

@@ -26,29 +26,29 @@ pub fn reduce(
     axis: usize,
 ) -> GpuStorage {
     let (outer, len, inner) = layout.shape().split_at_axis(axis);
-    // (entry, how two values combine, its identity); arg-reductions keep the value `combine` prefers.
-    let (entry, combine, init) = match op {
-        ReduceOp::Sum => ("fold", "a + b", "0.0"),
-        ReduceOp::Max => ("fold", "max(a, b)", "NEG_INF"),
-        ReduceOp::Min => ("fold", "min(a, b)", "-NEG_INF"),
-        ReduceOp::ArgMax => ("arg", "max(a, b)", "NEG_INF"),
-        ReduceOp::ArgMin => ("arg", "min(a, b)", "-NEG_INF"),
+    // (entry, how two values combine, its identity, the same over a workgroup's lanes); arg-reductions
+    // keep the value `combine` prefers.
+    let (entry, combine, init, lanes) = match op {
+        ReduceOp::Sum => ("fold", "a + b", "0.0", "lanes_sum(v, lane)"),
+        ReduceOp::Max => ("fold", "max(a, b)", "NEG_INF", "lanes_max(v, lane)"),
+        ReduceOp::Min => ("fold", "min(a, b)", "-NEG_INF", "-lanes_max(-v, lane)"),
+        ReduceOp::ArgMax => ("arg", "max(a, b)", "NEG_INF", "lanes_max(v, lane)"),
+        ReduceOp::ArgMin => ("arg", "min(a, b)", "-NEG_INF", "-lanes_max(-v, lane)"),
     };
+    let subs = [
+        ("{{OP}}", combine),
+        ("{{INIT}}", init),
+        ("{{LANES}}", lanes),
+    ];
     let x = dev.dense(x, layout);
     if entry == "fold" && inner > 1 {
-        return fold_columns(
-            dev,
-            (combine, init),
-            x.buffer(),
-            x.offset(),
-            [outer, len, inner],
-        );
+        return fold_columns(dev, &subs, x.buffer(), x.offset(), [outer, len, inner]);
     }
     let out = dev.output(outer * inner);
     let params = [(outer * inner) as u32, len as u32, inner as u32, x.offset()];
     dev.ctx.dispatch(
-        &kernel!("reduce.wgsl", entry),
-        &[("{{OP}}", combine), ("{{INIT}}", init)],
+        &kernel!("reduce.wgsl", entry).with_lanes(dev.lanes),
+        &subs,
         &params,
         &[(1, out.buffer()), (2, x.buffer())],
         grid(outer * inner),
@@ -57,10 +57,10 @@ pub fn reduce(
 }
 
 /// The column passes of `reduce` over `x` (outer, len, inner) from `offset`: the first folds chunks of len,
-/// each further one the previous pass's (1, chunks, outer * inner) partial results.
+/// each further one the previous pass's (1, chunks, outer * inner) partial results. `subs` as `reduce`'s.
 fn fold_columns(
     dev: &Wgpu,
-    (combine, init): (&str, &str),
+    subs: &[(&str, &str)],
     x: &wgpu::Buffer,
     offset: u32,
     [outer, len, inner]: [usize; 3],
@@ -71,7 +71,7 @@ fn fold_columns(
     let [gx, gy, _] = grid(outputs.div_ceil(64));
     dev.ctx.dispatch(
         &kernel!("reduce.wgsl", "fold_columns"),
-        &[("{{OP}}", combine), ("{{INIT}}", init)],
+        subs,
         &[
             outputs as u32,
             len as u32,
@@ -85,5 +85,5 @@ fn fold_columns(
     if chunks == 1 {
         return out;
     }
-    fold_columns(dev, (combine, init), out.buffer(), 0, [1, chunks, outputs])
+    fold_columns(dev, subs, out.buffer(), 0, [1, chunks, outputs])
 }

@@ -1,10 +1,13 @@
 // Axis reductions. The input is a row-major run viewed as (outer, len, inner) around the reduced axis.
 // - `fold` and `arg` (the last axis, inner 1): one workgroup of LANES invocations reduces one output (o, j):
-//   each lane folds a strided share of the len values, then the lanes combine in shared memory.
+//   each lane folds a strided share of the len values, then the lanes combine: `fold` through `{{LANES}}`
+//   (lanes_sum or lanes_max of v, with subgroups where the adapter has them), `arg` in shared memory, as
+//   it carries an index beside each value.
 // - `fold_columns` (inner > 1, where `fold`'s lanes would read values `inner` apart): one invocation per
 //   output folds a chunk of the rows, so neighbouring invocations read neighbouring values; reduce.rs
 //   folds the chunks' partial results the same way until one chunk is left.
 // `{{OP}}` combines two values (a + b, max(a, b), min(a, b)); `{{INIT}}` is its identity.
+
 // p[0] = outputs (outer * inner), p[1] = len, p[2] = inner, p[3] = offset of the input; `fold_columns`:
 // p[4] = rows per chunk.
 
@@ -13,6 +16,11 @@
 
 fn combine(a: f32, b: f32) -> f32 {
     return {{OP}};
+}
+
+// `combine` over a workgroup's lanes (every lane gets the result)
+fn lanes_combine(v: f32, lane: u32) -> f32 {
+    return {{LANES}};
 }
 
 var<workgroup> best_value: array<f32, 64>;
@@ -35,16 +43,9 @@ fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = lane; i < p[1]; i = i + LANES) {
         acc = combine(acc, input_at(r, i));
     }
-    scratch[lane] = acc;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s = s >> 1u) {
-        if lane < s {
-            scratch[lane] = combine(scratch[lane], scratch[lane + s]);
-        }
-        workgroupBarrier();
-    }
+    let total = lanes_combine(acc, lane);
     if lane == 0u {
-        out[r] = scratch[0];
+        out[r] = total;
     }
 }
 
