@@ -11,7 +11,8 @@
 //! dispatches, queue submits and read-backs (the loss is the one read-back a step needs). Where the adapter
 //! has timestamp queries, `gpu_time_in` gives where the GPU's time went, from as many steps again with each
 //! kernel timed (so not in `ms_per_step`: a timed submission waits for the GPU): ms per step in the GEMMs
-//! (with their GFLOP/s), in attention, in the rest, and by kernel.
+//! (with their GFLOP/s), in attention, in the rest, and by kernel. `--gemm tiled` and `--lanes workgroup`
+//! run the first GEMM kernel and the workgroup-memory reductions instead, to compare them in the step.
 //!
 //! `cargo run --release --example bench_train -- --configs small,medium --steps 20`
 //! `cargo run --release --example bench_train -- --configs smollm2 --steps 5` (SmolLM2 from its GGUF)
@@ -63,9 +64,54 @@ struct Args {
     /// Where to run the steps.
     #[arg(long, value_enum, default_value_t = device::Device::Cpu)]
     device: device::Device,
+    /// With `--device wgpu`: the GEMM kernels, `auto` (the fast ones, chosen by shape) or `tiled` (the
+    /// first version for every product), to compare them in the whole step.
+    #[arg(long, value_enum)]
+    gemm: Option<GemmArg>,
+    /// With `--device wgpu`: how the row kernels combine their lanes, `subgroup` (the default where the
+    /// adapter has subgroups) or `workgroup` (workgroup memory only).
+    #[arg(long, value_enum)]
+    lanes: Option<LanesArg>,
     /// Internal: run one (config, variant) in this process.
     #[arg(long, num_args = 2, hide = true)]
     child: Option<Vec<String>>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GemmArg {
+    Auto,
+    Tiled,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LanesArg {
+    Subgroup,
+    Workgroup,
+}
+
+/// The GPU with the kernels `--gemm` and `--lanes` ask for.
+fn gpu_device(args: &Args) -> Result<lowrank::wgpu::Wgpu, Box<dyn std::error::Error>> {
+    use lowrank::wgpu::{Gemm, Lanes, Wgpu};
+    let mut gpu = Wgpu::new()?;
+    if let Some(g) = args.gemm {
+        gpu = gpu.with_gemm(match g {
+            GemmArg::Auto => Gemm::Auto,
+            GemmArg::Tiled => Gemm::Tiled,
+        });
+    }
+    if let Some(l) = args.lanes {
+        gpu = gpu.with_lanes(match l {
+            LanesArg::Subgroup => Lanes::Subgroup,
+            LanesArg::Workgroup => Lanes::Workgroup,
+        })?;
+    }
+    eprintln!(
+        "device: {} (GEMM {:?}, lanes {:?})",
+        gpu.adapter_name(),
+        args.gemm.unwrap_or(GemmArg::Auto),
+        gpu.lanes()
+    );
+    Ok(gpu)
 }
 
 /// GPU work counters (dispatches, submits, read-backs) when the process has a GPU context, else zeros.
@@ -212,7 +258,12 @@ fn main() {
         if let Some(c) = &args.child {
             let variant =
                 Variant::parse(&c[1]).ok_or_else(|| format!("unknown variant {}", c[1]))?;
-            return with_device!(args.device, |dev| child(&args, &c[0], variant, &dev));
+            return match args.device {
+                device::Device::Cpu => {
+                    child(&args, &c[0], variant, &lowrank::tensor::Cpu::<f32>::new())
+                }
+                device::Device::Wgpu => child(&args, &c[0], variant, &gpu_device(&args)?),
+            };
         }
         run_children(&args)
     })());
@@ -221,6 +272,9 @@ fn main() {
 /// Checks every flag, then runs each (config, variant) in a child process of its own.
 fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     flags::at_least_one("--steps", args.steps)?;
+    if args.device == device::Device::Cpu && (args.gemm.is_some() || args.lanes.is_some()) {
+        return Err("--gemm and --lanes choose GPU kernels: they need --device wgpu".into());
+    }
     let configs: Vec<&str> = args.configs.split(',').map(str::trim).collect();
     if let Some(bad) = configs
         .iter()
@@ -253,6 +307,12 @@ fn run_children(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .args(["--warmup", &args.warmup.to_string()])
                 .args(["--device", device.get_name()])
                 .args(["--kernels", kernels.get_name()])
+                .args(args.gemm.iter().flat_map(|g| {
+                    ["--gemm", g.to_possible_value().expect("listed").get_name()].map(String::from)
+                }))
+                .args(args.lanes.iter().flat_map(|l| {
+                    ["--lanes", l.to_possible_value().expect("listed").get_name()].map(String::from)
+                }))
                 .arg("--model")
                 .arg(&args.model)
                 .status()?;

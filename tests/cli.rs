@@ -280,6 +280,11 @@ fn unknown_names_and_out_of_range_values_are_rejected() {
         &["--steps", "0"],
         "--steps must be at least 1",
     );
+    rejects(
+        "bench_train",
+        &["--gemm", "tiled"],
+        "--gemm and --lanes choose GPU kernels: they need --device wgpu",
+    );
 }
 
 /// A scratch folder with a tiny base checkpoint in `base/` (fast to load and evaluate).
