@@ -1004,8 +1004,9 @@ on_every_backend! {
 /// The row kernels (softmax, RMSNorm, cross-entropy: `fused` and `backward`; sum, max and min over the
 /// last axis: `reduce`) on the GPU with the lanes combined through workgroup memory: `gpu()` combines them
 /// with subgroup operations where the adapter has them, so both ways are tested (on an adapter without
-/// subgroups this repeats the path `wgpu` took).
-mod workgroup_lanes {
+/// subgroups this repeats the path `wgpu` took). The name starts with `wgpu` so that
+/// `scripts/valgrind.sh` (`--skip wgpu`) leaves the GPU driver out of its memcheck, as it does for the others.
+mod wgpu_workgroup_lanes {
     use super::*;
     use lowrank::wgpu::Lanes;
     fn dev() -> Option<Wgpu> {
