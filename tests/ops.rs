@@ -105,41 +105,28 @@ fn make<B: Backend>(nd: &Nd, how: u8, dev: &B) -> Tensor<B> {
     out
 }
 
-/// As `close`, for a sum whose terms' sizes add up to `size` (elementwise): f32 may be off by 1e-5 of it.
-fn close_to<B: Backend>(got: &Tensor<B>, want: &Nd, size: &Nd, what: &str) {
+/// As `close`, for a sum whose terms' sizes add up to `size` (elementwise): f32 may also be off by 1e-5 of
+/// it (f64 by 1e-12), as rounding scales with the terms, not with the result.
+fn close_to<B: Backend>(got: &Tensor<B>, want: &Nd, size: Option<&Nd>, what: &str) {
     assert_eq!(got.dims(), &want.shape[..], "{what}: shape");
     let (tol, of_size) = if B::Elem::DTYPE == lowrank_tensor::DType::F32 {
         (1e-4, 1e-5)
     } else {
         (1e-10, 1e-12)
     };
-    for (i, (g, (w, s))) in got
-        .to_vec()
-        .iter()
-        .zip(want.data.iter().zip(&size.data))
-        .enumerate()
-    {
-        let g = g.to_f64();
-        let ok = (g - w).abs() <= tol * (1.0 + w.abs()) + of_size * s || g == *w;
-        assert!(
-            ok,
-            "{what}: element {i}: got {g}, want {w} (terms of size {s})"
-        );
+    for (i, (g, w)) in got.to_vec().iter().zip(&want.data).enumerate() {
+        let (g, s) = (g.to_f64(), size.map_or(0.0, |s| s.data[i]));
+        let ok = (g - w).abs() <= tol * (1.0 + w.abs()) + of_size * s
+            || (g.is_nan() && w.is_nan())
+            || g == *w;
+        let terms = size.map_or(String::new(), |_| format!(" (terms of size {s})"));
+        assert!(ok, "{what}: element {i}: got {g}, want {w}{terms}");
     }
 }
 
+/// `got` equals `want` to 1e-4 (f32) or 1e-10 (f64) relative, NaN where `want` is NaN.
 fn close<B: Backend>(got: &Tensor<B>, want: &Nd, what: &str) {
-    assert_eq!(got.dims(), &want.shape[..], "{what}: shape");
-    let tol = if B::Elem::DTYPE == lowrank_tensor::DType::F32 {
-        1e-4
-    } else {
-        1e-10
-    };
-    for (i, (g, w)) in got.to_vec().iter().zip(&want.data).enumerate() {
-        let g = g.to_f64();
-        let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()) || g == *w;
-        assert!(ok, "{what}: element {i}: got {g}, want {w}");
-    }
+    close_to(got, want, None, what)
 }
 
 // ---- strategies ----------------------------------------------------------------------------------------------
@@ -786,9 +773,16 @@ fn check_attention<B: Backend>(dev: &B, (inputs, causal): &AttentionCase) {
     close(&out, &want_out, "attention out");
     match dev.attention_saves() {
         AttentionSaved::Probs => close(&tp, &probs, "attention probabilities"),
-        AttentionSaved::LogSumExp => {
-            let lse = Nd::from_fn(&pshape[..3], |x| max.at(x) + sum.at(x).ln());
-            close(&tp, &lse, "attention log-sum-exp")
+        AttentionSaved::OutputAndLogSumExp => {
+            // row i: O_i, then L_i
+            let saved = Nd::from_fn(&[pshape[0], pshape[1], t, d + 1], |x| {
+                if x[3] < d {
+                    want_out.at(x)
+                } else {
+                    max.at(&x[..3]) + sum.at(&x[..3]).ln()
+                }
+            });
+            close(&tp, &saved, "attention output and log-sum-exp")
         }
     }
     // dS[b, h, i, j] = P (dP - sum_j P dP),  dP = g v^T (each built once: O(T^2 D), not O(T^3 D))
@@ -856,7 +850,7 @@ fn check_attention<B: Backend>(dev: &B, (inputs, causal): &AttentionCase) {
         let grads = Tensor::attention_backward(qkv, &tp, &tg, scale, *causal, need);
         for (i, name) in ["dq", "dk", "dv"].into_iter().enumerate() {
             match &grads[i] {
-                Some(got) => close_to(got, &want[i], &size[i], &format!("attention {name}")),
+                Some(got) => close_to(got, &want[i], Some(&size[i]), &format!("attention {name}")),
                 None => assert!(!need[i], "attention {name} was asked for"),
             }
         }

@@ -83,10 +83,11 @@ pub enum AttentionSaved {
     /// The probabilities P, a contiguous (B, H, T, T) (the CPU backends). The backward reads v only for
     /// dq or dk, k only for dq and q only for dk: dv = P^T g needs P alone.
     Probs,
-    /// Each query row's log-sum-exp L = log sum_j exp(s_ij), a contiguous (B, H, T), from which the
-    /// backward recomputes P tile by tile (flash attention: the wgpu backend). It reads q, k and v for
-    /// any gradient.
-    LogSumExp,
+    /// Each query row's output O_i and log-sum-exp L_i = log sum_j exp(s_ij), a contiguous (B, H, T, D + 1)
+    /// whose row i holds O_i then L_i (flash attention: the wgpu backend). The backward recomputes P tile by
+    /// tile from q, k and L, and takes FlashAttention-2's `delta_i = sum_j P_ij dP_ij = dO_i . O_i` from O
+    /// without a sweep over the keys. It reads q, k and v for any gradient.
+    OutputAndLogSumExp,
 }
 
 impl AttentionSaved {
@@ -95,7 +96,7 @@ impl AttentionSaved {
         let [dq, dk, dv] = need;
         match self {
             AttentionSaved::Probs => [dk, dq, dq || dk],
-            AttentionSaved::LogSumExp => [dq || dk || dv; 3],
+            AttentionSaved::OutputAndLogSumExp => [dq || dk || dv; 3],
         }
     }
 
@@ -103,7 +104,7 @@ impl AttentionSaved {
     pub fn dims(self, qdims: &[usize]) -> Vec<usize> {
         match self {
             AttentionSaved::Probs => vec![qdims[0], qdims[1], qdims[2], qdims[2]],
-            AttentionSaved::LogSumExp => qdims[..3].to_vec(),
+            AttentionSaved::OutputAndLogSumExp => vec![qdims[0], qdims[1], qdims[2], qdims[3] + 1],
         }
     }
 }

@@ -313,7 +313,7 @@ impl Backend for Wgpu {
     }
 
     fn attention_saves(&self) -> AttentionSaved {
-        AttentionSaved::LogSumExp
+        AttentionSaved::OutputAndLogSumExp
     }
 
     fn attention(

@@ -13,7 +13,7 @@ impl<B: Backend> Var<B> {
         let need = [q.requires_grad(), k.requires_grad(), v.requires_grad()];
         // dv = P^T g;  dS = P * (g v^T - rowsum(P * g v^T));  dq = scale dS k;  dk = scale dS^T q
         // so with P kept, v is read only for dS (dq or dk), k only for dq, q only for dk; with the
-        // log-sum-exp kept instead, P is recomputed from q and k, and all three are read.
+        // output and log-sum-exp kept instead, P is recomputed from q and k, and all three are read.
         let reads = qv.backend().attention_saves().reads(need);
         Var::from_op("attention", out, &[q, k, v], move || {
             let keep = |t: Tensor<B>, wanted: bool| wanted.then(|| saved(t));

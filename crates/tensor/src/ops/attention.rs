@@ -14,7 +14,7 @@ impl<B: Backend> Tensor<B> {
     /// `causal`, and `out = P v`. Returns `(out, saved)`: out (B, H, T, D) is a view of (B, T, H, D) memory,
     /// so merging the heads afterwards (`permute` + `reshape` to (B, T, H * D)) is free; saved is what
     /// `attention_backward` needs, as the backend's `attention_saves` says: P (B, H, T, T), or each row's
-    /// log-sum-exp (B, H, T).
+    /// output and log-sum-exp (B, H, T, D + 1).
     pub fn attention(q: &Self, k: &Self, v: &Self, scale: f64, causal: bool) -> (Self, Self) {
         check_shapes(q, k, v);
         let flops = 2 * crate::flops::attention_product(q.dims(), causal); // q k^T, P v

@@ -1,8 +1,8 @@
 //! Flash attention on the GPU (`attention.wgsl`; the CPU twin is `cpu/attention.rs`, whose module doc
 //! derives the backward formulas). Forward: a workgroup per (64 queries, batch * head) streams the keys
-//! and values through workgroup memory with an online softmax and keeps each row's log-sum-exp, never the
-//! (T, T) probabilities. Backward: a pass over query rows recomputes them for delta and dq, a pass over
-//! key rows for dk and dv.
+//! and values through workgroup memory with an online softmax and keeps each row's output and
+//! log-sum-exp, never the (T, T) probabilities. Backward (FlashAttention-2): a pass over query rows takes
+//! `delta_i = dO_i . O_i` and recomputes P for dq, a pass over key rows recomputes it for dk and dv.
 
 use crate::context::MAX_GROUPS;
 use crate::storage::GpuStorage;
@@ -54,12 +54,12 @@ pub fn attention(
 ) -> (GpuStorage, GpuStorage) {
     let d = q.1.dims();
     let out = dev.output(q.1.shape().numel());
-    let lse = dev.output(d[0] * d[1] * d[2]); // (B * H, T)
-                                              // dO's slot is unused in the forward pass.
+    // (B * H, T, D + 1): O_i, then L_i; dO's slot is unused in the forward pass.
+    let saved = dev.output(d[0] * d[1] * d[2] * (d[3] + 1));
     let (params, groups) = params([q.1, k.1, v.1, q.1], scale, causal, [false; 3]);
     let buffers = [
         (1, out.buffer()),
-        (2, lse.buffer()),
+        (2, saved.buffer()),
         (3, q.0.buffer()),
         (4, k.0.buffer()),
         (5, v.0.buffer()),
@@ -71,13 +71,13 @@ pub fn attention(
         &buffers,
         groups,
     );
-    (out, lse)
+    (out, saved)
 }
 
 pub fn attention_backward(
     dev: &Wgpu,
     qkv: [Option<(&GpuStorage, &Layout)>; 3],
-    lse: &GpuStorage,
+    saved: &GpuStorage,
     g: (&GpuStorage, &Layout),
     scale: f64,
     causal: bool,
@@ -88,16 +88,17 @@ pub fn attention_backward(
     if !need.contains(&true) {
         return [None, None, None];
     }
-    // the tensor op has checked that all three are given (AttentionSaved::LogSumExp reads them all)
+    // the tensor op has checked that all three are given (AttentionSaved::OutputAndLogSumExp reads them all)
     let [q, k, v] = qkv.map(|x| x.expect("wgpu attention_backward reads q, k and v"));
     let (params, groups) = params([q.1, k.1, v.1, g.1], scale, causal, need);
     // An output nobody asked for is not written: its binding gets a one-value placeholder.
     let out = |wanted: bool| dev.output(if wanted { n } else { 1 });
     let (dq, dk, dv) = (out(need[0]), out(need[1]), out(need[2]));
-    let delta = dev.output(2 * d[0] * d[1] * d[2]); // (B * H, T, 2): delta_i and 1 / z_i
-                                                    // bindings 2..=7 are the same for both passes; 1 is dq or dk, 8 dv
+    let delta = dev.output(d[0] * d[1] * d[2]); // (B * H, T)
+
+    // bindings 2..=7 are the same for both passes; 1 is dq or dk, 8 dv
     let inputs = [
-        (2, lse.buffer()),
+        (2, saved.buffer()),
         (3, q.0.buffer()),
         (4, k.0.buffer()),
         (5, v.0.buffer()),

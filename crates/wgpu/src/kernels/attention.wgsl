@@ -1,7 +1,8 @@
 // Flash attention: FlashAttention's tiling with an online softmax, forward and backward, for q, k, v and dO
 // of shape (B, H, T, D) at any strides, D <= MAX_D (the math of the backward is derived in
 // crates/tensor/src/cpu/attention.rs). The (T, T) probabilities are never stored: the forward keeps each
-// query row's log-sum-exp L_i, and the backward recomputes P_ij = exp(s_ij - L_i) tile by tile.
+// query row's output O_i and log-sum-exp L_i, and the backward recomputes P_ij = exp(s_ij - L_i) tile by
+// tile (FlashAttention-2).
 //
 // A workgroup owns ROWS rows, one per invocation, which holds its rows of the operands and its
 // accumulators in registers: queries in the forward and the rows pass, keys in the columns pass. The other
@@ -11,23 +12,22 @@
 //   forward, query i:  s_ij = scale q_i . k_j; per tile, with m' = max(m, max_j s_ij):
 //                      l <- l e^(m - m') + sum_j e^(s_ij - m'),  o <- o e^(m - m') + sum_j e^(s_ij - m') v_j
 //                      out_i = o / l,  L_i = m + log l
-//   backward (g = dO): P_ij = e^(s_ij - L_i) / z_i,  dP_ij = g_i . v_j,  delta_i = sum_j P_ij dP_ij,
-//                      dS_ij = P_ij (dP_ij - delta_i)
-//     rows pass:       z_i = sum_j e^(s_ij - L_i) and delta_i in a first sweep (saved for the columns
-//                      pass), and dq_i = scale sum_j dS_ij k_j in a second
-//   z_i is 1 but for L_i's rounding (about one f32 step of |L_i|, 4e-6 at |L| = 40), a factor common to
-//   row i that dS would meet squared (P dP - P sum P dP) and dk summed over the rows: dividing by it makes
-//   the recomputed P sum to 1 as the stored one did.
+//   backward (g = dO): P_ij = e^(s_ij - L_i),  dP_ij = g_i . v_j,  dS_ij = P_ij (dP_ij - delta_i), with
+//                      delta_i = sum_j P_ij dP_ij = g_i . sum_j P_ij v_j = g_i . O_i  (no sweep over keys)
+//     rows pass:       delta_i (saved for the columns pass), and dq_i = scale sum_j dS_ij k_j
 //     columns pass:    dv_j = sum_i P_ij g_i,  dk_j = scale sum_i dS_ij q_i
+//   The recomputed P is the stored one's times e^-eps, eps the rounding of L_i (about one f32 step of
+//   |L_i|, 4e-6 at |L| = 40): a relative error of dS, dq, dk and dv of that size. Taking delta as a sum over
+//   the recomputed P instead would meet the factor twice inside dP - delta, where the terms cancel.
 //
-// Outputs are written (B, T, H, D), the heads side by side; L is (B * H, T), and delta (B * H, T, 2) holds
-// delta_i and 1 / z_i.
+// Outputs are written (B, T, H, D), the heads side by side; the saved (B * H, T, D + 1) holds O_i then L_i
+// per row, and delta is (B * H, T).
 // p[0] = B * H, p[1] = T, p[2] = D, p[3] = H, p[4] = scale (f32), p[5] = causal, p[6] = which gradients
 // (bit 0 q, 1 k, 2 v); p[8..13], p[13..18], p[18..23], p[23..28] = offset and (B, H, T, D) strides of q, k,
 // v and dO.
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // O; dq; dk
-@group(0) @binding(2) var<storage, read_write> lse: array<f32>; // L
+@group(0) @binding(2) var<storage, read_write> saved: array<f32>; // O_i then L_i, D + 1 per row
 @group(0) @binding(3) var<storage, read> q: array<f32>;
 @group(0) @binding(4) var<storage, read> k: array<f32>;
 @group(0) @binding(5) var<storage, read> v: array<f32>;
@@ -72,13 +72,17 @@ fn sees(i: u32, j: u32) -> bool {
     return i < p[1] && j < p[1] && (p[5] == 0u || j <= i);
 }
 
+// Where row t of head bh starts in the saved (B * H, T, D + 1): O_t, then L_t at + D.
+fn saved_row(bh: u32, t: u32) -> u32 {
+    return (bh * p[1] + t) * (p[2] + 1u);
+}
+
 // The streamed tile: (TILE, MAX_D) rows of two operands (k and v, or q and dO), and for the columns pass
-// the tile's L_i, delta_i and 1 / z_i.
+// the tile's L_i and delta_i.
 var<workgroup> tile_a: array<f32, 2048>;
 var<workgroup> tile_b: array<f32, 2048>;
 var<workgroup> tile_l: array<f32, 16>;
 var<workgroup> tile_delta: array<f32, 16>;
-var<workgroup> tile_inv_z: array<f32, 16>;
 
 // Rows j0.. of k and v into the tile (zeros past T).
 fn stage_kv(mk: Mat, mv: Mat, j0: u32, lane: u32) {
@@ -97,7 +101,7 @@ fn stage_kv(mk: Mat, mv: Mat, j0: u32, lane: u32) {
     }
 }
 
-// Rows i0.. of q and dO, and their L, delta and 1 / z, into the tile (zeros past T).
+// Rows i0.. of q and dO, and their L and delta, into the tile (zeros past T).
 fn stage_qg(mq: Mat, mg: Mat, bh: u32, i0: u32, lane: u32) {
     let dh = p[2];
     for (var e = lane; e < TILE * dh; e = e + ROWS) {
@@ -114,9 +118,8 @@ fn stage_qg(mq: Mat, mg: Mat, bh: u32, i0: u32, lane: u32) {
     }
     if lane < TILE {
         let i = min(i0 + lane, p[1] - 1u);
-        tile_l[lane] = lse[bh * p[1] + i];
-        tile_delta[lane] = delta[2u * (bh * p[1] + i)];
-        tile_inv_z[lane] = delta[2u * (bh * p[1] + i) + 1u];
+        tile_l[lane] = saved[saved_row(bh, i) + p[2]];
+        tile_delta[lane] = delta[bh * p[1] + i];
     }
 }
 
@@ -178,14 +181,17 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         workgroupBarrier();
     }
     if i < p[1] {
+        let row = saved_row(bh, i);
         for (var d = 0u; d < dh; d = d + 1u) {
-            out[out_idx(bh, i, d)] = o[d] / l;
+            let od = o[d] / l;
+            out[out_idx(bh, i, d)] = od;
+            saved[row + d] = od;
         }
-        lse[bh * p[1] + i] = m + log(l);
+        saved[row + dh] = m + log(l);
     }
 }
 
-// Rows pass: z_i and delta_i in a first sweep over the keys, dq_i (when asked for) in a second.
+// Rows pass: delta_i = g_i . O_i, and dq_i (when asked for) in one sweep over the keys.
 @compute @workgroup_size(64)
 fn attention_backward_rows(@builtin(workgroup_id) wid: vec3<u32>,
                            @builtin(local_invocation_index) lane: u32) {
@@ -201,56 +207,43 @@ fn attention_backward_rows(@builtin(workgroup_id) wid: vec3<u32>,
     var qi: array<f32, MAX_D>; // scale q_i
     var gi: array<f32, MAX_D>;
     var li = 0.0;
+    var di = 0.0;
     if i < p[1] {
+        let row = saved_row(bh, i);
         for (var d = 0u; d < dh; d = d + 1u) {
             qi[d] = q[at(mq, i, d)] * scale;
             gi[d] = dout[at(mg, i, d)];
+            di = fma(gi[d], saved[row + d], di);
         }
-        li = lse[bh * p[1] + i];
+        li = saved[row + dh];
+        delta[bh * p[1] + i] = di;
     }
-    let with_dq = (p[6] & 1u) != 0u;
-    var di = 0.0;
-    var z = 0.0;
-    var inv_z = 1.0;
+    if (p[6] & 1u) == 0u {
+        return; // the whole workgroup leaves together: no barrier is left waiting
+    }
     var dq: array<f32, MAX_D>;
-    for (var sweep = 0u; sweep < select(1u, 2u, with_dq); sweep = sweep + 1u) {
-        for (var j0 = 0u; j0 < keys_for(i0); j0 = j0 + TILE) {
-            stage_kv(mk, mv, j0, lane);
-            workgroupBarrier();
-            for (var jj = 0u; jj < TILE; jj = jj + 1u) {
-                if sees(i, j0 + jj) {
-                    var s = 0.0;
-                    var dp = 0.0;
-                    for (var d = 0u; d < dh; d = d + 1u) {
-                        s = fma(qi[d], tile_a[jj * MAX_D + d], s);
-                        dp = fma(gi[d], tile_b[jj * MAX_D + d], dp);
-                    }
-                    let pij = exp(s - li) * inv_z;
-                    if sweep == 0u {
-                        di = fma(pij, dp, di);
-                        z = z + pij;
-                    } else {
-                        let ds = pij * (dp - di) * scale;
-                        for (var d = 0u; d < dh; d = d + 1u) {
-                            dq[d] = fma(ds, tile_a[jj * MAX_D + d], dq[d]);
-                        }
-                    }
+    for (var j0 = 0u; j0 < keys_for(i0); j0 = j0 + TILE) {
+        stage_kv(mk, mv, j0, lane);
+        workgroupBarrier();
+        for (var jj = 0u; jj < TILE; jj = jj + 1u) {
+            if sees(i, j0 + jj) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var d = 0u; d < dh; d = d + 1u) {
+                    s = fma(qi[d], tile_a[jj * MAX_D + d], s);
+                    dp = fma(gi[d], tile_b[jj * MAX_D + d], dp);
+                }
+                let ds = exp(s - li) * (dp - di) * scale;
+                for (var d = 0u; d < dh; d = d + 1u) {
+                    dq[d] = fma(ds, tile_a[jj * MAX_D + d], dq[d]);
                 }
             }
-            workgroupBarrier();
         }
-        if sweep == 0u && z > 0.0 {
-            inv_z = 1.0 / z;
-            di = di * inv_z;
-        }
+        workgroupBarrier();
     }
     if i < p[1] {
-        delta[2u * (bh * p[1] + i)] = di;
-        delta[2u * (bh * p[1] + i) + 1u] = inv_z;
-        if with_dq {
-            for (var d = 0u; d < dh; d = d + 1u) {
-                out[out_idx(bh, i, d)] = dq[d];
-            }
+        for (var d = 0u; d < dh; d = d + 1u) {
+            out[out_idx(bh, i, d)] = dq[d];
         }
     }
 }
@@ -290,7 +283,7 @@ fn attention_backward_cols(@builtin(workgroup_id) wid: vec3<u32>,
                     s = fma(tile_a[ii * MAX_D + d], kj[d], s);
                     dp = fma(tile_b[ii * MAX_D + d], vj[d], dp);
                 }
-                let pij = exp(s - tile_l[ii]) * tile_inv_z[ii];
+                let pij = exp(s - tile_l[ii]);
                 let ds = pij * (dp - tile_delta[ii]) * scale;
                 for (var d = 0u; d < dh; d = d + 1u) {
                     dv[d] = fma(pij, tile_b[ii * MAX_D + d], dv[d]);
