@@ -12,7 +12,8 @@
 //! has timestamp queries, `gpu_time_in` gives where the GPU's time went, from as many steps again with each
 //! kernel timed (so not in `ms_per_step`: a timed submission waits for the GPU): ms per step in the GEMMs
 //! (with their GFLOP/s), in attention, in the rest, and by kernel. `--gemm tiled` and `--lanes workgroup`
-//! run the first GEMM kernel and the workgroup-memory reductions instead, to compare them in the step.
+//! run the first GEMM kernel and the workgroup-memory reductions instead, to compare them in the step;
+//! `gpu_kernels` records which ran.
 //!
 //! `cargo run --release --example bench_train -- --configs small,medium --steps 20`
 //! `cargo run --release --example bench_train -- --configs smollm2 --steps 5` (SmolLM2 from its GGUF)
@@ -89,8 +90,10 @@ enum LanesArg {
     Workgroup,
 }
 
-/// The GPU with the kernels `--gemm` and `--lanes` ask for.
-fn gpu_device(args: &Args) -> Result<lowrank::wgpu::Wgpu, Box<dyn std::error::Error>> {
+/// The GPU with the kernels `--gemm` and `--lanes` ask for, and those kernels as the JSON line records them.
+fn gpu_device(
+    args: &Args,
+) -> Result<(lowrank::wgpu::Wgpu, serde_json::Value), Box<dyn std::error::Error>> {
     use lowrank::wgpu::{Gemm, Lanes, Wgpu};
     let mut gpu = Wgpu::new()?;
     if let Some(g) = args.gemm {
@@ -105,13 +108,16 @@ fn gpu_device(args: &Args) -> Result<lowrank::wgpu::Wgpu, Box<dyn std::error::Er
             LanesArg::Workgroup => Lanes::Workgroup,
         })?;
     }
+    let (gemm, lanes) = (args.gemm.unwrap_or(GemmArg::Auto), gpu.lanes());
     eprintln!(
-        "device: {} (GEMM {:?}, lanes {:?})",
-        gpu.adapter_name(),
-        args.gemm.unwrap_or(GemmArg::Auto),
-        gpu.lanes()
+        "device: {} (GEMM {gemm:?}, lanes {lanes:?})",
+        gpu.adapter_name()
     );
-    Ok(gpu)
+    let kernels = serde_json::json!({
+        "gemm": format!("{gemm:?}").to_lowercase(),
+        "lanes": format!("{lanes:?}").to_lowercase(),
+    });
+    Ok((gpu, kernels))
 }
 
 /// GPU work counters (dispatches, submits, read-backs) when the process has a GPU context, else zeros.
@@ -167,11 +173,13 @@ fn gpu_time_in<B: Backend>(
     })))
 }
 
+/// One (config, variant), printed as a JSON line; `gpu_kernels` is what `gpu_device` chose (null on the CPU).
 fn child<B: Backend>(
     args: &Args,
     config: &str,
     variant: Variant,
     dev: &B,
+    gpu_kernels: Option<serde_json::Value>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut w = match config {
         "smollm2" => {
@@ -245,7 +253,7 @@ fn child<B: Backend>(
             "readbacks_per_step": per_step(2), "gflop_per_step": (gflop * 1e3).round() / 1e3,
             "gflops": round1(gflops), "fma_peak_gflops": peak.map(round1),
             "pct_of_peak": peak.map(|p| round1(100.0 * gflops / p)), "time_in": breakdown,
-            "gpu_time_in": gpu_time
+            "gpu_kernels": gpu_kernels, "gpu_time_in": gpu_time
         })
     );
     Ok(())
@@ -259,10 +267,17 @@ fn main() {
             let variant =
                 Variant::parse(&c[1]).ok_or_else(|| format!("unknown variant {}", c[1]))?;
             return match args.device {
-                device::Device::Cpu => {
-                    child(&args, &c[0], variant, &lowrank::tensor::Cpu::<f32>::new())
+                device::Device::Cpu => child(
+                    &args,
+                    &c[0],
+                    variant,
+                    &lowrank::tensor::Cpu::<f32>::new(),
+                    None,
+                ),
+                device::Device::Wgpu => {
+                    let (gpu, kernels) = gpu_device(&args)?;
+                    child(&args, &c[0], variant, &gpu, Some(kernels))
                 }
-                device::Device::Wgpu => child(&args, &c[0], variant, &gpu_device(&args)?),
             };
         }
         run_children(&args)

@@ -8,6 +8,7 @@
 
 use lowrank::autograd::no_grad;
 use lowrank::gpt::{BpeTokenizer, Gpt, Message, Pretrained, Tokenizer, Weights};
+use lowrank::lora::{Init, LoraConfig, LoraModel, Targets};
 use lowrank::nn::{GgufFile, Module};
 use lowrank::tensor::{Backend, Cpu, Element};
 use lowrank::wgpu::test_device;
@@ -407,4 +408,70 @@ fn a_model_in_blocks_saves_the_weights_it_computes_with() {
     assert_eq!(blocks.compressed_values(), 0);
     let d = max_diff("expanded logits", &logits(&blocks), &in_blocks);
     assert!(d <= 1e-4, "the expanded model's logits differ by {d}");
+}
+
+/// Adapters train over a base in blocks with the gradients they get over its f32 form: below each frozen
+/// block product, every adapter's gradient comes through that product's backward (`dx = g W`, W expanded
+/// from the blocks). Random non-zero A and B, alpha != r; one sequence of 6 tokens (the direct product:
+/// rows <= `DIRECT_ROWS`) and two of 12 (W expanded by panels).
+#[test]
+fn adapters_over_a_base_in_blocks_get_the_f32_bases_gradients() {
+    let Some(path) = fixture_path() else { return };
+    let dev = Cpu::<f32>::new();
+    let config = LoraConfig {
+        r: 4,
+        alpha: 12.0,
+        targets: Targets::AllLinear,
+        init: Init::Random,
+        ..LoraConfig::default()
+    };
+    let models = [Weights::F32, Weights::Blocks].map(|weights| {
+        let mut m = Pretrained::load_with(&path, &dev, weights).unwrap().model;
+        m.add_adapter("default", &config, 5).unwrap();
+        m
+    });
+    assert!(models[1].compressed_values() > 0);
+    for (batch, seq) in [(1, 6), (2, 12)] {
+        let n = batch * seq;
+        let ids: Vec<u32> = (0..=n as u32).map(|i| i * 37 % 400).collect();
+        let [(loss_f32, grads_f32), (loss_blocks, grads_blocks)] = models.each_ref().map(|m| {
+            let loss = m.loss(&ids[..n], &ids[1..], batch, seq);
+            loss.backward().unwrap();
+            let grads: Vec<(String, Vec<f32>)> = m
+                .named_params()
+                .into_iter()
+                .filter(|(_, p)| p.requires_grad())
+                .map(|(name, p)| {
+                    let g = p
+                        .grad()
+                        .expect("a trainable parameter has a gradient")
+                        .to_vec();
+                    p.zero_grad();
+                    (name, g)
+                })
+                .collect();
+            (loss.value().to_scalar(), grads)
+        });
+        assert!(
+            (loss_f32 - loss_blocks).abs() <= 1e-5 * loss_f32.abs(),
+            "{loss_f32} vs {loss_blocks}"
+        );
+        assert_eq!(grads_f32.len(), grads_blocks.len());
+        assert!(
+            grads_f32.len() >= 2 * 7 * 2,
+            "A and B of every Linear of both layers"
+        );
+        for ((name, want), (other, got)) in grads_f32.iter().zip(&grads_blocks) {
+            assert_eq!(name, other);
+            let got: Vec<f64> = got.iter().map(|&v| v.into()).collect();
+            let want: Vec<f64> = want.iter().map(|&v| v.into()).collect();
+            let size = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(size > 0.0, "{name}: a zero gradient would hide a wrong one");
+            let d = max_diff(name, &got, &want);
+            assert!(
+                d <= 1e-4 * size,
+                "({batch}, {seq}) {name}: max |diff| {d} of {size}"
+            );
+        }
+    }
 }

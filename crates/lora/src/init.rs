@@ -1,7 +1,7 @@
-//! How A and B start, besides the LoRA paper's default (A kaiming-uniform, B = 0, in `lora.rs`): PEFT's
-//! `init_lora_weights` options.
+//! How A and B start: the LoRA paper's default and PEFT's other `init_lora_weights` options.
 //!
 //! ```text
+//! default:   A kaiming-uniform, B = 0         (init_lora_weights=True) s B A = 0: the base layer at first
 //! gaussian:  A ~ N(0, 1/r^2), B = 0            the update still starts at zero
 //! random:    A and B kaiming-uniform            (init_lora_weights=False) a non-zero start, for tests
 //! pissa:     W0 = U S Vt;  A = sqrt(S_r/s) Vt_r,  B = U_r sqrt(S_r/s)      s B A = the top-r part of W0
@@ -25,7 +25,7 @@ pub fn kaiming_uniform<B: Backend>(
     Tensor::rand_uniform(dims.to_vec(), -bound, bound, g, backend)
 }
 
-/// (A (r, in), B (out, r)) for every `init` but the default, for base weight `w0` (out, in) and scale s.
+/// (A (r, in), B (out, r)) as `init` says, for base weight `w0` (out, in) and scale s.
 pub fn start<B: Backend>(
     w0: &Tensor<B>,
     init: Init,
@@ -35,9 +35,11 @@ pub fn start<B: Backend>(
 ) -> (Tensor<B>, Tensor<B>) {
     let (out, inp, backend) = (w0.dims()[0], w0.dims()[1], w0.backend());
     match init {
-        Init::KaimingUniform => {
-            unreachable!("the default start is written out in LoraWeights::new")
-        }
+        // A random as nn.Linear's default init, B zero
+        Init::KaimingUniform => (
+            kaiming_uniform(&[r, inp], inp, g, backend),
+            Tensor::zeros([out, r], backend),
+        ),
         Init::Gaussian => (
             Tensor::randn([r, inp], 0.0, 1.0 / r as f64, g, backend),
             Tensor::zeros([out, r], backend),

@@ -56,18 +56,11 @@ impl<B: Backend> LoraWeights<B> {
     /// OLoRA `moved_from_base` holds `s B A`, which the caller takes out of the base weight (same result).
     pub fn new(w0: &Tensor<B>, config: &LoraConfig, path: &str, seed: u64) -> Self {
         let (r, alpha) = config.rank_alpha_for(path);
-        let (out, inp) = (w0.dims()[0], w0.dims()[1]);
+        let out = w0.dims()[0];
         let (backend, s) = (w0.backend(), config.scaling_for(r, alpha));
         let g = &mut rng(seed);
-        // The LoRA paper's start: A random (kaiming-uniform, nn.Linear's default), B zero, so s B A = 0 and the
-        // adapted layer starts as the base layer. PEFT's other starts are in init.rs.
-        let (a, b) = match config.init {
-            Init::KaimingUniform => (
-                init::kaiming_uniform(&[r, inp], inp, g, backend),
-                Tensor::zeros([out, r], backend),
-            ),
-            other => init::start(w0, other, r, s, g),
-        };
+        // The LoRA paper's start (A kaiming-uniform, B zero: s B A = 0) or one of PEFT's others (init.rs)
+        let (a, b) = init::start(w0, config.init, r, s, g);
         let moved_from_base = config.init.moves_base().then(|| b.matmul(&a).mul_scalar(s));
         // lora_bias's b starts at zero like B, unless Init::Random
         let bias = config.lora_bias.then(|| {

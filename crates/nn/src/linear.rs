@@ -57,7 +57,8 @@ impl<'a, B: Backend> BaseWeight<'a, B> {
         }
     }
 
-    /// The weight's dims: (out_features, in_features) for a Linear.
+    /// The weight's dims: (out_features, in_features) for a Linear, (vocab, d) for an Embedding, (d) for an
+    /// RmsNorm's gain (the modules whose weights `WeightCopies` can hold).
     pub fn dims(&self) -> Vec<usize> {
         match self {
             BaseWeight::Dense(w) => w.dims().to_vec(),
