@@ -16,7 +16,7 @@
 //                      delta_i = sum_j P_ij dP_ij = g_i . sum_j P_ij v_j = g_i . O_i  (no sweep over keys)
 //     rows pass:       delta_i (saved for the columns pass), and dq_i = scale sum_j dS_ij k_j
 //     columns pass:    dv_j = sum_i P_ij g_i,  dk_j = scale sum_i dS_ij q_i
-//   The recomputed P is the stored one's times e^-eps, eps the rounding of L_i (about one f32 step of
+//   The recomputed P is the exact one times e^-eps, eps the rounding of L_i (about one f32 step of
 //   |L_i|, 4e-6 at |L| = 40): a relative error of dS, dq, dk and dv of that size. Taking delta as a sum over
 //   the recomputed P instead would meet the factor twice inside dP - delta, where the terms cancel.
 //
